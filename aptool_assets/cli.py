@@ -1,0 +1,168 @@
+"""The ``aptool`` command (contract §6)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+DEMO_HOME = Path(".aptool") / "demo"
+
+
+INSTANCE_YAML = """# Written by `aptool demo`: local storage under this folder.
+telemetry:
+  enabled: false
+"""
+
+
+def _instance():
+    import dagster as dg
+
+    home = os.environ.get("DAGSTER_HOME")
+    if home:
+        Path(home).mkdir(parents=True, exist_ok=True)
+        return dg.DagsterInstance.get()
+    return dg.DagsterInstance.ephemeral()
+
+
+def _fail(message: str) -> int:
+    print(f"aptool: error: {message}", file=sys.stderr)
+    return 1
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aptool_assets.runner import PipelineError, run_pipeline
+    from aptool_assets.settings import ConfigurationError
+
+    try:
+        with _instance() as instance:
+            summary = run_pipeline(only=args.only, year=args.year, instance=instance)
+    except (PipelineError, ConfigurationError) as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # noqa: BLE001 - one line for operators; --debug shows the traceback
+        if args.debug:
+            raise
+        return _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+    if not summary.ok:
+        first = summary.failures[0]
+        return _fail(f"{len(summary.failures)} step(s) failed; first: {first.step} {first.partition}: {first.detail}")
+    print(f"aptool: done ({len(summary.steps)} steps, school year {summary.school_year})")
+    return 0
+
+
+def _print_demo_summary(summary, warehouse_url: str) -> None:
+    from aptool_assets.storage.warehouse import open_warehouse
+
+    wh = open_warehouse(warehouse_url)
+    print("\nSummary")
+    print(f"  {'partition':<14} {'loaded':>7} {'rejected':>9}")
+    for step in summary.steps:
+        if step.step == "iready_diagnostic_results" and step.ok:
+            meta = step.metadata
+            loaded = getattr(meta.get("dagster/row_count"), "value", None)
+            rejected = getattr(meta.get("rows_rejected"), "value", None)
+            print(f"  {step.partition:<14} {loaded:>7} {rejected:>9}")
+    reasons = wh.query(
+        "SELECT split_part(reason, ':', 1) AS reason, count(*) AS n FROM aptool.iready_rejected_rows "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    for reason, n in reasons.iter_rows():
+        print(f"  rejected: {reason}: {n}")
+    risk = wh.query(
+        "SELECT overall_risk, count(*) AS n FROM aptool.student_academic_risk WHERE school_year = "
+        f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"
+    )
+    print(f"  academic risk {summary.school_year}: " + ", ".join(f"{r} {n}" for r, n in risk.iter_rows()))
+    print(f"  warehouse: {warehouse_url}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from aptool_assets.demo.district import build_district, write_iready_exports
+    from aptool_assets.demo.sftp_server import start_local_sftp_server
+    from aptool_assets.runner import run_pipeline
+    from aptool_assets.settings import Settings
+
+    home = Path(args.home).resolve()
+    sftp_root = home / "sftp"
+    if sftp_root.exists():
+        shutil.rmtree(sftp_root)
+    school_year = Settings.from_env().school_year if args.year is None else args.year
+    district = build_district(school_year)
+    files = write_iready_exports(district, sftp_root)
+    print(f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
+          f"{len(files)} i-Ready files under {sftp_root}")
+
+    server = start_local_sftp_server(sftp_root, home / "sftp-server")
+    print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
+    try:
+        env = {
+            **server.env(),
+            "DAGSTER_HOME": str(home / "dagster"),
+            "APTOOL_DATABASE_URL": f"duckdb:///{home / 'warehouse.duckdb'}",
+            "APTOOL_LANDING_DIR": str(home / "landing"),
+            "APTOOL_SCHOOL_YEAR": str(school_year),
+        }
+        os.environ.update(env)
+        Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
+        instance_yaml = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
+        if not instance_yaml.exists():
+            instance_yaml.write_text(INSTANCE_YAML)
+        from aptool_assets.definitions import build_resources
+
+        with _instance() as instance:
+            summary = run_pipeline(instance=instance, resources=build_resources())
+        _print_demo_summary(summary, env["APTOOL_DATABASE_URL"])
+        if not summary.ok:
+            return _fail("demo run had failures: " + "; ".join(f"{s.partition}: {s.detail}" for s in summary.failures))
+        if args.ui:
+            print("demo: starting the Dagster UI on http://127.0.0.1:3000 (Ctrl-C to stop)")
+            subprocess.run(
+                [sys.executable, "-m", "dagster", "dev", "-m", "aptool_assets.definitions", "-h", "127.0.0.1", "-p", "3000"],
+                env={**os.environ, **env},
+                check=False,
+            )
+    finally:
+        server.stop()
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run everything on a synthetic district, no configuration needed")
+    demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
+    demo.add_argument("--home", default=str(DEMO_HOME), help="where the demo keeps its state (default .aptool/demo)")
+    demo.add_argument("--year", type=int, default=None, help="school year (start year); default: the current one")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="materialize everything for the school year from the configured sources")
+    run.add_argument("--only", choices=["iready", "aeries"], default=None)
+    run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
+    run.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.debug:
+        warnings.filterwarnings("ignore", message=r".*(beta|preview).*", category=Warning)
+    level = logging.DEBUG if args.debug else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # Dagster's loggers are DEBUG-level and propagate here
+        handler.setLevel(level)
+    if args.debug:
+        from aptool_assets import runner
+
+        runner.CONSOLE_LOG_LEVEL = "DEBUG"
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

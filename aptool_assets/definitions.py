@@ -1,0 +1,72 @@
+"""The one entry point: every asset, check, job, sensor, schedule and resource of the platform."""
+
+from __future__ import annotations
+
+import os
+
+import dagster as dg
+
+from aptool_assets.metrics.assets import student_academic_risk
+from aptool_assets.metrics.checks import METRICS_CHECKS
+from aptool_assets.resources import PlatformResource
+from aptool_assets.sources.iready.assets import iready_diagnostic_results, raw_diagnostic_files
+from aptool_assets.sources.iready.checks import IREADY_CHECKS
+from aptool_assets.sources.iready.jobs import iready_sync_job
+from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.sources.iready.schedules import IREADY_SCHEDULES
+from aptool_assets.sources.iready.sensors import iready_sftp_sensor
+from aptool_assets.metrics.jobs import academic_risk_job
+from aptool_assets.storage.resources import WarehouseResource
+
+
+def _secret(name: str) -> dg.EnvVar | None:
+    """Secrets reach resources only as EnvVar (never read into code); unset → None."""
+    return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def build_resources() -> dict[str, dg.ConfigurableResource]:
+    env = os.environ
+    return {
+        "warehouse": WarehouseResource(database_url=_secret("APTOOL_DATABASE_URL")),
+        "iready_sftp": IReadySFTPResource(
+            host=env.get("IREADY_SFTP_HOST") or None,
+            port=int(env.get("IREADY_SFTP_PORT") or 22),
+            username=env.get("IREADY_SFTP_USERNAME") or None,
+            password=_secret("IREADY_SFTP_PASSWORD"),
+            private_key_path=env.get("IREADY_SFTP_PRIVATE_KEY") or None,
+            known_hosts_path=env.get("IREADY_SFTP_KNOWN_HOSTS") or "~/.ssh/known_hosts",
+            remote_dir=env.get("IREADY_SFTP_REMOTE_DIR") or "/exports",
+        ),
+        "platform": PlatformResource.from_env(),
+    }
+
+
+def _executor() -> dg.ExecutorDefinition:
+    # An embedded DuckDB file admits one writer process at a time: run steps in one process there.
+    url = os.environ.get("APTOOL_DATABASE_URL", "")
+    return dg.multiprocess_executor if url.startswith("postgres") else dg.in_process_executor
+
+
+ASSETS = [raw_diagnostic_files, iready_diagnostic_results, student_academic_risk]
+ASSET_CHECKS = [*IREADY_CHECKS, *METRICS_CHECKS]
+JOBS = [iready_sync_job, academic_risk_job]
+SENSORS = [
+    iready_sftp_sensor,
+    dg.AutomationConditionSensorDefinition(
+        "aptool_automation",
+        target=dg.AssetSelection.all(),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Keeps derived metrics (academic risk, …) up to date when their inputs change.",
+    ),
+]
+SCHEDULES = [*IREADY_SCHEDULES]
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    asset_checks=ASSET_CHECKS,
+    jobs=JOBS,
+    sensors=SENSORS,
+    schedules=SCHEDULES,
+    resources=build_resources(),
+    executor=_executor(),
+)

@@ -1,0 +1,123 @@
+"""A small deterministic synthetic district for the demo and the tests.
+
+The same students appear in every source (i-Ready files now, the Aeries simulator later), the
+files follow the real vendor layouts and names, and a few rows carry the data-quality problems
+the reference warns about, so the demo shows the quarantine at work.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+
+from aptool_assets.demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+
+FIRST_NAMES = ["Ana", "Ben", "Cora", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nia"]
+LAST_NAMES = ["Arroyo", "Baker", "Chen", "Diaz", "Evans", "Fong", "Garcia", "Hughes", "Ito", "Jones", "Khan", "Lopez"]
+
+# School code, name, lowest and highest grade (elementary K-5, middle 6-8).
+SCHOOLS = [
+    (101, "Redwood Elementary School", 0, 5),
+    (102, "Sequoia Elementary School", 0, 5),
+    (201, "Manzanita Middle School", 6, 8),
+]
+REGION = "ca-demo_usd"
+
+
+@dataclass(frozen=True)
+class SyntheticDistrict:
+    school_year: int
+    schools: pl.DataFrame  # school_code, school_name, low_grade, high_grade
+    students: pl.DataFrame  # student_id, school_code, school_name, grade, first_name, last_name
+
+    @property
+    def student_ids(self) -> pl.Series:
+        return self.students.get_column("student_id")
+
+
+def build_district(school_year: int, students_per_school: int = 40, seed: int = 20251) -> SyntheticDistrict:
+    rng = random.Random(seed)
+    rows = []
+    next_id = 100_001
+    for code, name, low, high in SCHOOLS:
+        for _ in range(students_per_school):
+            rows.append(
+                {
+                    "student_id": next_id,
+                    "school_code": code,
+                    "school_name": name,
+                    "grade": rng.randint(low, high),
+                    "first_name": rng.choice(FIRST_NAMES),
+                    "last_name": rng.choice(LAST_NAMES),
+                }
+            )
+            next_id += rng.randint(1, 7)
+    schools = pl.DataFrame(SCHOOLS, schema=["school_code", "school_name", "low_grade", "high_grade"], orient="row")
+    return SyntheticDistrict(school_year, schools, pl.DataFrame(rows))
+
+
+def _records(district: SyntheticDistrict, academic_year: int, subject: str, seed: int) -> pl.DataFrame:
+    """Diagnostics for most of the district's students, joined to their school, grade and names."""
+    tested = district.students.sample(fraction=0.9, seed=seed, shuffle=False)
+    records = synthetic_diagnostics(
+        n_students=tested.height,
+        academic_year=academic_year,
+        subject=subject,
+        seed=seed,
+        student_ids=tested.get_column("student_id").to_list(),
+    )
+    roster = tested.select(
+        "student_id", "school_name", "first_name", "last_name", pl.col("grade").alias("student_grade")
+    )
+    return records.drop([c for c in ("school_name", "first_name", "last_name", "student_grade") if c in records.columns]).join(
+        roster, on="student_id", how="left"
+    )
+
+
+def append_invalid_rows(path: Path) -> None:
+    """Append two rows the parser must reject: a non-numeric ID and an impossible scale score."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    header = lines[0].split(",")
+    template = next(line for line in lines[1:] if '"' not in line).split(",")
+    bad_id = list(template)
+    bad_id[header.index("Student ID")] = "TEMP-0042"
+    bad_score = list(template)
+    bad_score[header.index("Overall Scale Score")] = "950"
+    path.write_text("\n".join([*lines, ",".join(bad_id), ",".join(bad_score)]) + "\n", encoding="utf-8")
+
+
+def write_iready_exports(district: SyntheticDistrict, sftp_root: Path) -> list[Path]:
+    """Lay out the vendor's SFTP tree: ``exports/<region>/Current_Year`` plus last year's archive.
+
+    The current year uses the names and layout of its era (FY27 names from 2026-27 on); the archive
+    keeps the older names, as the vendor's folders do.
+    """
+    year = district.school_year
+    current = sftp_root / "exports" / REGION / "Current_Year"
+    archive = sftp_root / "exports" / REGION / str(year - 1)
+    current.mkdir(parents=True, exist_ok=True)
+    archive.mkdir(parents=True, exist_ok=True)
+    fy27 = year >= 2026
+    written = []
+    for subject, seed in (("ela", 11), ("math", 12)):
+        if fy27:
+            name = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv" if subject == "ela" else (
+                "i-ready_inform_results_math_CONFIDENTIAL.csv"
+            )
+            layout = "2026-27"
+        else:
+            name, layout = f"diagnostic_results_{subject}_CONFIDENTIAL.csv", "2024-25"
+        path = current / name
+        write_diagnostic_csv(path, _records(district, year, subject, seed), subject=subject, layout=layout)
+        append_invalid_rows(path)
+        written.append(path)
+
+        old = archive / f"diagnostic_results_{subject}_CONFIDENTIAL.csv"
+        write_diagnostic_csv(old, _records(district, year - 1, subject, seed + 100), subject=subject, layout="2024-25")
+        written.append(old)
+    # Another export in the same folder that the name filter must ignore.
+    (current / "personalized_instruction_by_lesson_math_CONFIDENTIAL.csv").write_text("Student ID,Lesson\n1,x\n")
+    return written

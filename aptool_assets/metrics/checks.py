@@ -1,0 +1,50 @@
+"""Data tests on the derived metric tables."""
+
+
+import dagster as dg
+import polars as pl
+
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
+from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK
+from aptool_assets.storage.resources import WarehouseResource
+
+RISKS = ("HIGH", "MEDIUM", "LOW")
+
+
+def _where(context: dg.AssetCheckExecutionContext) -> dict:
+    return {"school_year": int(context.partition_key)} if context.has_partition_key else {}
+
+
+@dg.asset_check(
+    asset=ACADEMIC_RISK_KEY,
+    description="One row per (school_year, student_id); risks are HIGH/MEDIUM/LOW (overall also UNKNOWN) "
+    "and overall_risk is the higher of the subject risks.",
+)
+def academic_risk_consistent(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(STUDENT_ACADEMIC_RISK, where=_where(context))
+    dupes = df.group_by(["school_year", "student_id"]).len().filter(pl.col("len") > 1).height
+    rank = {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
+    expected = (
+        pl.max_horizontal(
+            pl.col("ela_risk").replace_strict(rank, default=0, return_dtype=pl.Int8),
+            pl.col("math_risk").replace_strict(rank, default=0, return_dtype=pl.Int8),
+        )
+        .replace_strict({3: "HIGH", 2: "MEDIUM", 1: "LOW", 0: "UNKNOWN"}, return_dtype=pl.Utf8)
+    )
+    bad = df.filter(
+        (pl.col("overall_risk") != expected)
+        | (pl.col("ela_risk").is_not_null() & ~pl.col("ela_risk").is_in(RISKS))
+        | (pl.col("math_risk").is_not_null() & ~pl.col("math_risk").is_in(RISKS))
+    )
+    ids = bad.get_column("student_id").head(10).to_list()
+    return dg.AssetCheckResult(
+        passed=dupes == 0 and bad.height == 0,
+        description=f"{df.height} rows, {dupes} duplicated keys, {bad.height} inconsistent risks"
+        + (f"; student IDs {ids}" if ids else ""),
+        metadata={"duplicate_keys": dupes, "inconsistent_rows": bad.height},
+    )
+
+
+METRICS_CHECKS = [academic_risk_consistent]

@@ -1,0 +1,102 @@
+"""Retry policies shared by every client (Aeries, i-Ready SFTP, the database).
+
+The settings are the original design's per-service policies; each client decides which errors
+are transient (``is_retryable``) so that, for example, an authentication failure is never retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+T = TypeVar("T")
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RetrySettings:
+    """How often and how patiently to retry one service."""
+
+    max_attempts: int
+    base_delay_s: float
+    max_delay_s: float
+    backoff: Literal["linear", "exponential"] = "exponential"
+    jitter: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if self.base_delay_s < 0 or self.max_delay_s < 0:
+            raise ValueError("retry delays must not be negative")
+
+    def delay_s(self, failures: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
+        if self.backoff == "linear":
+            delay = self.base_delay_s * failures
+        else:
+            delay = self.base_delay_s * (2 ** (failures - 1))
+        delay = min(delay, self.max_delay_s)
+        if self.jitter:
+            # "Equal jitter": keep half the delay, randomise the other half, so a burst of clients
+            # spreads out without any of them retrying immediately.
+            delay = delay / 2 + (rng or random).uniform(0, delay / 2)
+        return delay
+
+
+# The original design's policies (contract and issue #6 keep them).
+AERIES_RETRY = RetrySettings(max_attempts=5, base_delay_s=1.0, max_delay_s=30.0, backoff="exponential", jitter=True)
+SFTP_RETRY = RetrySettings(max_attempts=3, base_delay_s=5.0, max_delay_s=60.0, backoff="linear")
+DATABASE_RETRY = RetrySettings(max_attempts=4, base_delay_s=0.5, max_delay_s=10.0, backoff="exponential")
+
+
+class RetryExhausted(RuntimeError):
+    """Raised when every attempt failed with a retryable error; ``__cause__`` is the last one."""
+
+    def __init__(self, what: str, attempts: int, last: BaseException):
+        super().__init__(f"{what}: gave up after {attempts} attempts ({type(last).__name__}: {last})")
+        self.attempts = attempts
+        self.last = last
+
+
+def call_with_retry(
+    fn: Callable[[], T],
+    *,
+    policy: RetrySettings,
+    is_retryable: Callable[[BaseException], bool],
+    what: str,
+    wait_hint_s: Callable[[BaseException], float | None] | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    logger: logging.Logger | None = None,
+) -> T:
+    """Call ``fn`` until it succeeds, a non-retryable error occurs, or attempts run out.
+
+    ``wait_hint_s`` lets a client honour a server's own hint (HTTP Retry-After) instead of the
+    policy's backoff. ``what`` names the operation in logs and errors: never put PII in it.
+    """
+    logger = logger or log
+    failures = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - classification is delegated to is_retryable
+            if not is_retryable(exc):
+                raise
+            failures += 1
+            if failures >= policy.max_attempts:
+                raise RetryExhausted(what, failures, exc) from exc
+            hinted = wait_hint_s(exc) if wait_hint_s else None
+            delay = hinted if hinted is not None else policy.delay_s(failures)
+            logger.warning(
+                "%s failed (attempt %d of %d: %s); retrying in %.1fs",
+                what,
+                failures,
+                policy.max_attempts,
+                type(exc).__name__,
+                delay,
+            )
+            sleep(delay)

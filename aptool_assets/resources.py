@@ -1,0 +1,47 @@
+"""Platform-wide (non-secret) configuration as a Dagster resource, so tests can set it directly."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from typing import Optional
+
+import dagster as dg
+
+from aptool_assets.settings import DEFAULT_TIMEZONE, Settings
+
+
+class PlatformResource(dg.ConfigurableResource):
+    """School year, as-of date, time zone, landing area and data-test thresholds (contract §2).
+
+    Unset fields fall back to the environment, then to the contract's defaults.
+    """
+
+    timezone: str = DEFAULT_TIMEZONE
+    school_year: Optional[int] = None
+    as_of_date: Optional[str] = None
+    landing_dir: Optional[str] = None
+    iready_max_rejected_ratio: float = 0.05
+    iready_freshness_hours: float = 48.0
+
+    @classmethod
+    def from_env(cls) -> PlatformResource:
+        env = os.environ
+        return cls(
+            timezone=env.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE,
+            school_year=int(env["APTOOL_SCHOOL_YEAR"]) if env.get("APTOOL_SCHOOL_YEAR", "").isdigit() else None,
+            as_of_date=env.get("APTOOL_AS_OF_DATE") or None,
+            landing_dir=env.get("APTOOL_LANDING_DIR") or None,
+            iready_max_rejected_ratio=float(env.get("APTOOL_IREADY_MAX_REJECTED_RATIO") or 0.05),
+            iready_freshness_hours=float(env.get("APTOOL_IREADY_FRESHNESS_HOURS") or 48.0),
+        )
+
+    def settings(self, today: dt.date | None = None) -> Settings:
+        env = {"APTOOL_TIMEZONE": self.timezone}
+        if self.school_year is not None:
+            env["APTOOL_SCHOOL_YEAR"] = str(self.school_year)
+        if self.as_of_date:
+            env["APTOOL_AS_OF_DATE"] = self.as_of_date
+        if self.landing_dir:
+            env["APTOOL_LANDING_DIR"] = self.landing_dir
+        return Settings.from_env(env, today=today)

@@ -1,0 +1,194 @@
+"""Academic rules over i-Ready diagnostics (contract §4.2 and §4.3).
+
+Pure functions over polars frames: no Dagster, no I/O, so every boundary can be tested with
+small hand-built frames and the assets stay thin.
+"""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+
+import polars as pl
+
+RELATIVE_PLACEMENTS: tuple[str, ...] = (
+    "Mid or Above Grade Level",
+    "Early On Grade Level",
+    "1 Grade Level Below",
+    "2 Grade Levels Below",
+    "3 or More Grade Levels Below",
+)
+"""The five vendor relative placements, best first (reference §8: digits, never words)."""
+
+RISK_BY_RELATIVE_PLACEMENT: dict[str, str] = {
+    "Mid or Above Grade Level": "LOW",
+    "Early On Grade Level": "LOW",
+    "1 Grade Level Below": "MEDIUM",
+    "2 Grade Levels Below": "HIGH",
+    "3 or More Grade Levels Below": "HIGH",
+}
+
+RISK_LEVELS: tuple[str, ...] = ("HIGH", "MEDIUM", "LOW")
+"""Worst first; ``overall_risk`` is the worse of the two subjects."""
+
+UNKNOWN_RISK = "UNKNOWN"
+ASSESSMENT_WINDOWS: tuple[str, ...] = ("BOY", "MOY", "EOY")
+SUBJECTS: tuple[str, ...] = ("ela", "math")
+
+_YEAR_START_MONTH = 7  # the academic year runs July 1 - June 30
+
+
+def _academic_order(month_day: tuple[int, int]) -> tuple[int, int]:
+    """Sort key of a (month, day) inside a July-June academic year."""
+    month, day = month_day
+    return ((month - _YEAR_START_MONTH) % 12, day)
+
+
+@dataclass(frozen=True)
+class AssessmentWindows:
+    """Last day (month, day) of BOY and MOY; EOY runs from the day after MOY to June 30.
+
+    Configurable because districts (and the vendor before 2020-21: Nov 30 / Mar 15) differ.
+    """
+
+    boy_last_day: tuple[int, int] = (11, 15)
+    moy_last_day: tuple[int, int] = (3, 1)
+
+    def __post_init__(self) -> None:
+        for name in ("boy_last_day", "moy_last_day"):
+            month, day = getattr(self, name)
+            if not 1 <= month <= 12:
+                raise ValueError(f"{name}: month {month} is not 1..12")
+            # A non-leap year's calendar: Feb 29 would not exist in most years.
+            if not 1 <= day <= calendar.monthrange(2001, month)[1]:
+                raise ValueError(f"{name}: day {day} does not exist in month {month} every year")
+        if _academic_order(self.boy_last_day) >= _academic_order(self.moy_last_day):
+            raise ValueError("boy_last_day must fall before moy_last_day within the July-June year")
+        if _academic_order(self.moy_last_day) >= _academic_order((6, 30)):
+            raise ValueError("moy_last_day must leave room for EOY before June 30")
+
+
+DEFAULT_WINDOWS = AssessmentWindows()
+
+
+def academic_year_of(date_col: str = "completion_date") -> pl.Expr:
+    """Start year of the academic year containing the date (July 1 starts a year)."""
+    d = pl.col(date_col)
+    return (d.dt.year() - (d.dt.month() < _YEAR_START_MONTH).cast(pl.Int32)).cast(pl.Int32)
+
+
+def assessment_window_expr(
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
+    date_col: str = "completion_date",
+    year_col: str | None = "academic_year",
+) -> pl.Expr:
+    """BOY/MOY/EOY from the completion date within the academic year (null date → null).
+
+    Boundaries are built from the row's academic start year, so a date before the year's
+    July 1 counts as BOY and one after June 30 as EOY instead of wrapping around. With
+    ``year_col=None`` the year is derived from the date.
+    """
+    year = academic_year_of(date_col) if year_col is None else pl.col(year_col).cast(pl.Int32)
+    d = pl.col(date_col)
+
+    def last_day(month_day: tuple[int, int]) -> pl.Expr:
+        month, day = month_day
+        offset = 0 if month >= _YEAR_START_MONTH else 1
+        return pl.date(year + offset, month, day)
+
+    return (
+        pl.when(d.is_null() | year.is_null())
+        .then(pl.lit(None, dtype=pl.Utf8))
+        .when(d <= last_day(windows.boy_last_day))
+        .then(pl.lit("BOY"))
+        .when(d <= last_day(windows.moy_last_day))
+        .then(pl.lit("MOY"))
+        .otherwise(pl.lit("EOY"))
+        .alias("assessment_window")
+    )
+
+
+_LATEST_KEY = ["student_id", "subject", "academic_year"]
+
+
+def latest_diagnostics(diagnostics: pl.DataFrame) -> pl.DataFrame:
+    """One row per (student_id, subject, academic_year): latest completion date, ties → highest score.
+
+    Remaining ties (same date and score, e.g. the same test in two files) are broken by the
+    input order so the result is deterministic for a given input.
+    """
+    return (
+        diagnostics.with_row_index("_order")
+        .sort(
+            ["completion_date", "overall_scale_score", "_order"],
+            descending=[True, True, False],
+            nulls_last=True,
+        )
+        .unique(subset=_LATEST_KEY, keep="first", maintain_order=True)
+        .sort(_LATEST_KEY)
+        .drop("_order")
+    )
+
+
+_RISK_RANK = {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
+_RANK_RISK = {rank: risk for risk, rank in _RISK_RANK.items()}
+
+
+def _risk_expr(col: str) -> pl.Expr:
+    return pl.col(col).replace_strict(RISK_BY_RELATIVE_PLACEMENT, default=None, return_dtype=pl.Utf8)
+
+
+def student_academic_risk(
+    diagnostics: pl.DataFrame,
+    school_year: int,
+    roster_student_ids: pl.Series | None = None,
+) -> pl.DataFrame:
+    """Per-student academic risk for one school year (contract §4.2, table student_academic_risk).
+
+    Students come from the roster (may be None) plus anyone with a diagnostic that year, so a
+    rostered student without results is reported as UNKNOWN rather than silently missing.
+    """
+    latest = latest_diagnostics(
+        diagnostics.filter(pl.col("academic_year") == school_year).select(
+            pl.col("student_id").cast(pl.Int64),
+            "subject",
+            "academic_year",
+            "completion_date",
+            "overall_scale_score",
+            "overall_relative_placement",
+        )
+    )
+    ids = [latest.select("student_id")]
+    if roster_student_ids is not None:
+        ids.append(pl.DataFrame({"student_id": roster_student_ids.cast(pl.Int64)}))
+    students = pl.concat(ids).drop_nulls().unique().sort("student_id")
+
+    out = students
+    for subject in SUBJECTS:
+        per_subject = latest.filter(pl.col("subject") == subject).select(
+            "student_id",
+            pl.col("overall_relative_placement").alias(f"{subject}_relative_placement"),
+            pl.col("completion_date").alias(f"{subject}_completion_date"),
+        )
+        out = out.join(per_subject, on="student_id", how="left")
+
+    out = out.with_columns(
+        _risk_expr("ela_relative_placement").alias("ela_risk"),
+        _risk_expr("math_relative_placement").alias("math_risk"),
+    )
+    worst = pl.max_horizontal(
+        pl.col("ela_risk").replace_strict(_RISK_RANK, default=None, return_dtype=pl.Int8),
+        pl.col("math_risk").replace_strict(_RISK_RANK, default=None, return_dtype=pl.Int8),
+    )
+    overall = worst.replace_strict(_RANK_RISK, default=UNKNOWN_RISK, return_dtype=pl.Utf8)
+    return out.select(
+        pl.lit(school_year, dtype=pl.Int32).alias("school_year"),
+        "student_id",
+        pl.col("ela_relative_placement").cast(pl.Utf8),
+        pl.col("math_relative_placement").cast(pl.Utf8),
+        "ela_risk",
+        "math_risk",
+        overall.alias("overall_risk"),
+        pl.col("ela_completion_date").cast(pl.Date),
+        pl.col("math_completion_date").cast(pl.Date),
+    ).sort("student_id")

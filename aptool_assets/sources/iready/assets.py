@@ -1,0 +1,258 @@
+"""i-Ready assets: the landed raw files and the parsed, validated diagnostic results.
+
+Both are partitioned by school year × subject, because the vendor delivers one cumulative file
+per subject and year and rewrites it nightly: a partition is replaced as a whole, atomically.
+"""
+
+
+import datetime as dt
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+
+from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
+from aptool_assets.partitions import school_year_subject_partitions, split_year_subject_key
+from aptool_assets.resources import PlatformResource
+from aptool_assets.sources.iready.files import diagnostic_files
+from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
+from aptool_assets.sources.iready.parser import parse_diagnostic_file
+from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
+from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.warehouse import TableWrite
+
+GROUP = "iready"
+RAW_FILES_KEY = dg.AssetKey(["iready", "raw_diagnostic_files"])
+DIAGNOSTIC_RESULTS_KEY = dg.AssetKey(["aptool", DIAGNOSTIC_RESULTS.name])
+FILE_ACCEPTED_CHECK = "file_accepted"
+OWNERS = ["team:district-data"]
+
+
+def _utc(epoch: int) -> dt.datetime:
+    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+
+
+def _landing_rows(landing: PartitionLanding, run_id: str, now: dt.datetime) -> pl.DataFrame:
+    rows = [
+        {
+            "school_year": landing.school_year,
+            "subject": landing.subject,
+            "region": d.file.region,
+            "remote_path": d.file.remote.path,
+            "size_bytes": d.file.remote.size,
+            "remote_mtime": _utc(d.file.remote.mtime),
+            "sha256": d.landed.sha256 if d.landed else None,
+            "local_path": str(d.landed.local_path) if d.landed else None,
+            "status": d.status,
+            "detail": d.detail,
+            "landed_at": now,
+            "run_id": run_id,
+        }
+        for d in landing.decisions
+    ]
+    return pl.DataFrame(rows, schema=LANDED_FILES.polars_schema)
+
+
+@dg.asset(
+    key=RAW_FILES_KEY,
+    group_name=GROUP,
+    partitions_def=school_year_subject_partitions,
+    kinds={"sftp", "csv"},
+    owners=OWNERS,
+    description=(
+        "The i-Ready Diagnostic Results CSV files of one school year and subject, downloaded from the "
+        "vendor's SFTP server into the landing area with their size and sha256. Per region the newest "
+        "file whose own Academic Year matches the partition is selected; stale rollover copies, "
+        "superseded and unreadable files are recorded in aptool.iready_landed_files and refused files "
+        "are quarantined. The blocking check `file_accepted` stops the load when no acceptable file "
+        "exists, so the previously published data stays in place."
+    ),
+    check_specs=[
+        dg.AssetCheckSpec(
+            FILE_ACCEPTED_CHECK,
+            asset=RAW_FILES_KEY,
+            blocking=True,
+            description="Every region has a current, readable diagnostic file for the partition.",
+        )
+    ],
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.PLUS_MINUS),
+)
+def raw_diagnostic_files(
+    context: dg.AssetExecutionContext,
+    iready_sftp: IReadySFTPResource,
+    warehouse: WarehouseResource,
+    platform: PlatformResource,
+) -> dg.MaterializeResult:
+    school_year, subject = split_year_subject_key(context.partition_key)
+    settings = platform.settings()
+    with iready_sftp.session() as sftp:
+        files = diagnostic_files(sftp.list_files(), settings.school_year)
+        context.log.info(f"{len(files)} diagnostic files on the server; landing {subject} {school_year}")
+        landing = land_partition(sftp, files, settings.landing_dir, school_year, subject)
+
+    now = dt.datetime.now(dt.timezone.utc)
+    run_id = context.run.run_id
+    writes = [
+        TableWrite(
+            LANDED_FILES,
+            _landing_rows(landing, run_id, now),
+            {"run_id": run_id, "school_year": school_year, "subject": subject},
+        )
+    ]
+    problems = landing.problems
+    if problems:
+        quarantined = []
+        for d in landing.refused:
+            dest = quarantine(d, settings.landing_dir / "quarantine" / "iready")
+            quarantined.append(
+                {
+                    "school_year": school_year,
+                    "subject": subject,
+                    "remote_path": d.file.remote.path,
+                    "sha256": d.landed.sha256 if d.landed else None,
+                    "quarantine_path": str(dest),
+                    "reason": d.detail,
+                    "quarantined_at": now,
+                    "run_id": run_id,
+                }
+            )
+            context.log.error(f"quarantined {d.file.remote.path}: {d.detail}")
+        writes.append(
+            TableWrite(
+                QUARANTINED_FILES,
+                pl.DataFrame(quarantined, schema=QUARANTINED_FILES.polars_schema),
+                {"run_id": run_id, "school_year": school_year, "subject": subject},
+            )
+        )
+    warehouse.get().write(*writes)
+
+    for d in landing.decisions:
+        context.log.info(f"{d.file.remote.path} ({d.file.remote.size} bytes): {d.status} {d.detail}".rstrip())
+    files_md = "\n".join(
+        ["| file | bytes | modified (UTC) | status | sha256 |", "|---|---:|---|---|---|"]
+        + [
+            f"| {d.file.remote.path} | {d.file.remote.size} | {_utc(d.file.remote.mtime):%Y-%m-%d %H:%M} | "
+            f"{d.status} | {(d.landed.sha256[:12] if d.landed else '')} |"
+            for d in landing.decisions
+        ]
+    )
+    selected = landing.selected
+    return dg.MaterializeResult(
+        metadata={
+            "files": dg.MetadataValue.md(files_md),
+            "selected_files": len(selected),
+            "bytes_landed": sum(d.landed.size for d in selected if d.landed),
+            "sha256": ", ".join(d.landed.sha256 for d in selected if d.landed),
+        },
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=FILE_ACCEPTED_CHECK,
+                passed=not problems,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description="; ".join(problems) if problems else f"{len(selected)} file(s) accepted",
+                metadata={"problems": len(problems), "quarantined_files": len(landing.refused)},
+            )
+        ],
+    )
+
+
+def latest_selected_files(warehouse, school_year: int, subject: str) -> pl.DataFrame:
+    """The files chosen by the most recent landing of this partition that selected any."""
+    landed = warehouse.read_table(LANDED_FILES, where={"school_year": school_year, "subject": subject})
+    selected = landed.filter(pl.col("status") == "selected")
+    if selected.height == 0:
+        return selected
+    latest_run = selected.sort("landed_at").get_column("run_id")[-1]
+    return selected.filter(pl.col("run_id") == latest_run).sort("remote_path")
+
+
+@dg.asset(
+    key=DIAGNOSTIC_RESULTS_KEY,
+    group_name=GROUP,
+    partitions_def=school_year_subject_partitions,
+    deps=[RAW_FILES_KEY],
+    kinds={"polars", "pandera", "duckdb", "postgres"},
+    owners=OWNERS,
+    description=(
+        "aptool.iready_diagnostic_results: one row per completed diagnostic, parsed by header name from "
+        "every vendor layout, validated with a pandera schema. Rows with non-numeric IDs or impossible "
+        "values go to aptool.iready_rejected_rows with the reason; byte-identical duplicates are "
+        "collapsed. The partition is replaced atomically."
+    ),
+    metadata={"dagster/column_schema": column_schema(DIAGNOSTIC_RESULTS)},
+)
+def iready_diagnostic_results(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    school_year, subject = split_year_subject_key(context.partition_key)
+    wh = warehouse.get()
+    files = latest_selected_files(wh, school_year, subject)
+    if files.height == 0:
+        raise dg.Failure(
+            description=f"no accepted i-Ready {subject} file has been landed for {school_year}; "
+            "materialize iready/raw_diagnostic_files for this partition first"
+        )
+
+    loaded_at = dt.datetime.now(dt.timezone.utc)
+    results, rejected = [], []
+    total = collapsed = 0
+    unknown: set[str] = set()
+    for row in files.iter_rows(named=True):
+        path = Path(row["local_path"])
+        if not path.exists():
+            raise dg.Failure(
+                description=f"landed file for {row['remote_path']} is missing at {path}; "
+                "re-materialize iready/raw_diagnostic_files for this partition"
+            )
+        parsed = parse_diagnostic_file(
+            path,
+            subject=subject,
+            source_file=row["remote_path"],
+            expected_academic_year=school_year,
+            loaded_at=loaded_at,
+        )
+        results.append(parsed.results)
+        rejected.append(parsed.rejected)
+        total += parsed.total_rows
+        collapsed += parsed.duplicate_rows_collapsed
+        unknown.update(parsed.unknown_columns)
+        context.log.info(
+            f"{row['remote_path']}: {parsed.total_rows} rows, {parsed.results.height} loaded, "
+            f"{parsed.rejected.height} rejected, {parsed.duplicate_rows_collapsed} duplicates collapsed"
+        )
+
+    result_df = pl.concat(results, how="vertical_relaxed")
+    rejected_df = pl.concat(rejected, how="vertical_relaxed").with_columns(
+        pl.lit(school_year, pl.Int32).alias("academic_year"),
+        pl.lit(subject).alias("subject"),
+        pl.lit(loaded_at).alias("rejected_at"),
+    )
+    slice_ = {"academic_year": school_year, "subject": subject}
+    wh.write(TableWrite(DIAGNOSTIC_RESULTS, result_df, slice_), TableWrite(REJECTED_ROWS, rejected_df, slice_))
+
+    by_reason = (
+        rejected_df.group_by(pl.col("reason").str.split(":").list.first().str.strip_chars().alias("code"))
+        .len()
+        .iter_rows()
+    )
+    reasons = {code: n for code, n in by_reason}
+    if unknown:
+        context.log.warning(f"unknown columns kept out of the table: {sorted(unknown)}")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            DIAGNOSTIC_RESULTS,
+            result_df.height,
+            {
+                "rows_in_files": total,
+                "rows_rejected": rejected_df.height,
+                "rejected_by_reason": counts_table(reasons),
+                "duplicate_rows_collapsed": collapsed,
+                "students": result_df.get_column("student_id").n_unique(),
+                "unknown_columns": ", ".join(sorted(unknown)) or "none",
+                "student_id_preview": dg.MetadataValue.json(id_preview(result_df)),
+                "source_files": ", ".join(files.get_column("remote_path").to_list()),
+            },
+        )
+    )

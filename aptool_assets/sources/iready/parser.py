@@ -1,0 +1,553 @@
+"""Parser of i-Ready Diagnostic Results CSV exports into the published table.
+
+Columnar end to end (polars): every cell is read as text, mapped by header name, converted
+and checked with vectorised expressions; rows that fail are set aside with a reason instead of
+failing the file, and the pandera schema gates what is published. Nothing here logs or raises
+with cell contents, because the files carry student names and demographics.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import os
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from aptool_assets.rules.academic import (
+    DEFAULT_WINDOWS,
+    RELATIVE_PLACEMENTS,
+    AssessmentWindows,
+    assessment_window_expr,
+)
+from aptool_assets.sources.iready.schemas import (
+    ACADEMIC_YEAR_MAX,
+    ACADEMIC_YEAR_MIN,
+    CELL_COLUMNS,
+    COLUMN_NAMES,
+    DOMAIN_RELATIVE_PLACEMENTS,
+    DOMAINS,
+    GRADE_MAX,
+    GRADE_MIN,
+    GROWTH_INT_COLUMNS,
+    HEADER_ALIASES,
+    KEY_COLUMNS,
+    LOADED_AT_DTYPE,
+    PERCENTILE_MAX,
+    PERCENTILE_MIN,
+    PUBLISHED_COLUMNS,
+    REQUIRED_FIELDS,
+    SCALE_SCORE_MAX,
+    SCALE_SCORE_MIN,
+    describe_failures,
+    empty_results,
+    header_key,
+    required_header,
+    schema_failure_cases,
+)
+
+__all__ = [
+    "DiagnosticFileError",
+    "ParsedDiagnostics",
+    "StaleFileError",
+    "normalise_subject",
+    "parse_diagnostic_file",
+    "peek_academic_years",
+]
+
+REJECTED_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.Utf8(),
+    "line_number": pl.Int64(),
+    "student_id_raw": pl.Utf8(),
+    "reason": pl.Utf8(),
+    "raw_record": pl.Utf8(),
+}
+
+_SUBJECT_TOKENS = {"ela": "ela", "reading": "ela", "reading_english": "ela", "math": "math"}
+
+
+class DiagnosticFileError(ValueError):
+    """The file as a whole cannot be loaded; the message names the file, never a student."""
+
+
+class StaleFileError(DiagnosticFileError):
+    """The file holds another academic year than the one it is loaded as (stale or rollover copy)."""
+
+
+@dataclass
+class ParsedDiagnostics:
+    """Outcome of one file: publishable rows, set-aside rows and what was noticed on the way.
+
+    ``total_rows`` counts the non-blank data records, so
+    ``total_rows == len(results) + len(rejected) + duplicate_rows_collapsed``.
+    """
+
+    results: pl.DataFrame
+    rejected: pl.DataFrame
+    total_rows: int
+    duplicate_rows_collapsed: int
+    academic_years: list[int]
+    unknown_columns: list[str]
+
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Rejected row counts keyed by reason code (the text before ':')."""
+        codes = self.rejected.get_column("reason").str.split(":").list.first().str.strip_chars()
+        return dict(Counter(codes.to_list()))
+
+
+def normalise_subject(subject: str) -> str:
+    """``ela``/``math`` from the subject tokens seen in file names (reading, reading_english, ...)."""
+    token = subject.strip().lower().replace("-", "_")
+    if token not in _SUBJECT_TOKENS:
+        raise ValueError(f"unknown i-Ready subject {subject!r}: expected ela or math")
+    return _SUBJECT_TOKENS[token]
+
+
+def _format_year(start: int) -> str:
+    return f"{start}-{start + 1}"
+
+
+# --- reading --------------------------------------------------------------------------------
+
+
+def _read_text_csv(source: bytes | str | os.PathLike, source_file: str, n_rows: int | None = None) -> pl.DataFrame:
+    """Every cell as text. Polars strips a UTF-8 BOM and accepts CRLF/LF and a missing final newline."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data: bytes | str = bytes(source)
+        if not data.strip():
+            raise DiagnosticFileError(f"{source_file}: the file is empty (no header row)")
+    else:
+        data = os.fspath(source)
+        try:
+            empty = os.path.getsize(data) == 0
+        except OSError as exc:
+            raise DiagnosticFileError(f"{source_file}: cannot be read ({type(exc).__name__})") from None
+        if empty:
+            raise DiagnosticFileError(f"{source_file}: the file is empty (no header row)")
+    options = dict(infer_schema=False, quote_char='"', n_rows=n_rows, raise_if_empty=True)
+    try:
+        try:
+            return pl.read_csv(data, encoding="utf8", **options)
+        except pl.exceptions.ComputeError as exc:
+            if "utf-8" not in str(exc).lower():
+                raise
+            # A re-saved file in another encoding: names may be mangled, but they are not published.
+            return pl.read_csv(data, encoding="utf8-lossy", **options)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        # Polars messages can quote the offending line, which holds names: keep only the kind.
+        kind = "records with more fields than the header" if "more fields" in str(exc) else type(exc).__name__
+        raise DiagnosticFileError(f"{source_file}: not a readable CSV file ({kind})") from None
+
+
+def _map_headers(columns: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """Canonical field → the file columns carrying it (file order), plus the unknown headers."""
+    mapped: dict[str, list[str]] = {}
+    unknown: list[str] = []
+    for col in columns:
+        original = col
+        # polars suffixes repeated header names; the repeat maps like the original.
+        base = col.split("_duplicated_")[0] if "_duplicated_" in col else col
+        field = HEADER_ALIASES.get(header_key(base))
+        if field is None:
+            unknown.append(original.replace("\ufeff", "").strip())
+        else:
+            mapped.setdefault(field, []).append(original)
+    return mapped, unknown
+
+
+# --- cell conversion (vectorised) -------------------------------------------------------------
+#
+# Clean files take a fast path (plain casts, no trimming). A column falls back to the slower,
+# tolerant conversion only when the fast one left a cell unexplained, so odd files cost more
+# and typical ones do not. Low-cardinality columns (years, dates, grades, flags) are parsed once
+# per distinct value and mapped back.
+
+_INT_FIELDS: tuple[str, ...] = (
+    "duration_min", "overall_scale_score", "percentile", "grouping", *GROWTH_INT_COLUMNS,
+    *(f"{d}_scale_score" for d in DOMAINS),
+)
+_TEXT_FIELDS: tuple[str, ...] = tuple(
+    c for c in CELL_COLUMNS
+    if PUBLISHED_COLUMNS[c] == pl.Utf8 and c not in ("academic_year",)
+)
+_DISTINCT_FIELDS: dict[str, pl.DataType] = {
+    "academic_year": pl.Int32(), "start_date": pl.Date(), "completion_date": pl.Date(),
+    "student_grade": pl.Int32(), "is_baseline": pl.Boolean(), "is_most_recent": pl.Boolean(),
+}
+_RELATIVE_FIELDS: tuple[str, ...] = ("overall_relative_placement", *(f"{d}_relative_placement" for d in DOMAINS))
+
+
+def _strip(raw: pl.Expr) -> pl.Expr:
+    """Trimmed text, blank → null."""
+    s = raw.str.strip_chars()
+    return pl.when(s.str.len_bytes() > 0).then(s)
+
+
+def _int_fast(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
+    return raw.cast(dtype, strict=False)
+
+
+def _int_tolerant(raw: pl.Expr, dtype: pl.DataType = pl.Int32) -> pl.Expr:
+    """Integer from text; trims, accepts "12.0" (spreadsheet re-saves), rejects "12.5" and words."""
+    f = _strip(raw).cast(pl.Float64, strict=False)
+    ok = f.is_finite() & (f == f.floor()) & (f.abs() < 2**31)
+    return pl.when(ok).then(f).cast(dtype)
+
+
+def _id_fast(raw: pl.Expr) -> pl.Expr:
+    v = raw.cast(pl.Int64, strict=False)
+    return pl.when(v >= 0).then(v)
+
+
+def _id_tolerant(raw: pl.Expr) -> pl.Expr:
+    """Digits (leading zeros vanish in the key); trimmed, "123.0" from a spreadsheet tolerated."""
+    return _id_fast(_strip(raw).str.strip_suffix(".0"))
+
+
+def _parse_year(raw: pl.Expr) -> pl.Expr:
+    """Start year of 'YYYY-YYYY' (end = start + 1); anything else is null."""
+    parts = _strip(raw).str.extract_groups(r"^(\d{4})\s*-\s*(\d{4})$")
+    start = parts.struct.field("1").cast(pl.Int32, strict=False)
+    end = parts.struct.field("2").cast(pl.Int32, strict=False)
+    return pl.when((end == start + 1) & start.is_between(ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX)).then(start)
+
+
+def _parse_date(raw: pl.Expr) -> pl.Expr:
+    """M/D/YYYY with or without zero padding, '/' or '-' separators (reference §8).
+
+    A two-digit year would parse as year 24 AD, hence the sanity bound.
+    """
+    d = _strip(raw).str.replace_all("-", "/", literal=True).str.to_date("%m/%d/%Y", strict=False)
+    return pl.when(d.dt.year().is_between(ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX + 1)).then(d)
+
+
+def _parse_grade(raw: pl.Expr) -> pl.Expr:
+    u = _strip(raw).str.to_uppercase()
+    g = pl.when(u.is_in(["K", "KG"])).then(pl.lit(0, pl.Int32)).otherwise(_int_tolerant(u))
+    return pl.when(g.is_between(GRADE_MIN, GRADE_MAX)).then(g)
+
+
+def _parse_flag(raw: pl.Expr) -> pl.Expr:
+    u = _strip(raw).str.to_uppercase()
+    return pl.when(u.is_in(["Y", "YES", "TRUE"])).then(True).when(u.is_in(["N", "NO", "FALSE"])).then(False)
+
+
+_DISTINCT_PARSERS = {
+    "academic_year": _parse_year, "start_date": _parse_date, "completion_date": _parse_date,
+    "student_grade": _parse_grade, "is_baseline": _parse_flag, "is_most_recent": _parse_flag,
+}
+
+
+def _map_distinct(values: pl.Series, field: str) -> pl.Series:
+    """Parse each distinct value once and map it back: these columns hold a few hundred values at most."""
+    distinct = values.unique().drop_nulls()
+    parsed = pl.DataFrame({"v": distinct}).select(_DISTINCT_PARSERS[field](pl.col("v"))).to_series()
+    return values.replace_strict(distinct, parsed, default=None, return_dtype=_DISTINCT_FIELDS[field]).alias(field)
+
+
+def _convert(src: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
+    """Typed published cells from their text, and the fields where some non-blank cell did not convert."""
+    c = pl.col
+    fast = [_id_fast(c("student_id")).alias("student_id")]
+    fast += [_int_fast(c(f), PUBLISHED_COLUMNS[f]).alias(f) for f in _INT_FIELDS]
+    typed = src.select(fast).with_columns(_map_distinct(src.get_column(f), f) for f in _DISTINCT_FIELDS)
+
+    # Text columns need trimming only when some cell is padded or quoted-empty.
+    padded = [
+        (c(f"_raw_{f}").str.starts_with(" ") | c(f"_raw_{f}").str.ends_with(" ")
+         | c(f"_raw_{f}").str.starts_with("\t") | c(f"_raw_{f}").str.ends_with("\t")
+         | (c(f"_raw_{f}").str.len_bytes() == 0)).any().alias(f"pad:{f}")
+        for f in _TEXT_FIELDS
+    ]
+    unconverted = [(c(f"_raw_{f}").is_not_null() & c(f).is_null()).any().alias(f"bad:{f}") for f in typed.columns]
+    probe = (
+        pl.concat([src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
+        .select(*unconverted, *padded)
+        .row(0, named=True)
+    )
+    failed = {k.removeprefix("bad:") for k, v in probe.items() if v and k.startswith("bad:")}
+    to_strip = {k.removeprefix("pad:") for k, v in probe.items() if v and k.startswith("pad:")}
+
+    tolerant = [_id_tolerant(c("student_id")).alias("student_id")] if "student_id" in failed else []
+    tolerant += [_int_tolerant(c(f), PUBLISHED_COLUMNS[f]).alias(f) for f in _INT_FIELDS if f in failed]
+    if tolerant:
+        typed = typed.with_columns(src.select(tolerant))
+    text = src.select(_strip(c(f)).alias(f) if f in to_strip else c(f) for f in _TEXT_FIELDS)
+    typed = pl.concat([typed, text], how="horizontal").select(
+        c(n).cast(PUBLISHED_COLUMNS[n]) for n in CELL_COLUMNS
+    )
+    return typed, failed
+
+
+@dataclass(frozen=True)
+class _Check:
+    """One row rule: ``bad`` flags the row; ``reason`` is evaluated only on flagged rows."""
+
+    name: str
+    bad: pl.Expr
+    reason: pl.Expr
+
+
+def _value_reason(code: str, col: str) -> pl.Expr:
+    return pl.format(f"{code}: {col}={{}}", pl.col(col))
+
+
+def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_Check]:
+    """Row rules in reporting priority order (a rejected row reports its first failure).
+
+    A conversion check is only built for fields where a conversion failed somewhere, because
+    elsewhere it is false by construction.
+    """
+    c = pl.col
+    checks: list[_Check] = []
+
+    def missing(col: str) -> None:
+        checks.append(_Check(f"missing_{col}", c(f"_raw_{col}").is_null(), pl.lit(f"missing_value: {col}")))
+
+    def unconverted(col: str, code: str, detail: bool = True) -> None:
+        if col in failed:
+            text = f"{code}: {col}" if detail else code
+            checks.append(_Check(f"unconverted_{col}", c(f"_raw_{col}").is_not_null() & c(col).is_null(), pl.lit(text)))
+
+    def out_of_range(col: str, code: str, lo: int, hi: int) -> None:
+        checks.append(_Check(f"range_{col}", ~c(col).is_between(lo, hi), _value_reason(code, col)))
+
+    missing("student_id")
+    unconverted("student_id", "non_numeric_student_id", detail=False)
+    missing("academic_year")
+    unconverted("academic_year", "invalid_academic_year", detail=False)
+    if expected_academic_year is not None:
+        checks.append(_Check(
+            "academic_year_mismatch",
+            c("academic_year") != expected_academic_year,
+            pl.format("academic_year_mismatch: {}", c("academic_year")),
+        ))
+    missing("completion_date")
+    unconverted("completion_date", "invalid_date")
+    unconverted("start_date", "invalid_date")
+    missing("overall_scale_score")
+    unconverted("overall_scale_score", "invalid_integer")
+    out_of_range("overall_scale_score", "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
+    missing("overall_relative_placement")
+    checks.append(_Check(
+        "invalid_overall_relative_placement",
+        ~c("overall_relative_placement").is_in(RELATIVE_PLACEMENTS),
+        pl.lit("invalid_relative_placement: overall_relative_placement"),
+    ))
+    unconverted("student_grade", "invalid_grade")
+    unconverted("is_baseline", "invalid_flag")
+    unconverted("is_most_recent", "invalid_flag")
+    for col in ("duration_min", "grouping", "percentile", *GROWTH_INT_COLUMNS):
+        unconverted(col, "invalid_integer")
+    out_of_range("percentile", "percentile_out_of_range", PERCENTILE_MIN, PERCENTILE_MAX)
+    checks.append(_Check("negative_duration", c("duration_min") < 0, _value_reason("invalid_duration", "duration_min")))
+    for d in DOMAINS:
+        score, rel = f"{d}_scale_score", f"{d}_relative_placement"
+        unconverted(score, "invalid_integer")
+        out_of_range(score, "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
+        checks.append(_Check(
+            f"invalid_{rel}", ~c(rel).is_in(DOMAIN_RELATIVE_PLACEMENTS), pl.lit(f"invalid_relative_placement: {rel}")
+        ))
+    # A null comparison means "not applicable", never "bad".
+    return [_Check(k.name, k.bad.fill_null(False), k.reason) for k in checks]
+
+
+def _first_distinct(frame: pl.DataFrame) -> pl.Series:
+    """True for the first of each group of identical records.
+
+    Hashes rows, then compares the full text only among rows whose hash repeats, so the
+    answer is exact and costs one hash pass when (as usual) duplicates are rare.
+    """
+    hashes = frame.hash_rows()
+    first = hashes.is_first_distinct()
+    repeated = hashes.is_duplicated()
+    if not repeated.any():
+        return first
+    positions = repeated.arg_true()
+    subset = frame.filter(repeated)
+    exact_first = subset.select(pl.struct(subset.columns).is_first_distinct()).to_series()
+    return first.scatter(positions, exact_first)
+
+
+# --- the parser -----------------------------------------------------------------------------
+
+
+def _empty_rejected() -> pl.DataFrame:
+    return pl.DataFrame(schema=REJECTED_SCHEMA)
+
+
+def _rejected_frame(rows: pl.DataFrame, reason: pl.Expr, source_file: str) -> pl.DataFrame:
+    """Set-aside rows with only the published (non-personal) cells, as delivered, in raw_record."""
+    if rows.is_empty():
+        return _empty_rejected()
+    raw_cols = [pl.col(f"_raw_{c}").alias(c) for c in CELL_COLUMNS]
+    return rows.select(
+        pl.lit(source_file, pl.Utf8).alias("source_file"),
+        pl.col("_line").cast(pl.Int64).alias("line_number"),
+        pl.col("_raw_student_id").alias("student_id_raw"),
+        reason.cast(pl.Utf8).alias("reason"),
+        pl.struct(raw_cols).struct.json_encode().alias("raw_record"),
+    )
+
+
+def _first_reason(checks: list[_Check]) -> pl.Expr:
+    chain = pl.when(pl.col(f"_bad_{checks[0].name}")).then(checks[0].reason)
+    for k in checks[1:]:
+        chain = chain.when(pl.col(f"_bad_{k.name}")).then(k.reason)
+    return chain.otherwise(pl.lit("schema_check"))
+
+
+def parse_diagnostic_file(
+    source: bytes | str | os.PathLike,
+    *,
+    subject: str,
+    source_file: str,
+    expected_academic_year: int | None = None,
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
+    loaded_at: datetime | None = None,
+) -> ParsedDiagnostics:
+    """Parse one Diagnostic Results file (bytes, or a path given as str/PathLike).
+
+    Raises DiagnosticFileError when the file cannot be loaded as a whole (unreadable, required
+    columns missing) and StaleFileError when ``expected_academic_year`` is given and no row
+    carries it. Row-level problems never raise: they end up in ``rejected``.
+    """
+    subject = normalise_subject(subject)
+    loaded_at = loaded_at or datetime.now(UTC)
+    loaded_at = loaded_at.replace(tzinfo=UTC) if loaded_at.tzinfo is None else loaded_at.astimezone(UTC)
+
+    raw = _read_text_csv(source, source_file)
+    mapped, unknown = _map_headers(raw.columns)
+    missing = [required_header(f) for f in REQUIRED_FIELDS if f not in mapped]
+    if missing:
+        raise DiagnosticFileError(f"{source_file}: required column(s) missing: {', '.join(missing)}")
+
+    # Blank lines are not records; byte-identical records are one diagnostic delivered twice.
+    cells = raw.columns
+    raw = raw.with_row_index("_line", offset=2).filter(~pl.all_horizontal(pl.col(cells).is_null()))
+    total_rows = raw.height
+    raw = raw.filter(_first_distinct(raw.select(cells)))
+    collapsed = total_rows - raw.height
+
+    # The text of each published cell, old and new header names coalesced (first non-blank).
+    src = raw.select(
+        "_line",
+        *(
+            (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
+             else pl.lit(None, pl.Utf8)).alias(f)
+            for f in CELL_COLUMNS
+        ),
+    )
+    del raw
+    typed, failed = _convert(src.drop("_line"))
+
+    years = typed.get_column("academic_year").drop_nulls().unique().sort().to_list()
+    if expected_academic_year is not None and years and expected_academic_year not in years:
+        held = ", ".join(_format_year(y) for y in years)
+        raise StaleFileError(
+            f"{source_file} holds Academic Year {held} but is being loaded as "
+            f"{_format_year(expected_academic_year)}: refusing a stale or rollover file; "
+            "the previously published data is kept"
+        )
+
+    checks = _row_checks(failed, expected_academic_year)
+    work = pl.concat(
+        [src.select("_line", *(pl.col(f).alias(f"_raw_{f}") for f in CELL_COLUMNS)), typed], how="horizontal"
+    ).with_columns(
+        assessment_window_expr(windows),
+        pl.any_horizontal(k.bad for k in checks).alias("_bad"),
+    )
+    bad = work.filter(pl.col("_bad"))
+    good = work.filter(~pl.col("_bad"))
+
+    # Same contract key, different content: the first delivered row wins.
+    key = [c for c in KEY_COLUMNS if c not in ("subject", "source_file")]
+    conflict = good.select(~pl.struct(key).is_first_distinct()).to_series()
+    conflicts = good.filter(conflict)
+    good = good.filter(~conflict)
+
+    constants = {
+        "subject": pl.lit(subject, pl.Utf8),
+        "source_file": pl.lit(source_file, pl.Utf8),
+        "loaded_at": pl.lit(loaded_at, LOADED_AT_DTYPE),
+    }
+    results = good.select(constants[c].alias(c) if c in constants else pl.col(c) for c in COLUMN_NAMES)
+    rejected_parts = [
+        _rejected_frame(
+            bad.with_columns(k.bad.alias(f"_bad_{k.name}") for k in checks), _first_reason(checks), source_file
+        ),
+        _rejected_frame(conflicts, pl.lit("duplicate_key_conflict"), source_file),
+    ]
+
+    # The pandera gate: whatever the rules above missed is set aside, never published.
+    failures = schema_failure_cases(results)
+    if failures is not None:
+        results, gated = _apply_schema_gate(results, good, failures, source_file)
+        rejected_parts.append(gated)
+
+    parts = [p for p in rejected_parts if not p.is_empty()]
+    rejected = pl.concat(parts).sort("line_number") if parts else _empty_rejected()
+    return ParsedDiagnostics(
+        results=results,
+        rejected=rejected,
+        total_rows=total_rows,
+        duplicate_rows_collapsed=collapsed,
+        academic_years=years,
+        unknown_columns=unknown,
+    )
+
+
+def _apply_schema_gate(
+    results: pl.DataFrame, good: pl.DataFrame, failures: pl.DataFrame, source_file: str
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Move rows failing a pandera row check to rejected; a table-level failure is a file error."""
+    table_failures = failures.filter(pl.col("index").is_null())
+    if not table_failures.is_empty():
+        raise DiagnosticFileError(
+            f"{source_file}: parsed table does not match the published schema: "
+            + "; ".join(describe_failures(table_failures))
+        )
+    reasons = (
+        failures.group_by("index")
+        .agg(pl.format("schema_check: {} {}", pl.col("column"), pl.col("check")).first().alias("_reason"))
+        .with_columns(pl.col("index").cast(pl.UInt32))
+    )
+    flagged = good.with_row_index("_i").join(reasons, left_on="_i", right_on="index", how="left", maintain_order="left")
+    keep = flagged.get_column("_reason").is_null()
+    gated = _rejected_frame(flagged.filter(~keep), pl.col("_reason"), source_file)
+    results = results.filter(keep)
+    still = schema_failure_cases(results)
+    if still is not None:
+        raise DiagnosticFileError(
+            f"{source_file}: parsed table does not match the published schema: " + "; ".join(describe_failures(still))
+        )
+    return results, gated
+
+
+def peek_academic_years(path: str | os.PathLike, max_rows: int = 200) -> set[int]:
+    """Start years in the first ``max_rows`` records: a cheap stale-file check before a full load.
+
+    Reads only the head of the file with the csv module, so it stays cheap on large files.
+    """
+    source_file = Path(path).name
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None:
+            return set()
+        positions = [i for i, h in enumerate(header) if HEADER_ALIASES.get(header_key(h)) == "academic_year"]
+        if not positions:
+            raise DiagnosticFileError(f"{source_file}: required column(s) missing: Academic Year")
+        values = [
+            row[i].strip()
+            for row in itertools.islice(reader, max_rows)
+            for i in positions[:1]
+            if i < len(row)
+        ]
+    years = pl.DataFrame({"v": values}, schema={"v": pl.Utf8}).select(_parse_year(pl.col("v"))).to_series()
+    return set(years.drop_nulls().to_list())

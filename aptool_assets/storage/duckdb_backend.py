@@ -1,0 +1,121 @@
+"""Embedded DuckDB warehouse: the default, so the demo and a small district need no server.
+
+A DuckDB file admits one writing process at a time, and Dagster runs sensors and steps in
+separate processes; connections are therefore opened per operation and a lock conflict is
+retried with backoff instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from aptool_assets.storage.warehouse import SCHEMA, TableSpec, TableWrite, Warehouse
+
+log = logging.getLogger(__name__)
+
+LOCK_WAIT_S = 120.0
+
+
+def _is_lock_conflict(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, duckdb.IOException) and ("lock" in text.lower() or "Conflicting" in text)
+
+
+class DuckDBWarehouse(Warehouse):
+    backend = "duckdb"
+    placeholder = "?"
+
+    def __init__(self, path: str | Path):
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"DuckDBWarehouse({self.path!r})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        deadline = time.monotonic() + LOCK_WAIT_S
+        delay = 0.05
+        while True:
+            try:
+                con = duckdb.connect(self.path)
+                break
+            except duckdb.Error as exc:
+                if not _is_lock_conflict(exc) or time.monotonic() > deadline:
+                    raise
+                log.info("warehouse file is busy (another process holds it); waiting %.2fs", delay)
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        with self._connect() as con:
+            return pl.from_arrow(con.sql(sql, params=list(params) or None).to_arrow_table())
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        with self._connect() as con:
+            con.execute(sql, list(params))
+
+    def table_exists(self, table: TableSpec | str) -> bool:
+        name = table.name if isinstance(table, TableSpec) else table
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT count(*) FROM information_schema.tables WHERE table_schema = ? AND table_name = ?",
+                [SCHEMA, name],
+            ).fetchone()
+        return bool(row and row[0])
+
+    def _ensure(self, con: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        con.execute(self.create_table_sql(table))
+        existing = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
+                [SCHEMA, table.name],
+            ).fetchall()
+        }
+        for col in table.columns:
+            if col not in existing:
+                con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
+
+    def ensure_table(self, table: TableSpec) -> None:
+        with self._connect() as con:
+            self._ensure(con, table)
+
+    def write(self, *writes: TableWrite) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        with self._connect() as con:
+            for w in writes:  # DDL first: DuckDB DDL inside the data transaction is fine, but keep it simple
+                self._ensure(con, w.table)
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for i, w in enumerate(writes):
+                    df = w.table.conform(w.df)
+                    if w.replace_where is not None:
+                        clause, params = self.where_clause(w.replace_where)
+                        con.execute(f"DELETE FROM {w.table.qualified}{clause}", params)
+                    if df.height:
+                        view = f"_incoming_{i}"
+                        con.register(view, df.to_arrow())
+                        cols = ", ".join(w.table.columns)
+                        con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {view}")
+                        con.unregister(view)
+                    counts[w.table.name] = counts.get(w.table.name, 0) + df.height
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        return counts

@@ -1,0 +1,154 @@
+"""PostgreSQL warehouse (the AP Tool database, usually on Supabase).
+
+Rows arrive by COPY into a transaction-local staging table and are merged into the target inside
+the same transaction, so a reader never sees a partial table and a killed load leaves the
+previous version in place. Transient database errors (connection refused or dropped, serialization
+failures, deadlocks) retry the whole transaction with the database policy; the write is a
+replace-where, so a retry is idempotent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import polars as pl
+import psycopg
+from psycopg import errors as pg_errors
+
+from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
+from aptool_assets.storage.warehouse import SCHEMA, TableSpec, TableWrite, Warehouse, redact_url
+
+log = logging.getLogger(__name__)
+
+_TRANSIENT = (
+    pg_errors.SerializationFailure,
+    pg_errors.DeadlockDetected,
+    pg_errors.AdminShutdown,
+    pg_errors.CannotConnectNow,
+    pg_errors.ConnectionFailure,
+)
+
+
+def is_transient_db_error(exc: BaseException) -> bool:
+    """Retry connection trouble and concurrency aborts, never bad SQL, bad data or bad credentials."""
+    if isinstance(exc, _TRANSIENT):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        text = str(exc).lower()
+        return not ("password authentication failed" in text or "role" in text and "does not exist" in text)
+    return False
+
+
+class PostgresWarehouse(Warehouse):
+    backend = "postgres"
+    placeholder = "%s"
+
+    def __init__(self, url: str, retry: RetrySettings = DATABASE_RETRY, connect_timeout_s: int = 10):
+        self.url = url
+        self.retry = retry
+        self.connect_timeout_s = connect_timeout_s
+
+    def __repr__(self) -> str:
+        return f"PostgresWarehouse({redact_url(self.url)!r})"
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[psycopg.Connection]:
+        with psycopg.connect(self.url, connect_timeout=self.connect_timeout_s, application_name="aptool") as con:
+            yield con
+
+    def _retrying(self, fn, what: str):
+        return call_with_retry(fn, policy=self.retry, is_retryable=is_transient_db_error, what=what, logger=log)
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        def run() -> pl.DataFrame:
+            with self._connect() as con, con.cursor() as cur:
+                cur.execute(sql, list(params) or None)
+                names = [d.name for d in cur.description or []]
+                rows = cur.fetchall()
+            if not rows:
+                return pl.DataFrame(schema={n: pl.Null for n in names})
+            return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
+
+        return self._retrying(run, "warehouse query")
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        def run() -> None:
+            with self._connect() as con:
+                con.execute(sql, list(params) or None)
+
+        self._retrying(run, "warehouse statement")
+
+    def table_exists(self, table: TableSpec | str) -> bool:
+        name = table.name if isinstance(table, TableSpec) else table
+        df = self.query(
+            "SELECT count(*) AS n FROM information_schema.tables WHERE table_schema = %s AND table_name = %s",
+            [SCHEMA, name],
+        )
+        return bool(df.item(0, 0))
+
+    def _ensure(self, con: psycopg.Connection, table: TableSpec) -> None:
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        con.execute(self.create_table_sql(table))
+        if table.key:
+            con.execute(
+                f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({', '.join(table.key)})"
+            )
+        existing = {
+            r[0]
+            for r in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
+                [SCHEMA, table.name],
+            ).fetchall()
+        }
+        for col in table.columns:
+            if col not in existing:
+                con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
+
+    def ensure_table(self, table: TableSpec) -> None:
+        def run() -> None:
+            with self._connect() as con:
+                # Serialise concurrent first-time DDL from parallel steps.
+                con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table.qualified])
+                self._ensure(con, table)
+
+        self._retrying(run, f"create {table.qualified}")
+
+    def _copy_into(self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame) -> None:
+        cols = ", ".join(table.columns)
+        buf = io.BytesIO()
+        df.write_csv(buf, include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
+        with con.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT CSV)") as copy:
+            view = buf.getbuffer()
+            step = 1 << 20
+            for start in range(0, len(view), step):
+                copy.write(view[start : start + step])
+
+    def write(self, *writes: TableWrite) -> dict[str, int]:
+        prepared = [(w, w.table.conform(w.df)) for w in writes]
+        for w, _ in prepared:
+            self.ensure_table(w.table)
+
+        def run() -> dict[str, int]:
+            counts: dict[str, int] = {}
+            with self._connect() as con, con.transaction():
+                for i, (w, df) in enumerate(prepared):
+                    stage = f"_stage_{w.table.name}_{i}"
+                    cols = ", ".join(w.table.columns)
+                    con.execute(
+                        f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
+                    )
+                    if df.height:
+                        self._copy_into(con, stage, w.table, df)
+                    if w.replace_where is not None:
+                        clause, params = self.where_clause(w.replace_where)
+                        con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
+                    con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {stage}")
+                    counts[w.table.name] = counts.get(w.table.name, 0) + df.height
+            return counts
+
+        names = ", ".join(w.table.qualified for w in writes)
+        return self._retrying(run, f"publish {names}")

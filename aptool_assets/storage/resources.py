@@ -1,0 +1,30 @@
+"""Dagster resource that hands assets the configured warehouse."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import dagster as dg
+
+from aptool_assets.settings import default_database_url
+from aptool_assets.storage.warehouse import Warehouse, open_warehouse, redact_url
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The AP Tool database: PostgreSQL when ``APTOOL_DATABASE_URL`` says so, else embedded DuckDB.
+
+    The URL may carry a password, so the definitions pass it as ``EnvVar("APTOOL_DATABASE_URL")``.
+    """
+
+    database_url: Optional[str] = None
+
+    @property
+    def url(self) -> str:
+        return self.database_url or default_database_url()
+
+    @property
+    def display_url(self) -> str:
+        return redact_url(self.url)
+
+    def get(self) -> Warehouse:
+        return open_warehouse(self.url)

@@ -1,0 +1,190 @@
+"""The warehouse: where published tables live, behind one small interface.
+
+Assets hand polars DataFrames to :meth:`Warehouse.write`; DuckDB (the embedded default) and
+PostgreSQL implement it. Every write is one transaction, so readers see the previous complete
+version of a table or the new complete version, never a half-written one, and re-running a write
+with the same data is idempotent (replace-where semantics).
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+
+SCHEMA = "aptool"
+_IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
+
+
+def _check_ident(name: str) -> str:
+    if not _IDENT.match(name):
+        raise ValueError(f"not a safe SQL identifier: {name!r}")
+    return name
+
+
+def sql_type_for(dtype: pl.DataType) -> str:
+    """Portable SQL type (DuckDB and PostgreSQL) for a polars dtype."""
+    if dtype == pl.Int64 or dtype == pl.UInt32:
+        return "BIGINT"
+    if dtype in (pl.Int32, pl.Int16, pl.Int8, pl.UInt16, pl.UInt8):
+        return "INTEGER"
+    if dtype in (pl.Float64, pl.Float32):
+        return "DOUBLE PRECISION"
+    if dtype == pl.Boolean:
+        return "BOOLEAN"
+    if dtype == pl.Date:
+        return "DATE"
+    if isinstance(dtype, pl.Datetime):
+        return "TIMESTAMPTZ" if dtype.time_zone else "TIMESTAMP"
+    if dtype in (pl.Utf8, pl.Categorical) or isinstance(dtype, pl.Enum):
+        return "TEXT"
+    raise TypeError(f"no SQL type mapping for polars dtype {dtype}")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A published or operational table: its columns (as polars dtypes) and unique key."""
+
+    name: str
+    columns: Mapping[str, pl.DataType]
+    key: tuple[str, ...]
+    description: str = ""
+    sql_types: Mapping[str, str] = field(default_factory=dict)  # overrides, e.g. JSON columns
+
+    def __post_init__(self) -> None:
+        _check_ident(self.name)
+        for col in self.columns:
+            _check_ident(col)
+        missing = [k for k in self.key if k not in self.columns]
+        if missing:
+            raise ValueError(f"{self.name}: key columns {missing} are not columns")
+
+    @property
+    def qualified(self) -> str:
+        return f"{SCHEMA}.{self.name}"
+
+    @property
+    def polars_schema(self) -> pl.Schema:
+        return pl.Schema(dict(self.columns))
+
+    def empty(self) -> pl.DataFrame:
+        return pl.DataFrame(schema=self.polars_schema)
+
+    def conform(self, df: pl.DataFrame) -> pl.DataFrame:
+        """Select and cast ``df`` to exactly this table's columns, in order; missing → error."""
+        missing = [c for c in self.columns if c not in df.columns]
+        if missing:
+            raise ValueError(f"{self.qualified}: data is missing columns {missing}")
+        return df.select([pl.col(c).cast(t, strict=True) for c, t in self.columns.items()])
+
+    def column_sql(self, col: str) -> str:
+        return self.sql_types.get(col) or sql_type_for(self.columns[col])
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    """One table's part of a transaction.
+
+    ``replace_where`` = ``None`` appends; ``{}`` replaces the whole table; ``{"academic_year": 2024,
+    "subject": "ela"}`` replaces exactly that slice (a partition) and leaves the rest untouched.
+    """
+
+    table: TableSpec
+    df: pl.DataFrame
+    replace_where: Mapping[str, Any] | None = field(default_factory=dict)
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, safe for logs and metadata."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.hostname or ""
+    if parts.username:
+        netloc = f"{parts.username}:***@{netloc}"
+    if parts.port:
+        netloc = f"{netloc}:{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class Warehouse(ABC):
+    """Backend-neutral access to the ``aptool`` schema."""
+
+    backend: str
+    placeholder: str
+
+    @abstractmethod
+    def write(self, *writes: TableWrite) -> dict[str, int]:
+        """Apply all writes in ONE transaction; returns rows written per table."""
+
+    @abstractmethod
+    def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
+        """Run a SELECT (placeholders in the backend's style: ``self.placeholder``)."""
+
+    @abstractmethod
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Run a statement that returns nothing, in its own transaction."""
+
+    @abstractmethod
+    def table_exists(self, table: TableSpec | str) -> bool: ...
+
+    @abstractmethod
+    def ensure_table(self, table: TableSpec) -> None:
+        """Create the table (and schema) if missing; add columns the spec gained since."""
+
+    def read_table(
+        self,
+        table: TableSpec,
+        where: Mapping[str, Any] | None = None,
+        columns: Iterable[str] | None = None,
+    ) -> pl.DataFrame:
+        """Rows of ``table`` matching ``where`` (equality on each column), typed as the spec says.
+
+        A table that was never written reads as empty, so downstream assets work on day one.
+        """
+        cols = list(columns) if columns is not None else list(table.columns)
+        if not self.table_exists(table):
+            return table.empty().select(cols)
+        clause, params = self.where_clause(where)
+        df = self.query(f"SELECT {', '.join(map(_check_ident, cols))} FROM {table.qualified}{clause}", params)
+        return df.select([pl.col(c).cast(table.columns[c]) for c in cols]) if cols else df
+
+    def where_clause(self, where: Mapping[str, Any] | None) -> tuple[str, list[Any]]:
+        if not where:
+            return "", []
+        parts = []
+        params: list[Any] = []
+        for col, value in where.items():
+            _check_ident(col)
+            if value is None:
+                parts.append(f"{col} IS NULL")
+            else:
+                parts.append(f"{col} = {self.placeholder}")
+                params.append(value)
+        return " WHERE " + " AND ".join(parts), params
+
+    def create_table_sql(self, table: TableSpec) -> str:
+        cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)
+        return f"CREATE TABLE IF NOT EXISTS {table.qualified} ({cols})"
+
+
+def open_warehouse(url: str) -> Warehouse:
+    """A warehouse for ``url``: ``duckdb:///path/file.duckdb`` or ``postgresql://…``."""
+    scheme = url.split(":", 1)[0].lower()
+    if scheme == "duckdb":
+        from aptool_assets.storage.duckdb_backend import DuckDBWarehouse
+
+        # duckdb:///abs/path.duckdb → /abs/path.duckdb ; duckdb://rel/path.duckdb → rel/path.duckdb
+        return DuckDBWarehouse(url[len("duckdb://") :])
+    if scheme in ("postgresql", "postgres"):
+        from aptool_assets.storage.postgres_backend import PostgresWarehouse
+
+        return PostgresWarehouse(url)
+    raise ValueError(
+        f"APTOOL_DATABASE_URL must start with postgresql:// or duckdb:/// (got scheme {scheme!r})"
+    )

@@ -1,0 +1,72 @@
+"""Shared fixtures: the warehouse on both backends, the real sshd (sftp_fixtures)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from aptool_assets.storage.warehouse import Warehouse, open_warehouse
+
+pytest_plugins = ["aptool_assets_tests.sftp_fixtures"]
+
+POSTGRES_ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_available() -> bool:
+    try:
+        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the machine's PostgreSQL, dropped at the end of the session."""
+    if not _postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (CI must start it)")
+        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}")
+    name = f"aptool_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+    yield f"{base}/{name}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def warehouse_url(request, tmp_path) -> Iterator[str]:
+    """The same test runs against the embedded DuckDB file and the real PostgreSQL."""
+    if request.param == "duckdb":
+        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+        return
+    base_url = request.getfixturevalue("postgres_url")
+    schema_reset(base_url)
+    yield base_url
+    schema_reset(base_url)
+
+
+def schema_reset(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute("DROP SCHEMA IF EXISTS aptool CASCADE")
+
+
+@pytest.fixture
+def warehouse(warehouse_url) -> Warehouse:
+    return open_warehouse(warehouse_url)
+
+
+def pytest_collection_modifyitems(items):
+    """Mark tests by the real services they use, so `make test-fast` can leave them out."""
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if "sftp_server" in fixtures or "sftp_test_dir" in fixtures or "iready_env" in fixtures:
+            item.add_marker(pytest.mark.sftp)
+        if "postgres_url" in fixtures:
+            item.add_marker(pytest.mark.postgres)

@@ -1,0 +1,54 @@
+"""Pytest plugin: a real OpenSSH SFTP server for the whole session (loaded by conftest's pytest_plugins).
+
+The base directory is made with ``mkdtemp`` and opened to 0755 rather than taken from ``tmp_path_factory``:
+as root, sshd serves files and reads authorized_keys as a dedicated unprivileged user, who cannot enter
+pytest's 0700 basetemp.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aptool_assets.demo.sftp_server import LocalSFTPServer, find_sshd, start_local_sftp_server
+
+
+@pytest.fixture(scope="session")
+def sftp_server() -> Iterator[LocalSFTPServer]:
+    """OpenSSH sshd on 127.0.0.1 with key auth, plus password auth when the tests run as root."""
+    if find_sshd() is None:
+        pytest.skip("OpenSSH sshd is not installed (apt-get install openssh-server); the SFTP tests need it")
+    base = Path(tempfile.mkdtemp(prefix="aptool-sftp-"))
+    try:
+        base.chmod(0o755)
+        served, work = base / "served", base / "work"
+        served.mkdir(mode=0o755)
+        work.mkdir(mode=0o755)
+        password = secrets.token_urlsafe(18) if os.geteuid() == 0 else None
+        with start_local_sftp_server(served, work, prefer_openssh=True, password=password) as server:
+            yield server
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def sftp_served_dir(sftp_server: LocalSFTPServer) -> Path:
+    """The local directory the server shows at ``sftp_server.remote_root``."""
+    return Path(sftp_server.remote_root)
+
+
+@pytest.fixture
+def sftp_test_dir(sftp_served_dir: Path, request: pytest.FixtureRequest) -> Iterator[Path]:
+    """A fresh subdirectory of the served dir for one test; its remote path is ``sftp_server.remote_path(it)``."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:60]
+    path = sftp_served_dir / f"{name}-{secrets.token_hex(3)}"
+    path.mkdir(mode=0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
