@@ -21,6 +21,7 @@ class PlatformResource(dg.ConfigurableResource):
     school_year: Optional[int] = None
     as_of_date: Optional[str] = None
     landing_dir: Optional[str] = None
+    assessment_windows: Optional[str] = None  # "MM-DD,MM-DD": last day of BOY and of MOY
     iready_max_rejected_ratio: float = 0.05
     iready_freshness_hours: float = 48.0
 
@@ -32,6 +33,7 @@ class PlatformResource(dg.ConfigurableResource):
             school_year=int(env["APTOOL_SCHOOL_YEAR"]) if env.get("APTOOL_SCHOOL_YEAR", "").isdigit() else None,
             as_of_date=env.get("APTOOL_AS_OF_DATE") or None,
             landing_dir=env.get("APTOOL_LANDING_DIR") or None,
+            assessment_windows=env.get("APTOOL_ASSESSMENT_WINDOWS") or None,
             iready_max_rejected_ratio=float(env.get("APTOOL_IREADY_MAX_REJECTED_RATIO") or 0.05),
             iready_freshness_hours=float(env.get("APTOOL_IREADY_FRESHNESS_HOURS") or 48.0),
         )
@@ -44,4 +46,6 @@ class PlatformResource(dg.ConfigurableResource):
             env["APTOOL_AS_OF_DATE"] = self.as_of_date
         if self.landing_dir:
             env["APTOOL_LANDING_DIR"] = self.landing_dir
+        if self.assessment_windows:
+            env["APTOOL_ASSESSMENT_WINDOWS"] = self.assessment_windows
         return Settings.from_env(env, today=today)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
+
 DEFAULT_TIMEZONE = "America/Los_Angeles"
 # Schedules are evaluated in the district's time zone; read once when the definitions load.
 DISTRICT_TIMEZONE = os.environ.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE
@@ -20,6 +22,20 @@ DISTRICT_TIMEZONE = os.environ.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE
 
 class ConfigurationError(ValueError):
     """A configuration value is malformed; the message names the variable and the fix."""
+
+
+def parse_windows(text: str | None) -> AssessmentWindows:
+    """``"11-15,03-01"`` → the last day (MM-DD) of BOY and of MOY; EOY runs to June 30 (contract §4.3)."""
+    if not text:
+        return DEFAULT_WINDOWS
+    try:
+        boy, moy = (tuple(int(x) for x in part.strip().split("-")) for part in text.split(","))
+        return AssessmentWindows(boy_last_day=boy, moy_last_day=moy)  # type: ignore[arg-type]
+    except (ValueError, TypeError) as exc:
+        raise ConfigurationError(
+            f"APTOOL_ASSESSMENT_WINDOWS={text!r} must be the last day of BOY and of MOY as MM-DD,MM-DD "
+            f"(default 11-15,03-01): {exc}"
+        ) from exc
 
 
 def school_year_of(day: dt.date) -> int:
@@ -47,6 +63,7 @@ class Settings:
     school_year: int
     as_of_date: dt.date
     landing_dir: Path
+    windows: AssessmentWindows = DEFAULT_WINDOWS
 
     @property
     def tz(self) -> ZoneInfo:
@@ -58,7 +75,7 @@ class Settings:
         tz_name = env.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE
         try:
             tz = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
+        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a folder name such as "Pacific" is an OSError
             raise ConfigurationError(
                 f"APTOOL_TIMEZONE={tz_name!r} is not an IANA time zone (e.g. America/Los_Angeles)"
             ) from exc
@@ -87,4 +104,5 @@ class Settings:
         as_of = min(max(as_of, first_day), last_day)
 
         landing = Path(env.get("APTOOL_LANDING_DIR") or (aptool_home() / "landing"))
-        return cls(timezone=tz_name, school_year=school_year, as_of_date=as_of, landing_dir=landing)
+        windows = parse_windows(env.get("APTOOL_ASSESSMENT_WINDOWS"))
+        return cls(timezone=tz_name, school_year=school_year, as_of_date=as_of, landing_dir=landing, windows=windows)

@@ -184,3 +184,17 @@ def test_academic_risk_is_computed_from_the_published_results(iready_env):
     row = risk.filter(pl.col("student_id") == sid)
     assert row.item(0, "ela_relative_placement") == latest.item(0, "overall_relative_placement")
     assert row.item(0, "math_risk") is None
+
+
+def test_the_sensor_job_lands_parses_and_checks(iready_env):
+    """`iready_sync` is what the sensor and schedules launch: it must carry the assets and their checks."""
+    write_file(iready_env.root, "Current_Year", ELA, YEAR, "ela", layout="2026-27")
+    job = definitions.defs.resolve_job_def("iready_sync")
+    result = job.execute_in_process(
+        partition_key=year_subject_key(YEAR, "ela"),
+        instance=iready_env.instance,
+        resources=iready_env.resources,
+    )
+    assert result.success
+    assert {e.check_name for e in result.get_asset_check_evaluations()} >= {"file_accepted", "schema_valid", "fresh"}
+    assert iready_env.published().height == diagnostics(YEAR, "ela").height

@@ -262,7 +262,7 @@ def _sshd_config(
         f"PasswordAuthentication {'yes' if password else 'no'}",
         "PermitEmptyPasswords no",
         "KbdInteractiveAuthentication no" if version >= (8, 7) else "ChallengeResponseAuthentication no",
-        "PermitRootLogin no",
+        f"PermitRootLogin {'prohibit-password' if username == 'root' else 'no'}",
         "UsePAM no",
         "StrictModes no",
         "UseDNS no",
@@ -294,8 +294,14 @@ def _start_openssh(
 ) -> LocalSFTPServer:
     cleanups: list[Callable[[], None]] = []
     try:
-        if os.geteuid() == 0:
+        as_root = os.geteuid() == 0
+        if as_root:
             Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation dir
+        if as_root and password is None and username in (None, "root"):
+            # Key-only login of the invoking account, like the non-root case: no system account is
+            # created on the operator's machine, and served files need not be world-readable.
+            username = "root"
+        elif as_root:
             username, cleanup_user = _prepare_system_user(username, password)
             cleanups.append(cleanup_user)
         else:
@@ -314,7 +320,7 @@ def _start_openssh(
         authorized_keys = work_dir / "authorized_keys"
         authorized_keys.write_text(f"{client_public}\n")
         authorized_keys.chmod(0o644)
-        if os.geteuid() == 0:
+        if as_root and username != "root":
             _check_readable_by(username, [served_dir, authorized_keys])
 
         version = _sshd_version(sshd)

@@ -185,8 +185,10 @@ def latest_selected_files(warehouse, school_year: int, subject: str) -> pl.DataF
 def iready_diagnostic_results(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
+    platform: PlatformResource,
 ) -> dg.MaterializeResult:
     school_year, subject = split_year_subject_key(context.partition_key)
+    windows = platform.settings().windows
     wh = warehouse.get()
     files = latest_selected_files(wh, school_year, subject)
     if files.height == 0:
@@ -211,6 +213,7 @@ def iready_diagnostic_results(
             subject=subject,
             source_file=row["remote_path"],
             expected_academic_year=school_year,
+            windows=windows,
             loaded_at=loaded_at,
         )
         results.append(parsed.results)

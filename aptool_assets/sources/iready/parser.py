@@ -171,25 +171,17 @@ _INT_FIELDS: tuple[str, ...] = (
     "duration_min", "overall_scale_score", "percentile", "grouping", *GROWTH_INT_COLUMNS,
     *(f"{d}_scale_score" for d in DOMAINS),
 )
-_TEXT_FIELDS: tuple[str, ...] = tuple(
-    c for c in CELL_COLUMNS
-    if PUBLISHED_COLUMNS[c] == pl.Utf8 and c not in ("academic_year",)
-)
+_TEXT_FIELDS: tuple[str, ...] = tuple(c for c in CELL_COLUMNS if PUBLISHED_COLUMNS[c] == pl.Utf8)
 _DISTINCT_FIELDS: dict[str, pl.DataType] = {
     "academic_year": pl.Int32(), "start_date": pl.Date(), "completion_date": pl.Date(),
     "student_grade": pl.Int32(), "is_baseline": pl.Boolean(), "is_most_recent": pl.Boolean(),
 }
-_RELATIVE_FIELDS: tuple[str, ...] = ("overall_relative_placement", *(f"{d}_relative_placement" for d in DOMAINS))
 
 
 def _strip(raw: pl.Expr) -> pl.Expr:
     """Trimmed text, blank → null."""
     s = raw.str.strip_chars()
     return pl.when(s.str.len_bytes() > 0).then(s)
-
-
-def _int_fast(raw: pl.Expr, dtype: pl.DataType) -> pl.Expr:
-    return raw.cast(dtype, strict=False)
 
 
 def _int_tolerant(raw: pl.Expr, dtype: pl.DataType = pl.Int32) -> pl.Expr:
@@ -243,45 +235,60 @@ _DISTINCT_PARSERS = {
 }
 
 
-def _map_distinct(values: pl.Series, field: str) -> pl.Series:
-    """Parse each distinct value once and map it back: these columns hold a few hundred values at most."""
-    distinct = values.unique().drop_nulls()
-    parsed = pl.DataFrame({"v": distinct}).select(_DISTINCT_PARSERS[field](pl.col("v"))).to_series()
-    return values.replace_strict(distinct, parsed, default=None, return_dtype=_DISTINCT_FIELDS[field]).alias(field)
+def _map_distinct(src: pl.DataFrame, fields: list[str]) -> list[pl.Series]:
+    """Parse each distinct value once and map it back (these columns hold a few hundred values)."""
+    if not fields:
+        return []
+    distinct = src.select(pl.col(f).unique().drop_nulls().implode() for f in fields).row(0, named=True)
+    mappings = {
+        f: pl.DataFrame({"v": values}, schema={"v": pl.Utf8}).select(_DISTINCT_PARSERS[f](pl.col("v"))).to_series()
+        for f, values in distinct.items()
+    }
+    return src.select(
+        pl.col(f).replace_strict(
+            pl.Series(distinct[f], dtype=pl.Utf8), mappings[f], default=None, return_dtype=_DISTINCT_FIELDS[f]
+        )
+        for f in fields
+    ).get_columns()
 
 
-def _convert(src: pl.DataFrame) -> tuple[pl.DataFrame, set[str]]:
-    """Typed published cells from their text, and the fields where some non-blank cell did not convert."""
+def _needs_trim(col: str) -> pl.Expr:
+    """Some cell is blank-but-not-null or padded. Cheap: the minimum of a text column sorts
+    empty and leading-whitespace cells first, so only trailing padding needs a scan."""
+    c = pl.col(col)
+    return ((c.min() < "!") | c.str.ends_with(" ").any() | c.str.ends_with("\t").any()).fill_null(False).alias(col)
+
+
+def _convert(src: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, set[str]]:
+    """Typed published cells from their text.
+
+    Returns the text as used (trimmed, blank → null, wherever that mattered), the typed cells,
+    and the fields where some non-blank cell did not convert (only their row check is built).
+    """
     c = pl.col
-    fast = [_id_fast(c("student_id")).alias("student_id")]
-    fast += [_int_fast(c(f), PUBLISHED_COLUMNS[f]).alias(f) for f in _INT_FIELDS]
-    typed = src.select(fast).with_columns(_map_distinct(src.get_column(f), f) for f in _DISTINCT_FIELDS)
+    typed = src.select(
+        _id_fast(c("student_id")).alias("student_id"),
+        *(c(f).cast(PUBLISHED_COLUMNS[f], strict=False).alias(f) for f in _INT_FIELDS),
+    ).with_columns(_map_distinct(src, list(_DISTINCT_FIELDS)))
 
-    # Text columns need trimming only when some cell is padded or quoted-empty.
-    padded = [
-        (c(f"_raw_{f}").str.starts_with(" ") | c(f"_raw_{f}").str.ends_with(" ")
-         | c(f"_raw_{f}").str.starts_with("\t") | c(f"_raw_{f}").str.ends_with("\t")
-         | (c(f"_raw_{f}").str.len_bytes() == 0)).any().alias(f"pad:{f}")
-        for f in _TEXT_FIELDS
-    ]
-    unconverted = [(c(f"_raw_{f}").is_not_null() & c(f).is_null()).any().alias(f"bad:{f}") for f in typed.columns]
-    probe = (
-        pl.concat([src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
-        .select(*unconverted, *padded)
-        .row(0, named=True)
-    )
-    failed = {k.removeprefix("bad:") for k, v in probe.items() if v and k.startswith("bad:")}
-    to_strip = {k.removeprefix("pad:") for k, v in probe.items() if v and k.startswith("pad:")}
+    # A conversion left something unexplained exactly where it produced more nulls than the text had.
+    failed = {f for f in typed.columns if typed.get_column(f).null_count() != src.get_column(f).null_count()}
+    padded = {f for f, v in src.select(_needs_trim(f) for f in _TEXT_FIELDS).row(0, named=True).items() if v}
+    if not failed and not padded:
+        return src, pl.concat([typed, src.select(_TEXT_FIELDS)], how="horizontal").select(CELL_COLUMNS), failed
 
+    src = src.with_columns(_strip(c(f)).alias(f) for f in failed | padded)
     tolerant = [_id_tolerant(c("student_id")).alias("student_id")] if "student_id" in failed else []
     tolerant += [_int_tolerant(c(f), PUBLISHED_COLUMNS[f]).alias(f) for f in _INT_FIELDS if f in failed]
-    if tolerant:
-        typed = typed.with_columns(src.select(tolerant))
-    text = src.select(_strip(c(f)).alias(f) if f in to_strip else c(f) for f in _TEXT_FIELDS)
-    typed = pl.concat([typed, text], how="horizontal").select(
-        c(n).cast(PUBLISHED_COLUMNS[n]) for n in CELL_COLUMNS
+    typed = typed.with_columns(
+        *src.select(tolerant).get_columns(),
+        *_map_distinct(src, [f for f in _DISTINCT_FIELDS if f in failed]),
     )
-    return typed, failed
+    failed = {f for f in failed if typed.get_column(f).null_count() != src.get_column(f).null_count()}
+    return src, pl.concat([typed, src.select(_TEXT_FIELDS)], how="horizontal").select(CELL_COLUMNS), failed
+
+
+# --- row rules ----------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -300,7 +307,7 @@ def _value_reason(code: str, col: str) -> pl.Expr:
 def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_Check]:
     """Row rules in reporting priority order (a rejected row reports its first failure).
 
-    A conversion check is only built for fields where a conversion failed somewhere, because
+    A conversion rule is only built for fields where a conversion failed somewhere, because
     elsewhere it is false by construction.
     """
     c = pl.col
@@ -316,6 +323,9 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
 
     def out_of_range(col: str, code: str, lo: int, hi: int) -> None:
         checks.append(_Check(f"range_{col}", ~c(col).is_between(lo, hi), _value_reason(code, col)))
+
+    def vocabulary(col: str, allowed: tuple[str, ...]) -> None:
+        checks.append(_Check(f"vocabulary_{col}", ~c(col).is_in(allowed), pl.lit(f"invalid_relative_placement: {col}")))
 
     missing("student_id")
     unconverted("student_id", "non_numeric_student_id", detail=False)
@@ -334,44 +344,64 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
     unconverted("overall_scale_score", "invalid_integer")
     out_of_range("overall_scale_score", "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
     missing("overall_relative_placement")
-    checks.append(_Check(
-        "invalid_overall_relative_placement",
-        ~c("overall_relative_placement").is_in(RELATIVE_PLACEMENTS),
-        pl.lit("invalid_relative_placement: overall_relative_placement"),
-    ))
+    vocabulary("overall_relative_placement", RELATIVE_PLACEMENTS)
     unconverted("student_grade", "invalid_grade")
     unconverted("is_baseline", "invalid_flag")
     unconverted("is_most_recent", "invalid_flag")
     for col in ("duration_min", "grouping", "percentile", *GROWTH_INT_COLUMNS):
         unconverted(col, "invalid_integer")
     out_of_range("percentile", "percentile_out_of_range", PERCENTILE_MIN, PERCENTILE_MAX)
-    checks.append(_Check("negative_duration", c("duration_min") < 0, _value_reason("invalid_duration", "duration_min")))
+    out_of_range("duration_min", "invalid_duration", 0, 2**31 - 1)
     for d in DOMAINS:
-        score, rel = f"{d}_scale_score", f"{d}_relative_placement"
-        unconverted(score, "invalid_integer")
-        out_of_range(score, "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
-        checks.append(_Check(
-            f"invalid_{rel}", ~c(rel).is_in(DOMAIN_RELATIVE_PLACEMENTS), pl.lit(f"invalid_relative_placement: {rel}")
-        ))
+        unconverted(f"{d}_scale_score", "invalid_integer")
+        out_of_range(f"{d}_scale_score", "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
+        vocabulary(f"{d}_relative_placement", DOMAIN_RELATIVE_PLACEMENTS)
     # A null comparison means "not applicable", never "bad".
     return [_Check(k.name, k.bad.fill_null(False), k.reason) for k in checks]
 
 
-def _first_distinct(frame: pl.DataFrame) -> pl.Series:
-    """True for the first of each group of identical records.
+def _live_checks(checks: list[_Check], work: pl.DataFrame) -> list[_Check]:
+    """The checks that can flag some row of ``work``, judged from column aggregates.
 
-    Hashes rows, then compares the full text only among rows whose hash repeats, so the
-    answer is exact and costs one hash pass when (as usual) duplicates are rare.
+    Cheap whole-column facts (null counts, min/max, distinct values) rule most rules out on
+    clean files, so only the rest are evaluated row by row.
     """
-    hashes = frame.hash_rows()
-    first = hashes.is_first_distinct()
-    repeated = hashes.is_duplicated()
+    aggregates = []
+    for k in checks:
+        kind, _, col = k.name.partition("_")
+        if kind == "range":
+            aggregates.append(k.bad.any().alias(k.name))
+        elif kind == "vocabulary":
+            aggregates.append(k.bad.any().alias(k.name))
+    # Range and vocabulary rules are evaluated once as aggregates; "missing" from null counts.
+    fired = work.select(aggregates).row(0, named=True) if aggregates else {}
+    live = []
+    for k in checks:
+        if k.name in fired:
+            if fired[k.name]:
+                live.append(k)
+        elif k.name.startswith("missing_"):
+            if work.get_column(f"_raw_{k.name.removeprefix('missing_')}").null_count():
+                live.append(k)
+        else:
+            live.append(k)
+    return live
+
+
+def _first_distinct(frame: pl.DataFrame, key: list[str]) -> pl.Series | None:
+    """True for the first of each group of identical records, None when all are distinct.
+
+    Identical records share their key cells, so the full comparison only runs among rows
+    whose key text repeats (retests and re-deliveries: a small share of a file).
+    """
+    repeated = frame.select(pl.struct(key).is_duplicated()).to_series() if key else pl.Series([True] * frame.height)
     if not repeated.any():
-        return first
-    positions = repeated.arg_true()
+        return None
     subset = frame.filter(repeated)
-    exact_first = subset.select(pl.struct(subset.columns).is_first_distinct()).to_series()
-    return first.scatter(positions, exact_first)
+    first_in_subset = subset.select(pl.struct(subset.columns).is_first_distinct()).to_series()
+    if first_in_subset.all():
+        return None
+    return pl.Series(values=[True] * frame.height, dtype=pl.Boolean).scatter(repeated.arg_true(), first_in_subset)
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -382,7 +412,7 @@ def _empty_rejected() -> pl.DataFrame:
 
 
 def _rejected_frame(rows: pl.DataFrame, reason: pl.Expr, source_file: str) -> pl.DataFrame:
-    """Set-aside rows with only the published (non-personal) cells, as delivered, in raw_record."""
+    """Set-aside rows with only the published (non-personal) cells, as read, in raw_record."""
     if rows.is_empty():
         return _empty_rejected()
     raw_cols = [pl.col(f"_raw_{c}").alias(c) for c in CELL_COLUMNS]
@@ -396,9 +426,9 @@ def _rejected_frame(rows: pl.DataFrame, reason: pl.Expr, source_file: str) -> pl
 
 
 def _first_reason(checks: list[_Check]) -> pl.Expr:
-    chain = pl.when(pl.col(f"_bad_{checks[0].name}")).then(checks[0].reason)
+    chain = pl.when(checks[0].bad).then(checks[0].reason)
     for k in checks[1:]:
-        chain = chain.when(pl.col(f"_bad_{k.name}")).then(k.reason)
+        chain = chain.when(k.bad).then(k.reason)
     return chain.otherwise(pl.lit("schema_check"))
 
 
@@ -429,22 +459,26 @@ def parse_diagnostic_file(
 
     # Blank lines are not records; byte-identical records are one diagnostic delivered twice.
     cells = raw.columns
-    raw = raw.with_row_index("_line", offset=2).filter(~pl.all_horizontal(pl.col(cells).is_null()))
+    raw = raw.with_row_index("_line", offset=2)
+    blank = raw.select(pl.all_horizontal(pl.col(cells).is_null())).to_series()
+    if blank.any():
+        raw = raw.filter(~blank)
     total_rows = raw.height
-    raw = raw.filter(_first_distinct(raw.select(cells)))
+    key_text = [col for f in ("student_id", "academic_year", "completion_date", "overall_scale_score") for col in mapped[f]]
+    first = _first_distinct(raw.select(cells), key_text)
+    if first is not None:
+        raw = raw.filter(first)
     collapsed = total_rows - raw.height
 
     # The text of each published cell, old and new header names coalesced (first non-blank).
     src = raw.select(
-        "_line",
-        *(
-            (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
-             else pl.lit(None, pl.Utf8)).alias(f)
-            for f in CELL_COLUMNS
-        ),
+        (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
+         else pl.lit(None, pl.Utf8)).alias(f)
+        for f in CELL_COLUMNS
     )
+    lines = raw.get_column("_line")
     del raw
-    typed, failed = _convert(src.drop("_line"))
+    src, typed, failed = _convert(src)
 
     years = typed.get_column("academic_year").drop_nulls().unique().sort().to_list()
     if expected_academic_year is not None and years and expected_academic_year not in years:
@@ -455,39 +489,40 @@ def parse_diagnostic_file(
             "the previously published data is kept"
         )
 
+    work = pl.concat([lines.to_frame(), src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
     checks = _row_checks(failed, expected_academic_year)
-    work = pl.concat(
-        [src.select("_line", *(pl.col(f).alias(f"_raw_{f}") for f in CELL_COLUMNS)), typed], how="horizontal"
-    ).with_columns(
-        assessment_window_expr(windows),
-        pl.any_horizontal(k.bad for k in checks).alias("_bad"),
-    )
-    bad = work.filter(pl.col("_bad"))
-    good = work.filter(~pl.col("_bad"))
+    live = _live_checks(checks, work)
+    rejected_parts = []
+    if live:
+        bad = work.select(pl.any_horizontal(k.bad for k in live)).to_series()
+        if bad.any():
+            rejected_parts.append(_rejected_frame(work.filter(bad), _first_reason(live), source_file))
+            work = work.filter(~bad)
 
     # Same contract key, different content: the first delivered row wins.
     key = [c for c in KEY_COLUMNS if c not in ("subject", "source_file")]
-    conflict = good.select(~pl.struct(key).is_first_distinct()).to_series()
-    conflicts = good.filter(conflict)
-    good = good.filter(~conflict)
+    conflict = work.select(pl.struct(key).is_duplicated()).to_series()
+    if conflict.any():
+        conflict = work.select(~pl.struct(key).is_first_distinct()).to_series()
+        rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
+        work = work.filter(~conflict)
 
     constants = {
         "subject": pl.lit(subject, pl.Utf8),
         "source_file": pl.lit(source_file, pl.Utf8),
         "loaded_at": pl.lit(loaded_at, LOADED_AT_DTYPE),
     }
-    results = good.select(constants[c].alias(c) if c in constants else pl.col(c) for c in COLUMN_NAMES)
-    rejected_parts = [
-        _rejected_frame(
-            bad.with_columns(k.bad.alias(f"_bad_{k.name}") for k in checks), _first_reason(checks), source_file
-        ),
-        _rejected_frame(conflicts, pl.lit("duplicate_key_conflict"), source_file),
-    ]
+    results = work.select(
+        constants[c].alias(c) if c in constants
+        else assessment_window_expr(windows) if c == "assessment_window"
+        else pl.col(c)
+        for c in COLUMN_NAMES
+    )
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
     failures = schema_failure_cases(results)
     if failures is not None:
-        results, gated = _apply_schema_gate(results, good, failures, source_file)
+        results, gated = _apply_schema_gate(results, work, failures, source_file)
         rejected_parts.append(gated)
 
     parts = [p for p in rejected_parts if not p.is_empty()]
@@ -503,7 +538,7 @@ def parse_diagnostic_file(
 
 
 def _apply_schema_gate(
-    results: pl.DataFrame, good: pl.DataFrame, failures: pl.DataFrame, source_file: str
+    results: pl.DataFrame, work: pl.DataFrame, failures: pl.DataFrame, source_file: str
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Move rows failing a pandera row check to rejected; a table-level failure is a file error."""
     table_failures = failures.filter(pl.col("index").is_null())
@@ -517,7 +552,7 @@ def _apply_schema_gate(
         .agg(pl.format("schema_check: {} {}", pl.col("column"), pl.col("check")).first().alias("_reason"))
         .with_columns(pl.col("index").cast(pl.UInt32))
     )
-    flagged = good.with_row_index("_i").join(reasons, left_on="_i", right_on="index", how="left", maintain_order="left")
+    flagged = work.with_row_index("_i").join(reasons, left_on="_i", right_on="index", how="left", maintain_order="left")
     keep = flagged.get_column("_reason").is_null()
     gated = _rejected_frame(flagged.filter(~keep), pl.col("_reason"), source_file)
     results = results.filter(keep)

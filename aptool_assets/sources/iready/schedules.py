@@ -8,6 +8,7 @@
 
 
 import datetime as dt
+import os
 from collections import defaultdict
 
 import dagster as dg
@@ -15,7 +16,7 @@ import polars as pl
 
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import DEFAULT_WINDOWS
-from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_of
+from aptool_assets.settings import DISTRICT_TIMEZONE, parse_windows, school_year_of
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
 from aptool_assets.sources.iready.jobs import iready_sync_job
 from aptool_assets.sources.iready.resources import IReadySFTPResource
@@ -118,7 +119,7 @@ def window_close_crons(windows=DEFAULT_WINDOWS) -> list[str]:
 
 @dg.schedule(
     job=iready_sync_job,
-    cron_schedule=window_close_crons(),
+    cron_schedule=window_close_crons(parse_windows(os.environ.get("APTOOL_ASSESSMENT_WINDOWS"))),
     execution_timezone=DISTRICT_TIMEZONE,
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="The day after each assessment window (BOY, MOY, EOY) closes: re-process that window's school year.",

@@ -1,0 +1,75 @@
+"""The `aptool` command as an operator runs it: a real subprocess, real servers, exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from aptool_assets.storage.warehouse import open_warehouse
+from aptool_assets_tests.iready_helpers import write_file
+
+APTOOL = [sys.executable, "-m", "aptool_assets.cli"]
+CONFIG_VARS = ("IREADY_", "APTOOL_", "AERIES_", "DAGSTER_HOME")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(CONFIG_VARS)}
+    env.update(extra)
+    return env
+
+
+def run(args: list[str], cwd: Path, env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*APTOOL, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_run_without_configuration_fails_with_one_clear_line(tmp_path):
+    proc = run(["run", "--only", "iready"], tmp_path, clean_env())
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "IREADY_SFTP_HOST" in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+def test_run_rejects_a_malformed_setting(tmp_path):
+    proc = run(["run"], tmp_path, clean_env(APTOOL_AS_OF_DATE="11/29/2026"))
+    assert proc.returncode == 1
+    assert "APTOOL_AS_OF_DATE" in proc.stderr and "YYYY-MM-DD" in proc.stderr
+
+
+def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_dir, tmp_path):
+    write_file(sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", 2026, "math", layout="2026-27")
+    write_file(sftp_test_dir, "2025", "diagnostic_results_math_CONFIDENTIAL.csv", 2025, "math")
+    env = clean_env(
+        **{**sftp_server.env(), "IREADY_SFTP_REMOTE_DIR": sftp_server.remote_path(sftp_test_dir)},
+        APTOOL_DATABASE_URL=f"duckdb:///{tmp_path / 'wh.duckdb'}",
+        APTOOL_LANDING_DIR=str(tmp_path / "landing"),
+    )
+    proc = run(["run", "--only", "iready", "--year", "2026"], tmp_path, env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[ok] i-Ready 2026 math" in proc.stdout and "[ok] i-Ready 2025 math" in proc.stdout
+    wh = open_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    years = wh.query("SELECT DISTINCT academic_year FROM aptool.iready_diagnostic_results ORDER BY 1")
+    assert years.get_column("academic_year").to_list() == [2025, 2026]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
+    home = tmp_path / "demo"
+    proc = run(["demo", "--home", str(home), "--year", "2026"], tmp_path, clean_env())
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "academic risk 2026:" in proc.stdout
+    wh = open_warehouse(f"duckdb:///{home / 'warehouse.duckdb'}")
+    loaded = wh.query("SELECT count(*) AS n FROM aptool.iready_diagnostic_results").item()
+    rejected = wh.query("SELECT count(*) AS n FROM aptool.iready_rejected_rows").item()
+    risk = wh.query("SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026").item()
+    assert loaded > 0 and rejected == 4 and risk > 0
+    # No student names reach the terminal: the demo's synthetic names are the canary.
+    from aptool_assets.demo.district import FIRST_NAMES, LAST_NAMES
+
+    output = proc.stdout + proc.stderr
+    assert not [n for n in FIRST_NAMES + LAST_NAMES if f" {n} " in output or f" {n}," in output]
