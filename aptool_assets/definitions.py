@@ -6,8 +6,14 @@ import os
 
 import dagster as dg
 
-from aptool_assets.metrics.assets import student_academic_risk
+from aptool_assets.metrics.assets import student_academic_risk, student_attendance_summary
 from aptool_assets.metrics.checks import METRICS_CHECKS
+from aptool_assets.sources.aeries.assets import AERIES_ASSETS
+from aptool_assets.sources.aeries.checks import AERIES_CHECKS
+from aptool_assets.sources.aeries.client import AeriesResource
+from aptool_assets.sources.aeries.jobs import AERIES_JOBS
+from aptool_assets.sources.aeries.schedules import AERIES_SCHEDULES
+from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.assets import iready_diagnostic_results, raw_diagnostic_files
 from aptool_assets.sources.iready.checks import IREADY_CHECKS
@@ -37,6 +43,11 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             known_hosts_path=env.get("IREADY_SFTP_KNOWN_HOSTS") or "~/.ssh/known_hosts",
             remote_dir=env.get("IREADY_SFTP_REMOTE_DIR") or "/exports",
         ),
+        "aeries": AeriesResource(
+            base_url=env.get("AERIES_BASE_URL") or None,
+            cert=_secret("AERIES_CERT"),
+            database_year=int(env["APTOOL_SCHOOL_YEAR"]) if env.get("APTOOL_SCHOOL_YEAR", "").isdigit() else None,
+        ),
         "platform": PlatformResource.from_env(),
     }
 
@@ -47,11 +58,18 @@ def _executor() -> dg.ExecutorDefinition:
     return dg.multiprocess_executor if url.startswith("postgres") else dg.in_process_executor
 
 
-ASSETS = [raw_diagnostic_files, iready_diagnostic_results, student_academic_risk]
-ASSET_CHECKS = [*IREADY_CHECKS, *METRICS_CHECKS]
-JOBS = [iready_sync_job, academic_risk_job]
+ASSETS = [
+    raw_diagnostic_files,
+    iready_diagnostic_results,
+    *AERIES_ASSETS,
+    student_attendance_summary,
+    student_academic_risk,
+]
+ASSET_CHECKS = [*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS]
+JOBS = [iready_sync_job, *AERIES_JOBS, academic_risk_job]
 SENSORS = [
     iready_sftp_sensor,
+    aeries_student_changes_sensor,
     dg.AutomationConditionSensorDefinition(
         "aptool_automation",
         target=dg.AssetSelection.all(),
@@ -59,7 +77,7 @@ SENSORS = [
         description="Keeps derived metrics (academic risk, …) up to date when their inputs change.",
     ),
 ]
-SCHEDULES = [*IREADY_SCHEDULES]
+SCHEDULES = [*IREADY_SCHEDULES, *AERIES_SCHEDULES]
 
 defs = dg.Definitions(
     assets=ASSETS,

@@ -24,6 +24,8 @@ class PlatformResource(dg.ConfigurableResource):
     assessment_windows: Optional[str] = None  # "MM-DD,MM-DD": last day of BOY and of MOY
     iready_max_rejected_ratio: float = 0.05
     iready_freshness_hours: float = 48.0
+    reconcile_tolerance_days: int = 2
+    recent_attendance_school_days: int = 14
 
     @classmethod
     def from_env(cls) -> PlatformResource:
@@ -36,6 +38,8 @@ class PlatformResource(dg.ConfigurableResource):
             assessment_windows=env.get("APTOOL_ASSESSMENT_WINDOWS") or None,
             iready_max_rejected_ratio=float(env.get("APTOOL_IREADY_MAX_REJECTED_RATIO") or 0.05),
             iready_freshness_hours=float(env.get("APTOOL_IREADY_FRESHNESS_HOURS") or 48.0),
+            reconcile_tolerance_days=int(env.get("APTOOL_RECONCILE_TOLERANCE_DAYS") or 2),
+            recent_attendance_school_days=int(env.get("APTOOL_RECENT_ATTENDANCE_DAYS") or 14),
         )
 
     def settings(self, today: dt.date | None = None) -> Settings:

@@ -12,8 +12,19 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aptool_assets import definitions
-from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
+from aptool_assets.settings import school_year_bounds
+from aptool_assets.sources.aeries.assets import (
+    ABSENCE_CODES_KEY,
+    ATTENDANCE_DAYS_KEY,
+    CALENDAR_KEY,
+    ENROLLMENT_KEY,
+    HISTORY_KEY,
+    SCHOOLS_KEY,
+    STUDENTS_KEY,
+)
+from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
 
 SOURCES = ("iready", "aeries")
@@ -89,58 +100,90 @@ def run_pipeline(
     resources: Mapping[str, object] | None = None,
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
+    """Aeries first (the roster and attendance), then i-Ready (every year on the server), then the
+    metrics of the school year."""
     resources = dict(resources or definitions.build_resources())
     platform = resources["platform"]
     if year is not None:
         platform = platform.model_copy(update={"school_year": year})
         resources["platform"] = platform
-    school_year = platform.settings().school_year
-    summary = RunSummary(school_year)
-    tags = {"aptool/trigger": "cli"}
-
+    settings = platform.settings()
+    runner = _Runner(RunSummary(settings.school_year), resources, instance, echo)
+    runner.ensure_school_years([settings.school_year])
+    if only in (None, "aeries"):
+        runner.aeries(settings)
     if only in (None, "iready"):
-        _run_iready(summary, school_year, resources, instance, tags, echo)
-    if only == "aeries":
-        raise PipelineError("the Aeries source is not available in this version yet")
-    return summary
+        runner.iready(settings.school_year)
+    runner.stage(
+        "academic risk", "student_academic_risk", dg.AssetSelection.assets(ACADEMIC_RISK_KEY), str(settings.school_year),
+        lambda m: f"{_value(m, 'dagster/row_count')} students",
+    )  # fmt: skip
+    return runner.summary
 
 
-def _run_iready(summary, school_year, resources, instance, tags, echo) -> None:
-    sftp = resources["iready_sftp"]
-    if not sftp.is_configured():
-        raise PipelineError(
-            "i-Ready SFTP is not configured: set IREADY_SFTP_HOST, IREADY_SFTP_USERNAME and "
-            "IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY (see README)"
-        )
-    files = [f for f in diagnostic_files(sftp.list_files(), school_year) if f.remote.size > 0]
-    partitions = sorted({(f.school_year, f.subject) for f in files}, key=lambda p: (p[0] != school_year, -p[0], p[1]))
-    echo(f"i-Ready: {len(files)} diagnostic file(s) on the server → {len(partitions)} partition(s)")
-    years = {str(y) for y, _ in partitions} | {str(school_year)}
-    known = set(instance.get_dynamic_partitions(school_year_partitions.name))
-    if years - known:
-        instance.add_dynamic_partitions(school_year_partitions.name, sorted(years - known))
+class _Runner:
+    def __init__(self, summary: RunSummary, resources: dict, instance: dg.DagsterInstance, echo):
+        self.summary, self.resources, self.instance, self.echo = summary, resources, instance, echo
+        self.tags = {"aptool/trigger": "cli"}
 
-    for y, subject in partitions:
-        label = f"{y} {subject}"
-        result = _materialize(
-            dg.AssetSelection.groups("iready"), year_subject_key(y, subject), resources, instance, tags
-        )
+    def ensure_school_years(self, years) -> None:
+        wanted = {str(y) for y in years}
+        known = set(self.instance.get_dynamic_partitions(school_year_partitions.name))
+        if wanted - known:
+            self.instance.add_dynamic_partitions(school_year_partitions.name, sorted(wanted - known))
+
+    def stage(self, label, step, selection, partition_key=None, describe=None, tags=None) -> bool:
+        result = _materialize(selection, partition_key, self.resources, self.instance, {**self.tags, **(tags or {})})
         if result.success:
-            meta = result.asset_materializations_for_node("aptool__iready_diagnostic_results")[-1].metadata
-            loaded, rejected = _value(meta, "dagster/row_count"), _value(meta, "rows_rejected")
-            detail = f"{loaded} rows loaded, {rejected} rejected"
-            summary.steps.append(StepOutcome("iready_diagnostic_results", label, True, detail, dict(meta)))
+            mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
+            meta = dict(mats[-1].metadata) if mats else {}
+            requests = [_value(m.metadata, "aeries_requests") for m in mats if "aeries_requests" in m.metadata]
+            if requests:  # a stage of several Aeries assets reports all of its requests
+                meta["aeries_requests"] = sum(requests)
+            detail = describe(meta) if describe else "ok"
+            self.summary.steps.append(StepOutcome(step, partition_key or "", True, detail, meta))
         else:
             detail = _failure_reason(result)
-            summary.steps.append(StepOutcome("iready_diagnostic_results", label, False, detail))
-        echo(f"  [{'ok' if result.success else 'FAILED'}] i-Ready {label}: {detail}")
+            self.summary.steps.append(StepOutcome(step, partition_key or "", False, detail))
+        self.echo(f"  [{'ok' if result.success else 'FAILED'}] {label}: {detail}")
+        return result.success
 
-    result = _materialize(dg.AssetSelection.assets(ACADEMIC_RISK_KEY), str(school_year), resources, instance, tags)
-    if result.success:
-        meta = result.asset_materializations_for_node("aptool__student_academic_risk")[-1].metadata
-        detail = f"{_value(meta, 'dagster/row_count')} students"
-        summary.steps.append(StepOutcome("student_academic_risk", str(school_year), True, detail, dict(meta)))
-    else:
-        detail = _failure_reason(result)
-        summary.steps.append(StepOutcome("student_academic_risk", str(school_year), False, detail))
-    echo(f"  [{'ok' if result.success else 'FAILED'}] academic risk {school_year}: {detail}")
+    def aeries(self, settings) -> None:
+        aeries = self.resources["aeries"]
+        if not aeries.is_configured():
+            raise PipelineError("Aeries is not configured: set AERIES_BASE_URL and AERIES_CERT (see README)")
+        year = settings.school_year
+        first = school_year_bounds(year)[0]
+        last = max(first, settings.as_of_date)
+        self.echo(f"Aeries: school year {year}, attendance {first}..{last}")
+        rows = lambda m: f"{_value(m, 'dagster/row_count')} rows, {_value(m, 'aeries_requests')} requests"  # noqa: E731
+        if not self.stage("schools, absence codes, students", "aeries_reference",
+                          dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY), None, rows):  # fmt: skip
+            return
+        self.stage("calendar, enrollment, Aeries totals", "aeries_year",
+                   dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY), str(year), rows)  # fmt: skip
+        self.stage(f"attendance {first}..{last}", "attendance_days", dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY),
+                   None, rows, tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})  # fmt: skip
+        self.stage(
+            "attendance summary", "student_attendance_summary",
+            dg.AssetSelection.assets(STUDENT_ATTENDANCE_SUMMARY_KEY), str(year),
+            lambda m: f"{_value(m, 'dagster/row_count')} students, {_value(m, 'chronically_absent')} chronically absent",
+        )  # fmt: skip
+
+    def iready(self, school_year: int) -> None:
+        sftp = self.resources["iready_sftp"]
+        if not sftp.is_configured():
+            raise PipelineError(
+                "i-Ready SFTP is not configured: set IREADY_SFTP_HOST, IREADY_SFTP_USERNAME and "
+                "IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY (see README)"
+            )
+        files = [f for f in diagnostic_files(sftp.list_files(), school_year) if f.remote.size > 0]
+        partitions = sorted({(f.school_year, f.subject) for f in files}, key=lambda p: (p[0] != school_year, -p[0], p[1]))
+        self.echo(f"i-Ready: {len(files)} diagnostic file(s) on the server → {len(partitions)} partition(s)")
+        self.ensure_school_years(y for y, _ in partitions)
+        for y, subject in partitions:
+            self.stage(
+                f"i-Ready {y} {subject}", "iready_diagnostic_results", dg.AssetSelection.groups("iready"),
+                year_subject_key(y, subject),
+                lambda m: f"{_value(m, 'dagster/row_count')} rows loaded, {_value(m, 'rows_rejected')} rejected",
+            )  # fmt: skip

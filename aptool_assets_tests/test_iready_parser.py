@@ -7,6 +7,8 @@ suite stays meaningful anywhere.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
@@ -780,6 +782,15 @@ def test_byte_identical_rows_collapse_and_key_conflicts_are_rejected(tmp_path):
     assert parsed.total_rows == parsed.results.height + parsed.rejected.height + parsed.duplicate_rows_collapsed
 
 
+def test_same_key_with_other_personal_cells_is_a_conflict_not_a_duplicate(tmp_path):
+    rows = [record(student_id=4), record(student_id=4, first_name="Octavia", class_teachers="Other, Teacher")]
+    parsed = parse(write(tmp_path, rows))
+    assert parsed.duplicate_rows_collapsed == 0
+    assert parsed.rejected.select("line_number", "reason").rows() == [(3, "duplicate_key_conflict")]
+    assert "Octavia" not in parsed.rejected.write_csv()
+    assert_no_pii(parsed.rejected.write_csv())
+
+
 def test_duplicated_bad_rows_are_rejected_once(tmp_path):
     rows = [record(student_id="bad")] * 3 + [record(student_id=9)]
     parsed = parse(write(tmp_path, rows))
@@ -858,3 +869,67 @@ def test_pandera_gate_sets_aside_rows_the_rules_missed(tmp_path, monkeypatch):
     assert parsed.rejected.select("line_number", "reason").rows() == [
         (3, "schema_check: overall_scale_score in_range(100, 800)")
     ]
+
+
+# --- the demo writer ---------------------------------------------------------------------------
+
+
+def test_synthetic_diagnostics_are_deterministic_and_coherent():
+    one = synthetic_diagnostics(200, 2024, "math", seed=11)
+    assert one.equals(synthetic_diagnostics(200, 2024, "math", seed=11))
+    assert not one.equals(synthetic_diagnostics(200, 2024, "math", seed=12))
+    per_student = one.group_by("student_id").agg(
+        pl.len().alias("n"),
+        pl.col("is_baseline").sum().alias("baselines"),
+        pl.col("is_most_recent").sum().alias("most_recent"),
+        pl.col("completion_date").is_sorted().alias("ordered"),
+        (pl.col("completion_date").first() == pl.col("completion_date").min()).alias("first_is_baseline_date"),
+    )
+    assert per_student.height == 200
+    assert per_student.get_column("n").is_between(1, 3).all()
+    assert (per_student.get_column("baselines") == 1).all()
+    assert (per_student.get_column("most_recent") == 1).all()
+    assert per_student.get_column("ordered").all()
+    assert one.filter(pl.col("is_baseline")).get_column("diagnostic_gain").eq(0).all()
+    assert one.get_column("overall_scale_score").is_between(100, 800).all()
+    assert set(one.get_column("overall_relative_placement")) <= set(RELATIVE_PLACEMENTS)
+    assert one.get_column("academic_year").unique().to_list() == [2024]
+    assert one.get_column("completion_date").is_between(date(2024, 7, 1), date(2025, 6, 30)).all()
+    windows = parse_diagnostic_file(
+        _write_tmp(one, "math"), subject="math", source_file="m.csv"
+    ).results.group_by("student_id").agg(pl.col("assessment_window").n_unique().alias("w"), pl.len().alias("n"))
+    assert (windows.get_column("w") == windows.get_column("n")).all()  # one test per window
+
+
+def _write_tmp(frame: pl.DataFrame, subject: str) -> bytes:
+    buffer = io.BytesIO()
+    write_diagnostic_csv(buffer, frame, subject=subject)
+    return buffer.getvalue()
+
+
+def test_synthetic_diagnostics_use_given_ids():
+    ids = [7, 8, 9]
+    frame = synthetic_diagnostics(3, 2025, "ela", seed=1, student_ids=ids)
+    assert sorted(frame.get_column("student_id").unique().to_list()) == ids
+    assert {"last_name", "first_name"} <= set(frame.columns)
+
+
+def test_writer_formats_values_like_the_vendor(tmp_path):
+    rows = [record(student_grade=0, start_date=date(2024, 8, 5), completion_date=date(2024, 8, 6),
+                   is_baseline=True, is_most_recent=False)]
+    current = write(tmp_path, rows).read_text().splitlines()
+    cells = dict(zip(current[0].split(","), next(csv_rows(current))))
+    assert cells["Student Grade"] == "K" and cells["Academic Year"] == "2024-2025"
+    assert cells["Start Date"] == "8/5/2024" and cells["Completion Date"] == "8/6/2024"
+    assert cells["Baseline Diagnostic (Y/N)"] == "Y" and cells["Most Recent Diagnostic YTD (Y/N)"] == "N"
+    assert cells["Overall Relative Placement"] == "Early On Grade Level"
+    assert cells["Class Teacher(s)"] == "Quillfeather, Zenobia; Okafor, Ada"
+    padded = write(tmp_path, rows, layout="2022-23", name="p.csv").read_text().splitlines()
+    cells = dict(zip(padded[0].split(","), next(csv_rows(padded))))
+    assert cells["Completion Date"] == "08/06/2024"
+
+
+def csv_rows(lines: list[str]):
+    reader = csv.reader(lines)
+    next(reader)
+    return reader

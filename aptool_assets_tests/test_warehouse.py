@@ -89,3 +89,37 @@ def test_conform_refuses_missing_columns():
 def test_redact_url_hides_password():
     assert redact_url("postgresql://app:s3cret@db.example:5432/ap") == "postgresql://app:***@db.example:5432/ap"
     assert "s3cret" not in redact_url("postgresql://app:s3cret@db/ap")
+
+
+def test_replace_between_replaces_a_date_window_only(warehouse):
+    from aptool_assets.storage.warehouse import Between
+
+    base = frame(2024, "ela", [1, 2, 3])
+    days = base.with_columns(pl.Series("taken_on", [dt.date(2024, 9, d) for d in (1, 2, 3)]))
+    warehouse.write(TableWrite(SCORES, days))
+    window = days.filter(pl.col("student_id") == 2).with_columns(pl.lit(777).cast(pl.Int32).alias("score"))
+    warehouse.write(
+        TableWrite(SCORES, window, {"taken_on": Between(dt.date(2024, 9, 2), dt.date(2024, 9, 3))})
+    )
+    got = warehouse.read_table(SCORES).sort("student_id")
+    assert got["student_id"].to_list() == [1, 2]  # day 3 was in the window and is gone
+    assert got["score"].to_list() == [500, 777]
+
+
+def test_upsert_never_overwrites_newer_rows_with_older_ones(warehouse):
+    older = dt.datetime(2024, 9, 1, tzinfo=UTC)
+    newer = dt.datetime(2024, 9, 5, tzinfo=UTC)
+    warehouse.write(TableWrite(SCORES, frame(2024, "ela", [1, 2]).with_columns(pl.lit(newer).alias("loaded_at"))))
+    incoming = frame(2024, "ela", [1, 3], score=650).with_columns(
+        pl.Series("loaded_at", [older, newer], dtype=pl.Datetime("us", "UTC"))
+    )
+    for _ in range(2):  # idempotent
+        warehouse.write(TableWrite(SCORES, incoming, upsert=True, newer_column="loaded_at"))
+    got = {r["student_id"]: r["score"] for r in warehouse.read_table(SCORES).iter_rows(named=True)}
+    assert got == {1: 500, 2: 500, 3: 650}  # student 1 kept its newer row; 3 was inserted
+
+    newest = frame(2024, "ela", [1], score=700).with_columns(
+        pl.lit(dt.datetime(2024, 9, 9, tzinfo=UTC)).alias("loaded_at")
+    )
+    warehouse.write(TableWrite(SCORES, newest, upsert=True, newer_column="loaded_at"))
+    assert warehouse.read_table(SCORES, where={"student_id": 1})["score"].to_list() == [700]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 
 import numpy as np
 import polars as pl
@@ -149,7 +149,7 @@ def _to_frame(records: Sequence[dict] | pl.DataFrame, padded: bool) -> pl.DataFr
     for f in fields:
         values = [r.get(f) for r in records]
         kinds = {type(v) for v in values if v is not None}
-        if len(kinds) <= 1 and kinds != {datetime}:
+        if len(kinds) <= 1:
             columns[f] = pl.Series(f, values)
         else:  # e.g. a planted "950" among ints: format each cell so the good ones stay vendor-like
             columns[f] = pl.Series(f, [_py_format(f, v, padded) for v in values], dtype=pl.Utf8)

@@ -23,5 +23,3 @@ STUDENT_ACADEMIC_RISK = TableSpec(
     description="Academic risk per student and school year from the most recent diagnostic per subject.",
 )
 
-# The roster the risk table covers; published by the Aeries source (issue #3). Read when present.
-STUDENTS_TABLE_NAME = "students"

@@ -38,10 +38,19 @@ SUBJECTS: tuple[str, ...] = ("ela", "math")
 _YEAR_START_MONTH = 7  # the academic year runs July 1 - June 30
 
 
-def _academic_order(month_day: tuple[int, int]) -> tuple[int, int]:
-    """Sort key of a (month, day) inside a July-June academic year."""
-    month, day = month_day
-    return ((month - _YEAR_START_MONTH) % 12, day)
+def _academic_ordinal(month: int, day: int) -> int:
+    """Position of a (month, day) inside a July-June year, comparable with ``<=``."""
+    return ((month - _YEAR_START_MONTH) % 12) * 32 + day
+
+
+def _epoch_day(year: pl.Expr, month: int, day: int) -> pl.Expr:
+    """Days since 1970-01-01 of (year, month, day) for a year column, in integer arithmetic
+    (H. Hinnant's days_from_civil): several times faster than building a date per row."""
+    y = year - (1 if month <= 2 else 0)
+    era = y // 400
+    yoe = y - era * 400
+    doy = (153 * (month + (-3 if month > 2 else 9)) + 2) // 5 + day - 1
+    return era * 146097 + yoe * 365 + yoe // 4 - yoe // 100 + doy - 719468
 
 
 @dataclass(frozen=True)
@@ -62,9 +71,9 @@ class AssessmentWindows:
             # A non-leap year's calendar: Feb 29 would not exist in most years.
             if not 1 <= day <= calendar.monthrange(2001, month)[1]:
                 raise ValueError(f"{name}: day {day} does not exist in month {month} every year")
-        if _academic_order(self.boy_last_day) >= _academic_order(self.moy_last_day):
+        if _academic_ordinal(*self.boy_last_day) >= _academic_ordinal(*self.moy_last_day):
             raise ValueError("boy_last_day must fall before moy_last_day within the July-June year")
-        if _academic_order(self.moy_last_day) >= _academic_order((6, 30)):
+        if _academic_ordinal(*self.moy_last_day) >= _academic_ordinal(6, 30):
             raise ValueError("moy_last_day must leave room for EOY before June 30")
 
 
@@ -84,26 +93,25 @@ def assessment_window_expr(
 ) -> pl.Expr:
     """BOY/MOY/EOY from the completion date within the academic year (null date → null).
 
-    Boundaries are built from the row's academic start year, so a date before the year's
-    July 1 counts as BOY and one after June 30 as EOY instead of wrapping around. With
-    ``year_col=None`` the year is derived from the date.
+    Boundaries are absolute dates of the row's academic year, so a date before the year
+    counts as BOY and one after it as EOY instead of wrapping around. With ``year_col=None``
+    the year is derived from the date.
     """
-    year = academic_year_of(date_col) if year_col is None else pl.col(year_col).cast(pl.Int32)
     d = pl.col(date_col)
+    year = (academic_year_of(date_col) if year_col is None else pl.col(year_col)).cast(pl.Int32)
 
     def last_day(month_day: tuple[int, int]) -> pl.Expr:
         month, day = month_day
-        offset = 0 if month >= _YEAR_START_MONTH else 1
-        return pl.date(year + offset, month, day)
+        return _epoch_day(year + (0 if month >= _YEAR_START_MONTH else 1), month, day)
 
+    days = d.cast(pl.Int32)
     return (
-        pl.when(d.is_null() | year.is_null())
-        .then(pl.lit(None, dtype=pl.Utf8))
-        .when(d <= last_day(windows.boy_last_day))
+        pl.when(days <= last_day(windows.boy_last_day))
         .then(pl.lit("BOY"))
-        .when(d <= last_day(windows.moy_last_day))
+        .when(days <= last_day(windows.moy_last_day))
         .then(pl.lit("MOY"))
-        .otherwise(pl.lit("EOY"))
+        .when(days.is_not_null() & year.is_not_null())
+        .then(pl.lit("EOY"))
         .alias("assessment_window")
     )
 

@@ -104,15 +104,19 @@ class DuckDBWarehouse(Warehouse):
             try:
                 for i, w in enumerate(writes):
                     df = w.table.conform(w.df)
-                    if w.replace_where is not None:
-                        clause, params = self.where_clause(w.replace_where)
-                        con.execute(f"DELETE FROM {w.table.qualified}{clause}", params)
-                    if df.height:
-                        view = f"_incoming_{i}"
-                        con.register(view, df.to_arrow())
-                        cols = ", ".join(w.table.columns)
-                        con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {view}")
-                        con.unregister(view)
+                    view = f"_incoming_{i}"
+                    con.register(view, df.to_arrow())
+                    if w.upsert:
+                        for stmt in self.merge_sql(w, view):
+                            con.execute(stmt)
+                    else:
+                        if w.replace_where is not None:
+                            clause, params = self.where_clause(w.replace_where)
+                            con.execute(f"DELETE FROM {w.table.qualified}{clause}", params)
+                        if df.height:
+                            cols = ", ".join(w.table.columns)
+                            con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {view}")
+                    con.unregister(view)
                     counts[w.table.name] = counts.get(w.table.name, 0) + df.height
                 con.execute("COMMIT")
             except BaseException:

@@ -143,10 +143,14 @@ class PostgresWarehouse(Warehouse):
                     )
                     if df.height:
                         self._copy_into(con, stage, w.table, df)
-                    if w.replace_where is not None:
-                        clause, params = self.where_clause(w.replace_where)
-                        con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
-                    con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {stage}")
+                    if w.upsert:
+                        for stmt in self.merge_sql(w, stage):
+                            con.execute(stmt)
+                    else:
+                        if w.replace_where is not None:
+                            clause, params = self.where_clause(w.replace_where)
+                            con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
+                        con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {stage}")
                     counts[w.table.name] = counts.get(w.table.name, 0) + df.height
             return counts
 

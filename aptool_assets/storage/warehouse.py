@@ -87,16 +87,35 @@ class TableSpec:
 
 
 @dataclass(frozen=True)
+class Between:
+    """An inclusive range in a ``replace_where`` slice, e.g. the date window of a re-pull."""
+
+    low: Any
+    high: Any
+
+
+@dataclass(frozen=True)
 class TableWrite:
     """One table's part of a transaction.
 
     ``replace_where`` = ``None`` appends; ``{}`` replaces the whole table; ``{"academic_year": 2024,
-    "subject": "ela"}`` replaces exactly that slice (a partition) and leaves the rest untouched.
+    "subject": "ela"}`` replaces exactly that slice (a partition) and leaves the rest untouched;
+    values may be :class:`Between` ranges. ``upsert=True`` instead merges by the table's key, and
+    when the table has ``newer_column`` (e.g. ``source_updated_at``) an incoming row never
+    overwrites a stored row that is newer.
     """
 
     table: TableSpec
     df: pl.DataFrame
     replace_where: Mapping[str, Any] | None = field(default_factory=dict)
+    upsert: bool = False
+    newer_column: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.upsert and not self.table.key:
+            raise ValueError(f"{self.table.qualified}: upsert needs a key")
+        if self.newer_column and self.newer_column not in self.table.columns:
+            raise ValueError(f"{self.table.qualified}: no column {self.newer_column}")
 
 
 def redact_url(url: str) -> str:
@@ -163,10 +182,27 @@ class Warehouse(ABC):
             _check_ident(col)
             if value is None:
                 parts.append(f"{col} IS NULL")
+            elif isinstance(value, Between):
+                parts.append(f"{col} BETWEEN {self.placeholder} AND {self.placeholder}")
+                params.extend([value.low, value.high])
             else:
                 parts.append(f"{col} = {self.placeholder}")
                 params.append(value)
         return " WHERE " + " AND ".join(parts), params
+
+    @staticmethod
+    def merge_sql(w: TableWrite, stage: str) -> list[str]:
+        """Statements that merge ``stage`` into the target by key (portable DuckDB/PostgreSQL SQL)."""
+        t = w.table
+        match = " AND ".join(f"t.{k} = s.{k}" for k in t.key)
+        newer = f" AND (t.{w.newer_column} IS NULL OR s.{w.newer_column} >= t.{w.newer_column})" if w.newer_column else ""
+        cols = ", ".join(t.columns)
+        s_cols = ", ".join(f"s.{c}" for c in t.columns)
+        return [
+            f"DELETE FROM {t.qualified} AS t USING {stage} AS s WHERE {match}{newer}",
+            f"INSERT INTO {t.qualified} ({cols}) SELECT {s_cols} FROM {stage} AS s "
+            f"WHERE NOT EXISTS (SELECT 1 FROM {t.qualified} AS t WHERE {match})",
+        ]
 
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)

@@ -44,7 +44,6 @@ from aptool_assets.sources.iready.schemas import (
     SCALE_SCORE_MAX,
     SCALE_SCORE_MIN,
     describe_failures,
-    empty_results,
     header_key,
     required_header,
     schema_failure_cases,
@@ -115,7 +114,7 @@ def _format_year(start: int) -> str:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _read_text_csv(source: bytes | str | os.PathLike, source_file: str, n_rows: int | None = None) -> pl.DataFrame:
+def _read_text_csv(source: bytes | str | os.PathLike, source_file: str) -> pl.DataFrame:
     """Every cell as text. Polars strips a UTF-8 BOM and accepts CRLF/LF and a missing final newline."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data: bytes | str = bytes(source)
@@ -129,7 +128,7 @@ def _read_text_csv(source: bytes | str | os.PathLike, source_file: str, n_rows: 
             raise DiagnosticFileError(f"{source_file}: cannot be read ({type(exc).__name__})") from None
         if empty:
             raise DiagnosticFileError(f"{source_file}: the file is empty (no header row)")
-    options = dict(infer_schema=False, quote_char='"', n_rows=n_rows, raise_if_empty=True)
+    options = dict(infer_schema=False, quote_char='"', raise_if_empty=True)
     try:
         try:
             return pl.read_csv(data, encoding="utf8", **options)
@@ -361,20 +360,13 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
 
 
 def _live_checks(checks: list[_Check], work: pl.DataFrame) -> list[_Check]:
-    """The checks that can flag some row of ``work``, judged from column aggregates.
+    """The checks that flag some row of ``work``, so only those are evaluated row by row.
 
-    Cheap whole-column facts (null counts, min/max, distinct values) rule most rules out on
-    clean files, so only the rest are evaluated row by row.
+    Range and vocabulary rules are reduced to one boolean per column in a single parallel
+    pass; "missing" rules are decided from null counts, which polars keeps for free.
     """
-    aggregates = []
-    for k in checks:
-        kind, _, col = k.name.partition("_")
-        if kind == "range":
-            aggregates.append(k.bad.any().alias(k.name))
-        elif kind == "vocabulary":
-            aggregates.append(k.bad.any().alias(k.name))
-    # Range and vocabulary rules are evaluated once as aggregates; "missing" from null counts.
-    fired = work.select(aggregates).row(0, named=True) if aggregates else {}
+    aggregated = [k for k in checks if k.name.startswith(("range_", "vocabulary_"))]
+    fired = work.select(k.bad.any().alias(k.name) for k in aggregated).row(0, named=True) if aggregated else {}
     live = []
     for k in checks:
         if k.name in fired:
@@ -388,20 +380,20 @@ def _live_checks(checks: list[_Check], work: pl.DataFrame) -> list[_Check]:
     return live
 
 
-def _first_distinct(frame: pl.DataFrame, key: list[str]) -> pl.Series | None:
-    """True for the first of each group of identical records, None when all are distinct.
+_KEY = [c for c in KEY_COLUMNS if c not in ("subject", "source_file")]  # constant within a file
 
-    Identical records share their key cells, so the full comparison only runs among rows
-    whose key text repeats (retests and re-deliveries: a small share of a file).
-    """
-    repeated = frame.select(pl.struct(key).is_duplicated()).to_series() if key else pl.Series([True] * frame.height)
-    if not repeated.any():
-        return None
-    subset = frame.filter(repeated)
-    first_in_subset = subset.select(pl.struct(subset.columns).is_first_distinct()).to_series()
-    if first_in_subset.all():
-        return None
-    return pl.Series(values=[True] * frame.height, dtype=pl.Boolean).scatter(repeated.arg_true(), first_in_subset)
+
+def _key_repeats(typed: pl.DataFrame) -> pl.Series:
+    """Rows whose contract key (by hash) occurs more than once: a superset of both
+    byte-identical repeats and key conflicts, so the exact comparisons run on these only."""
+    return typed.select(pl.struct(_KEY).hash().is_duplicated()).to_series()
+
+
+def _identical_repeats(records: pl.DataFrame, candidates: pl.Series) -> pl.Series:
+    """True for every record that repeats an earlier one cell for cell (all columns, as text)."""
+    subset = records.filter(candidates)
+    repeat = subset.select(~pl.struct(subset.columns).is_first_distinct()).to_series()
+    return pl.Series(values=[False] * records.height, dtype=pl.Boolean).scatter(candidates.arg_true(), repeat)
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -457,18 +449,13 @@ def parse_diagnostic_file(
     if missing:
         raise DiagnosticFileError(f"{source_file}: required column(s) missing: {', '.join(missing)}")
 
-    # Blank lines are not records; byte-identical records are one diagnostic delivered twice.
+    # Blank lines are not records.
     cells = raw.columns
     raw = raw.with_row_index("_line", offset=2)
     blank = raw.select(pl.all_horizontal(pl.col(cells).is_null())).to_series()
     if blank.any():
         raw = raw.filter(~blank)
     total_rows = raw.height
-    key_text = [col for f in ("student_id", "academic_year", "completion_date", "overall_scale_score") for col in mapped[f]]
-    first = _first_distinct(raw.select(cells), key_text)
-    if first is not None:
-        raw = raw.filter(first)
-    collapsed = total_rows - raw.height
 
     # The text of each published cell, old and new header names coalesced (first non-blank).
     src = raw.select(
@@ -476,8 +463,6 @@ def parse_diagnostic_file(
          else pl.lit(None, pl.Utf8)).alias(f)
         for f in CELL_COLUMNS
     )
-    lines = raw.get_column("_line")
-    del raw
     src, typed, failed = _convert(src)
 
     years = typed.get_column("academic_year").drop_nulls().unique().sort().to_list()
@@ -489,7 +474,17 @@ def parse_diagnostic_file(
             "the previously published data is kept"
         )
 
-    work = pl.concat([lines.to_frame(), src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
+    work = pl.concat([raw.select("_line"), src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
+    # Byte-identical records are one diagnostic delivered twice: keep one, count the rest.
+    repeats = _key_repeats(typed)
+    collapsed = 0
+    if repeats.any():
+        identical = _identical_repeats(raw.select(cells), repeats)
+        collapsed = int(identical.sum())
+        if collapsed:
+            work, repeats = work.filter(~identical), repeats.filter(~identical)
+    del raw, src, typed
+
     checks = _row_checks(failed, expected_academic_year)
     live = _live_checks(checks, work)
     rejected_parts = []
@@ -497,15 +492,14 @@ def parse_diagnostic_file(
         bad = work.select(pl.any_horizontal(k.bad for k in live)).to_series()
         if bad.any():
             rejected_parts.append(_rejected_frame(work.filter(bad), _first_reason(live), source_file))
-            work = work.filter(~bad)
+            work, repeats = work.filter(~bad), repeats.filter(~bad)
 
     # Same contract key, different content: the first delivered row wins.
-    key = [c for c in KEY_COLUMNS if c not in ("subject", "source_file")]
-    conflict = work.select(pl.struct(key).is_duplicated()).to_series()
-    if conflict.any():
-        conflict = work.select(~pl.struct(key).is_first_distinct()).to_series()
-        rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
-        work = work.filter(~conflict)
+    if repeats.any():
+        conflict = work.select(~pl.struct(_KEY).is_first_distinct()).to_series()
+        if conflict.any():
+            rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
+            work = work.filter(~conflict)
 
     constants = {
         "subject": pl.lit(subject, pl.Utf8),
@@ -549,7 +543,13 @@ def _apply_schema_gate(
         )
     reasons = (
         failures.group_by("index")
-        .agg(pl.format("schema_check: {} {}", pl.col("column"), pl.col("check")).first().alias("_reason"))
+        .agg(
+            pl.when(pl.col("schema_context") == "Column")
+            .then(pl.format("schema_check: {} {}", pl.col("column"), pl.col("check")))
+            .otherwise(pl.format("schema_check: {}", pl.col("check")))
+            .first()
+            .alias("_reason")
+        )
         .with_columns(pl.col("index").cast(pl.UInt32))
     )
     flagged = work.with_row_index("_i").join(reasons, left_on="_i", right_on="index", how="left", maintain_order="left")

@@ -252,34 +252,46 @@ def required_header(field: str) -> str:
 # --- pandera schema -------------------------------------------------------------------------
 
 
+DOMAIN_SCALE_SCORE_COLUMNS: tuple[str, ...] = tuple(f"{d}_scale_score" for d in DOMAINS)
+DOMAIN_RELATIVE_PLACEMENT_COLUMNS: tuple[str, ...] = tuple(f"{d}_relative_placement" for d in DOMAINS)
+
+
 def _column(name: str, dtype: pl.DataType) -> pa.Column:
     nullable = name not in (*REQUIRED_FIELDS, "subject", "assessment_window", "source_file", "loaded_at")
-    checks: list[pa.Check] = []
-    if name == "overall_scale_score" or (name.endswith("_scale_score") and name.removesuffix("_scale_score") in DOMAINS):
-        checks.append(pa.Check.in_range(SCALE_SCORE_MIN, SCALE_SCORE_MAX))
-    elif name == "overall_relative_placement":
-        checks.append(pa.Check.isin(RELATIVE_PLACEMENTS))
-    elif name.endswith("_relative_placement"):
-        checks.append(pa.Check.isin(DOMAIN_RELATIVE_PLACEMENTS))
-    elif name == "percentile":
-        checks.append(pa.Check.in_range(PERCENTILE_MIN, PERCENTILE_MAX))
-    elif name == "student_grade":
-        checks.append(pa.Check.in_range(GRADE_MIN, GRADE_MAX))
-    elif name == "academic_year":
-        checks.append(pa.Check.in_range(ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX))
-    elif name == "subject":
-        checks.append(pa.Check.isin(SUBJECTS))
-    elif name == "assessment_window":
-        checks.append(pa.Check.isin(ASSESSMENT_WINDOWS))
-    elif name == "student_id":
-        checks.append(pa.Check.ge(0))
-    elif name == "duration_min":
-        checks.append(pa.Check.ge(0))
-    return pa.Column(dtype, checks=checks or None, nullable=nullable)
+    checks = {
+        "overall_scale_score": pa.Check.in_range(SCALE_SCORE_MIN, SCALE_SCORE_MAX),
+        "overall_relative_placement": pa.Check.isin(RELATIVE_PLACEMENTS),
+        "percentile": pa.Check.in_range(PERCENTILE_MIN, PERCENTILE_MAX),
+        "student_grade": pa.Check.in_range(GRADE_MIN, GRADE_MAX),
+        "academic_year": pa.Check.in_range(ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX),
+        "subject": pa.Check.isin(SUBJECTS),
+        "assessment_window": pa.Check.isin(ASSESSMENT_WINDOWS),
+        "student_id": pa.Check.ge(0),
+        "duration_min": pa.Check.ge(0),
+    }
+    return pa.Column(dtype, checks=checks.get(name), nullable=nullable)
+
+
+def _all_columns(name: str, columns: tuple[str, ...], rule) -> pa.Check:
+    """One check over a group of like columns (the 11 domains): a row fails when any cell
+    breaks ``rule``; null cells pass. Grouped because per-column checks cost a pass each."""
+    return pa.Check(lambda data: data.lazyframe.select(rule(pl.col(c)).alias(c) for c in columns), name=name)
 
 
 DIAGNOSTIC_RESULTS_SCHEMA = pa.DataFrameSchema(
     {name: _column(name, dtype) for name, dtype in PUBLISHED_COLUMNS.items()},
+    checks=[
+        _all_columns(
+            f"domain_scale_scores_in_range({SCALE_SCORE_MIN}, {SCALE_SCORE_MAX})",
+            DOMAIN_SCALE_SCORE_COLUMNS,
+            lambda c: c.is_between(SCALE_SCORE_MIN, SCALE_SCORE_MAX),
+        ),
+        _all_columns(
+            "domain_relative_placements_isin(vendor values, Not Assessed)",
+            DOMAIN_RELATIVE_PLACEMENT_COLUMNS,
+            lambda c: c.is_in(DOMAIN_RELATIVE_PLACEMENTS),
+        ),
+    ],
     unique=list(KEY_COLUMNS),
     strict=True,
     ordered=True,
@@ -325,15 +337,16 @@ def describe_failures(failure_cases: pl.DataFrame, max_examples: int = 3) -> lis
         )
     )
     for ctx, column, check, n, rows, examples in grouped.iter_rows():
-        where = column or "table"
         if check == "multiple_fields_uniqueness":
             problems.append(f"{rows} rows share a key ({', '.join(KEY_COLUMNS)})")
+        elif rows and ctx == "DataFrameSchema":  # a row check over several columns: cases are whole rows
+            problems.append(f"{check} failed on {rows} rows")
         elif rows:
             shown = ", ".join(str(e) for e in examples if e is not None)
-            problems.append(f"{where}: {check} failed on {rows} rows (e.g. {shown})")
+            problems.append(f"{column}: {check} failed on {rows} rows (e.g. {shown})")
         else:  # table-level: missing or extra column, wrong dtype, ...
             detail = ", ".join(str(e) for e in examples if e is not None)
-            problems.append(f"{where}: {check}" + (f" ({detail})" if detail else ""))
+            problems.append(f"{column or 'table'}: {check}" + (f" ({detail})" if detail else ""))
     return problems
 
 

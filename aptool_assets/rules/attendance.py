@@ -1,0 +1,479 @@
+"""Attendance rules (contract §4.1): instructional days, absence categories, per-student summary.
+
+Pure functions over polars frames: no Dagster, no I/O, so every boundary can be tested with
+small hand-built frames and the assets stay thin.
+
+Aeries is *negative* attendance: only days that carry a code arrive. Enrolled days therefore
+come from the calendar and the enrollment stints, never from attendance rows. They are counted
+without expanding one row per student-day: a sorted (school, date) index of instructional
+days turns "school days in [start, end]" into two binary searches per stint. Only the sparse
+coded rows are joined.
+
+Input frames (column names and dtypes; ``_conform`` casts and checks them):
+
+- calendar: school_code Int32, calendar_date Date, holiday_code Utf8
+- enrollment: student_id Int64, school_code Int32, enter_date Date, leave_date Date (null = open)
+- absence_codes: school_code Int32, code Utf8, type_code Int32, counts_for_ada,
+  is_suspension, is_partial_day_truant, is_temporarily_not_enrolled (Boolean)
+- attendance: student_id Int64, school_code Int32, calendar_date Date, all_day_code Utf8,
+  period_codes List(Struct(period Utf8, section_number Int64, code Utf8))
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+import polars as pl
+
+ABSENCE_CATEGORIES: tuple[str, ...] = (
+    "absent_excused",
+    "absent_unexcused",
+    "absent_unverified",
+    "suspension_out_of_school",
+    "suspension_in_school",
+    "not_enrolled",
+    "tardy",
+    "present",
+    "partial",
+)
+TIERS: tuple[str, ...] = ("satisfactory", "at_risk", "moderate_chronic", "severe_chronic")
+
+INSTRUCTIONAL_HOLIDAY_CODES: tuple[str, ...] = ("", "%")
+"""Regular day and minimum day; every other Aeries HolidayCode (#, @, +, $, ...) is not a school day."""
+
+FULL_DAY_ABSENCE_CATEGORIES: tuple[str, ...] = (
+    "absent_unverified",
+    "absent_excused",
+    "absent_unexcused",
+    "suspension_out_of_school",
+)
+"""What ``days_absent`` adds up. ISS, tardies and partial days are attendance, not absence."""
+
+CATEGORY_BY_TYPE_CODE: dict[int, str] = {
+    1: "absent_unverified",
+    2: "absent_excused",
+    3: "absent_unexcused",
+    4: "present",
+    6: "present",
+    5: "tardy",
+    8: "tardy",
+    9: "tardy",
+}
+"""Aeries TypeCode → category, used only when no flag applies (TypeCode 7 is unused → null)."""
+
+UNEXCUSED_TYPE_CODE = 3
+CHRONIC_RATE = 0.10
+CHRONIC_MIN_DAYS_ENROLLED = 31
+TIER_LOWER_BOUNDS: tuple[tuple[str, float], ...] = (
+    ("severe_chronic", 0.20),
+    ("moderate_chronic", 0.10),
+    ("at_risk", 0.05),
+)
+TRUANCY_LETTER_THRESHOLDS: tuple[int, ...] = (3, 6, 9)
+"""Counts at which letter 1, 2 and 3 are due (Ed. Code 48260 ladder, contract §4.1)."""
+
+PERIOD_CODES_DTYPE = pl.List(pl.Struct({"period": pl.Utf8, "section_number": pl.Int64, "code": pl.Utf8}))
+
+CALENDAR_SCHEMA = {"school_code": pl.Int32, "calendar_date": pl.Date, "holiday_code": pl.Utf8}
+ENROLLMENT_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "enter_date": pl.Date,
+    "leave_date": pl.Date,
+}
+ABSENCE_CODES_SCHEMA = {
+    "school_code": pl.Int32,
+    "code": pl.Utf8,
+    "type_code": pl.Int32,
+    "counts_for_ada": pl.Boolean,
+    "is_suspension": pl.Boolean,
+    "is_partial_day_truant": pl.Boolean,
+    "is_temporarily_not_enrolled": pl.Boolean,
+}
+ATTENDANCE_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "calendar_date": pl.Date,
+    "all_day_code": pl.Utf8,
+    "period_codes": PERIOD_CODES_DTYPE,
+}
+ATTENDANCE_DAYS_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "calendar_date": pl.Date,
+    "absence_category": pl.Utf8,
+    "is_truancy_day": pl.Boolean,
+}
+"""The columns ``summary_from_attendance_days`` needs from ``categorize_attendance``'s output."""
+
+SUMMARY_SCHEMA: dict[str, pl.DataType] = {
+    "school_year": pl.Int32(),
+    "student_id": pl.Int64(),
+    "school_code": pl.Int32(),
+    "as_of_date": pl.Date(),
+    "days_enrolled": pl.Int32(),
+    "days_absent": pl.Int32(),
+    "days_excused": pl.Int32(),
+    "days_unexcused": pl.Int32(),
+    "days_unverified": pl.Int32(),
+    "days_suspension_out_of_school": pl.Int32(),
+    "days_suspension_in_school": pl.Int32(),
+    "absence_rate": pl.Float64(),
+    "is_chronically_absent": pl.Boolean(),
+    "attendance_tier": pl.Utf8(),
+    "truancy_count": pl.Int32(),
+    "truancy_letter_level": pl.Int32(),
+}
+
+_DAY_KEY = ["student_id", "school_code", "calendar_date"]
+_STUDENT_KEY = ["student_id", "school_code"]
+_YEAR_START_MONTH = 7  # the school year runs July 1 - June 30
+
+
+def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> pl.DataFrame:
+    """Cast the expected columns (an all-null or empty column may arrive untyped); keep the rest."""
+    missing = [col for col in schema if col not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} frame lacks columns {missing}")
+    return frame.with_columns(pl.col(col).cast(dtype) for col, dtype in schema.items())
+
+
+def _blank_to_null(col: str) -> pl.Expr:
+    """Aeries sends '' or null for "no code"; trim stray spaces and treat both the same."""
+    code = pl.col(col).str.strip_chars()
+    return pl.when(code == "").then(None).otherwise(code)
+
+
+def school_year_bounds(school_year: int) -> tuple[date, date]:
+    """First and last day of the school year named by its start year (2025 → 2025-07-01..2026-06-30)."""
+    return date(school_year, _YEAR_START_MONTH, 1), date(school_year + 1, _YEAR_START_MONTH - 1, 30)
+
+
+def instructional_days(calendar: pl.DataFrame) -> pl.DataFrame:
+    """(school_code, calendar_date) of school days: HolidayCode '' (regular) or '%' (minimum day).
+
+    A null HolidayCode is read as '' (no holiday code = regular day), the same convention as
+    Aeries' empty strings. Duplicate calendar rows collapse; the result is sorted.
+    """
+    cal = _conform(calendar, CALENDAR_SCHEMA, "calendar")
+    holiday = pl.col("holiday_code").fill_null("").str.strip_chars()
+    return (
+        cal.filter(holiday.is_in(INSTRUCTIONAL_HOLIDAY_CODES) & pl.col("calendar_date").is_not_null())
+        .select("school_code", "calendar_date")
+        .unique()
+        .sort("school_code", "calendar_date")
+    )
+
+
+def _code_table(absence_codes: pl.DataFrame) -> pl.DataFrame:
+    """One row per (school_code, code); null flags read as false, so nothing is invented."""
+    flags = ["counts_for_ada", "is_suspension", "is_partial_day_truant", "is_temporarily_not_enrolled"]
+    return (
+        _conform(absence_codes, ABSENCE_CODES_SCHEMA, "absence_codes")
+        .select(
+            "school_code",
+            _blank_to_null("code").alias("code"),
+            "type_code",
+            *[pl.col(flag).fill_null(False) for flag in flags],
+        )
+        .drop_nulls(["school_code", "code"])
+        .unique(subset=["school_code", "code"], keep="first", maintain_order=True)
+    )
+
+
+def _period_facts(frame: pl.DataFrame, codes: pl.DataFrame) -> pl.DataFrame:
+    """Per attendance row (``_row``) that has period codes: any coded period, truancy, unknown code.
+
+    Only rows with a non-empty list are exploded, so the cost follows the sparse coded periods.
+    """
+    truant = (pl.col("is_partial_day_truant") | (pl.col("type_code") == UNEXCUSED_TYPE_CODE)).fill_null(False)
+    periods = (
+        frame.filter(pl.col("period_codes").list.len() > 0)
+        .select("_row", "school_code", pl.col("period_codes").list.eval(pl.element().struct.field("code")))
+        .explode("period_codes")
+        .select("_row", "school_code", _blank_to_null("period_codes").alias("code"))
+        .drop_nulls("code")
+    )
+    return (
+        periods.join(
+            codes.select("school_code", "code", "type_code", "is_partial_day_truant", pl.lit(True).alias("_known")),
+            on=["school_code", "code"],
+            how="left",
+        )
+        .group_by("_row")
+        .agg(
+            truant.any().alias("_period_truant"),
+            pl.col("code").filter(pl.col("_known").is_null()).min().alias("_unknown_period_code"),
+        )
+    )
+
+
+def categorize_attendance(attendance: pl.DataFrame, absence_codes: pl.DataFrame) -> pl.DataFrame:
+    """Add absence_category, is_full_day_absence, is_truancy_day and unknown_code to coded days.
+
+    The category comes from the all-day code's row in *that school's* code table, flags first
+    (contract §4.1): IsTemporarilyNotEnrolled → not_enrolled; IsSuspension without ADA →
+    suspension_out_of_school, with ADA → suspension_in_school; else TypeCode (1 unverified,
+    2 excused, 3 unexcused, 4/6 present, 5/8/9 tardy). No all-day code but a coded period →
+    partial, even when every period is coded.
+
+    Codes that cannot be read never crash and never count:
+
+    - an all-day code missing from the school's table → category null, ``unknown_code`` = it;
+    - otherwise a period code missing from the table → ``unknown_code`` = the (smallest) such
+      code; the day keeps its category and that period simply adds nothing;
+    - a known all-day code whose TypeCode has no meaning (7 or anything unlisted) and no flag →
+      category null (``unknown_code`` stays null: the code exists, its definition is the gap);
+    - a row with neither an all-day nor a period code → category null.
+
+    ``is_truancy_day`` (Ed. Code 48260, counted per day): the all-day code has TypeCode 3 or is
+    flagged IsPartialDayTruant, or any period code is flagged IsPartialDayTruant or has
+    TypeCode 3. A not_enrolled day is never a truancy day: the student was not enrolled.
+    Input rows keep their order and columns; the four columns are appended.
+    """
+    added = ["absence_category", "is_full_day_absence", "is_truancy_day", "unknown_code"]
+    attendance = attendance.drop(added, strict=False)  # re-categorizing replaces, never duplicates
+    codes = _code_table(absence_codes)
+    frame = _conform(attendance, ATTENDANCE_SCHEMA, "attendance").with_row_index("_row")
+    frame = frame.with_columns(_blank_to_null("all_day_code").alias("_code"))
+
+    frame = frame.join(
+        codes.rename({"code": "_code"}).with_columns(pl.lit(True).alias("_known")),
+        on=["school_code", "_code"],
+        how="left",
+        maintain_order="left",
+    ).join(_period_facts(frame, codes), on="_row", how="left", maintain_order="left")
+
+    has_code = pl.col("_code").is_not_null()
+    known = pl.col("_known").fill_null(False)
+    has_period = pl.col("_period_truant").is_not_null()  # set for every row with a coded period
+    category = (
+        pl.when(~has_code)
+        .then(pl.when(has_period).then(pl.lit("partial")).otherwise(pl.lit(None, dtype=pl.Utf8)))
+        .when(~known)
+        .then(pl.lit(None, dtype=pl.Utf8))
+        .when(pl.col("is_temporarily_not_enrolled"))
+        .then(pl.lit("not_enrolled"))
+        .when(pl.col("is_suspension") & ~pl.col("counts_for_ada"))
+        .then(pl.lit("suspension_out_of_school"))
+        .when(pl.col("is_suspension"))
+        .then(pl.lit("suspension_in_school"))
+        .otherwise(pl.col("type_code").replace_strict(CATEGORY_BY_TYPE_CODE, default=None, return_dtype=pl.Utf8))
+    )
+    all_day_truant = known & (
+        (pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")
+    ).fill_null(False)
+    truancy = (all_day_truant | pl.col("_period_truant").fill_null(False)) & (
+        pl.col("absence_category") != "not_enrolled"
+    ).fill_null(True)
+    unknown = pl.when(has_code & ~known).then(pl.col("_code")).otherwise(pl.col("_unknown_period_code"))
+
+    return (
+        frame.with_columns(category.alias("absence_category"))
+        .with_columns(
+            pl.col("absence_category").is_in(FULL_DAY_ABSENCE_CATEGORIES).fill_null(False).alias("is_full_day_absence"),
+            truancy.alias("is_truancy_day"),
+            unknown.alias("unknown_code"),
+        )
+        .select(*attendance.columns, *added)
+    )
+
+
+def attendance_tier_expr(rate_col: str = "absence_rate") -> pl.Expr:
+    """Attendance Works band by absence rate: satisfactory < 0.05 ≤ at_risk < 0.10 ≤
+    moderate_chronic < 0.20 ≤ severe_chronic (lower bounds inclusive).
+
+    A null rate (no enrolled days yet) is ``satisfactory``: the tier column is never null and
+    a student with nothing to measure has missed nothing. Exact boundaries are safe when the
+    rate is ``days_absent / days_enrolled``: IEEE division is correctly rounded, so 3/60 is the
+    same double as the literal 0.05 (never compute the rate as ``1 - attendance``).
+    """
+    rate = pl.col(rate_col)
+    expr = pl.when(rate.is_null()).then(pl.lit("satisfactory"))
+    for tier, lower in TIER_LOWER_BOUNDS:
+        expr = expr.when(rate >= lower).then(pl.lit(tier))
+    return expr.otherwise(pl.lit("satisfactory")).alias("attendance_tier")
+
+
+def truancy_letter_level_expr(count_col: str = "truancy_count") -> pl.Expr:
+    """Letter level 0 below 3, 1 at 3–5, 2 at 6–8, 3 at 9 or more (Int32; a null count → 0)."""
+    count = pl.col(count_col)
+    expr = pl.lit(0, dtype=pl.Int32)
+    for level, threshold in enumerate(TRUANCY_LETTER_THRESHOLDS, start=1):
+        expr = pl.when(count >= threshold).then(pl.lit(level, dtype=pl.Int32)).otherwise(expr)
+    return expr.alias("truancy_letter_level")
+
+
+def _enrolled_spans(enrollment: pl.DataFrame, year_start: date, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(roster, spans): who gets a summary row, and their disjoint enrolled date spans.
+
+    Roster: a stint at the school that overlaps the school year and starts on or before the
+    as-of date (a stint without an enter date is ignored). Spans: each stint clipped to [year start, as-of] (leave date inclusive, open
+    while null), then overlapping stints merged so a day is never counted twice.
+    """
+    stints = _conform(enrollment, ENROLLMENT_SCHEMA, "enrollment").filter(
+        pl.col("student_id").is_not_null()
+        & pl.col("school_code").is_not_null()
+        & (pl.col("enter_date") <= as_of)
+        & (pl.col("leave_date").is_null() | (pl.col("leave_date") >= year_start))
+    )
+    roster = stints.select(_STUDENT_KEY).unique()
+    spans = (
+        stints.select(
+            *_STUDENT_KEY,
+            pl.max_horizontal("enter_date", pl.lit(year_start)).cast(pl.Int32).alias("start"),
+            pl.min_horizontal(pl.col("leave_date").fill_null(as_of), pl.lit(as_of)).cast(pl.Int32).alias("end"),
+        )
+        .filter(pl.col("start") <= pl.col("end"))
+        .sort(*_STUDENT_KEY, "start", "end")
+    )
+    # Interval merge: a span opens a new group when it is the first of its (student, school)
+    # or starts after the furthest end seen so far in it. The running max must restart per
+    # (student, school); instead of a slow window (`.over`), ends are lifted by the pair's
+    # ordinal so one global cum_max never carries over from the previous pair.
+    new_pair = pl.any_horizontal(pl.col(c) != pl.col(c).shift(1) for c in _STUDENT_KEY).fill_null(True)
+    pair = new_pair.cum_sum().cast(pl.Int64) * (1 << 32)
+    furthest_end = (pair + pl.col("end")).cum_max().shift(1)
+    opens_group = new_pair | (pair + pl.col("start") > furthest_end)
+    spans = (
+        spans.with_columns(opens_group.cum_sum().alias("_group"))
+        .group_by("_group")
+        .agg(pl.col(*_STUDENT_KEY).first(), pl.col("start").min(), pl.col("end").max())
+        .drop("_group")
+    )
+    return roster, spans
+
+
+def _school_day_key(school: pl.Expr, day_number: pl.Expr) -> pl.Expr:
+    """Sortable Int64 key of (school, day): school in the high bits, day (offset to ≥ 0) below."""
+    return school.cast(pl.Int64) * (1 << 32) + day_number.cast(pl.Int64) + (1 << 31)
+
+
+def _count_school_days(spans: pl.DataFrame, school_days: pl.DataFrame) -> pl.Series:
+    """Instructional days of the span's school within [start, end], by two binary searches."""
+    keys = school_days.select(_school_day_key(pl.col("school_code"), pl.col("calendar_date").cast(pl.Int32))).to_series()
+    keys = keys.sort()
+    bounds = spans.select(
+        _school_day_key(pl.col("school_code"), pl.col("start")).alias("lo"),
+        _school_day_key(pl.col("school_code"), pl.col("end")).alias("hi"),
+    )
+    after_hi = keys.search_sorted(bounds["hi"], side="right").cast(pl.Int64)
+    before_lo = keys.search_sorted(bounds["lo"], side="left").cast(pl.Int64)
+    return (after_hi - before_lo).alias("school_days")
+
+
+def summary_from_attendance_days(
+    *,
+    calendar: pl.DataFrame,
+    enrollment: pl.DataFrame,
+    attendance_days: pl.DataFrame,
+    school_year: int,
+    as_of_date: date,
+) -> pl.DataFrame:
+    """The summary from already categorized days (``categorize_attendance`` output).
+
+    Split out so an asset that has materialized ``aptool.attendance_days`` (plus
+    ``is_truancy_day``) does not categorize twice. See ``student_attendance_summary``.
+    If a (student, school, date) appears twice, the last row wins (later rows are newer).
+    """
+    year_start, year_end = school_year_bounds(school_year)
+    as_of = min(as_of_date, year_end)  # contract §2: the as-of date is capped at the year's end
+
+    school_days = instructional_days(calendar)
+    roster, spans = _enrolled_spans(enrollment, year_start, as_of)
+    spans = spans.with_columns(_count_school_days(spans, school_days))
+    span_days = spans.group_by(_STUDENT_KEY).agg(pl.col("school_days").sum().alias("_span_days"))
+
+    # Coded rows count only on enrolled school days: inside a merged span (already clipped to
+    # the year and the as-of date) and on an instructional day of that school.
+    coded = (
+        _conform(attendance_days, ATTENDANCE_DAYS_SCHEMA, "attendance_days")
+        .select(*_DAY_KEY, "absence_category", "is_truancy_day")
+        .filter(pl.col("calendar_date").is_between(year_start, as_of))
+        .unique(subset=_DAY_KEY, keep="last")  # "last" in input order; output order is free
+        .join(school_days, on=["school_code", "calendar_date"], how="semi")
+        .join(spans.select(*_STUDENT_KEY, "start", "end"), on=_STUDENT_KEY, how="inner")
+        .filter(pl.col("calendar_date").cast(pl.Int32).is_between(pl.col("start"), pl.col("end")))
+    )
+    category = pl.col("absence_category")
+
+    def days(name: str) -> pl.Expr:
+        return (category == name).fill_null(False).sum()
+
+    counts = coded.group_by(_STUDENT_KEY).agg(
+        days("not_enrolled").alias("_not_enrolled"),
+        days("absent_excused").alias("days_excused"),
+        days("absent_unexcused").alias("days_unexcused"),
+        days("absent_unverified").alias("days_unverified"),
+        days("suspension_out_of_school").alias("days_suspension_out_of_school"),
+        days("suspension_in_school").alias("days_suspension_in_school"),
+        (pl.col("is_truancy_day").fill_null(False) & (category != "not_enrolled").fill_null(True))
+        .sum()
+        .alias("truancy_count"),
+    )
+    count_cols = [c for c in counts.columns if c not in _STUDENT_KEY]
+
+    out = (
+        roster.join(span_days, on=_STUDENT_KEY, how="left")
+        .join(counts, on=_STUDENT_KEY, how="left")
+        .with_columns(pl.col("_span_days", *count_cols).fill_null(0).cast(pl.Int32))
+        .with_columns(
+            (pl.col("_span_days") - pl.col("_not_enrolled")).alias("days_enrolled"),
+            pl.sum_horizontal(
+                "days_unverified", "days_excused", "days_unexcused", "days_suspension_out_of_school"
+            ).alias("days_absent"),
+        )
+        .with_columns(
+            pl.when(pl.col("days_enrolled") > 0)
+            .then(pl.col("days_absent") / pl.col("days_enrolled"))
+            .otherwise(None)
+            .cast(pl.Float64)
+            .alias("absence_rate"),
+            # Integers, not the float rate: "10% or more" must include exactly 10%.
+            (
+                (pl.col("days_absent").cast(pl.Int64) * 10 >= pl.col("days_enrolled"))
+                & (pl.col("days_enrolled") >= CHRONIC_MIN_DAYS_ENROLLED)
+            ).alias("is_chronically_absent"),
+            pl.lit(school_year, dtype=pl.Int32).alias("school_year"),
+            pl.lit(as_of, dtype=pl.Date).alias("as_of_date"),
+        )
+        .with_columns(attendance_tier_expr("absence_rate"), truancy_letter_level_expr("truancy_count"))
+    )
+    return out.select(pl.col(name).cast(dtype) for name, dtype in SUMMARY_SCHEMA.items()).sort(
+        "student_id", "school_code"
+    )
+
+
+def student_attendance_summary(
+    *,
+    calendar: pl.DataFrame,
+    enrollment: pl.DataFrame,
+    attendance: pl.DataFrame,
+    absence_codes: pl.DataFrame,
+    school_year: int,
+    as_of_date: date,
+) -> pl.DataFrame:
+    """``aptool.student_attendance_summary``: one row per (school_year, student_id, school_code).
+
+    Rows: every student with a stint at the school that overlaps the school year (July 1 –
+    June 30) and starts on or before the as-of date (capped at the year's end; the column
+    holds the capped date). A student who moved has one row per school, each counting only
+    that school's days.
+
+    - days_enrolled: instructional days of the school from enter to leave date (inclusive,
+      open while null), clipped to the year and the as-of date, overlapping stints counted
+      once, minus enrolled days whose all-day code is IsTemporarilyNotEnrolled.
+    - Absence, suspension and truancy counts look only at enrolled days: codes on holidays,
+      outside the stints or after the as-of date are ignored. days_absent = unverified +
+      excused + unexcused + out-of-school suspension.
+    - absence_rate = days_absent / days_enrolled, null when days_enrolled = 0 (tier then
+      ``satisfactory``); is_chronically_absent when rate ≥ 0.10 and days_enrolled ≥ 31.
+    - truancy_count: enrolled truancy days, each once; truancy_letter_level from it.
+    """
+    return summary_from_attendance_days(
+        calendar=calendar,
+        enrollment=enrollment,
+        attendance_days=categorize_attendance(attendance, absence_codes),
+        school_year=school_year,
+        as_of_date=as_of_date,
+    )

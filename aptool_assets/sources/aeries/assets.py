@@ -1,0 +1,365 @@
+"""Aeries assets: reference data, the roster, enrollment, daily attendance and Aeries' own totals.
+
+Every pull goes per school (and per date window for attendance), never per student: a full
+school year of attendance costs about schools × months requests.
+"""
+
+import datetime as dt
+
+import dagster as dg
+import polars as pl
+
+from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
+from aptool_assets.partitions import school_year_partitions
+from aptool_assets.resources import PlatformResource
+from aptool_assets.rules.attendance import categorize_attendance
+from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds
+from aptool_assets.sources.aeries import frames, period_codes
+from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
+from aptool_assets.sources.aeries.tables import (
+    ABSENCE_CODES,
+    ATTENDANCE_DAYS,
+    ATTENDANCE_HISTORY_SUMMARY,
+    ENROLLMENT,
+    SCHOOL_CALENDAR,
+    SCHOOLS,
+    STUDENTS,
+)
+from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.warehouse import Between, TableWrite
+
+GROUP = "aeries"
+OWNERS = ["team:district-data"]
+KINDS = {"aeries", "polars", "duckdb", "postgres"}
+RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+ATTENDANCE_START = "2020-07-01"
+attendance_day_partitions = dg.DailyPartitionsDefinition(
+    start_date=ATTENDANCE_START, timezone=DISTRICT_TIMEZONE, end_offset=1
+)
+
+
+def key(name: str) -> dg.AssetKey:
+    return dg.AssetKey(["aptool", name])
+
+
+SCHOOLS_KEY = key(SCHOOLS.name)
+ABSENCE_CODES_KEY = key(ABSENCE_CODES.name)
+CALENDAR_KEY = key(SCHOOL_CALENDAR.name)
+STUDENTS_KEY = key(STUDENTS.name)
+ENROLLMENT_KEY = key(ENROLLMENT.name)
+ATTENDANCE_DAYS_KEY = key(ATTENDANCE_DAYS.name)
+HISTORY_KEY = key(ATTENDANCE_HISTORY_SUMMARY.name)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def real_school_codes(warehouse) -> list[int]:
+    """Schools to pull: active, real (not the district or a pseudo-school)."""
+    schools = warehouse.read_table(SCHOOLS)
+    if schools.height == 0:
+        raise dg.Failure(description="no schools published yet: materialize aptool/schools first")
+    return schools.filter(pl.col("is_real_school")).get_column("school_code").sort().to_list()
+
+
+def _concat(parts: dict[int, pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
+    frames_ = [df for _, df in sorted(parts.items()) if df.height]
+    return pl.concat(frames_, how="vertical_relaxed") if frames_ else empty
+
+
+def _requests_meta(client: AeriesClient) -> dict:
+    return {"aeries_requests": client.request_count}
+
+
+@dg.asset(
+    key=SCHOOLS_KEY,
+    group_name=GROUP,
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.schools: every school Aeries lists; pseudo-schools (0 district, 99 transfer, "
+    "900-902, 999) and inactive schools are kept but flagged is_real_school = false.",
+    metadata={"dagster/column_schema": column_schema(SCHOOLS)},
+)
+def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    with aeries.client() as client:
+        df = frames.schools_frame(client.schools())
+        meta = _requests_meta(client)
+    df = df.with_columns(frames.is_real_school().alias("is_real_school"), pl.lit(_now()).alias("source_updated_at"))
+    warehouse.get().write(TableWrite(SCHOOLS, df))
+    real = df.filter(pl.col("is_real_school")).get_column("school_code").to_list()
+    context.log.info(f"{df.height} schools listed, {len(real)} real and active: {real}")
+    return dg.MaterializeResult(metadata=table_metadata(SCHOOLS, df.height, {"real_schools": len(real), **meta}))
+
+
+@dg.asset(
+    key=ABSENCE_CODES_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY],
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.absence_codes: each school's absence-code table (TypeCode and flags). Categories "
+    "are always derived from these definitions, never from hard-coded letters.",
+    metadata={"dagster/column_schema": column_schema(ABSENCE_CODES)},
+)
+def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    with aeries.client() as client:
+        parts = client.map_schools(lambda sc: frames.absence_codes_frame(client.absence_codes(sc)), codes)
+        meta = _requests_meta(client)
+    df = _concat(parts, frames.absence_codes_frame([])).with_columns(pl.lit(_now()).alias("source_updated_at"))
+    wh.write(TableWrite(ABSENCE_CODES, df))
+    return dg.MaterializeResult(
+        metadata=table_metadata(ABSENCE_CODES, df.height, {"schools": len(codes), **meta})
+    )
+
+
+@dg.asset(
+    key=CALENDAR_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY],
+    partitions_def=school_year_partitions,
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.school_calendar: every calendar day of every school for the school year; "
+    "instructional days are HolidayCode '' (regular) or '%' (minimum day).",
+    metadata={"dagster/column_schema": column_schema(SCHOOL_CALENDAR)},
+)
+def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    year = int(context.partition_key)
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    first, last = school_year_bounds(year)
+    with aeries.client(database_year=year) as client:
+        parts = client.map_schools(lambda sc: frames.calendar_frame(client.calendar(sc)), codes)
+        meta = _requests_meta(client)
+    df = (
+        _concat(parts, frames.calendar_frame([]))
+        .filter(pl.col("calendar_date").is_between(first, last))
+        .with_columns(
+            pl.lit(year, pl.Int32).alias("school_year"),
+            pl.col("holiday_code").is_in(["", "%"]).alias("is_instructional"),
+        )
+    )
+    wh.write(TableWrite(SCHOOL_CALENDAR, df, {"school_year": year}))
+    days = df.filter(pl.col("is_instructional")).group_by("school_code").len()
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            SCHOOL_CALENDAR,
+            df.height,
+            {"instructional_days_by_school": counts_table({str(k): v for k, v in days.iter_rows()}, "school"), **meta},
+        )
+    )
+
+
+class StudentsConfig(dg.Config):
+    """Empty: refresh every school's roster. Otherwise [school_code, student_id] pairs from the change feed:
+    only those schools are pulled and only those students' rows are merged."""
+
+    changed: list[list[int]] = []
+
+
+@dg.asset(
+    key=STUDENTS_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY],
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.students: one row per student record at a school (active and inactive), pulled "
+    "per school with paging. The change-feed sensor re-pulls only schools with changed students and "
+    "merges just those rows (a newer source_updated_at always wins).",
+    metadata={"dagster/column_schema": column_schema(STUDENTS)},
+)
+def students(
+    context: dg.AssetExecutionContext,
+    config: StudentsConfig,
+    aeries: AeriesResource,
+    warehouse: WarehouseResource,
+):
+    wh = warehouse.get()
+    changed = {(int(sc), int(sid)) for sc, sid in config.changed}
+    codes = sorted({sc for sc, _ in changed}) if changed else real_school_codes(wh)
+    with aeries.client() as client:
+        parts = client.map_schools(lambda sc: frames.students_frame(client.students(sc)), codes)
+        meta = _requests_meta(client)
+    df = _concat(parts, frames.students_frame([])).with_columns(pl.lit(_now()).alias("source_updated_at"))
+    if changed:
+        wanted = pl.DataFrame(sorted(changed), schema={"school_code": pl.Int32, "student_id": pl.Int64}, orient="row")
+        df = df.join(wanted, on=["school_code", "student_id"], how="semi")
+        wh.write(TableWrite(STUDENTS, df, upsert=True, newer_column="source_updated_at"))
+        missing = len(changed) - df.height
+        if missing:
+            context.log.warning(f"{missing} changed student record(s) not found at their school (IDs skipped)")
+    else:
+        wh.write(TableWrite(STUDENTS, df))
+    active = int(df.get_column("is_active").sum()) if df.height else 0
+    context.log.info(f"{df.height} student records from {len(codes)} school(s), {active} active")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            STUDENTS,
+            df.height,
+            {
+                "mode": "changed students" if changed else "full roster",
+                "active_records": active,
+                "schools": len(codes),
+                "student_id_preview": dg.MetadataValue.json(id_preview(df)),
+                **meta,
+            },
+        )
+    )
+
+
+@dg.asset(
+    key=ENROLLMENT_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY],
+    partitions_def=school_year_partitions,
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.enrollment: enrollment-history stints of the school year per school (a mid-year "
+    "transfer gives a row at each school); the basis of days enrolled.",
+    metadata={"dagster/column_schema": column_schema(ENROLLMENT)},
+)
+def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    year = int(context.partition_key)
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    with aeries.client(database_year=year) as client:
+        parts = client.map_schools(lambda sc: frames.enrollment_frame(client.enrollment(sc, year)), codes)
+        meta = _requests_meta(client)
+    df = (
+        _concat(parts, frames.enrollment_frame([]))
+        .filter(pl.col("academic_year") == year)
+        .unique(subset=list(ENROLLMENT.key), keep="last", maintain_order=True)
+        .with_columns(pl.lit(_now()).alias("source_updated_at"))
+    )
+    wh.write(TableWrite(ENROLLMENT, df, {"academic_year": year}))
+    return dg.MaterializeResult(
+        metadata=table_metadata(ENROLLMENT, df.height, {"students": df.get_column("student_id").n_unique(), **meta})
+    )
+
+
+def month_windows(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
+    """Split [start, end] (inclusive) at month boundaries: one attendance request per school and window."""
+    windows = []
+    cur = start
+    while cur <= end:
+        nxt = (cur.replace(day=28) + dt.timedelta(days=4)).replace(day=1)
+        windows.append((cur, min(end, nxt - dt.timedelta(days=1))))
+        cur = nxt
+    return windows
+
+
+def attendance_rows(raw: pl.DataFrame, codes: pl.DataFrame, pulled_at: dt.datetime) -> pl.DataFrame:
+    """Categorise pulled attendance by each school's code table and shape it as aptool.attendance_days."""
+    return categorize_attendance(raw, codes).select(
+        "student_id",
+        "school_code",
+        "calendar_date",
+        "all_day_code",
+        "absence_category",
+        period_codes.to_json(pl.col("period_codes")).alias("period_codes"),
+        pl.col("is_full_day_absence").fill_null(False),
+        pl.lit("aeries_pull").alias("source"),
+        pl.lit(pulled_at).alias("source_updated_at"),
+    )
+
+
+@dg.asset(
+    key=ATTENDANCE_DAYS_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
+    partitions_def=attendance_day_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.attendance_days: one row per student-day carrying a code (negative attendance), "
+    "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
+    "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
+    "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
+    metadata={"dagster/column_schema": column_schema(ATTENDANCE_DAYS)},
+)
+def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    window = context.partition_time_window
+    first = window.start.date()
+    last = (window.end - dt.timedelta(days=1)).date()
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    code_table = wh.read_table(ABSENCE_CODES)
+    windows = month_windows(first, last)
+    context.log.info(f"pulling attendance {first}..{last}: {len(codes)} schools × {len(windows)} window(s)")
+    pulled_at = _now()
+    with aeries.client() as client:
+
+        def pull(sc: int) -> pl.DataFrame:
+            parts = [frames.attendance_frame(client.attendance(sc, a, b), sc) for a, b in windows]
+            return pl.concat(parts, how="vertical_relaxed")
+
+        parts = client.map_schools(pull, codes)
+        meta = _requests_meta(client)
+    raw = _concat(parts, frames.attendance_frame([], 0)).filter(pl.col("calendar_date").is_between(first, last))
+    rows = attendance_rows(raw, code_table, pulled_at)
+    unknown = rows.filter(pl.col("absence_category").is_null() & pl.col("all_day_code").is_not_null())
+    if unknown.height:
+        context.log.warning(
+            f"{unknown.height} attendance rows carry codes missing from their school's code table: "
+            f"{sorted(set(zip(unknown['school_code'].to_list(), unknown['all_day_code'].to_list())))[:10]}"
+        )
+    wh.write(TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}))
+    by_category = dict(rows.group_by("absence_category").len().fill_null("unknown_code").iter_rows())
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            ATTENDANCE_DAYS,
+            rows.height,
+            {
+                "window": f"{first}..{last}",
+                "rows_by_category": counts_table({str(k): v for k, v in by_category.items()}, "category"),
+                "full_day_absences": int(rows.get_column("is_full_day_absence").sum()) if rows.height else 0,
+                **meta,
+            },
+        )
+    )
+
+
+@dg.asset(
+    key=HISTORY_KEY,
+    group_name=GROUP,
+    deps=[SCHOOLS_KEY],
+    partitions_def=school_year_partitions,
+    kinds=KINDS,
+    owners=OWNERS,
+    retry_policy=RETRY,
+    description="aptool.attendance_history_summary: Aeries' own per-student attendance totals as pulled. "
+    "Aeries recomputes them nightly, so they lag; used to reconcile the computed summary.",
+    metadata={"dagster/column_schema": column_schema(ATTENDANCE_HISTORY_SUMMARY)},
+)
+def attendance_history_summary(
+    context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource
+):
+    year = int(context.partition_key)
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    with aeries.client(database_year=year) as client:
+        parts = client.map_schools(
+            lambda sc: frames.history_summary_frame(client.attendance_history_summary(sc, year)), codes
+        )
+        meta = _requests_meta(client)
+    df = (
+        _concat(parts, frames.history_summary_frame([]))
+        .filter(pl.col("school_year") == year)
+        .unique(subset=list(ATTENDANCE_HISTORY_SUMMARY.key), keep="last", maintain_order=True)
+        .with_columns(pl.lit(_now()).alias("source_updated_at"))
+    )
+    wh.write(TableWrite(ATTENDANCE_HISTORY_SUMMARY, df, {"school_year": year}))
+    return dg.MaterializeResult(metadata=table_metadata(ATTENDANCE_HISTORY_SUMMARY, df.height, meta))
+
+
+AERIES_ASSETS = [schools, absence_codes, school_calendar, students, enrollment, attendance_days, attendance_history_summary]

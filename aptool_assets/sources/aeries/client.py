@@ -1,0 +1,431 @@
+"""Read-only client for the Aeries SIS REST API v5 (reference aeries-api.md §1-§8) and its Dagster resource.
+
+One ``httpx.Client`` per ``AeriesClient`` so connections are reused across the many per-school calls.
+Transient failures (429, 5xx, timeouts, dropped connections) go through the shared ``call_with_retry``;
+a refused certificate fails at once, because retrying cannot fix it. Messages and logs name endpoint
+paths and numeric IDs only: never the certificate, never a student's name.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from datetime import date, datetime, timedelta, timezone
+from typing import Any, Optional, TypeVar
+
+import dagster as dg
+import httpx
+from pydantic import Field
+
+from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings, call_with_retry
+
+T = TypeVar("T")
+
+log = dg.get_dagster_logger("aptool_assets.sources.aeries")
+
+API_PREFIX = "/api/v5"
+# The only areas StudentDataChanges accepts (reference §4); there is deliberately no "attendance".
+DATA_CHANGE_AREAS = ("student", "contact", "program", "test", "class", "enrollment")
+# A server may ask for a long pause; honour it, but never let one header stall a run for more than this.
+MAX_RETRY_AFTER_S = 300.0
+_TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+_CERT_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: anything else cannot be a header
+
+
+class AeriesError(RuntimeError):
+    """Any Aeries failure. Messages name the endpoint path and IDs; never the certificate or names."""
+
+
+class AeriesAuthError(AeriesError):
+    """401/403: the certificate was refused or lacks the endpoint's security area. Never retried."""
+
+
+class AeriesNotFoundError(AeriesError):
+    """404 for a single object (school, staff, absence code)."""
+
+
+class AeriesResponseError(AeriesError):
+    """The response is not valid JSON, has the wrong shape, or lacks a required field."""
+
+
+class AeriesUnavailableError(RetryExhausted, AeriesError):
+    """Every attempt failed transiently; catchable as ``RetryExhausted`` or ``AeriesError``."""
+
+
+class AeriesTransientError(AeriesError):
+    """A failure a retry may fix; ``retry_after_s`` carries the server's Retry-After, if any."""
+
+    def __init__(self, message: str, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+# One class per cause, so the retry warnings say what went wrong.
+class AeriesRateLimitedError(AeriesTransientError):
+    """429."""
+
+
+class AeriesServerError(AeriesTransientError):
+    """408, 500, 502, 503, 504."""
+
+
+class AeriesConnectionError(AeriesTransientError):
+    """Refused, reset or dropped connection, or a response cut short."""
+
+
+class AeriesTimeoutError(AeriesTransientError):
+    """No response within ``timeout_s``."""
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), capped at 300 s.
+
+    Fractional seconds are accepted although RFC 9110 only allows integers (the simulator sends them).
+    """
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _parse_offset_datetime(text: str) -> datetime:
+    """``2021-03-03T11:13:38.9539491-08:00``: .NET writes 7 fraction digits, Python reads at most 6."""
+    text = re.sub(r"(\.\d{6})\d+", r"\1", text.strip())
+    return datetime.fromisoformat(text)
+
+
+class AeriesClient:
+    """A session against one Aeries server. Thread-safe: ``map_schools`` shares it across threads."""
+
+    def __init__(
+        self,
+        base_url: str,
+        cert: str,
+        *,
+        database_year: int | None = None,
+        timeout_s: float = 30.0,
+        max_concurrency: int = 4,
+        page_size: int = 500,
+        retry: RetrySettings = AERIES_RETRY,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        if not base_url or not re.match(r"^https?://", base_url, re.IGNORECASE):
+            raise AeriesError("AERIES_BASE_URL must be an http(s) URL such as https://district.aeries.net/admin")
+        if not cert or not _CERT_OK.match(cert):
+            # Do not echo the value: a mistyped certificate is still a secret.
+            raise AeriesError("AERIES_CERT is empty or contains spaces or non-ASCII characters")
+        if max_concurrency < 1 or page_size < 1:
+            raise ValueError("max_concurrency and page_size must be at least 1")
+        root = base_url.rstrip("/")
+        if root.lower().endswith(API_PREFIX):  # tolerate a base URL that already includes /api/v5
+            root = root[: -len(API_PREFIX)]
+        self._root = root + API_PREFIX
+        self._cert = cert
+        self.database_year = database_year
+        self._timeout_s = timeout_s
+        self._max_concurrency = max_concurrency
+        self._page_size = page_size
+        self._retry = retry
+        self._sleep = sleep
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._count_lock = threading.Lock()
+        self._server_offset: timedelta | None = None
+        self.request_count = 0
+        self._http = httpx.Client(
+            headers={"AERIES-CERT": cert, "Accept": "application/json", "User-Agent": "aptool-assets"},
+            timeout=httpx.Timeout(timeout_s),
+            limits=httpx.Limits(max_connections=max_concurrency, max_keepalive_connections=max_concurrency),
+            follow_redirects=False,
+        )
+
+    def __repr__(self) -> str:
+        return f"AeriesClient({self._root!r}, database_year={self.database_year!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> AeriesClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- endpoints -------------------------------------------------------------------------------
+
+    def system_info(self) -> dict:
+        """``/systeminfo``: version, database years, server time zone; needs no security area."""
+        data = self._get("/systeminfo")
+        if not isinstance(data, dict):
+            raise AeriesResponseError(f"GET {API_PREFIX}/systeminfo: expected a JSON object")
+        return data
+
+    def schools(self) -> list[dict]:
+        """Every school, pseudo-schools (0, 999, ...) and inactive ones included."""
+        return self._get_list("/schools")
+
+    def school(self, school_code: int) -> dict:
+        """One school; servers answer a one-element array or (older docs) a bare object."""
+        path = f"/schools/{int(school_code)}"
+        data = self._get(path)
+        if isinstance(data, list) and len(data) == 1 and isinstance(data[0], dict):
+            return data[0]
+        if isinstance(data, dict):
+            return data
+        if data == []:
+            raise AeriesNotFoundError(f"GET {API_PREFIX}{path}: no such school")
+        raise AeriesResponseError(f"GET {API_PREFIX}{path}: expected one school")
+
+    def students(self, school_code: int) -> list[dict]:
+        """All student records at a school, inactive ones included, paged until a short page."""
+        path = f"/schools/{int(school_code)}/students"
+        records: list[dict] = []
+        start = 1
+        while True:
+            end = start + self._page_size - 1
+            page = self._get_list(path, {"StartingRecord": start, "EndingRecord": end})
+            if len(page) > self._page_size:
+                if start == 1:  # the server ignored paging and sent everything at once
+                    log.warning("GET %s%s ignored paging: %d records in one response", API_PREFIX, path, len(page))
+                    return page
+                raise AeriesResponseError(
+                    f"GET {API_PREFIX}{path}: records {start}-{end} returned {len(page)} records"
+                )
+            records.extend(page)
+            if len(page) < self._page_size:
+                return records
+            start = end + 1
+
+    def student(self, school_code: int, student_id: int) -> list[dict]:
+        """A student's record(s) at a school: always an array, ``[]`` when there is none."""
+        path = f"/schools/{int(school_code)}/students/{int(student_id)}"
+        try:
+            data = self._get(path)
+        except AeriesNotFoundError:
+            log.debug("no record for StudentID %d at school %d", int(student_id), int(school_code))
+            return []
+        if isinstance(data, dict):
+            return [data]
+        return self._require_list(path, data)
+
+    def enrollment(self, school_code: int, school_year: int) -> list[dict]:
+        """Enrollment history rows at a school for one year (start year), all students."""
+        return self._get_list(f"/schools/{int(school_code)}/enrollment/0/year/{int(school_year)}")
+
+    def calendar(self, school_code: int) -> list[dict]:
+        return self._get_list(f"/schools/{int(school_code)}/calendar")
+
+    def absence_codes(self, school_code: int) -> list[dict]:
+        """The school's own code table: letters differ between schools, so never share one table."""
+        return self._get_list(f"/schools/{int(school_code)}/AbsenceCodes")
+
+    def attendance(self, school_code: int, start: date, end: date) -> list[dict]:
+        """Coded student-days at a school in ``[start, end]`` (one request; attendance is not paged)."""
+        if end < start:
+            raise ValueError(f"attendance window ends ({end}) before it starts ({start})")
+        params = {"StartDate": start.strftime("%Y%m%d"), "EndDate": end.strftime("%Y%m%d")}
+        return self._get_list(f"/schools/{int(school_code)}/attendance", params)
+
+    def attendance_history_summary(self, school_code: int, school_year: int) -> list[dict]:
+        """Per-year totals; they lag the detail call until Aeries' nightly job recomputes them."""
+        year = int(school_year)
+        return self._get_list(f"/schools/{int(school_code)}/AttendanceHistory/summary/year/{year}-{year + 1}")
+
+    def student_data_changes(self, area: str, since: datetime) -> list[dict]:
+        """Student records changed in ``area`` at or after ``since``.
+
+        A naive ``since`` is taken as the server's local time (the feed's own convention); an aware one is
+        converted with the server's current UTC offset from ``/systeminfo``, so overlap windows a little
+        around daylight-saving changes.
+        """
+        if area not in DATA_CHANGE_AREAS:
+            raise ValueError(f"unknown data-change area {area!r}; Aeries accepts {', '.join(DATA_CHANGE_AREAS)}")
+        if since.tzinfo is not None:
+            since = since.astimezone(timezone(self._server_utc_offset())).replace(tzinfo=None)
+        path = f"/StudentDataChanges/{area}/{since.year}/{since.month}/{since.day}/{since.hour}/{since.minute}"
+        return self._get_list(path)
+
+    def map_schools(self, fn: Callable[[int], T], school_codes: Iterable[int]) -> dict[int, T]:
+        """``fn(code)`` for each school with at most ``max_concurrency`` in flight; results in input order.
+
+        The first failure cancels the schools not yet started and is re-raised.
+        """
+        codes = list(dict.fromkeys(int(code) for code in school_codes))
+        if not codes:
+            return {}
+        pool = ThreadPoolExecutor(max_workers=min(self._max_concurrency, len(codes)), thread_name_prefix="aeries")
+        try:
+            futures = [(code, pool.submit(fn, code)) for code in codes]
+            wait([future for _, future in futures], return_when=FIRST_EXCEPTION)
+            for _code, future in futures:
+                if future.done() and not future.cancelled() and future.exception() is not None:
+                    raise future.exception()  # type: ignore[misc]
+            return {code: future.result() for code, future in futures}
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _server_utc_offset(self) -> timedelta:
+        if self._server_offset is None:
+            info = self.system_info()
+            try:
+                offset = _parse_offset_datetime(str(info["CurrentDateTime"])).utcoffset()
+            except (KeyError, ValueError) as exc:
+                raise AeriesResponseError(
+                    f"GET {API_PREFIX}/systeminfo: CurrentDateTime missing or without a UTC offset"
+                ) from exc
+            if offset is None:
+                raise AeriesResponseError(f"GET {API_PREFIX}/systeminfo: CurrentDateTime has no UTC offset")
+            self._server_offset = offset
+        return self._server_offset
+
+    def _get_list(self, path: str, params: dict[str, Any] | None = None) -> list[dict]:
+        return self._require_list(path, self._get(path, params))
+
+    @staticmethod
+    def _require_list(path: str, data: Any) -> list[dict]:
+        if not isinstance(data, list):
+            raise AeriesResponseError(f"GET {API_PREFIX}{path}: expected a JSON array, got {type(data).__name__}")
+        if not all(isinstance(item, dict) for item in data):
+            raise AeriesResponseError(f"GET {API_PREFIX}{path}: expected an array of objects")
+        return data
+
+    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        query = {key: str(value) for key, value in (params or {}).items()}
+        if self.database_year is not None:
+            query["DatabaseYear"] = str(self.database_year)
+        full_path = API_PREFIX + path
+        what = f"Aeries GET {full_path}"
+
+        def attempt() -> Any:
+            with self._slots:
+                with self._count_lock:
+                    self.request_count += 1
+                started = time.monotonic()
+                try:
+                    response = self._http.get(self._root + path, params=query)
+                except httpx.TimeoutException as exc:
+                    log.debug("GET %s -> timeout", full_path)
+                    raise AeriesTimeoutError(
+                        f"GET {full_path}: no response within {self._timeout_s:g}s ({type(exc).__name__})"
+                    ) from exc
+                except (httpx.TransportError, httpx.DecodingError) as exc:
+                    log.debug("GET %s -> %s", full_path, type(exc).__name__)
+                    raise AeriesConnectionError(
+                        f"GET {full_path}: {type(exc).__name__}: {self._scrub(str(exc))}"
+                    ) from exc
+            log.debug("GET %s -> %d (%.0f ms)", full_path, response.status_code, (time.monotonic() - started) * 1000)
+            return self._decode(full_path, response)
+
+        try:
+            return call_with_retry(
+                attempt,
+                policy=self._retry,
+                is_retryable=lambda exc: isinstance(exc, AeriesTransientError),
+                what=what,
+                wait_hint_s=lambda exc: getattr(exc, "retry_after_s", None),
+                sleep=self._sleep,
+                logger=log,
+            )
+        except RetryExhausted as exc:
+            raise AeriesUnavailableError(what, exc.attempts, exc.last) from exc.last
+
+    def _decode(self, full_path: str, response: httpx.Response) -> Any:
+        status = response.status_code
+        if 200 <= status < 300:
+            try:
+                return json.loads(response.content)
+            except ValueError:  # JSONDecodeError and UnicodeDecodeError
+                raise AeriesResponseError(
+                    f"GET {full_path}: response is not valid JSON (HTTP {status}, {len(response.content)} bytes)"
+                ) from None
+        detail = self._server_message(response)
+        if status in (401, 403):
+            raise AeriesAuthError(
+                f"GET {full_path}: HTTP {status}{detail}; the certificate (AERIES_CERT) was refused or lacks the "
+                "security area this endpoint needs"
+            )
+        if status == 404:
+            raise AeriesNotFoundError(f"GET {full_path}: HTTP 404{detail}")
+        if status == 429:
+            wait_s = parse_retry_after(response.headers.get("Retry-After"))
+            raise AeriesRateLimitedError(f"GET {full_path}: HTTP 429{detail}", retry_after_s=wait_s)
+        if status in _TRANSIENT_STATUSES:
+            raise AeriesServerError(f"GET {full_path}: HTTP {status}{detail}")
+        raise AeriesError(f"GET {full_path}: HTTP {status}{detail}")
+
+    def _server_message(self, response: httpx.Response) -> str:
+        """The ``{"Message": ...}`` of an error body, shortened and scrubbed of the certificate."""
+        try:
+            body = json.loads(response.content)
+            text = str(body.get("Message", "")) if isinstance(body, dict) else ""
+        except ValueError:
+            text = ""
+        text = self._scrub(text.strip())[:200]
+        return f" ({text})" if text else ""
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self._cert, "[AERIES-CERT]") if self._cert else text
+
+
+class AeriesResource(dg.ConfigurableResource):
+    """Connection settings for one district's Aeries server; ``client()`` opens a pooled session."""
+
+    base_url: Optional[str] = Field(default=None, description="AERIES_BASE_URL, e.g. https://district.aeries.net/admin")
+    cert: Optional[str] = Field(default=None, repr=False, description="AERIES_CERT (wired from dagster.EnvVar)")
+    database_year: Optional[int] = Field(default=None, description="sent as DatabaseYear (start year) when set")
+    timeout_s: float = 30.0
+    max_concurrency: int = 4
+    page_size: int = 500
+    retry_max_attempts: int = 5
+    retry_base_delay_s: float = 1.0
+    retry_max_delay_s: float = 30.0
+
+    def is_configured(self) -> bool:
+        return bool(self.base_url and self.cert)
+
+    @contextmanager
+    def client(self) -> Iterator[AeriesClient]:
+        if not self.is_configured():
+            settings = (("AERIES_BASE_URL", self.base_url), ("AERIES_CERT", self.cert))
+            missing = [name for name, value in settings if not value]
+            raise AeriesError(f"Aeries is not configured: set {' and '.join(missing)}")
+        assert self.base_url is not None and self.cert is not None
+        session = AeriesClient(
+            self.base_url,
+            self.cert,
+            database_year=self.database_year,
+            timeout_s=self.timeout_s,
+            max_concurrency=self.max_concurrency,
+            page_size=self.page_size,
+            retry=RetrySettings(
+                max_attempts=self.retry_max_attempts,
+                base_delay_s=self.retry_base_delay_s,
+                max_delay_s=self.retry_max_delay_s,
+                backoff="exponential",
+                jitter=True,
+            ),
+        )
+        try:
+            yield session
+        finally:
+            session.close()

@@ -1,0 +1,372 @@
+"""Aeries JSON → typed polars DataFrames (reference aeries-api.md §5-§6).
+
+Every frame keeps only the fields the platform uses, so unknown or drifting keys (``AtRiskPoints`` as a
+string, new fields in a later Aeries version) are ignored. A field the platform needs that is absent,
+or holds a value of the wrong kind, raises ``AeriesResponseError`` naming the field and the endpoint,
+because a silently-null StudentID or date would corrupt every metric downstream.
+
+Values are first read as text and then converted column by column, so ``"2020"`` and ``2020`` both parse
+where Aeries is inconsistent (``AcademicYear`` is a string, most numbers are ints).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from aptool_assets.sources.aeries.client import AeriesResponseError
+
+# Pseudo-schools the Aeries demo and POSH examples skip: district office, transfer, "X" placeholders, inactive.
+PSEUDO_SCHOOL_CODES = frozenset({0, 99, 900, 901, 902, 999})
+
+SCHOOLS_SCHEMA = {
+    "school_code": pl.Int32,
+    "name": pl.Utf8,
+    "inactive_status_code": pl.Utf8,
+    "low_grade": pl.Int32,
+    "high_grade": pl.Int32,
+    "attendance_type": pl.Utf8,
+    "attendance_reporting": pl.Utf8,
+}
+STUDENTS_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "student_number": pl.Int64,
+    "state_student_id": pl.Utf8,
+    "first_name": pl.Utf8,
+    "last_name": pl.Utf8,
+    "grade": pl.Int32,
+    "school_enter_date": pl.Date,
+    "school_leave_date": pl.Date,
+    "inactive_status_code": pl.Utf8,
+    "is_active": pl.Boolean,
+}
+ENROLLMENT_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "academic_year": pl.Int32,
+    "grade": pl.Int32,
+    "enter_date": pl.Date,
+    "leave_date": pl.Date,
+    "exit_reason_code": pl.Utf8,
+}
+CALENDAR_SCHEMA = {
+    "school_code": pl.Int32,
+    "calendar_date": pl.Date,
+    "holiday_code": pl.Utf8,
+    "calendar_day_number": pl.Int32,
+}
+ABSENCE_CODES_SCHEMA = {
+    "school_code": pl.Int32,
+    "code": pl.Utf8,
+    "title": pl.Utf8,
+    "type_code": pl.Int32,
+    "counts_for_ada": pl.Boolean,
+    "is_suspension": pl.Boolean,
+    "is_partial_day_truant": pl.Boolean,
+    "is_temporarily_not_enrolled": pl.Boolean,
+}
+PERIOD_CODE = pl.Struct({"period": pl.Utf8, "section_number": pl.Int64, "code": pl.Utf8})
+ATTENDANCE_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "calendar_date": pl.Date,
+    "all_day_code": pl.Utf8,
+    "period_codes": pl.List(PERIOD_CODE),
+}
+HISTORY_DAY_FIELDS = {
+    "DaysEnrolled": "days_enrolled",
+    "DaysPresent": "days_present",
+    "DaysAbsence": "days_absence",
+    "DaysExcused": "days_excused",
+    "DaysUnexcused": "days_unexcused",
+    "DaysTardy": "days_tardy",
+    "DaysOfTruancy": "days_of_truancy",
+    "DaysSuspension": "days_suspension",
+    "DaysInSchoolSuspension": "days_in_school_suspension",
+}
+HISTORY_SUMMARY_SCHEMA = {
+    "student_id": pl.Int64,
+    "school_year": pl.Int32,
+    "school_code": pl.Int32,
+    **{name: pl.Int32 for name in HISTORY_DAY_FIELDS.values()},
+}
+DATA_CHANGES_SCHEMA = {"student_id": pl.Int64, "school_code": pl.Int32, "student_number": pl.Int64}
+
+
+@dataclass(frozen=True)
+class _Field:
+    source: str  # Aeries key
+    name: str  # column name
+    dtype: pl.DataType | type[pl.DataType]
+    nullable: bool = False  # null allowed (dates such as SchoolLeaveDate); the key itself is still required
+
+
+def _f(source: str, name: str, dtype: Any, nullable: bool = False) -> _Field:
+    return _Field(source, name, dtype, nullable)
+
+
+_SCHOOL_FIELDS = [
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("Name", "name", pl.Utf8),
+    _f("InactiveStatusCode", "inactive_status_code", pl.Utf8),
+    _f("LowGradeLevel", "low_grade", pl.Int32),
+    _f("HighGradeLevel", "high_grade", pl.Int32),
+    _f("AttendanceType", "attendance_type", pl.Utf8),
+    _f("AttendanceReporting", "attendance_reporting", pl.Utf8),
+]
+_STUDENT_FIELDS = [
+    _f("StudentID", "student_id", pl.Int64),
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("StudentNumber", "student_number", pl.Int64),
+    _f("StateStudentID", "state_student_id", pl.Utf8, nullable=True),
+    _f("FirstName", "first_name", pl.Utf8, nullable=True),
+    _f("LastName", "last_name", pl.Utf8, nullable=True),
+    _f("Grade", "grade", pl.Int32),
+    _f("SchoolEnterDate", "school_enter_date", pl.Date, nullable=True),
+    _f("SchoolLeaveDate", "school_leave_date", pl.Date, nullable=True),
+    _f("InactiveStatusCode", "inactive_status_code", pl.Utf8, nullable=True),
+]
+_ENROLLMENT_FIELDS = [
+    _f("StudentID", "student_id", pl.Int64),
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("AcademicYear", "academic_year", pl.Int32),
+    _f("Grade", "grade", pl.Int32),
+    _f("EnterDate", "enter_date", pl.Date),
+    _f("LeaveDate", "leave_date", pl.Date, nullable=True),
+    _f("ExitReasonCode", "exit_reason_code", pl.Utf8, nullable=True),
+]
+_CALENDAR_FIELDS = [
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("CalendarDate", "calendar_date", pl.Date),
+    _f("HolidayCode", "holiday_code", pl.Utf8, nullable=True),
+    _f("CalendarDayNumber", "calendar_day_number", pl.Int32, nullable=True),
+]
+_ABSENCE_CODE_FIELDS = [
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("AbsenceCode", "code", pl.Utf8),
+    _f("Title", "title", pl.Utf8, nullable=True),
+    _f("TypeCode", "type_code", pl.Int32),
+    _f("CountsForADA", "counts_for_ada", pl.Boolean),
+    _f("IsSuspension", "is_suspension", pl.Boolean),
+    _f("IsPartialDayTruant", "is_partial_day_truant", pl.Boolean),
+    _f("IsTemporarilyNotEnrolled", "is_temporarily_not_enrolled", pl.Boolean),
+]
+_DATA_CHANGE_FIELDS = [
+    _f("StudentID", "student_id", pl.Int64),
+    _f("SchoolCode", "school_code", pl.Int32),
+    _f("StudentNumber", "student_number", pl.Int64),
+]
+_HISTORY_FIELDS = [
+    _f("SchoolYear", "school_year", pl.Int32),
+    _f("SchoolCode", "school_code", pl.Int32),
+    *(_f(source, name, pl.Int32) for source, name in HISTORY_DAY_FIELDS.items()),
+]
+
+# -- conversion helpers --------------------------------------------------------------------------
+
+
+def _as_records(records: Any, endpoint: str) -> list[Mapping[str, Any]]:
+    if isinstance(records, Mapping):  # a bare object where an array was documented (single school, staff)
+        records = [records]
+    if not isinstance(records, Sequence) or isinstance(records, (str, bytes)):
+        raise AeriesResponseError(f"{endpoint}: expected a JSON array, got {type(records).__name__}")
+    if not all(isinstance(r, Mapping) for r in records):
+        raise AeriesResponseError(f"{endpoint}: expected an array of objects")
+    return list(records)
+
+
+def _require_keys(records: list[Mapping[str, Any]], keys: Sequence[str], endpoint: str) -> None:
+    wanted = frozenset(keys)
+    for index, record in enumerate(records):
+        if not wanted <= record.keys():
+            missing = sorted(wanted - record.keys())
+            raise AeriesResponseError(
+                f"{endpoint}: required field {', '.join(missing)} missing (record {index + 1} of {len(records)})"
+            )
+
+
+def _convert(series: pl.Series, field: _Field, endpoint: str, where: str = "") -> pl.Series:
+    """Text column → the field's dtype; a value that does not fit names the field, never the value."""
+    label = f"{where}{field.source}"
+    text = series.cast(pl.Utf8).str.strip_chars()
+    try:
+        if field.dtype == pl.Date:
+            parsed = text.str.slice(0, 10).str.to_date("%Y-%m-%d", strict=True)
+            # Older servers wrote 0001-01-01 for "no date".
+            out = pl.select(pl.when(parsed.dt.year() < 1900).then(None).otherwise(parsed)).to_series()
+        elif field.dtype == pl.Boolean:
+            lowered = text.str.to_lowercase()
+            if not lowered.drop_nulls().is_in(["true", "false"]).all():
+                raise ValueError("not a boolean")
+            out = lowered == "true"
+        elif field.dtype in (pl.Int32, pl.Int64):
+            if field.source == "SchoolYear":  # "2025-2026" → 2025
+                if not text.drop_nulls().str.contains(r"^\d{4}-\d{4}$").all():
+                    raise ValueError("not yyyy-yyyy")
+                text = text.str.slice(0, 4)
+            # Decimals print as 34.0000; anything with a real fraction fails below.
+            out = text.str.replace(r"\.0*$", "").cast(pl.Int64, strict=True).cast(field.dtype, strict=True)
+        else:
+            out = text if field.dtype == pl.Utf8 else text.cast(field.dtype, strict=True)
+    except (pl.exceptions.PolarsError, ValueError):
+        raise AeriesResponseError(f"{endpoint}: field {label} has a value that is not a valid {field.dtype}") from None
+    if not field.nullable and out.null_count():
+        raise AeriesResponseError(f"{endpoint}: required field {label} is null or missing")
+    return out.alias(field.name)
+
+
+def _flat_frame(records: Any, fields: list[_Field], schema: dict[str, Any], endpoint: str) -> pl.DataFrame:
+    rows = _as_records(records, endpoint)
+    if not rows:
+        return pl.DataFrame(schema=schema)
+    sources = [f.source for f in fields]
+    _require_keys(rows, sources, endpoint)
+    raw = pl.from_dicts(rows, schema={s: pl.Utf8 for s in sources}, strict=False)
+    return pl.DataFrame([_convert(raw.get_column(f.source), f, endpoint) for f in fields])
+
+
+# -- public frames -------------------------------------------------------------------------------
+
+
+def schools_frame(records: Any, *, endpoint: str = "/api/v5/schools") -> pl.DataFrame:
+    """All schools as served, pseudo-schools included (filter with ``is_real_school``)."""
+    return _flat_frame(records, _SCHOOL_FIELDS, SCHOOLS_SCHEMA, endpoint).with_columns(
+        pl.col("inactive_status_code").fill_null("")
+    )
+
+
+def is_real_school() -> pl.Expr:
+    """Expression over a schools frame: active and not a pseudo-school (0, 99, 900-902, 999)."""
+    return ~pl.col("school_code").is_in(sorted(PSEUDO_SCHOOL_CODES)) & (
+        pl.col("inactive_status_code").fill_null("") == ""
+    )
+
+
+# The name the Aeries assets use.
+is_real_school_expr = is_real_school
+
+
+def is_real_school_code(school_code: int, inactive_status_code: str | None = "") -> bool:
+    """The same test for one school record."""
+    return int(school_code) not in PSEUDO_SCHOOL_CODES and not (inactive_status_code or "")
+
+
+def students_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/students") -> pl.DataFrame:
+    """One row per student record at a school; ``is_active`` means InactiveStatusCode is ``""``."""
+    schema = {k: v for k, v in STUDENTS_SCHEMA.items() if k != "is_active"}
+    frame = _flat_frame(records, _STUDENT_FIELDS, schema, endpoint)
+    return frame.with_columns(pl.col("inactive_status_code").fill_null("")).with_columns(
+        (pl.col("inactive_status_code") == "").alias("is_active")
+    )
+
+
+def enrollment_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/enrollment/0/year/{yyyy}") -> pl.DataFrame:
+    return _flat_frame(records, _ENROLLMENT_FIELDS, ENROLLMENT_SCHEMA, endpoint).with_columns(
+        pl.col("exit_reason_code").fill_null("")
+    )
+
+
+def calendar_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/calendar") -> pl.DataFrame:
+    return _flat_frame(records, _CALENDAR_FIELDS, CALENDAR_SCHEMA, endpoint)
+
+
+def absence_codes_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/AbsenceCodes") -> pl.DataFrame:
+    return _flat_frame(records, _ABSENCE_CODE_FIELDS, ABSENCE_CODES_SCHEMA, endpoint)
+
+
+def data_changes_frame(records: Any, *, endpoint: str = "/api/v5/StudentDataChanges/{area}/...") -> pl.DataFrame:
+    return _flat_frame(records, _DATA_CHANGE_FIELDS, DATA_CHANGES_SCHEMA, endpoint)
+
+
+_CLASS_RAW = pl.Struct({"SectionNumber": pl.Utf8, "Period": pl.Utf8, "AttendanceCode": pl.Utf8})
+_DAY_RAW = pl.Struct({"CalendarDate": pl.Utf8, "AllDayAttendanceCode": pl.Utf8, "Classes": pl.List(_CLASS_RAW)})
+
+
+def attendance_frame(
+    records: Any, school_code: int, *, endpoint: str = "/api/v5/schools/{sc}/attendance"
+) -> pl.DataFrame:
+    """One row per coded student-day: ``all_day_code`` (null when blank) and the coded periods.
+
+    Present days are absent from the source (negative attendance) and stay absent here; a day whose
+    only entries are blank codes is dropped as uncoded.
+    """
+    rows = _as_records(records, endpoint)
+    if not rows:
+        return pl.DataFrame(schema=ATTENDANCE_SCHEMA)
+    _require_keys(rows, ["StudentID", "AttendanceDays"], endpoint)
+    raw = pl.from_dicts(rows, schema={"StudentID": pl.Utf8, "AttendanceDays": pl.List(_DAY_RAW)}, strict=False)
+    student_ids = _convert(raw.get_column("StudentID"), _f("StudentID", "student_id", pl.Int64), endpoint)
+    days = (
+        raw.with_columns(student_ids)
+        .select("student_id", "AttendanceDays")
+        .explode("AttendanceDays")
+        .filter(pl.col("AttendanceDays").is_not_null())
+        .unnest("AttendanceDays")
+    )
+    if days.is_empty():
+        return pl.DataFrame(schema=ATTENDANCE_SCHEMA)
+    calendar_date = _convert(
+        days.get_column("CalendarDate"), _f("CalendarDate", "calendar_date", pl.Date), endpoint, "AttendanceDays[]."
+    )
+    try:
+        period_codes = days.select(
+            pl.col("Classes")
+            .fill_null(pl.lit([], dtype=pl.List(_CLASS_RAW)))
+            .list.eval(
+                pl.struct(
+                    pl.element().struct.field("Period").str.strip_chars().alias("period"),
+                    pl.element().struct.field("SectionNumber").str.strip_chars().cast(pl.Int64).alias("section_number"),
+                    pl.element().struct.field("AttendanceCode").str.strip_chars().alias("code"),
+                )
+            )
+            .list.eval(pl.element().filter(pl.element().struct.field("code").fill_null("") != ""))
+            .alias("period_codes")
+        ).to_series()
+    except pl.exceptions.PolarsError:
+        raise AeriesResponseError(
+            f"{endpoint}: field AttendanceDays[].Classes[].SectionNumber has a value that is not a valid Int64"
+        ) from None
+    all_day = days.get_column("AllDayAttendanceCode").str.strip_chars()
+    frame = pl.DataFrame(
+        {
+            "student_id": days.get_column("student_id"),
+            "school_code": pl.repeat(int(school_code), days.height, dtype=pl.Int32, eager=True),
+            "calendar_date": calendar_date,
+            "all_day_code": pl.select(pl.when(all_day == "").then(None).otherwise(all_day)).to_series(),
+            "period_codes": period_codes,
+        },
+        schema=ATTENDANCE_SCHEMA,
+    )
+    return frame.filter(
+        pl.col("all_day_code").is_not_null() | (pl.col("period_codes").list.len() > 0)
+    ).sort("student_id", "calendar_date")
+
+
+def history_summary_frame(
+    records: Any, *, endpoint: str = "/api/v5/schools/{sc}/AttendanceHistory/summary/year/{yyyy-yyyy}"
+) -> pl.DataFrame:
+    """One row per (student, SchoolYear, SchoolCode); a school's response may hold other schools' rows."""
+    rows = _as_records(records, endpoint)
+    if not rows:
+        return pl.DataFrame(schema=HISTORY_SUMMARY_SCHEMA)
+    _require_keys(rows, ["StudentID", "HistorySummaries"], endpoint)
+    summary_raw = pl.Struct({f.source: pl.Utf8 for f in _HISTORY_FIELDS})
+    raw = pl.from_dicts(rows, schema={"StudentID": pl.Utf8, "HistorySummaries": pl.List(summary_raw)}, strict=False)
+    student_ids = _convert(raw.get_column("StudentID"), _f("StudentID", "student_id", pl.Int64), endpoint)
+    summaries = (
+        raw.with_columns(student_ids)
+        .select("student_id", "HistorySummaries")
+        .explode("HistorySummaries")
+        .filter(pl.col("HistorySummaries").is_not_null())
+        .unnest("HistorySummaries")
+    )
+    if summaries.is_empty():
+        return pl.DataFrame(schema=HISTORY_SUMMARY_SCHEMA)
+    columns = [summaries.get_column("student_id")] + [
+        _convert(summaries.get_column(f.source), f, endpoint, "HistorySummaries[].") for f in _HISTORY_FIELDS
+    ]
+    return pl.DataFrame(columns).select(list(HISTORY_SUMMARY_SCHEMA))

@@ -1,0 +1,43 @@
+"""Aeries jobs, one per partitioning: reference data, a date window of attendance, a school year."""
+
+import dagster as dg
+
+from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.sources.aeries.assets import (
+    ABSENCE_CODES_KEY,
+    ATTENDANCE_DAYS_KEY,
+    CALENDAR_KEY,
+    ENROLLMENT_KEY,
+    HISTORY_KEY,
+    SCHOOLS_KEY,
+    STUDENTS_KEY,
+)
+
+TAGS = {"aptool/source": "aeries"}
+
+aeries_reference_job = dg.define_asset_job(
+    name="aeries_reference_sync",
+    selection=dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY),
+    description="Schools, absence-code tables and the full student roster.",
+    tags=TAGS,
+)
+aeries_student_changes_job = dg.define_asset_job(
+    name="aeries_student_changes",
+    selection=dg.AssetSelection.assets(STUDENTS_KEY),
+    description="Re-pull the students the change feed reported (run config lists them).",
+    tags=TAGS,
+)
+aeries_attendance_job = dg.define_asset_job(
+    name="aeries_attendance_sync",
+    selection=dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY),
+    description="Re-pull a date window of daily and period attendance (one request per school and month).",
+    tags=TAGS,
+)
+aeries_year_job = dg.define_asset_job(
+    name="aeries_year_sync",
+    selection=dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY),
+    description="Calendar, enrollment and Aeries' totals for a school year, then the attendance summary.",
+    tags=TAGS,
+)
+
+AERIES_JOBS = [aeries_reference_job, aeries_student_changes_job, aeries_attendance_job, aeries_year_job]

@@ -1,0 +1,80 @@
+"""Follow Aeries' StudentDataChanges feed (student and enrollment areas).
+
+The feed takes a "since" time in the server's local time zone and returns IDs only. The cursor
+keeps the server time of the previous poll; each poll asks from a little before it (overlap), so a
+change committed while we were polling is not missed, and the run key (a hash of the changed
+records) keeps the overlap from loading the same changes twice.
+"""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+
+from aptool_assets.resources import PlatformResource
+from aptool_assets.sources.aeries.client import AeriesResource
+from aptool_assets.sources.aeries.jobs import aeries_student_changes_job, aeries_year_job
+from aptool_assets.sources.iready.sensors import school_year_requests
+
+AREAS = ("student", "enrollment")
+OVERLAP = dt.timedelta(minutes=10)
+FIRST_LOOKBACK = dt.timedelta(days=1)
+SENSOR_INTERVAL_S = 900
+
+
+def server_now(info: dict) -> dt.datetime:
+    """The server's local wall-clock time from systeminfo ("2021-03-03T11:13:38.9539491-08:00")."""
+    raw = info["CurrentDateTime"]
+    head, _, tail = raw.partition(".")
+    offset = tail[-6:] if tail and tail[-6] in "+-" else ""
+    return dt.datetime.fromisoformat(head + offset).replace(tzinfo=None)
+
+
+@dg.sensor(
+    jobs=[aeries_student_changes_job, aeries_year_job],
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Polls Aeries StudentDataChanges (student, enrollment) and re-pulls only the changed students; "
+    "enrollment changes also refresh the year's enrollment stints and attendance summary.",
+)
+def aeries_student_changes_sensor(
+    context: dg.SensorEvaluationContext, aeries: AeriesResource, platform: PlatformResource
+):
+    if not aeries.is_configured():
+        return dg.SkipReason("Aeries is not configured (AERIES_BASE_URL, AERIES_CERT)")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    with aeries.client() as client:
+        now = server_now(client.system_info())
+        since = dt.datetime.fromisoformat(cursor["server_time"]) - OVERLAP if "server_time" in cursor else now - FIRST_LOOKBACK
+        by_area = {area: client.student_data_changes(area, since) for area in AREAS}
+    changes = sorted({(int(r["SchoolCode"]), int(r["StudentID"])) for rows in by_area.values() for r in rows})
+    new_cursor = json.dumps({"server_time": now.isoformat(timespec="seconds")})
+    context.log.info(f"{len(changes)} changed student records since {since:%Y-%m-%d %H:%M} (server time)")
+    if not changes:
+        return dg.SensorResult(skip_reason=f"no student or enrollment changes since {since:%Y-%m-%d %H:%M}", cursor=new_cursor)
+    digest = hashlib.sha1(json.dumps(changes).encode(), usedforsecurity=False).hexdigest()[:16]
+    tags = {"aptool/trigger": "student_data_changes", "aptool/changed_records": str(len(changes))}
+    requests = [
+        dg.RunRequest(
+            run_key=f"aeries-changes-{digest}",
+            job_name=aeries_student_changes_job.name,
+            run_config={"ops": {"aptool__students": {"config": {"changed": [list(c) for c in changes]}}}},
+            tags=tags,
+        )
+    ]
+    year = platform.settings().school_year
+    if by_area["enrollment"]:
+        requests.append(
+            dg.RunRequest(
+                run_key=f"aeries-enrollment-{year}-{digest}",
+                job_name=aeries_year_job.name,
+                partition_key=str(year),
+                tags=tags,
+            )
+        )
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=school_year_requests(context.instance, [year]) if by_area["enrollment"] else [],
+        cursor=new_cursor,
+    )
