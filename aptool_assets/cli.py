@@ -73,6 +73,13 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
     )
     for reason, n in reasons.iter_rows():
         print(f"  rejected: {reason}: {n}")
+    tiers = wh.query(
+        "SELECT attendance_tier, count(*) AS n, sum(CASE WHEN is_chronically_absent THEN 1 ELSE 0 END) AS chronic "
+        f"FROM aptool.student_attendance_summary WHERE school_year = {int(summary.school_year)} GROUP BY 1 ORDER BY 1"
+    )
+    chronic = sum(c for _, _, c in tiers.iter_rows())
+    print(f"  attendance {summary.school_year}: " + ", ".join(f"{t} {n}" for t, n, _ in tiers.iter_rows())
+          + f"; chronically absent {chronic}")
     risk = wh.query(
         "SELECT overall_risk, count(*) AS n FROM aptool.student_academic_risk WHERE school_year = "
         f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"
@@ -85,13 +92,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from aptool_assets.demo.district import build_district, write_iready_exports
     from aptool_assets.demo.sftp_server import start_local_sftp_server
     from aptool_assets.runner import run_pipeline
-    from aptool_assets.settings import Settings
+    from aptool_assets.settings import Settings, school_year_bounds
+    from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
 
     home = Path(args.home).resolve()
     sftp_root = home / "sftp"
     if sftp_root.exists():
         shutil.rmtree(sftp_root)
-    school_year = Settings.from_env().school_year if args.year is None else args.year
+    settings = Settings.from_env({} if args.year is None else {"APTOOL_SCHOOL_YEAR": str(args.year)})
+    school_year = settings.school_year
     district = build_district(school_year)
     files = write_iready_exports(district, sftp_root)
     print(f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
@@ -99,9 +108,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     server = start_local_sftp_server(sftp_root, home / "sftp-server")
     print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
+    # Attendance through the as-of date (the whole year for a past year), on the same students.
+    through = min(settings.as_of_date, school_year_bounds(school_year)[1])
+    simulator = start_simulator(build_sim_district(district, through=through))
+    print(f"demo: Aeries simulator on {simulator.base_url} (attendance through {through})")
     try:
         env = {
             **server.env(),
+            "AERIES_BASE_URL": simulator.base_url,
+            "AERIES_CERT": simulator.cert,
+            "APTOOL_AS_OF_DATE": through.isoformat(),
             "DAGSTER_HOME": str(home / "dagster"),
             "APTOOL_DATABASE_URL": f"duckdb:///{home / 'warehouse.duckdb'}",
             "APTOOL_LANDING_DIR": str(home / "landing"),
@@ -127,6 +143,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 check=False,
             )
     finally:
+        simulator.stop()
         server.stop()
     return 0
 

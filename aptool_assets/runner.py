@@ -134,17 +134,23 @@ class _Runner:
 
     def stage(self, label, step, selection, partition_key=None, describe=None, tags=None) -> bool:
         result = _materialize(selection, partition_key, self.resources, self.instance, {**self.tags, **(tags or {})})
+        partition_label = str(partition_key).replace("|", " ") if partition_key else ""
         if result.success:
-            mats = [e.event_specific_data.materialization for e in result.get_asset_materialization_events()]
-            meta = dict(mats[-1].metadata) if mats else {}
-            requests = [_value(m.metadata, "aeries_requests") for m in mats if "aeries_requests" in m.metadata]
-            if requests:  # a stage of several Aeries assets reports all of its requests
+            # A ranged run reports one materialization per partition with the same metadata: keep the
+            # last per asset, and add up the requests of the stage's assets.
+            by_asset = {
+                e.asset_key: e.event_specific_data.materialization.metadata
+                for e in result.get_asset_materialization_events()
+            }
+            meta = dict(list(by_asset.values())[-1]) if by_asset else {}
+            requests = [_value(m, "aeries_requests") for m in by_asset.values() if "aeries_requests" in m]
+            if requests:
                 meta["aeries_requests"] = sum(requests)
             detail = describe(meta) if describe else "ok"
-            self.summary.steps.append(StepOutcome(step, partition_key or "", True, detail, meta))
+            self.summary.steps.append(StepOutcome(step, partition_label, True, detail, meta))
         else:
             detail = _failure_reason(result)
-            self.summary.steps.append(StepOutcome(step, partition_key or "", False, detail))
+            self.summary.steps.append(StepOutcome(step, partition_label, False, detail))
         self.echo(f"  [{'ok' if result.success else 'FAILED'}] {label}: {detail}")
         return result.success
 
@@ -167,7 +173,7 @@ class _Runner:
         self.stage(
             "attendance summary", "student_attendance_summary",
             dg.AssetSelection.assets(STUDENT_ATTENDANCE_SUMMARY_KEY), str(year),
-            lambda m: f"{_value(m, 'dagster/row_count')} students, {_value(m, 'chronically_absent')} chronically absent",
+            lambda m: f"{_value(m, 'dagster/row_count')} student-school rows, {_value(m, 'chronically_absent')} chronically absent",
         )  # fmt: skip
 
     def iready(self, school_year: int) -> None:

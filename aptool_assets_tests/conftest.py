@@ -70,3 +70,13 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.sftp)
         if "postgres_url" in fixtures:
             item.add_marker(pytest.mark.postgres)
+
+
+def with_default_resources(**given):
+    """Every resource the definitions need: the ones a test configures, the rest unconfigured."""
+    from aptool_assets.resources import PlatformResource
+    from aptool_assets.sources.aeries.client import AeriesResource
+    from aptool_assets.sources.iready.resources import IReadySFTPResource
+
+    defaults = {"iready_sftp": IReadySFTPResource(), "aeries": AeriesResource(), "platform": PlatformResource()}
+    return {**defaults, **given}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 
 import polars as pl
 import pytest
@@ -54,6 +54,12 @@ def test_window_dates_outside_the_year_clamp_instead_of_wrapping():
     # A June date labelled with the *next* academic year is before its BOY end, not EOY.
     assert _windows([date(2024, 6, 20)], year=2024) == ["BOY"]
     assert _windows([date(2025, 7, 3)], year=2024) == ["EOY"]
+
+
+def test_window_accepts_datetime_columns():
+    df = pl.DataFrame({"completion_date": [datetime(2024, 11, 15, 23, 59), datetime(2024, 11, 16, 0, 1)],
+                       "academic_year": [2024, 2024]})
+    assert df.select(assessment_window_expr()).to_series().to_list() == ["BOY", "MOY"]
 
 
 def test_window_nulls():

@@ -28,6 +28,36 @@ FIXTURES = Path("/work/shared/fixtures/aeries-demo")
 YEAR = 2025
 THROUGH = date(2026, 3, 20)
 DATA_CHANGE_AREAS = ["student", "contact", "program", "test", "class", "enrollment"]
+# The recorded responses' key order (fixtures students.json, schools.json), so the shape test also runs
+# where the fixtures are not available; test_recorded_key_sets_match_these checks them against the files.
+STUDENT_KEYS = [
+    "StudentID", "OldStudentID", "CorrespondenceLanguageCode", "SchoolCode", "StudentNumber", "StateStudentID",
+    "LastName", "FirstName", "MiddleName", "LastNameAlias", "FirstNameAlias", "MiddleNameAlias", "Gender", "Grade",
+    "GradeLevelShortDescription", "GradeLevelLongDescription", "Birthdate", "ParentGuardianName", "HomePhone",
+    "StudentMobilePhone", "MailingAddress", "MailingAddressCity", "MailingAddressState", "MailingAddressZipCode",
+    "MailingAddressZipExt", "ResidenceAddress", "ResidenceAddressCity", "ResidenceAddressState",
+    "ResidenceAddressZipCode", "ResidenceAddressZipExt", "AddressVerified", "EthnicityCode", "RaceCode1", "RaceCode2",
+    "RaceCode3", "RaceCode4", "RaceCode5", "UserCode1", "UserCode2", "UserCode3", "UserCode4", "UserCode5",
+    "UserCode6", "UserCode7", "UserCode8", "UserCode9", "UserCode10", "UserCode11", "UserCode12", "UserCode13",
+    "SchoolEnterDate", "SchoolLeaveDate", "DistrictEnterDate", "CounselorNumber", "Track",
+    "AttendanceProgramCodePrimary", "AttendanceProgramCodeAdditional1", "AttendanceProgramCodeAdditional2",
+    "LockerNumber", "LowSchedulingPeriod", "HighSchedulingPeriod", "InactiveStatusCode", "FamilyKey",
+    "LanguageFluencyCode", "HomeLanguageCode", "ParentEdLevelCode", "ParentEmailAddress", "StudentEmailAddress",
+    "NetworkLoginID", "AtRiskPoints", "HomeRoomTeacherNumber", "NotificationPreferenceCode", "NextSchoolCode",
+    "NextGrade", "NextGradeLevelShortDescription", "NextGradeLevelLongDescription", "RecordsReleaseCode",
+]  # fmt: skip
+SCHOOL_KEYS = [
+    "RegionCode", "StateCharterNumber", "CharterStatusCode", "FederalTaxID",
+    "FederalInformationProcessingStandardsCode", "QualityRatingAndImprovementSystemParticipationCode",
+    "AccreditationStatusCode", "SchoolWebsite", "OrganizationCategoryCode", "SchoolCategoryCode",
+    "LocalEducationAgencyTypeCode", "TitleIPartACode", "NSLPStatusCode", "NCESSchoolID", "CollegeBoardSchoolCode",
+    "CampusEnrollmentTypeCode", "PreKSchoolTypeCode", "EarlyCollegeHighSchoolIndicator",
+    "ScienceTechnologyEngineeringAndMathematicsIndicator", "PathwaysInTechnologyIndicator", "ShortName", "Terms",
+    "SchoolCode", "Name", "InactiveStatusCode", "Address", "AddressCity", "AddressState", "AddressZipCode",
+    "AddressZipExt", "DoNotReport", "StateCountyID", "StateDistrictID", "StateSchoolID", "LowGradeLevel",
+    "HighGradeLevel", "PrincipalName", "PrincipalEmailAddress", "AttendancePeriod", "Tracks", "ScheduleType",
+    "SessionType", "AttendanceType", "AttendanceReporting", "ScheduleBasis", "PhoneNumber",
+]  # fmt: skip
 
 
 def fresh_district() -> SimDistrict:
@@ -162,10 +192,22 @@ def test_pseudo_schools_and_school_shapes(api):
     assert len({tuple(s) for s in schools}) == 1  # pseudo-schools have the same keys as real ones
 
 
-def test_key_sets_and_value_types_equal_the_recorded_fixtures(api, district):
+def test_students_and_schools_have_the_recorded_key_sets(api):
+    students = [r for code, *_ in SCHOOLS for r in api.get(f"/schools/{code}/students").json()]
+    schools = api.get("/schools").json()
+    assert all(list(r) == STUDENT_KEYS for r in students)
+    assert all(list(s) == SCHOOL_KEYS for s in schools)
+    assert all(isinstance(s["Terms"], list) for s in schools)
+    dates = [s["SchoolEnterDate"] for s in students] + [s["SchoolLeaveDate"] for s in students if s["SchoolLeaveDate"]]
+    assert all(len(d) == 19 and d.endswith("T00:00:00") for d in dates)
+    assert all(isinstance(s["HomeRoomTeacherNumber"], str) and isinstance(s["AtRiskPoints"], str) for s in students)
+
+
+def test_recorded_key_sets_match_these_and_value_types_agree(api):
     recorded_student = fixture_json("students.json")[0]
     recorded_school = fixture_json("schools.json")[0]
     recorded_staff = fixture_json("staff.json")
+    assert list(recorded_student) == STUDENT_KEYS and list(recorded_school) == SCHOOL_KEYS
     students = [r for code, *_ in SCHOOLS for r in api.get(f"/schools/{code}/students").json()]
     schools = api.get("/schools").json()
     staff = api.get("/staff").json()
@@ -175,11 +217,8 @@ def test_key_sets_and_value_types_equal_the_recorded_fixtures(api, district):
             for key, value in record.items():
                 if value is not None and recorded[key] is not None:
                     assert type(value) is type(recorded[key]), key
-    assert all(isinstance(s["Terms"], list) for s in schools)
     term_keys = set(recorded_school["Terms"][0])
     assert all(set(t) == term_keys for s in schools for t in s["Terms"])
-    dates = [s["SchoolEnterDate"] for s in students] + [s["SchoolLeaveDate"] for s in students if s["SchoolLeaveDate"]]
-    assert all(len(d) == 19 and d.endswith("T00:00:00") for d in dates)
 
 
 # -- attendance, codes, calendar ------------------------------------------------------------------

@@ -663,6 +663,33 @@ def test_each_rule_rejects_with_its_reason(tmp_path, overrides, reason):
     assert_no_pii(parsed.rejected.write_csv())
 
 
+@pytest.mark.parametrize("as_bytes", [False, True])
+def test_reasons_on_a_larger_multi_chunk_file(tmp_path, as_bytes):
+    """Regression: polars reads larger inputs in chunks, and pl.format panicked on those."""
+    good = synthetic_diagnostics(150, 2026, "ela", seed=4)
+    path = write(tmp_path, good, layout="2026-27")
+    template = path.read_text().splitlines()[1].split(",")
+    header = path.read_text().splitlines()[0].split(",")
+    bad_rows = []
+    for column, value in (("Student ID", "TEMP-0042"), ("Overall Scale Score", "950"),
+                          ("Academic Year", "2025-2026"), ("Percentile", "0")):
+        row = list(template)
+        row[header.index(column)] = value
+        row[header.index("Overall Scale Score")] = value if column == "Overall Scale Score" else str(300 + len(bad_rows))
+        bad_rows.append(",".join(row))
+    path.write_text(path.read_text() + "\n".join(bad_rows) + "\n")
+    source = path.read_bytes() if as_bytes else path
+    parsed = parse_diagnostic_file(source, subject="ela", source_file=path.name, expected_academic_year=2026)
+    first_bad = good.height + 2
+    assert parsed.rejected.select("line_number", "reason").rows() == [
+        (first_bad, "non_numeric_student_id"),
+        (first_bad + 1, "scale_score_out_of_range: overall_scale_score=950"),
+        (first_bad + 2, "academic_year_mismatch: 2025"),
+        (first_bad + 3, "percentile_out_of_range: percentile=0"),
+    ]
+    assert parsed.results.height == good.height
+
+
 def test_a_row_reports_its_first_failure_only(tmp_path):
     rows = [record(student_id="X9", overall_scale_score=950, completion_date="bad")]
     parsed = parse(write(tmp_path, rows))

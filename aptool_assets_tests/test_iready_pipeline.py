@@ -17,6 +17,7 @@ from aptool_assets.partitions import year_subject_key
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse
 from aptool_assets_tests.iready_helpers import diagnostics, write_file
 
@@ -30,11 +31,11 @@ class IReadyEnv:
         self.instance = instance
         self.warehouse = open_warehouse(warehouse_url)
         self.landing = landing
-        self.resources = {
-            "iready_sftp": server.resource(remote_dir=server.remote_path(root), retry_base_delay_s=0.01),
-            "warehouse": WarehouseResource(database_url=warehouse_url),
-            "platform": PlatformResource(school_year=YEAR, landing_dir=str(landing)),
-        }
+        self.resources = with_default_resources(
+            iready_sftp=server.resource(remote_dir=server.remote_path(root), retry_base_delay_s=0.01),
+            warehouse=WarehouseResource(database_url=warehouse_url),
+            platform=PlatformResource(school_year=YEAR, landing_dir=str(landing)),
+        )
         instance.add_dynamic_partitions("school_year", [str(YEAR - 1), str(YEAR)])
 
     def load(self, subject: str = "ela", year: int = YEAR) -> dg.ExecuteInJobResult:

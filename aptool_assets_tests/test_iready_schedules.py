@@ -17,6 +17,7 @@ from aptool_assets.sources.iready.schedules import (
     window_close_crons,
 )
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets_tests.iready_helpers import write_file
 
 YEAR = 2026
@@ -32,11 +33,11 @@ def test_window_close_crons_follow_the_contract_defaults():
 @pytest.fixture
 def env(sftp_server, sftp_test_dir, tmp_path):
     with dg.instance_for_test() as instance:
-        resources = {
-            "iready_sftp": sftp_server.resource(remote_dir=sftp_server.remote_path(sftp_test_dir)),
-            "warehouse": WarehouseResource(database_url=f"duckdb:///{tmp_path / 'wh.duckdb'}"),
-            "platform": PlatformResource(school_year=YEAR, landing_dir=str(tmp_path / "landing")),
-        }
+        resources = with_default_resources(
+            iready_sftp=sftp_server.resource(remote_dir=sftp_server.remote_path(sftp_test_dir)),
+            warehouse=WarehouseResource(database_url=f"duckdb:///{tmp_path / 'wh.duckdb'}"),
+            platform=PlatformResource(school_year=YEAR, landing_dir=str(tmp_path / "landing")),
+        )
         yield instance, resources, sftp_test_dir
 
 

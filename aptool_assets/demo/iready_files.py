@@ -167,7 +167,7 @@ def _format_expr(field: str, dtype: pl.DataType, padded: bool) -> pl.Expr:
     if dtype in (pl.Date, pl.Datetime) or isinstance(dtype, pl.Datetime):
         return c.dt.strftime("%m/%d/%Y" if padded else "%-m/%-d/%Y")
     if field == "academic_year" and dtype.is_integer():
-        return pl.format("{}-{}", c, c + 1)
+        return pl.concat_str(c.cast(pl.Utf8), pl.lit("-"), (c + 1).cast(pl.Utf8))
     if field == "student_grade" and dtype.is_integer():
         return pl.when(c == 0).then(pl.lit("K")).otherwise(c.cast(pl.Utf8))
     return c.cast(pl.Utf8)
@@ -183,7 +183,12 @@ def write_diagnostic_csv(
     crlf: bool = False,
     final_newline: bool = True,
 ) -> list[str]:
-    """Write a Diagnostic Results CSV in a vendor layout; returns the header row written."""
+    """Write a Diagnostic Results CSV in a vendor layout; returns the header row written.
+
+    ``records`` (dicts or a DataFrame) are read by canonical field name, see the module
+    docstring: the published cell fields, ``last_name``/``first_name`` and any other field of
+    ``VENDOR_HEADERS``; columns of the layout without a matching key are written blank.
+    """
     headers = layout_headers(layout, subject)
     padded = layout in _PADDED_DATES
     frame = _to_frame(records, padded)
@@ -231,7 +236,9 @@ def _measure(values: np.ndarray, unit: str, below: str) -> pl.Series:
     """Lexile/Quantile text: 1035L, BR400L (beginning reader), 880Q, EM85Q (emerging)."""
     s = pl.Series(values)
     return pl.select(
-        pl.when(s < 0).then(pl.format(f"{below}{{}}{unit}", -s)).otherwise(pl.format(f"{{}}{unit}", s))
+        pl.when(s < 0)
+        .then(pl.concat_str(pl.lit(below), (-s).cast(pl.Utf8), pl.lit(unit)))
+        .otherwise(pl.concat_str(s.cast(pl.Utf8), pl.lit(unit)))
     ).to_series()
 
 

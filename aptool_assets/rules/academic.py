@@ -104,7 +104,7 @@ def assessment_window_expr(
         month, day = month_day
         return _epoch_day(year + (0 if month >= _YEAR_START_MONTH else 1), month, day)
 
-    days = d.cast(pl.Int32)
+    days = d.cast(pl.Date).cast(pl.Int32)  # a Datetime column works too
     return (
         pl.when(days <= last_day(windows.boy_last_day))
         .then(pl.lit("BOY"))

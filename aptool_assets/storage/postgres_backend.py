@@ -18,6 +18,7 @@ from typing import Any
 import polars as pl
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.types.string import TextLoader
 
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
 from aptool_assets.storage.warehouse import SCHEMA, TableSpec, TableWrite, Warehouse, redact_url
@@ -58,6 +59,9 @@ class PostgresWarehouse(Warehouse):
     @contextlib.contextmanager
     def _connect(self) -> Iterator[psycopg.Connection]:
         with psycopg.connect(self.url, connect_timeout=self.connect_timeout_s, application_name="aptool") as con:
+            # JSON columns come back as their text, like DuckDB's, so both backends read alike.
+            for json_type in ("json", "jsonb"):
+                con.adapters.register_loader(json_type, TextLoader)
             yield con
 
     def _retrying(self, fn, what: str):

@@ -404,7 +404,8 @@ class AeriesResource(dg.ConfigurableResource):
         return bool(self.base_url and self.cert)
 
     @contextmanager
-    def client(self) -> Iterator[AeriesClient]:
+    def client(self, database_year: int | None = None) -> Iterator[AeriesClient]:
+        """A pooled session; ``database_year`` overrides the configured DatabaseYear (per-year partitions)."""
         if not self.is_configured():
             settings = (("AERIES_BASE_URL", self.base_url), ("AERIES_CERT", self.cert))
             missing = [name for name, value in settings if not value]
@@ -413,7 +414,7 @@ class AeriesResource(dg.ConfigurableResource):
         session = AeriesClient(
             self.base_url,
             self.cert,
-            database_year=self.database_year,
+            database_year=database_year if database_year is not None else self.database_year,
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,
             page_size=self.page_size,

@@ -299,8 +299,14 @@ class _Check:
     reason: pl.Expr
 
 
+def _text(*parts: str | pl.Expr) -> pl.Expr:
+    """Concatenate literals and values as text. Not ``pl.format``: in polars 2.1 it panics on
+    multi-chunk columns, which filtered frames often are."""
+    return pl.concat_str([pl.lit(p) if isinstance(p, str) else p.cast(pl.Utf8) for p in parts])
+
+
 def _value_reason(code: str, col: str) -> pl.Expr:
-    return pl.format(f"{code}: {col}={{}}", pl.col(col))
+    return _text(f"{code}: {col}=", pl.col(col))
 
 
 def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_Check]:
@@ -334,7 +340,7 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
         checks.append(_Check(
             "academic_year_mismatch",
             c("academic_year") != expected_academic_year,
-            pl.format("academic_year_mismatch: {}", c("academic_year")),
+            _text("academic_year_mismatch: ", c("academic_year")),
         ))
     missing("completion_date")
     unconverted("completion_date", "invalid_date")
@@ -539,14 +545,14 @@ def _apply_schema_gate(
     if not table_failures.is_empty():
         raise DiagnosticFileError(
             f"{source_file}: parsed table does not match the published schema: "
-            + "; ".join(describe_failures(table_failures))
+            + "; ".join(describe_failures(table_failures, max_examples=0))
         )
     reasons = (
         failures.group_by("index")
         .agg(
             pl.when(pl.col("schema_context") == "Column")
-            .then(pl.format("schema_check: {} {}", pl.col("column"), pl.col("check")))
-            .otherwise(pl.format("schema_check: {}", pl.col("check")))
+            .then(_text("schema_check: ", pl.col("column"), " ", pl.col("check")))
+            .otherwise(_text("schema_check: ", pl.col("check")))
             .first()
             .alias("_reason")
         )
@@ -559,7 +565,8 @@ def _apply_schema_gate(
     still = schema_failure_cases(results)
     if still is not None:
         raise DiagnosticFileError(
-            f"{source_file}: parsed table does not match the published schema: " + "; ".join(describe_failures(still))
+            f"{source_file}: parsed table does not match the published schema: "
+            + "; ".join(describe_failures(still, max_examples=0))
         )
     return results, gated
 
@@ -578,11 +585,7 @@ def peek_academic_years(path: str | os.PathLike, max_rows: int = 200) -> set[int
         positions = [i for i, h in enumerate(header) if HEADER_ALIASES.get(header_key(h)) == "academic_year"]
         if not positions:
             raise DiagnosticFileError(f"{source_file}: required column(s) missing: Academic Year")
-        values = [
-            row[i].strip()
-            for row in itertools.islice(reader, max_rows)
-            for i in positions[:1]
-            if i < len(row)
-        ]
+        at = positions[0]
+        values = [row[at] for row in itertools.islice(reader, max_rows) if at < len(row)]
     years = pl.DataFrame({"v": values}, schema={"v": pl.Utf8}).select(_parse_year(pl.col("v"))).to_series()
     return set(years.drop_nulls().to_list())

@@ -324,29 +324,28 @@ def schema_failure_cases(df: pl.DataFrame) -> pl.DataFrame | None:
 def describe_failures(failure_cases: pl.DataFrame, max_examples: int = 3) -> list[str]:
     """One readable line per (column, check) with a row count and a few failing values.
 
-    The table holds no names or demographics, so example values are safe to show.
+    The table holds no names or demographics, so example values are safe to show; callers
+    that must not echo cell values at all pass ``max_examples=0``.
     """
     problems: list[str] = []
     grouped = (
         failure_cases.with_columns(pl.col("failure_case").cast(pl.Utf8))
         .group_by(["schema_context", "column", "check"], maintain_order=True)
         .agg(
-            pl.len().alias("n"),
             pl.col("index").drop_nulls().n_unique().alias("rows"),
-            pl.col("failure_case").unique(maintain_order=True).head(max_examples).alias("examples"),
+            pl.col("failure_case").drop_nulls().unique(maintain_order=True).head(max_examples).alias("examples"),
         )
     )
-    for ctx, column, check, n, rows, examples in grouped.iter_rows():
+    for ctx, column, check, rows, examples in grouped.iter_rows():
+        shown = f" (e.g. {', '.join(examples)})" if examples else ""
         if check == "multiple_fields_uniqueness":
             problems.append(f"{rows} rows share a key ({', '.join(KEY_COLUMNS)})")
         elif rows and ctx == "DataFrameSchema":  # a row check over several columns: cases are whole rows
             problems.append(f"{check} failed on {rows} rows")
         elif rows:
-            shown = ", ".join(str(e) for e in examples if e is not None)
-            problems.append(f"{column}: {check} failed on {rows} rows (e.g. {shown})")
+            problems.append(f"{column}: {check} failed on {rows} rows{shown}")
         else:  # table-level: missing or extra column, wrong dtype, ...
-            detail = ", ".join(str(e) for e in examples if e is not None)
-            problems.append(f"{column or 'table'}: {check}" + (f" ({detail})" if detail else ""))
+            problems.append(f"{column or 'table'}: {check}{shown}")
     return problems
 
 
