@@ -25,8 +25,10 @@ test: install          ## every test: needs PostgreSQL on 127.0.0.1:5432 and Ope
 test-fast: install     ## the tests that need no PostgreSQL or sshd
 	$(BIN)/pytest -m "not postgres and not sftp and not slow"
 
-bench: install         ## speed targets (not timed tests): parse + validate of a 200,000-row file
+bench: install         ## speed targets (not timed tests); each script exits non-zero when it misses its target
 	$(BIN)/python benchmarks/bench_iready_parse.py
+	$(BIN)/python benchmarks/bench_attendance_summary.py
+	$(BIN)/python benchmarks/bench_aeries_pull.py
 
 snapshot: install      ## accept a deliberate change of the asset graph
 	APTOOL_UPDATE_SNAPSHOT=1 $(BIN)/pytest aptool_assets_tests/test_definitions.py

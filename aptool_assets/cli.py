@@ -50,7 +50,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
     if not summary.ok:
         first = summary.failures[0]
-        return _fail(f"{len(summary.failures)} step(s) failed; first: {first.step} {first.partition}: {first.detail}")
+        where = f"{first.step} {first.partition}".strip()
+        return _fail(f"{len(summary.failures)} step(s) failed; first: {where}: {first.detail}")
     print(f"aptool: done ({len(summary.steps)} steps, school year {summary.school_year})")
     return 0
 

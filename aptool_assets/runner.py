@@ -6,6 +6,7 @@ resources configured in the environment, and reports progress and a one-line rea
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -62,6 +63,19 @@ def _value(meta: Mapping[str, object], key: str):
     return getattr(v, "value", v)
 
 
+_QUALIFIED_ERROR = re.compile(r"^(?:[\w]+\.)*(\w+): ")
+
+
+def _one_line(text: str) -> str:
+    """First line of an error, with Dagster's ``Failure`` wrapper and module paths stripped."""
+    line = text.strip().splitlines()[0] if text.strip() else "unknown error"
+    m = _QUALIFIED_ERROR.match(line)
+    if m:
+        rest = line[m.end() :]
+        line = rest if m.group(1) == "Failure" else f"{m.group(1)}: {rest}"
+    return line
+
+
 def _failure_reason(result: dg.ExecuteInJobResult) -> str:
     for ev in result.get_asset_check_evaluations():
         if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR:
@@ -69,14 +83,12 @@ def _failure_reason(result: dg.ExecuteInJobResult) -> str:
     for ev in result.all_events:
         if ev.event_type_value == "STEP_FAILURE":
             err = ev.event_specific_data.error
-            text = (err.cause.message if err and err.cause else err.message if err else "").strip()
-            if err and "Failure" in err.cls_name:
-                text = err.message.strip()
-            return f"step {ev.step_key} failed: {text.splitlines()[0] if text else 'unknown error'}"
+            text = (err.cause.message if err and err.cause else err.message if err else "") or ""
+            return f"{ev.step_key} failed: {_one_line(text)}"
     return "run failed"
 
 
-CONSOLE_LOG_LEVEL = "WARNING"
+CONSOLE_LOG_LEVEL = "CRITICAL"  # progress comes from our own lines; --debug shows Dagster's log
 
 
 def _materialize(selection, partition_key, resources, instance, tags) -> dg.ExecuteInJobResult:
@@ -114,6 +126,10 @@ def run_pipeline(
         runner.aeries(settings)
     if only in (None, "iready"):
         runner.iready(settings.school_year)
+    if runner.summary.failures:
+        # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
+        echo("  [skipped] academic risk: an earlier step failed; the published metrics are unchanged")
+        return runner.summary
     runner.stage(
         "academic risk", "student_academic_risk", dg.AssetSelection.assets(ACADEMIC_RISK_KEY), str(settings.school_year),
         lambda m: f"{_value(m, 'dagster/row_count')} students",
@@ -163,13 +179,16 @@ class _Runner:
         last = max(first, settings.as_of_date)
         self.echo(f"Aeries: school year {year}, attendance {first}..{last}")
         rows = lambda m: f"{_value(m, 'dagster/row_count')} rows, {_value(m, 'aeries_requests')} requests"  # noqa: E731
-        if not self.stage("schools, absence codes, students", "aeries_reference",
-                          dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY), None, rows):  # fmt: skip
+        ok = self.stage("schools, absence codes, students", "aeries_reference",
+                        dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY), None, rows)  # fmt: skip
+        ok = ok and self.stage("calendar, enrollment, Aeries totals", "aeries_year",
+                               dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY), str(year), rows)  # fmt: skip
+        ok = ok and self.stage(f"attendance {first}..{last}", "attendance_days",
+                               dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY), None, rows,
+                               tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})  # fmt: skip
+        if not ok:
+            self.echo("  [skipped] attendance summary: an earlier Aeries step failed; the published summary is unchanged")
             return
-        self.stage("calendar, enrollment, Aeries totals", "aeries_year",
-                   dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY), str(year), rows)  # fmt: skip
-        self.stage(f"attendance {first}..{last}", "attendance_days", dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY),
-                   None, rows, tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})  # fmt: skip
         self.stage(
             "attendance summary", "student_attendance_summary",
             dg.AssetSelection.assets(STUDENT_ATTENDANCE_SUMMARY_KEY), str(year),

@@ -57,6 +57,46 @@ def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_d
     assert years.get_column("academic_year").to_list() == [2025, 2026]
 
 
+@pytest.fixture(scope="module")
+def aeries_simulator():
+    import datetime as dt
+
+    from aptool_assets.demo.district import build_district
+    from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+
+    with start_simulator(build_sim_district(build_district(2025), through=dt.date(2025, 10, 17))) as sim:
+        yield sim
+
+
+def aeries_env(sim, tmp_path, cert: str | None = None) -> dict[str, str]:
+    return clean_env(
+        AERIES_BASE_URL=sim.base_url,
+        AERIES_CERT=cert or sim.cert,
+        APTOOL_SCHOOL_YEAR="2025",
+        APTOOL_AS_OF_DATE="2025-10-17",
+        APTOOL_DATABASE_URL=f"duckdb:///{tmp_path / 'wh.duckdb'}",
+    )
+
+
+def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_path):
+    proc = run(["run", "--only", "aeries"], tmp_path, aeries_env(aeries_simulator, tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "[ok] attendance 2025-07-01..2025-10-17" in proc.stdout
+    assert "[ok] attendance summary" in proc.stdout
+    wh = open_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
+    summary = wh.query("SELECT count(*) AS n, max(as_of_date) AS d FROM aptool.student_attendance_summary")
+    assert summary.item(0, "n") > 0 and str(summary.item(0, "d")) == "2025-10-17"
+
+
+def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aeries_simulator, tmp_path):
+    wrong = "0" * 32
+    proc = run(["run", "--only", "aeries"], tmp_path, aeries_env(aeries_simulator, tmp_path, cert=wrong))
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "401" in lines[0], proc.stderr
+    assert wrong not in proc.stdout + proc.stderr
+
+
 @pytest.mark.slow
 def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
     home = tmp_path / "demo"
@@ -67,7 +107,9 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
     loaded = wh.query("SELECT count(*) AS n FROM aptool.iready_diagnostic_results").item()
     rejected = wh.query("SELECT count(*) AS n FROM aptool.iready_rejected_rows").item()
     risk = wh.query("SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026").item()
-    assert loaded > 0 and rejected == 4 and risk > 0
+    attendance = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
+    summary = wh.query("SELECT count(*) AS n FROM aptool.student_attendance_summary WHERE school_year = 2026").item()
+    assert loaded > 0 and rejected == 4 and risk > 0 and attendance > 0 and summary > 0
     # No student names reach the terminal: the demo's synthetic names are the canary.
     from aptool_assets.demo.district import FIRST_NAMES, LAST_NAMES
 

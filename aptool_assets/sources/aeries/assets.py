@@ -15,7 +15,8 @@ from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds
 from aptool_assets.sources.aeries import frames, period_codes
-from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
+from aptool_assets.resilience.failures import fail_fast_on
+from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
 from aptool_assets.sources.aeries.tables import (
     ABSENCE_CODES,
     ATTENDANCE_DAYS,
@@ -32,6 +33,8 @@ GROUP = "aeries"
 OWNERS = ["team:district-data"]
 KINDS = {"aeries", "polars", "duckdb", "postgres"}
 RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# A refused certificate or a malformed response is not retried by the step policy either.
+fail_fast = fail_fast_on(AeriesAuthError, AeriesResponseError)
 
 ATTENDANCE_START = "2020-07-01"
 attendance_day_partitions = dg.DailyPartitionsDefinition(
@@ -83,6 +86,7 @@ def _requests_meta(client: AeriesClient) -> dict:
     "900-902, 999) and inactive schools are kept but flagged is_real_school = false.",
     metadata={"dagster/column_schema": column_schema(SCHOOLS)},
 )
+@fail_fast
 def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     with aeries.client() as client:
         df = frames.schools_frame(client.schools())
@@ -105,6 +109,7 @@ def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse
     "are always derived from these definitions, never from hard-coded letters.",
     metadata={"dagster/column_schema": column_schema(ABSENCE_CODES)},
 )
+@fail_fast
 def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     wh = warehouse.get()
     codes = real_school_codes(wh)
@@ -130,6 +135,7 @@ def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, war
     "instructional days are HolidayCode '' (regular) or '%' (minimum day).",
     metadata={"dagster/column_schema": column_schema(SCHOOL_CALENDAR)},
 )
+@fail_fast
 def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     year = int(context.partition_key)
     wh = warehouse.get()
@@ -176,6 +182,7 @@ class StudentsConfig(dg.Config):
     "merges just those rows (a newer source_updated_at always wins).",
     metadata={"dagster/column_schema": column_schema(STUDENTS)},
 )
+@fail_fast
 def students(
     context: dg.AssetExecutionContext,
     config: StudentsConfig,
@@ -227,6 +234,7 @@ def students(
     "transfer gives a row at each school); the basis of days enrolled.",
     metadata={"dagster/column_schema": column_schema(ENROLLMENT)},
 )
+@fail_fast
 def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     year = int(context.partition_key)
     wh = warehouse.get()
@@ -287,6 +295,7 @@ def attendance_rows(raw: pl.DataFrame, codes: pl.DataFrame, pulled_at: dt.dateti
     "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
     metadata={"dagster/column_schema": column_schema(ATTENDANCE_DAYS)},
 )
+@fail_fast
 def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     window = context.partition_time_window
     first = window.start.date()
@@ -341,6 +350,7 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     "Aeries recomputes them nightly, so they lag; used to reconcile the computed summary.",
     metadata={"dagster/column_schema": column_schema(ATTENDANCE_HISTORY_SUMMARY)},
 )
+@fail_fast
 def attendance_history_summary(
     context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource
 ):

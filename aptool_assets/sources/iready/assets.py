@@ -17,7 +17,8 @@ from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
 from aptool_assets.sources.iready.parser import parse_diagnostic_file
-from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.resilience.failures import fail_fast_on
+from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
 from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite
@@ -78,6 +79,7 @@ def _landing_rows(landing: PartitionLanding, run_id: str, now: dt.datetime) -> p
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.PLUS_MINUS),
 )
+@fail_fast_on(SFTPAuthenticationError, SFTPHostKeyError)
 def raw_diagnostic_files(
     context: dg.AssetExecutionContext,
     iready_sftp: IReadySFTPResource,
