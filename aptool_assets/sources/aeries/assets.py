@@ -5,6 +5,7 @@ school year of attendance costs about schools × months requests.
 """
 
 import datetime as dt
+from collections.abc import Callable
 
 import dagster as dg
 import polars as pl
@@ -67,13 +68,22 @@ def real_school_codes(warehouse) -> list[int]:
     return schools.filter(pl.col("is_real_school")).get_column("school_code").sort().to_list()
 
 
-def _concat(parts: dict[int, pl.DataFrame], empty: pl.DataFrame) -> pl.DataFrame:
-    frames_ = [df for _, df in sorted(parts.items()) if df.height]
-    return pl.concat(frames_, how="vertical_relaxed") if frames_ else empty
+def pull_per_school(
+    aeries: AeriesResource,
+    school_codes: list[int],
+    fetch: Callable[[AeriesClient, int], pl.DataFrame],
+    empty: pl.DataFrame,
+    database_year: int | None = None,
+) -> tuple[pl.DataFrame, dict]:
+    """Run ``fetch(client, school_code)`` for every school (bounded concurrency) and stack the frames.
 
-
-def _requests_meta(client: AeriesClient) -> dict:
-    return {"aeries_requests": client.request_count}
+    Returns the rows and metadata with the number of requests the pull cost.
+    """
+    with aeries.client(database_year=database_year) as client:
+        parts = client.map_schools(lambda sc: fetch(client, sc), school_codes)
+        meta = {"aeries_requests": client.request_count, "schools": len(school_codes)}
+    non_empty = [df for _, df in sorted(parts.items()) if df.height]
+    return (pl.concat(non_empty, how="vertical_relaxed") if non_empty else empty), meta
 
 
 @dg.asset(
@@ -90,7 +100,7 @@ def _requests_meta(client: AeriesClient) -> dict:
 def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     with aeries.client() as client:
         df = frames.schools_frame(client.schools())
-        meta = _requests_meta(client)
+        meta = {"aeries_requests": client.request_count}
     df = df.with_columns(frames.is_real_school().alias("is_real_school"), pl.lit(_now()).alias("source_updated_at"))
     warehouse.get().write(TableWrite(SCHOOLS, df))
     real = df.filter(pl.col("is_real_school")).get_column("school_code").to_list()
@@ -113,14 +123,12 @@ def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse
 def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     wh = warehouse.get()
     codes = real_school_codes(wh)
-    with aeries.client() as client:
-        parts = client.map_schools(lambda sc: frames.absence_codes_frame(client.absence_codes(sc)), codes)
-        meta = _requests_meta(client)
-    df = _concat(parts, frames.absence_codes_frame([])).with_columns(pl.lit(_now()).alias("source_updated_at"))
-    wh.write(TableWrite(ABSENCE_CODES, df))
-    return dg.MaterializeResult(
-        metadata=table_metadata(ABSENCE_CODES, df.height, {"schools": len(codes), **meta})
+    df, meta = pull_per_school(
+        aeries, codes, lambda c, sc: frames.absence_codes_frame(c.absence_codes(sc)), frames.absence_codes_frame([])
     )
+    df = df.with_columns(pl.lit(_now()).alias("source_updated_at"))
+    wh.write(TableWrite(ABSENCE_CODES, df))
+    return dg.MaterializeResult(metadata=table_metadata(ABSENCE_CODES, df.height, meta))
 
 
 @dg.asset(
@@ -141,12 +149,11 @@ def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     wh = warehouse.get()
     codes = real_school_codes(wh)
     first, last = school_year_bounds(year)
-    with aeries.client(database_year=year) as client:
-        parts = client.map_schools(lambda sc: frames.calendar_frame(client.calendar(sc)), codes)
-        meta = _requests_meta(client)
+    df, meta = pull_per_school(
+        aeries, codes, lambda c, sc: frames.calendar_frame(c.calendar(sc)), frames.calendar_frame([]), year
+    )
     df = (
-        _concat(parts, frames.calendar_frame([]))
-        .filter(pl.col("calendar_date").is_between(first, last))
+        df.filter(pl.col("calendar_date").is_between(first, last))
         .with_columns(
             pl.lit(year, pl.Int32).alias("school_year"),
             pl.col("holiday_code").is_in(["", "%"]).alias("is_instructional"),
@@ -192,10 +199,10 @@ def students(
     wh = warehouse.get()
     changed = {(int(sc), int(sid)) for sc, sid in config.changed}
     codes = sorted({sc for sc, _ in changed}) if changed else real_school_codes(wh)
-    with aeries.client() as client:
-        parts = client.map_schools(lambda sc: frames.students_frame(client.students(sc)), codes)
-        meta = _requests_meta(client)
-    df = _concat(parts, frames.students_frame([])).with_columns(pl.lit(_now()).alias("source_updated_at"))
+    df, meta = pull_per_school(
+        aeries, codes, lambda c, sc: frames.students_frame(c.students(sc)), frames.students_frame([])
+    )
+    df = df.with_columns(pl.lit(_now()).alias("source_updated_at"))
     if changed:
         wanted = pl.DataFrame(sorted(changed), schema={"school_code": pl.Int32, "student_id": pl.Int64}, orient="row")
         df = df.join(wanted, on=["school_code", "student_id"], how="semi")
@@ -214,7 +221,6 @@ def students(
             {
                 "mode": "changed students" if changed else "full roster",
                 "active_records": active,
-                "schools": len(codes),
                 "student_id_preview": dg.MetadataValue.json(id_preview(df)),
                 **meta,
             },
@@ -239,12 +245,11 @@ def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, wareho
     year = int(context.partition_key)
     wh = warehouse.get()
     codes = real_school_codes(wh)
-    with aeries.client(database_year=year) as client:
-        parts = client.map_schools(lambda sc: frames.enrollment_frame(client.enrollment(sc, year)), codes)
-        meta = _requests_meta(client)
+    df, meta = pull_per_school(
+        aeries, codes, lambda c, sc: frames.enrollment_frame(c.enrollment(sc, year)), frames.enrollment_frame([]), year
+    )
     df = (
-        _concat(parts, frames.enrollment_frame([]))
-        .filter(pl.col("academic_year") == year)
+        df.filter(pl.col("academic_year") == year)
         .unique(subset=list(ENROLLMENT.key), keep="last", maintain_order=True)
         .with_columns(pl.lit(_now()).alias("source_updated_at"))
     )
@@ -306,15 +311,14 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     windows = month_windows(first, last)
     context.log.info(f"pulling attendance {first}..{last}: {len(codes)} schools × {len(windows)} window(s)")
     pulled_at = _now()
-    with aeries.client() as client:
 
-        def pull(sc: int) -> pl.DataFrame:
-            parts = [frames.attendance_frame(client.attendance(sc, a, b), sc) for a, b in windows]
-            return pl.concat(parts, how="vertical_relaxed")
+    def pull(client: AeriesClient, sc: int) -> pl.DataFrame:
+        return pl.concat(
+            [frames.attendance_frame(client.attendance(sc, a, b), sc) for a, b in windows], how="vertical_relaxed"
+        )
 
-        parts = client.map_schools(pull, codes)
-        meta = _requests_meta(client)
-    raw = _concat(parts, frames.attendance_frame([], 0)).filter(pl.col("calendar_date").is_between(first, last))
+    raw, meta = pull_per_school(aeries, codes, pull, frames.attendance_frame([], 0))
+    raw = raw.filter(pl.col("calendar_date").is_between(first, last))
     rows = attendance_rows(raw, code_table, pulled_at)
     unknown = rows.filter(pl.col("absence_category").is_null() & pl.col("all_day_code").is_not_null())
     if unknown.height:
@@ -357,14 +361,15 @@ def attendance_history_summary(
     year = int(context.partition_key)
     wh = warehouse.get()
     codes = real_school_codes(wh)
-    with aeries.client(database_year=year) as client:
-        parts = client.map_schools(
-            lambda sc: frames.history_summary_frame(client.attendance_history_summary(sc, year)), codes
-        )
-        meta = _requests_meta(client)
+    df, meta = pull_per_school(
+        aeries,
+        codes,
+        lambda c, sc: frames.history_summary_frame(c.attendance_history_summary(sc, year)),
+        frames.history_summary_frame([]),
+        year,
+    )
     df = (
-        _concat(parts, frames.history_summary_frame([]))
-        .filter(pl.col("school_year") == year)
+        df.filter(pl.col("school_year") == year)
         .unique(subset=list(ATTENDANCE_HISTORY_SUMMARY.key), keep="last", maintain_order=True)
         .with_columns(pl.lit(_now()).alias("source_updated_at"))
     )

@@ -4,90 +4,43 @@ from __future__ import annotations
 
 import polars as pl
 
+from aptool_assets.sources.aeries import frames
 from aptool_assets.storage.warehouse import TableSpec
 
 UTC_TS = pl.Datetime("us", "UTC")
+PULLED = {"source_updated_at": UTC_TS}  # when the platform pulled the row from Aeries
 
 SCHOOLS = TableSpec(
     name="schools",
-    columns={
-        "school_code": pl.Int32,
-        "name": pl.Utf8,
-        "inactive_status_code": pl.Utf8,
-        "low_grade": pl.Int32,
-        "high_grade": pl.Int32,
-        "attendance_type": pl.Utf8,
-        "attendance_reporting": pl.Utf8,
-        "is_real_school": pl.Boolean,
-        "source_updated_at": UTC_TS,
-    },
+    columns={**frames.SCHOOLS_SCHEMA, "is_real_school": pl.Boolean, **PULLED},
     key=("school_code",),
     description="Schools as Aeries lists them, pseudo-schools (0 district, 99, 900-902, 999) flagged.",
 )
 
 ABSENCE_CODES = TableSpec(
     name="absence_codes",
-    columns={
-        "school_code": pl.Int32,
-        "code": pl.Utf8,
-        "title": pl.Utf8,
-        "type_code": pl.Int32,
-        "counts_for_ada": pl.Boolean,
-        "is_suspension": pl.Boolean,
-        "is_partial_day_truant": pl.Boolean,
-        "is_temporarily_not_enrolled": pl.Boolean,
-        "source_updated_at": UTC_TS,
-    },
+    columns={**frames.ABSENCE_CODES_SCHEMA, **PULLED},
     key=("school_code", "code"),
     description="Each school's absence-code table: the only source of what a code means.",
 )
 
 SCHOOL_CALENDAR = TableSpec(
     name="school_calendar",
-    columns={
-        "school_year": pl.Int32,
-        "school_code": pl.Int32,
-        "calendar_date": pl.Date,
-        "holiday_code": pl.Utf8,
-        "calendar_day_number": pl.Int32,
-        "is_instructional": pl.Boolean,
-    },
+    columns={"school_year": pl.Int32, **frames.CALENDAR_SCHEMA, "is_instructional": pl.Boolean},
     key=("school_code", "calendar_date"),
     description="School calendars; instructional days have HolidayCode '' or '%'.",
 )
 
 STUDENTS = TableSpec(
     name="students",
-    columns={
-        "student_id": pl.Int64,
-        "school_code": pl.Int32,
-        "student_number": pl.Int64,
-        "state_student_id": pl.Utf8,
-        "first_name": pl.Utf8,
-        "last_name": pl.Utf8,
-        "grade": pl.Int32,
-        "school_enter_date": pl.Date,
-        "school_leave_date": pl.Date,
-        "inactive_status_code": pl.Utf8,
-        "is_active": pl.Boolean,
-        "source_updated_at": UTC_TS,
-    },
+    columns={**frames.STUDENTS_SCHEMA, **PULLED},
     key=("student_id", "school_code"),
     description="One row per student record at a school, from Aeries (contract §3).",
 )
 
 ENROLLMENT = TableSpec(
     name="enrollment",
-    columns={
-        "student_id": pl.Int64,
-        "school_code": pl.Int32,
-        "academic_year": pl.Int32,
-        "grade": pl.Int32,
-        "enter_date": pl.Date,
-        "leave_date": pl.Date,
-        "exit_reason_code": pl.Utf8,
-        "source_updated_at": UTC_TS,
-    },
+    columns={**frames.ENROLLMENT_SCHEMA, **PULLED},
     key=("student_id", "school_code", "academic_year", "enter_date"),
     description="Enrollment history stints per school year (a transfer gives two rows).",
 )
@@ -112,21 +65,7 @@ ATTENDANCE_DAYS = TableSpec(
 
 ATTENDANCE_HISTORY_SUMMARY = TableSpec(
     name="attendance_history_summary",
-    columns={
-        "student_id": pl.Int64,
-        "school_year": pl.Int32,
-        "school_code": pl.Int32,
-        "days_enrolled": pl.Int32,
-        "days_present": pl.Int32,
-        "days_absence": pl.Int32,
-        "days_excused": pl.Int32,
-        "days_unexcused": pl.Int32,
-        "days_tardy": pl.Int32,
-        "days_of_truancy": pl.Int32,
-        "days_suspension": pl.Int32,
-        "days_in_school_suspension": pl.Int32,
-        "source_updated_at": UTC_TS,
-    },
+    columns={**frames.HISTORY_SUMMARY_SCHEMA, **PULLED},
     key=("student_id", "school_year", "school_code"),
     description="Aeries' own attendance-history totals as pulled (recomputed nightly by Aeries).",
 )
