@@ -1,8 +1,8 @@
 """PostgreSQL warehouse (the AP Tool database, usually on Supabase).
 
-Rows arrive by COPY into a transaction-local staging table and are merged into the target inside
-the same transaction, so a reader never sees a partial table and a killed load leaves the
-previous version in place. Transient database errors (connection refused or dropped, serialization
+Rows arrive by COPY inside one transaction per write: a replace deletes its slice and copies straight
+into the table, a merge copies into a transaction-local stage first. Readers never see a partial table
+and a killed load leaves the previous version in place. Transient database errors (connection refused or dropped, serialization
 failures, deadlocks) retry the whole transaction with the database policy; the write is a
 replace-where, so a retry is idempotent.
 """
@@ -122,6 +122,8 @@ class PostgresWarehouse(Warehouse):
         self._retrying(run, f"create {table.qualified}")
 
     def _copy_into(self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame) -> None:
+        if df.height == 0:
+            return
         cols = ", ".join(table.columns)
         buf = io.BytesIO()
         df.write_csv(buf, include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
@@ -140,21 +142,22 @@ class PostgresWarehouse(Warehouse):
             counts: dict[str, int] = {}
             with self._connect() as con, con.transaction():
                 for i, (w, df) in enumerate(prepared):
-                    stage = f"_stage_{w.table.name}_{i}"
-                    cols = ", ".join(w.table.columns)
-                    con.execute(
-                        f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
-                    )
-                    if df.height:
-                        self._copy_into(con, stage, w.table, df)
                     if w.upsert:
+                        # Merge: rows go to a transaction-local stage, then replace older stored rows.
+                        stage = f"_stage_{w.table.name}_{i}"
+                        con.execute(
+                            f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
+                        )
+                        self._copy_into(con, stage, w.table, df)
                         for stmt in self.merge_sql(w, stage):
                             con.execute(stmt)
                     else:
+                        # Replace: delete the slice and COPY straight into the table. Other sessions keep
+                        # seeing the previous rows (MVCC) until the whole transaction commits.
                         if w.replace_where is not None:
                             clause, params = self.where_clause(w.replace_where)
                             con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
-                        con.execute(f"INSERT INTO {w.table.qualified} ({cols}) SELECT {cols} FROM {stage}")
+                        self._copy_into(con, w.table.qualified, w.table, df)
                     counts[w.table.name] = counts.get(w.table.name, 0) + df.height
             return counts
 
