@@ -86,6 +86,12 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
         f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"
     )
     print(f"  academic risk {summary.school_year}: " + ", ".join(f"{r} {n}" for r, n in risk.iter_rows()))
+    top = wh.query(
+        "SELECT school_code, student_id, reasons FROM aptool.student_intervention_ranking "
+        f"WHERE school_year = {int(summary.school_year)} AND rank = 1 ORDER BY school_code"
+    )
+    for school, student, reasons in top.iter_rows():
+        print(f"  school {school}: first for outreach is student {student} ({reasons})")
     print(f"  warehouse: {warehouse_url}")
 
 

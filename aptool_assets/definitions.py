@@ -6,7 +6,7 @@ import os
 
 import dagster as dg
 
-from aptool_assets.metrics.assets import student_academic_risk, student_attendance_summary
+from aptool_assets.metrics.assets import student_academic_risk, student_attendance_summary, student_intervention_ranking
 from aptool_assets.metrics.checks import METRICS_CHECKS
 from aptool_assets.sources.aeries.assets import AERIES_ASSETS
 from aptool_assets.sources.aeries.checks import AERIES_CHECKS
@@ -64,6 +64,7 @@ ASSETS = [
     *AERIES_ASSETS,
     student_attendance_summary,
     student_academic_risk,
+    student_intervention_ranking,
 ]
 ASSET_CHECKS = [*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS]
 JOBS = [iready_sync_job, *AERIES_JOBS, academic_risk_job]

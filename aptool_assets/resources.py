@@ -26,6 +26,7 @@ class PlatformResource(dg.ConfigurableResource):
     iready_freshness_hours: float = 48.0
     reconcile_tolerance_days: int = 2
     recent_attendance_school_days: int = 14
+    priority_weights: Optional[str] = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
 
     @classmethod
     def from_env(cls) -> PlatformResource:
@@ -40,6 +41,7 @@ class PlatformResource(dg.ConfigurableResource):
             iready_freshness_hours=float(env.get("APTOOL_IREADY_FRESHNESS_HOURS") or 48.0),
             reconcile_tolerance_days=int(env.get("APTOOL_RECONCILE_TOLERANCE_DAYS") or 2),
             recent_attendance_school_days=int(env.get("APTOOL_RECENT_ATTENDANCE_DAYS") or 14),
+            priority_weights=env.get("APTOOL_PRIORITY_WEIGHTS") or None,
         )
 
     def settings(self, today: dt.date | None = None) -> Settings:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aptool_assets import definitions
-from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
 from aptool_assets.settings import school_year_bounds
 from aptool_assets.sources.aeries.assets import (
@@ -128,12 +128,16 @@ def run_pipeline(
         runner.iready(settings.school_year)
     if runner.summary.failures:
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
-        echo("  [skipped] academic risk: an earlier step failed; the published metrics are unchanged")
+        echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
         return runner.summary
-    runner.stage(
-        "academic risk", "student_academic_risk", dg.AssetSelection.assets(ACADEMIC_RISK_KEY), str(settings.school_year),
-        lambda m: f"{_value(m, 'dagster/row_count')} students",
-    )  # fmt: skip
+    year_key = str(settings.school_year)
+    if runner.stage("academic risk", "student_academic_risk", dg.AssetSelection.assets(ACADEMIC_RISK_KEY), year_key,
+                    lambda m: f"{_value(m, 'dagster/row_count')} students"):  # fmt: skip
+        runner.stage(
+            "intervention ranking", "student_intervention_ranking",
+            dg.AssetSelection.assets(INTERVENTION_RANKING_KEY), year_key,
+            lambda m: f"{_value(m, 'dagster/row_count')} students ranked in {_value(m, 'schools')} schools",
+        )  # fmt: skip
     return runner.summary
 
 

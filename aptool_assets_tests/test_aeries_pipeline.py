@@ -10,7 +10,8 @@ import pytest
 
 from aptool_assets import definitions
 from aptool_assets.demo.district import build_district
-from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.tables import STUDENT_INTERVENTION_RANKING
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
@@ -105,6 +106,20 @@ def test_full_sync_publishes_students_attendance_and_summary(env):
     summary = env.warehouse.read_table(STUDENT_ATTENDANCE_SUMMARY)
     assert summary.get_column("is_chronically_absent").sum() > 0
     assert (summary.get_column("as_of_date") == THROUGH).all()
+
+    # Academic risk covers the roster even without i-Ready results; the ranking covers the summary.
+    ranked = env.run(ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, partition_key=str(YEAR))
+    assert ranked.success
+    check = {e.check_name: e for e in ranked.get_asset_check_evaluations()}["ranking_dense_and_monotone"]
+    assert check.passed, check.description
+    ranking = env.warehouse.read_table(STUDENT_INTERVENTION_RANKING)
+    assert ranking.height == summary.height
+    assert set(ranking.get_column("overall_risk").unique()) == {"UNKNOWN"}
+    top = ranking.filter(pl.col("rank") == 1)
+    worst = summary.group_by("school_code").agg(pl.col("attendance_tier").is_in(["severe_chronic"]).any())
+    for school, has_severe in worst.iter_rows():
+        if has_severe:
+            assert top.filter(pl.col("school_code") == school).item(0, "attendance_tier") == "severe_chronic"
 
 
 def test_full_year_pull_costs_one_request_per_school_and_month(env):

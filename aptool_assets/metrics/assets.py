@@ -5,11 +5,12 @@ import dagster as dg
 import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, table_metadata
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK
+from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
+from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
 from aptool_assets.settings import school_year_bounds
 from aptool_assets.sources.aeries import period_codes
 from aptool_assets.sources.aeries.assets import (
@@ -35,6 +36,7 @@ from aptool_assets.storage.warehouse import Between, TableWrite
 GROUP = "metrics"
 ACADEMIC_RISK_KEY = dg.AssetKey(["aptool", STUDENT_ACADEMIC_RISK.name])
 STUDENT_ATTENDANCE_SUMMARY_KEY = dg.AssetKey(["aptool", STUDENT_ATTENDANCE_SUMMARY.name])
+INTERVENTION_RANKING_KEY = dg.AssetKey(["aptool", STUDENT_INTERVENTION_RANKING.name])
 
 # Eager, but without waiting for every upstream partition: the summary depends on *all* daily
 # attendance partitions, most of which are never pulled (days before the district's first year).
@@ -170,3 +172,58 @@ def chronic_absence_by_school_md(summary: pl.DataFrame) -> dg.MetadataValue:
         rate = f"{chronic / eligible:.1%}" if eligible else "–"
         lines.append(f"| {sc} | {n} | {eligible} | {chronic} | {rate} |")
     return dg.MetadataValue.md("\n".join(lines))
+
+
+TOP_PER_SCHOOL = 5
+
+
+@dg.asset(
+    key=INTERVENTION_RANKING_KEY,
+    group_name=GROUP,
+    partitions_def=school_year_partitions,
+    deps=[STUDENT_ATTENDANCE_SUMMARY_KEY, ACADEMIC_RISK_KEY],
+    kinds={"polars", "duckdb", "postgres"},
+    owners=["team:district-data"],
+    automation_condition=AFTER_ANY_UPDATE,
+    description=(
+        "aptool.student_intervention_ranking (contract §4.4): every student of the attendance summary, ranked "
+        "within each school — attendance tier, then overall academic risk, then absence rate, then student "
+        "ID — with a priority_score monotone in that order (weights configurable with "
+        "APTOOL_PRIORITY_WEIGHTS) and a short reason in plain words (no names)."
+    ),
+    metadata={"dagster/column_schema": column_schema(STUDENT_INTERVENTION_RANKING)},
+)
+def student_intervention_ranking(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.MaterializeResult:
+    school_year = int(context.partition_key)
+    weights = PriorityWeights.from_string(platform.priority_weights)
+    if not weights.preserves_contract_order():
+        context.log.warning(f"priority weights {weights} do not preserve the contract order: ranking follows the score")
+    wh = warehouse.get()
+    ranking = intervention_ranking(
+        wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year}),
+        wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year}),
+        school_year=school_year,
+        weights=weights,
+    )
+    wh.write(TableWrite(STUDENT_INTERVENTION_RANKING, ranking, {"school_year": school_year}))
+    top = (
+        ranking.filter(pl.col("rank") <= TOP_PER_SCHOOL)
+        .group_by("school_code")
+        .agg(pl.col("student_id").sort_by("rank"))
+        .sort("school_code")
+    )
+    lines = [f"| school | top {TOP_PER_SCHOOL} student IDs |", "|---:|---|"]
+    lines += [f"| {sc} | {', '.join(map(str, ids))} |" for sc, ids in top.iter_rows()]
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            STUDENT_INTERVENTION_RANKING,
+            ranking.height,
+            {
+                "schools": ranking.get_column("school_code").n_unique() if ranking.height else 0,
+                "top_per_school": dg.MetadataValue.md("\n".join(lines)),
+                "weights": str(weights),
+            },
+        )
+    )

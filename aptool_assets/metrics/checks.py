@@ -4,8 +4,9 @@
 import dagster as dg
 import polars as pl
 
-from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY
+from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
+from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
 
 RISKS = ("HIGH", "MEDIUM", "LOW")
@@ -47,4 +48,22 @@ def academic_risk_consistent(
     )
 
 
-METRICS_CHECKS = [academic_risk_consistent]
+@dg.asset_check(
+    asset=INTERVENTION_RANKING_KEY,
+    description="Per school, rank is exactly 1..n with no ties, each student appears once, and priority_score "
+    "never increases as rank goes down.",
+)
+def ranking_dense_and_monotone(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(STUDENT_INTERVENTION_RANKING, where=_where(context))
+    problems = ranking_problems(df)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems[:10]) if problems else f"{df.height} students ranked in "
+        f"{df.get_column('school_code').n_unique() if df.height else 0} schools",
+        metadata={"rows": df.height, "problems": len(problems)},
+    )
+
+
+METRICS_CHECKS = [academic_risk_consistent, ranking_dense_and_monotone]

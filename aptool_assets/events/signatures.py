@@ -1,0 +1,37 @@
+"""Webhook signatures (contract §5): HMAC-SHA256 of the raw request body, hex encoded.
+
+The sender puts ``X-Aeries-Signature: sha256=<hex>`` on each request; a bare hex digest is
+accepted too. Verification recomputes the HMAC over the exact bytes received (never over a
+re-serialized body) and compares in constant time with :func:`hmac.compare_digest`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+
+SIGNATURE_HEADER = "X-Aeries-Signature"
+_PREFIX = "sha256="
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def sign(body: bytes, secret: str) -> str:
+    """The header value for ``body``: ``"sha256=<64 hex digits>"``."""
+    return _PREFIX + hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+
+
+def verify(body: bytes, header: str | None, secret: str) -> bool:
+    """True when ``header`` carries the HMAC-SHA256 of ``body`` under ``secret``.
+
+    Accepts ``sha256=<hex>`` (prefix case-insensitive) or a bare hex digest; a missing, empty or
+    garbled header (wrong length, not hex, another algorithm) is simply False, never an exception.
+    """
+    if not header or not secret:
+        return False
+    value = header.strip()
+    if value[: len(_PREFIX)].lower() == _PREFIX:
+        value = value[len(_PREFIX):]
+    if len(value) != 64 or not _HEX.issuperset(value):
+        return False
+    expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, value.lower())

@@ -1,0 +1,499 @@
+"""Intervention ranking (contract §4.4): who an assistant principal should see first, per school.
+
+Pure functions over polars frames: no Dagster, no I/O, so every boundary can be tested with
+small hand-built frames and the assets stay thin.
+
+The contract fixes the *order*: attendance tier, then overall academic risk, then absence
+rate (higher first), then student_id (ascending). ``priority_score`` is a single number
+that is monotone in that order, so a reader can sort or threshold on it without knowing the
+rule. It is a weighted sum of three levels::
+
+    priority_score = tier * TIER_ORDER[attendance_tier]
+                   + risk * RISK_ORDER[overall_risk]
+                   + absence_rate * clip(absence_rate, 0, 1)      (null or NaN rate → 0)
+
+With the default weights (1000, 100, 99) each level strictly dominates everything below it
+(1000 > 3·100 + 99 and 100 > 99), so sorting by the score reproduces the contract order; the
+remaining keys only break exact score ties (equal tier, risk and rate, or a null rate next
+to a 0 rate). A district may set other weights (``APTOOL_PRIORITY_WEIGHTS``); when they
+break dominance the rows are ordered by the score first and the contract keys only break
+ties, so ``priority_score`` stays non-increasing with ``rank`` either way.
+
+Truancy is deliberately not part of the score: the contract order has no truancy key and
+tier already measures absence. It is shown in ``reasons``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+import polars as pl
+
+TIER_ORDER: dict[str, int] = {"severe_chronic": 3, "moderate_chronic": 2, "at_risk": 1, "satisfactory": 0}
+RISK_ORDER: dict[str, int] = {"HIGH": 3, "MEDIUM": 2, "LOW": 1, "UNKNOWN": 0}
+UNKNOWN_RISK = "UNKNOWN"
+
+RANKING_SCHEMA: dict[str, pl.DataType] = {
+    "school_year": pl.Int32(),
+    "school_code": pl.Int32(),
+    "student_id": pl.Int64(),
+    "rank": pl.Int32(),
+    "priority_score": pl.Float64(),
+    "attendance_tier": pl.Utf8(),
+    "overall_risk": pl.Utf8(),
+    "absence_rate": pl.Float64(),
+    "is_chronically_absent": pl.Boolean(),
+    "reasons": pl.Utf8(),
+    "computed_at": pl.Datetime("us", "UTC"),
+}
+
+SUMMARY_COLUMNS: tuple[str, ...] = (
+    "school_year",
+    "student_id",
+    "school_code",
+    "absence_rate",
+    "attendance_tier",
+    "is_chronically_absent",
+    "truancy_count",
+    "truancy_letter_level",
+    "days_enrolled",
+    "days_absent",
+)
+"""What the ranking reads from ``aptool.student_attendance_summary``; other columns are ignored."""
+
+RISK_COLUMNS: tuple[str, ...] = (
+    "school_year",
+    "student_id",
+    "overall_risk",
+    "ela_relative_placement",
+    "math_relative_placement",
+)
+"""What the ranking reads from ``aptool.student_academic_risk``; other columns are ignored."""
+
+REASON_COLUMNS: tuple[str, ...] = (
+    "attendance_tier",
+    "absence_rate",
+    "days_absent",
+    "days_enrolled",
+    "overall_risk",
+    "ela_relative_placement",
+    "math_relative_placement",
+    "truancy_count",
+    "truancy_letter_level",
+)
+"""The only columns ``reasons_expr`` reads: no name or other identifying column ever can leak."""
+
+_SCHOOL = ["school_year", "school_code"]
+_KEY = ["school_year", "school_code", "student_id"]
+
+
+@dataclass(frozen=True)
+class PriorityWeights:
+    """priority_score = tier · TIER_ORDER + risk · RISK_ORDER + absence_rate · rate (rate clipped to 0..1).
+
+    Parsed from ``APTOOL_PRIORITY_WEIGHTS`` ("tier=1000,risk=100,absence_rate=99"); unnamed
+    weights keep their defaults. Any finite weights are accepted: ``preserves_contract_order``
+    tells whether the score alone reproduces the contract order (the asset warns when not).
+    """
+
+    tier: float = 1000.0
+    risk: float = 100.0
+    absence_rate: float = 99.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"priority weight {f.name}={value!r} is not a finite number")
+            object.__setattr__(self, f.name, float(value))
+
+    @classmethod
+    def from_string(cls, text: str | None) -> PriorityWeights:
+        """Parse "name=number" pairs separated by commas; None or blank → the defaults."""
+        if text is None or not text.strip():
+            return cls()
+        names = [f.name for f in fields(cls)]
+        values: dict[str, float] = {}
+        for part in text.split(","):
+            part = part.strip()
+            if not part:
+                continue  # a trailing comma is harmless
+            name, sep, raw = part.partition("=")
+            name, raw = name.strip(), raw.strip()
+            if not sep or not name or not raw:
+                raise ValueError(f"priority weights: {part!r} is not name=number (expected e.g. {DEFAULT_TEXT!r})")
+            if name not in names:
+                raise ValueError(f"priority weights: unknown weight {name!r} in {part!r} (known: {', '.join(names)})")
+            if name in values:
+                raise ValueError(f"priority weights: {name!r} is given twice")
+            try:
+                value = float(raw)
+            except ValueError:
+                raise ValueError(f"priority weights: {raw!r} in {part!r} is not a number") from None
+            if not math.isfinite(value):
+                raise ValueError(f"priority weights: {raw!r} in {part!r} is not a finite number")
+            values[name] = value
+        return cls(**values)
+
+    def to_string(self) -> str:
+        """The ``from_string`` form, e.g. "tier=1000,risk=100,absence_rate=99"."""
+        return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self))
+
+    __str__ = to_string
+
+    def preserves_contract_order(self) -> bool:
+        """True when each level strictly outweighs everything below it, so the score alone gives
+        the contract order: tier > 3·risk + absence_rate, risk > absence_rate, all > 0.
+
+        (The rate contributes at most ``absence_rate`` points because it is clipped to 0..1;
+        risk levels span 0..3.)
+        """
+        return (
+            self.tier > 0
+            and self.risk > 0
+            and self.absence_rate > 0
+            and self.risk > self.absence_rate
+            and self.tier > 3 * self.risk + self.absence_rate
+        )
+
+
+DEFAULT_WEIGHTS = PriorityWeights()
+DEFAULT_TEXT = DEFAULT_WEIGHTS.to_string()
+
+
+def _tier_level(col: str = "attendance_tier") -> pl.Expr:
+    """0..3, null for a missing or unrecognized tier."""
+    return pl.col(col).cast(pl.Utf8).replace_strict(TIER_ORDER, default=None, return_dtype=pl.Int8)
+
+
+def _risk_level(col: str = "overall_risk") -> pl.Expr:
+    """0..3 with a null risk read as UNKNOWN (no results); null for an unrecognized value."""
+    risk = pl.col(col).cast(pl.Utf8).fill_null(UNKNOWN_RISK)
+    return risk.replace_strict(RISK_ORDER, default=None, return_dtype=pl.Int8)
+
+
+def _clean_rate(col: str = "absence_rate") -> pl.Expr:
+    """The rate as Float64 with NaN read as null (no enrolled days)."""
+    return pl.col(col).cast(pl.Float64).fill_nan(None)
+
+
+def priority_score_expr(weights: PriorityWeights = DEFAULT_WEIGHTS) -> pl.Expr:
+    """``priority_score`` from attendance_tier, overall_risk and absence_rate (Float64).
+
+    A null rate counts as 0 (nothing measured yet, nothing missed); the rate is clipped to
+    0..1 so even a corrupt rate cannot jump a risk level. A null overall_risk counts as
+    UNKNOWN. The score is null only for a tier or risk that is not a known value.
+    Sums are formed in a fixed order, so within one tier and risk the score is non-decreasing
+    in the rate (IEEE multiplication and addition are monotone).
+    """
+    rate = _clean_rate().fill_null(0.0).clip(0.0, 1.0)
+    return (
+        _tier_level().cast(pl.Float64) * weights.tier
+        + _risk_level().cast(pl.Float64) * weights.risk
+        + rate * weights.absence_rate
+    ).alias("priority_score")
+
+
+# --- reasons -----------------------------------------------------------------------------------
+
+TIER_WORDS: dict[str, str] = {
+    "severe_chronic": "severe chronic absence",
+    "moderate_chronic": "moderate chronic absence",
+    "at_risk": "at-risk attendance",
+    "satisfactory": "satisfactory attendance",
+}
+SUBJECT_WORDS: dict[str, str] = {"ela": "reading", "math": "math"}
+ON_GRADE_PLACEMENTS: tuple[str, ...] = ("Mid or Above Grade Level", "Early On Grade Level")
+BELOW_GRADE_WORDS: dict[str, str] = {
+    "1 Grade Level Below": "1 grade level below",
+    "2 Grade Levels Below": "2 grade levels below",
+    "3 or More Grade Levels Below": "3+ grade levels below",
+}
+_PERCENT_EPSILON = 1e-9
+"""0.29 * 100 is 28.999999999999996 in floating point; a rate p/q (q ≤ a few hundred days) is
+never within 1e-9 of a whole percent without being on it, so the nudge only undoes rounding."""
+
+
+def _plural(count: pl.Expr, word: str) -> pl.Expr:
+    return pl.when(count == 1).then(pl.lit(word)).otherwise(pl.lit(word + "s"))
+
+
+def _attendance_reason() -> pl.Expr:
+    """"severe chronic absence 23% (14 of 60 days)", or "... , no enrolled days yet" for a null rate.
+
+    The percent is truncated, not rounded, so the shown number never crosses a tier bound
+    (9.9% is at_risk and shows 9%, not 10%).
+    """
+    tier = pl.col("attendance_tier").cast(pl.Utf8)
+    words = tier.replace_strict(TIER_WORDS, default=tier.str.replace_all("_", " "), return_dtype=pl.Utf8)
+    words = words.fill_null(pl.lit("unknown attendance tier"))
+    rate = _clean_rate()
+    percent = (rate * 100 + _PERCENT_EPSILON).floor().cast(pl.Int64).cast(pl.Utf8)
+    absent = pl.col("days_absent").cast(pl.Int64)
+    enrolled = pl.col("days_enrolled").cast(pl.Int64)
+    days = pl.concat_str(
+        [pl.lit(" ("), absent.cast(pl.Utf8), pl.lit(" of "), enrolled.cast(pl.Utf8), pl.lit(" "),
+         _plural(enrolled, "day"), pl.lit(")")]
+    )  # null (and so left out) when either count is null
+    with_rate = pl.concat_str([words, pl.lit(" "), percent, pl.lit("%"), days.fill_null("")])
+    return pl.when(rate.is_null()).then(words + pl.lit(", no enrolled days yet")).otherwise(with_rate)
+
+
+def _subject_below(subject: str) -> pl.Expr:
+    """"reading 2 grade levels below" for a below-grade placement, null when on grade or missing.
+
+    An unrecognized placement is quoted as delivered (lower-cased) rather than dropped.
+    """
+    placement = pl.col(f"{subject}_relative_placement").cast(pl.Utf8)
+    words = (
+        pl.when(placement.is_in(ON_GRADE_PLACEMENTS) | placement.is_null())
+        .then(pl.lit(None, dtype=pl.Utf8))
+        .otherwise(placement.replace_strict(BELOW_GRADE_WORDS, default=placement.str.to_lowercase(),
+                                            return_dtype=pl.Utf8))
+    )
+    return pl.lit(SUBJECT_WORDS[subject] + " ") + words
+
+
+def _academic_reason() -> pl.Expr:
+    """Below-grade subjects, a missing subject when the other has a result, else "on grade level".
+
+    - no result in either subject: "no i-Ready results" (or "academic risk high" when a risk
+      level arrives without placements);
+    - something below grade: "reading 2 grade levels below; math 1 grade level below",
+      on/above-grade subjects left out, "no math result" added when math is missing;
+    - nothing below grade: "reading and math on grade level", or "reading on grade level;
+      no math result".
+    """
+    ela = pl.col("ela_relative_placement")
+    math_ = pl.col("math_relative_placement")
+    ela_below, math_below = _subject_below("ela"), _subject_below("math")
+    missing = (
+        pl.when(ela.is_null()).then(pl.lit("no reading result"))
+        .when(math_.is_null()).then(pl.lit("no math result"))
+    )
+    risk = pl.col("overall_risk").cast(pl.Utf8)
+    return (
+        pl.when(ela.is_null() & math_.is_null())
+        .then(
+            pl.when(risk.is_in(["HIGH", "MEDIUM", "LOW"]))
+            .then(pl.lit("academic risk ") + risk.str.to_lowercase())
+            .otherwise(pl.lit("no i-Ready results"))
+        )
+        .when(ela_below.is_not_null() | math_below.is_not_null())
+        .then(pl.concat_str([ela_below, math_below, missing], separator="; ", ignore_nulls=True))
+        .when(ela.is_not_null() & math_.is_not_null())
+        .then(pl.lit("reading and math on grade level"))
+        .when(ela.is_not_null())
+        .then(pl.lit("reading on grade level; no math result"))
+        .otherwise(pl.lit("math on grade level; no reading result"))
+    )
+
+
+def _truancy_reason() -> pl.Expr:
+    """"truancy letter 2 (7 days)" once a letter is due; nothing below letter 1."""
+    level = pl.col("truancy_letter_level").cast(pl.Int64)
+    count = pl.col("truancy_count").cast(pl.Int64)
+    days = pl.concat_str([pl.lit(" ("), count.cast(pl.Utf8), pl.lit(" "), _plural(count, "day"), pl.lit(")")])
+    return (
+        pl.when(level >= 1)
+        .then(pl.concat_str([pl.lit("truancy letter "), level.cast(pl.Utf8), days.fill_null("")]))
+        .otherwise(pl.lit(None, dtype=pl.Utf8))
+    )
+
+
+def reasons_expr() -> pl.Expr:
+    """A short plain-words explanation: attendance; academics; truancy (parts joined by "; ").
+
+    e.g. "severe chronic absence 23% (14 of 60 days); reading 2 grade levels below; math 1
+    grade level below; truancy letter 2 (7 days)" or "satisfactory attendance 1% (1 of 58
+    days); no i-Ready results". Reads only ``REASON_COLUMNS``: never a name.
+    """
+    return pl.concat_str(
+        [_attendance_reason(), _academic_reason(), _truancy_reason()], separator="; ", ignore_nulls=True
+    ).alias("reasons")
+
+
+# --- ranking -----------------------------------------------------------------------------------
+
+
+def _require(frame: pl.DataFrame, columns: Sequence[str], name: str) -> None:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} frame lacks columns {missing}")
+
+
+def _n(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def _sample(frame: pl.DataFrame, cols: Sequence[str], n: int = 5) -> str:
+    rows = frame.select(cols).head(n).rows()
+    return ", ".join("/".join(str(v) for v in row) for row in rows)
+
+
+def intervention_ranking(
+    summary: pl.DataFrame,
+    academic_risk: pl.DataFrame,
+    *,
+    school_year: int,
+    weights: PriorityWeights = DEFAULT_WEIGHTS,
+    computed_at: datetime | None = None,
+) -> pl.DataFrame:
+    """``aptool.student_intervention_ranking`` for one school year (contract §3, §4.4).
+
+    One row per summary row of that year (a student at two schools is ranked in each);
+    students without an academic-risk row, or with a null overall_risk, are ``UNKNOWN``.
+    Within each (school_year, school_code) rows are sorted by priority_score descending, then
+    tier, risk, absence rate (null last) descending, then student_id ascending, and ranked
+    1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
+
+    Raises ValueError (naming the IDs) when an input key is null or repeated or a tier or risk
+    is not a known value: the upstream tables guarantee all of these, so a violation is a bug
+    to surface, not a row to guess about. ``computed_at`` defaults to now; a naive value is
+    read as UTC.
+    """
+    _require(summary, SUMMARY_COLUMNS, "summary")
+    _require(academic_risk, RISK_COLUMNS, "academic_risk")
+
+    students = summary.select(SUMMARY_COLUMNS).with_columns(
+        pl.col("school_year").cast(pl.Int32),
+        pl.col("school_code").cast(pl.Int32),
+        pl.col("student_id").cast(pl.Int64),
+        pl.col("attendance_tier").cast(pl.Utf8),
+        _clean_rate().alias("absence_rate"),
+        pl.col("is_chronically_absent").cast(pl.Boolean),
+    ).filter(pl.col("school_year") == school_year)
+    risk = academic_risk.select(RISK_COLUMNS).with_columns(
+        pl.col("school_year").cast(pl.Int32),
+        pl.col("student_id").cast(pl.Int64),
+        pl.col("overall_risk", "ela_relative_placement", "math_relative_placement").cast(pl.Utf8),
+    ).filter(pl.col("school_year") == school_year).drop("school_year")
+
+    null_keys = students.filter(pl.any_horizontal(pl.col(_KEY).is_null()))
+    if null_keys.height:
+        raise ValueError(f"summary has {null_keys.height} rows with a null student_id or school_code")
+    dup = students.filter(pl.struct(_KEY).is_duplicated())
+    if dup.height:
+        raise ValueError(f"summary repeats (school_year, school_code, student_id): {_sample(dup.unique(_KEY), _KEY)}")
+    dup = risk.filter(pl.col("student_id").is_duplicated() & pl.col("student_id").is_not_null())
+    if dup.height:
+        raise ValueError(f"academic_risk repeats student_id: {_sample(dup.unique('student_id'), ['student_id'])}")
+
+    frame = students.join(risk.drop_nulls("student_id"), on="student_id", how="left").with_columns(
+        pl.col("overall_risk").fill_null(UNKNOWN_RISK)
+    ).with_columns(_tier_level().alias("_tier"), _risk_level().alias("_risk"))
+
+    bad = frame.filter(pl.col("_tier").is_null())
+    if bad.height:
+        values = sorted(bad.get_column("attendance_tier").unique().to_list(), key=str)
+        raise ValueError(f"{bad.height} summary rows have an unknown attendance_tier {values}; "
+                         f"student IDs {bad.get_column('student_id').head(5).to_list()}")
+    bad = frame.filter(pl.col("_risk").is_null())
+    if bad.height:
+        values = sorted(bad.get_column("overall_risk").unique().to_list(), key=str)
+        raise ValueError(f"{bad.height} academic_risk rows have an unknown overall_risk {values}; "
+                         f"student IDs {bad.get_column('student_id').head(5).to_list()}")
+
+    if computed_at is None:
+        computed_at = datetime.now(UTC)
+    elif computed_at.tzinfo is None:
+        computed_at = computed_at.replace(tzinfo=UTC)
+    computed_at = computed_at.astimezone(UTC)
+
+    ranked = (
+        frame.with_columns(priority_score_expr(weights), reasons_expr())
+        .sort(
+            [*_SCHOOL, "priority_score", "_tier", "_risk", "absence_rate", "student_id"],
+            descending=[False, False, True, True, True, True, False],
+            nulls_last=[False, False, False, False, False, True, False],
+        )
+        # Rows are sorted by school, so a per-school running count is the rank.
+        .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(_SCHOOL).alias("rank"))
+        .with_columns(pl.lit(computed_at).alias("computed_at"))
+    )
+    return ranked.select(pl.col(name).cast(dtype) for name, dtype in RANKING_SCHEMA.items())
+
+
+# --- checks ------------------------------------------------------------------------------------
+
+
+def ranking_problems(ranking: pl.DataFrame, max_examples: int = 5) -> list[str]:
+    """What is wrong with a published ranking, in words with IDs and counts only (no names).
+
+    Looks for: missing columns, null keys/rank/score, repeated (school_year, school_code,
+    student_id), ranks that are not exactly 1..n within a school, and a priority_score that
+    rises as rank goes down. An empty list means the table is sound.
+    """
+    needed = [*_KEY, "rank", "priority_score"]
+    missing = [c for c in needed if c not in ranking.columns]
+    if missing:
+        return [f"ranking lacks columns {missing}"]
+    if ranking.height == 0:
+        return []
+    df = ranking.select(needed)
+    problems: list[str] = []
+
+    for col in needed:
+        nulls = df.get_column(col).null_count()
+        if nulls:
+            problems.append(f"{_n(nulls, 'row')} with a null {col}")
+    if df.get_column("priority_score").dtype.is_float():
+        nans = df.select(pl.col("priority_score").is_nan().sum()).item()
+        if nans:
+            problems.append(f"{_n(nans, 'row')} with a NaN priority_score")
+
+    dups = df.filter(pl.struct(_KEY).is_duplicated()).unique(_KEY).sort(_KEY)
+    if dups.height:
+        problems.append(
+            f"{_n(dups.height, 'key')} (school_year, school_code, student_id) repeated, "
+            f"e.g. {_sample(dups, _KEY, max_examples)}"
+        )
+
+    per_school = (
+        df.group_by(_SCHOOL)
+        .agg(
+            pl.len().alias("n"),
+            pl.col("rank").min().alias("lo"),
+            pl.col("rank").max().alias("hi"),
+            pl.col("rank").drop_nulls().n_unique().alias("distinct"),
+            pl.col("rank").null_count().alias("nulls"),
+        )
+        .filter(
+            (pl.col("lo") != 1).fill_null(True)
+            | (pl.col("hi") != pl.col("n")).fill_null(True)
+            | (pl.col("distinct") != pl.col("n"))
+        )
+        .sort(_SCHOOL)
+    )
+    for year, school, n, lo, hi, distinct, nulls in per_school.head(max_examples).iter_rows():
+        problems.append(
+            f"school {school} ({year}): ranks are not exactly 1..{n} "
+            f"(min {lo}, max {hi}, {distinct} distinct, {nulls} null, {n} rows)"
+        )
+    if per_school.height > max_examples:
+        problems.append(f"{per_school.height - max_examples} more schools with ranks not exactly 1..n")
+
+    rises = (
+        df.drop_nulls(["rank", "priority_score"])
+        .sort([*_SCHOOL, "rank", "priority_score"], descending=[False, False, False, True], nulls_last=True)
+        .with_columns(
+            pl.col("priority_score").shift(1).over(_SCHOOL).alias("_prev_score"),
+            pl.col("rank").shift(1).over(_SCHOOL).alias("_prev_rank"),
+        )
+        .filter(pl.col("priority_score") > pl.col("_prev_score"))
+    )
+    if rises.height:
+        by_school = rises.group_by(_SCHOOL, maintain_order=True).agg(
+            pl.len().alias("n"), pl.col("rank").first(), pl.col("student_id").first(), pl.col("_prev_rank").first()
+        )
+        for year, school, n, rank, student, prev_rank in by_school.head(max_examples).iter_rows():
+            problems.append(
+                f"school {school} ({year}): priority_score rises with rank at {_n(n, 'place')}, "
+                f"e.g. rank {rank} (student {student}) scores above rank {prev_rank}"
+            )
+        if by_school.height > max_examples:
+            problems.append(f"{by_school.height - max_examples} more schools where priority_score rises with rank")
+    return problems
