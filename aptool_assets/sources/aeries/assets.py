@@ -5,7 +5,7 @@ school year of attendance costs about schools × months requests.
 """
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import dagster as dg
 import polars as pl
@@ -28,7 +28,7 @@ from aptool_assets.sources.aeries.tables import (
     STUDENTS,
 )
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets.storage.warehouse import Between, TableWrite
+from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite
 
 GROUP = "aeries"
 OWNERS = ["team:district-data"]
@@ -68,6 +68,34 @@ def real_school_codes(warehouse) -> list[int]:
     return schools.filter(pl.col("is_real_school")).get_column("school_code").sort().to_list()
 
 
+def aeries_asset(
+    table: TableSpec,
+    *,
+    description: str,
+    deps: Sequence[dg.AssetKey] = (SCHOOLS_KEY,),
+    partitions_def: dg.PartitionsDefinition | None = None,
+    backfill_policy: dg.BackfillPolicy | None = None,
+):
+    """An asset that pulls one Aeries table: shared group, kinds, owners, step retries, column schema,
+    and no step retries on a refused certificate or a malformed response."""
+
+    def decorate(fn):
+        return dg.asset(
+            key=key(table.name),
+            group_name=GROUP,
+            deps=list(deps),
+            partitions_def=partitions_def,
+            backfill_policy=backfill_policy,
+            kinds=KINDS,
+            owners=OWNERS,
+            retry_policy=RETRY,
+            description=description,
+            metadata={"dagster/column_schema": column_schema(table)},
+        )(fail_fast(fn))
+
+    return decorate
+
+
 def pull_per_school(
     aeries: AeriesResource,
     school_codes: list[int],
@@ -86,17 +114,12 @@ def pull_per_school(
     return (pl.concat(non_empty, how="vertical_relaxed") if non_empty else empty), meta
 
 
-@dg.asset(
-    key=SCHOOLS_KEY,
-    group_name=GROUP,
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    SCHOOLS,
     description="aptool.schools: every school Aeries lists; pseudo-schools (0 district, 99 transfer, "
     "900-902, 999) and inactive schools are kept but flagged is_real_school = false.",
-    metadata={"dagster/column_schema": column_schema(SCHOOLS)},
+    deps=[],
 )
-@fail_fast
 def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     with aeries.client() as client:
         df = frames.schools_frame(client.schools())
@@ -108,18 +131,11 @@ def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse
     return dg.MaterializeResult(metadata=table_metadata(SCHOOLS, df.height, {"real_schools": len(real), **meta}))
 
 
-@dg.asset(
-    key=ABSENCE_CODES_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY],
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    ABSENCE_CODES,
     description="aptool.absence_codes: each school's absence-code table (TypeCode and flags). Categories "
     "are always derived from these definitions, never from hard-coded letters.",
-    metadata={"dagster/column_schema": column_schema(ABSENCE_CODES)},
 )
-@fail_fast
 def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     wh = warehouse.get()
     codes = real_school_codes(wh)
@@ -131,19 +147,12 @@ def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, war
     return dg.MaterializeResult(metadata=table_metadata(ABSENCE_CODES, df.height, meta))
 
 
-@dg.asset(
-    key=CALENDAR_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY],
-    partitions_def=school_year_partitions,
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    SCHOOL_CALENDAR,
     description="aptool.school_calendar: every calendar day of every school for the school year; "
     "instructional days are HolidayCode '' (regular) or '%' (minimum day).",
-    metadata={"dagster/column_schema": column_schema(SCHOOL_CALENDAR)},
+    partitions_def=school_year_partitions,
 )
-@fail_fast
 def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     year = int(context.partition_key)
     wh = warehouse.get()
@@ -177,19 +186,12 @@ class StudentsConfig(dg.Config):
     changed: list[list[int]] = []
 
 
-@dg.asset(
-    key=STUDENTS_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY],
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    STUDENTS,
     description="aptool.students: one row per student record at a school (active and inactive), pulled "
     "per school with paging. The change-feed sensor re-pulls only schools with changed students and "
     "merges just those rows (a newer source_updated_at always wins).",
-    metadata={"dagster/column_schema": column_schema(STUDENTS)},
 )
-@fail_fast
 def students(
     context: dg.AssetExecutionContext,
     config: StudentsConfig,
@@ -228,19 +230,12 @@ def students(
     )
 
 
-@dg.asset(
-    key=ENROLLMENT_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY],
-    partitions_def=school_year_partitions,
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    ENROLLMENT,
     description="aptool.enrollment: enrollment-history stints of the school year per school (a mid-year "
     "transfer gives a row at each school); the basis of days enrolled.",
-    metadata={"dagster/column_schema": column_schema(ENROLLMENT)},
+    partitions_def=school_year_partitions,
 )
-@fail_fast
 def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     year = int(context.partition_key)
     wh = warehouse.get()
@@ -285,22 +280,16 @@ def attendance_rows(raw: pl.DataFrame, codes: pl.DataFrame, pulled_at: dt.dateti
     )
 
 
-@dg.asset(
-    key=ATTENDANCE_DAYS_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
-    partitions_def=attendance_day_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    ATTENDANCE_DAYS,
     description="aptool.attendance_days: one row per student-day carrying a code (negative attendance), "
     "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
     "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
     "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
-    metadata={"dagster/column_schema": column_schema(ATTENDANCE_DAYS)},
+    deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
+    partitions_def=attendance_day_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
-@fail_fast
 def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
     window = context.partition_time_window
     first = window.start.date()
@@ -342,19 +331,12 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     )
 
 
-@dg.asset(
-    key=HISTORY_KEY,
-    group_name=GROUP,
-    deps=[SCHOOLS_KEY],
-    partitions_def=school_year_partitions,
-    kinds=KINDS,
-    owners=OWNERS,
-    retry_policy=RETRY,
+@aeries_asset(
+    ATTENDANCE_HISTORY_SUMMARY,
     description="aptool.attendance_history_summary: Aeries' own per-student attendance totals as pulled. "
     "Aeries recomputes them nightly, so they lag; used to reconcile the computed summary.",
-    metadata={"dagster/column_schema": column_schema(ATTENDANCE_HISTORY_SUMMARY)},
+    partitions_def=school_year_partitions,
 )
-@fail_fast
 def attendance_history_summary(
     context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource
 ):
