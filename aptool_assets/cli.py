@@ -155,6 +155,47 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhooks_serve(args: argparse.Namespace) -> int:
+    from aptool_assets.events.app import serve
+    from aptool_assets.settings import ConfigurationError
+
+    try:
+        serve(host=args.host, port=args.port)
+    except ConfigurationError as exc:
+        return _fail(str(exc))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    """Inspect and replay dead letters (IDs, types, reasons; payloads only with `show`)."""
+    import json
+
+    from aptool_assets.events.inbox import open_inbox
+
+    with open_inbox() as inbox:
+        inbox.setup()
+        if args.action == "list":
+            rows = inbox.dead_letters(include_replayed=args.all)
+            if not rows:
+                print("no dead letters")
+            for r in rows:
+                replayed = f"  replayed {r['replayed_at']}" if r.get("replayed_at") else ""
+                print(f"{r['event_id']}  {r['event_type']}  attempts={r['attempts']}  "
+                      f"last_failed={r['last_failed_at']}  reason: {r['reason']}{replayed}")  # fmt: skip
+            return 0
+        if args.action == "show":
+            if len(args.ids) != 1:
+                return _fail("dead-letters show takes exactly one event ID")
+            detail = inbox.dead_letter_detail(args.ids[0])
+            if detail is None:
+                return _fail(f"no dead letter with event ID {args.ids[0]}")
+            print(json.dumps(detail, indent=2, default=str))
+            return 0
+        requeued = inbox.replay(args.ids or None)
+        print(f"requeued {len(requeued)} event(s) for the next apply run" + (f": {', '.join(requeued)}" if requeued else ""))
+        return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -170,6 +211,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", choices=["iready", "aeries"], default=None)
     run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
     run.set_defaults(func=cmd_run)
+
+    webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    serve = webhooks_sub.add_parser("serve", help="run the receiver (needs APTOOL_WEBHOOK_SECRET)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.set_defaults(func=cmd_webhooks_serve)
+
+    dead = sub.add_parser("dead-letters", help="inspect and replay events that could not be applied")
+    dead.add_argument("action", choices=["list", "show", "replay"])
+    dead.add_argument("ids", nargs="*", help="event IDs (show: one; replay: none = every dead letter not yet replayed)")
+    dead.add_argument("--all", action="store_true", help="list: include dead letters already replayed")
+    dead.set_defaults(func=cmd_dead_letters)
     return parser
 
 

@@ -115,3 +115,30 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
 
     output = proc.stdout + proc.stderr
     assert not [n for n in FIRST_NAMES + LAST_NAMES if f" {n} " in output or f" {n}," in output]
+
+
+def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
+    import datetime as dt
+
+    from aptool_assets.events.inbox import open_inbox
+
+    inbox_path = str(tmp_path / "inbox.sqlite")
+    monkeypatch.setenv("APTOOL_INBOX_PATH", inbox_path)
+    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
+    with open_inbox() as inbox:
+        inbox.setup()
+        payload = {"eventId": "evt-1", "eventType": "grade.changed", "timestamp": "2026-11-29T08:00:00-08:00", "data": {}}
+        when = dt.datetime(2026, 11, 29, 16, tzinfo=dt.timezone.utc)
+        inbox.store_dead_letter("evt-1", "grade.changed", when, payload, b"{}", "unsupported event type grade.changed")
+
+    env = clean_env(APTOOL_INBOX_PATH=inbox_path)
+    listed = run(["dead-letters", "list"], tmp_path, env)
+    assert listed.returncode == 0 and "evt-1" in listed.stdout and "unsupported event type" in listed.stdout
+    shown = run(["dead-letters", "show", "evt-1"], tmp_path, env)
+    assert shown.returncode == 0 and "grade.changed" in shown.stdout
+    missing = run(["dead-letters", "show", "nope"], tmp_path, env)
+    assert missing.returncode == 1 and "nope" in missing.stderr
+    replayed = run(["dead-letters", "replay", "evt-1"], tmp_path, env)
+    assert replayed.returncode == 0 and "requeued 1 event(s)" in replayed.stdout
+    again = run(["dead-letters", "replay", "evt-1"], tmp_path, env)
+    assert again.returncode == 0 and "requeued 0 event(s)" in again.stdout  # idempotent

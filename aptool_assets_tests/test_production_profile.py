@@ -20,10 +20,12 @@ from urllib.parse import unquote, urlsplit
 import dagster as dg
 import psycopg
 import pytest
+import yaml
 from dagster._cli.job import _create_run
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+from dagster._grpc.types import GetCurrentRunsResult
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from aptool_assets import definitions
@@ -118,10 +120,14 @@ def test_profile_gives_postgres_storage_a_tag_limited_queue_and_run_retries(dags
         assert instance.run_monitoring_enabled and instance.run_monitoring_max_runtime_seconds > 0
         assert instance.get_settings("telemetry") == {"enabled": False}
 
-        # What run workers and code servers receive names the variables, never their values.
+        # What code servers and run workers receive (the instance ref) names the variables, never their values.
         ref = instance.get_ref()
-        assert "env: DAGSTER_PG_PASSWORD" in ref.storage_data.config_yaml
-        assert os.environ["DAGSTER_PG_PASSWORD"] not in dg.serialize_value(ref)
+        for data in (ref.storage_data, ref.run_storage_data, ref.event_storage_data, ref.schedule_storage_data):
+            db = yaml.safe_load(data.config_yaml)["postgres_db"]
+            assert db["password"] == {"env": "DAGSTER_PG_PASSWORD"} and db["hostname"] == {"env": "DAGSTER_PG_HOST"}
+            assert db["scheme"] == "postgresql+psycopg2"
+        if os.environ["DAGSTER_PG_PASSWORD"].startswith("pw-"):  # the recognisable stand-in
+            assert os.environ["DAGSTER_PG_PASSWORD"] not in dg.serialize_value(ref)
 
 
 def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
@@ -173,7 +179,7 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
         materialized = {r[0] for r in con.execute(
             "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
         )}
-        assert dg.serialize_value(STUDENT_ATTENDANCE_SUMMARY_KEY) in materialized and len(materialized) == 8
+        assert STUDENT_ATTENDANCE_SUMMARY_KEY.to_string() in materialized and len(materialized) == 8
         evaluated = {r[0] for r in con.execute(
             "SELECT DISTINCT check_name FROM asset_check_executions WHERE execution_status = 'SUCCEEDED'"
         )}
@@ -202,46 +208,74 @@ def test_runs_queue_and_the_daemon_launches_one_aeries_run_at_a_time(
     }.items():
         monkeypatch.setenv(name, value)
 
+    # The real workspace.yaml: the code location runs in its own code server process, as in production.
     with dg.DagsterInstance.get() as instance, WorkspaceProcessContext(
         instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])
     ) as workspace_context:
         workspace = workspace_context.create_request_context()
         location = workspace.get_code_location("aptool_assets")
-        (repo,) = location.get_repositories().values()
-        job = repo.get_full_job("aeries_reference_sync")
+        try:
+            (repo,) = location.get_repositories().values()
+            job = repo.get_full_job("aeries_reference_sync")
 
-        def submit() -> dg.DagsterRun:
-            # What `dagster job launch` and the UI's "Materialize" do: create the run, hand it to the coordinator.
-            run = _create_run(instance=instance, code_location=location, remote_repo=repo, remote_job=job,
-                              run_config={}, tags=None, op_selection=None, run_id=None)
-            return instance.submit_run(run.run_id, workspace)
+            def submit() -> dg.DagsterRun:
+                # What `dagster job launch` does: create the run, hand it to the instance's coordinator.
+                run = _create_run(instance=instance, code_location=location, remote_repo=repo, remote_job=job,
+                                  run_config={}, tags=None, op_selection=None, run_id=None)
+                return instance.submit_run(run.run_id, workspace)
 
-        first, second = submit(), submit()
-        assert first.status == second.status == dg.DagsterRunStatus.QUEUED  # nothing runs without the daemon
-        assert first.tags["aptool/source"] == "aeries"
+            first, second = submit(), submit()
+            assert first.status == second.status == dg.DagsterRunStatus.QUEUED  # nothing starts without the daemon
+            assert first.tags["aptool/source"] == "aeries"
 
-        # One pass of the queue daemon: the Aeries limit lets one of the two through.
-        with QueuedRunCoordinatorDaemon(interval_seconds=1) as daemon:
-            list(daemon.run_iteration(workspace_context))
-        statuses = {r.run_id: instance.get_run_by_id(r.run_id).status for r in (first, second)}
-        launched = [rid for rid, s in statuses.items() if s != dg.DagsterRunStatus.QUEUED]
-        assert len(launched) == 1, statuses
-        waiting = next(rid for rid in statuses if rid not in launched)
+            # One pass of the daemon's queue loop: the Aeries limit lets exactly one of the two through.
+            with QueuedRunCoordinatorDaemon(interval_seconds=1) as daemon:
+                list(daemon.run_iteration(workspace_context))
+            statuses = {r.run_id: instance.get_run_by_id(r.run_id).status for r in (first, second)}
+            launched = [rid for rid, status in statuses.items() if status != dg.DagsterRunStatus.QUEUED]
+            assert len(launched) == 1, statuses
+            waiting = next(rid for rid in statuses if rid not in launched)
 
-        deadline = time.monotonic() + 90
-        while (run := instance.get_run_by_id(launched[0])).status not in (
-            dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED
-        ):
-            assert time.monotonic() < deadline, f"run {run.run_id} still {run.status}"
-            assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.QUEUED  # held back meanwhile
-            time.sleep(0.5)
-        assert run.status == dg.DagsterRunStatus.SUCCESS, [
-            e.message for e in instance.all_logs(run.run_id) if e.is_dagster_event and e.dagster_event.is_failure
-        ]
-        assert instance.get_latest_materialization_event(STUDENTS_KEY).run_id == run.run_id
-        # A queued run can still be withdrawn before it starts.
-        assert instance.run_coordinator.cancel_run(waiting)
-        assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.CANCELED
+            run = wait_for_run(instance, launched[0], while_true=lambda: (
+                instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.QUEUED  # held back meanwhile
+            ))
+            assert run.status == dg.DagsterRunStatus.SUCCESS, failure_messages(instance, run.run_id)
+            assert instance.get_latest_materialization_event(STUDENTS_KEY).run_id == run.run_id
+            # A queued run can still be withdrawn before it starts.
+            assert instance.run_coordinator.cancel_run(waiting)
+            assert instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.CANCELED
+        finally:
+            drain_code_server(instance, location)
 
     with psycopg.connect(warehouse_db) as con:
         assert con.execute("SELECT count(*) FROM aptool.students").fetchone()[0] > 0
+
+
+def wait_for_run(instance, run_id: str, while_true=lambda: True, timeout_s: float = 120) -> dg.DagsterRun:
+    deadline = time.monotonic() + timeout_s
+    while not (run := instance.get_run_by_id(run_id)).is_finished:
+        assert time.monotonic() < deadline, f"run {run_id} still {run.status.value} after {timeout_s} s"
+        assert while_true()
+        time.sleep(0.5)
+    return run
+
+
+def failure_messages(instance, run_id: str) -> list[str]:
+    return [e.message for e in instance.all_logs(run_id) if e.is_dagster_event and e.dagster_event.is_failure]
+
+
+def drain_code_server(instance, location, timeout_s: float = 60) -> None:
+    """Stop what the test launched and wait until the code server has reaped its run workers.
+
+    The code server checks on finished run workers through the instance; if the test's Dagster
+    database were dropped first, that check would fail and leave the server running.
+    """
+    def current_runs() -> list[str]:
+        return dg.deserialize_value(location.client.get_current_runs(), GetCurrentRunsResult).current_runs
+
+    deadline = time.monotonic() + timeout_s
+    for run_id in current_runs():
+        if not instance.get_run_by_id(run_id).is_finished:
+            instance.run_launcher.terminate(run_id)
+    while current_runs() and time.monotonic() < deadline:
+        time.sleep(0.2)

@@ -123,3 +123,40 @@ def test_upsert_never_overwrites_newer_rows_with_older_ones(warehouse):
     )
     warehouse.write(TableWrite(SCORES, newest, upsert=True, newer_column="loaded_at"))
     assert warehouse.read_table(SCORES, where={"student_id": 1})["score"].to_list() == [700]
+
+
+@pytest.mark.postgres
+def test_whole_table_replace_on_postgres_keeps_grants_key_and_dependent_views(postgres_url):
+    import psycopg
+
+    from aptool_assets.storage.warehouse import open_warehouse
+
+    from aptool_assets_tests.conftest import schema_reset
+
+    schema_reset(postgres_url)
+    wh = open_warehouse(postgres_url)
+    wh.write(TableWrite(SCORES, frame(2024, "ela", [1, 2])))
+    with psycopg.connect(postgres_url, autocommit=True) as con:
+        con.execute("DROP ROLE IF EXISTS aptool_reader_test")
+        con.execute("CREATE ROLE aptool_reader_test")
+        con.execute("GRANT USAGE ON SCHEMA aptool TO aptool_reader_test")
+        con.execute("GRANT SELECT ON aptool.test_scores TO aptool_reader_test")
+    try:
+        wh.write(TableWrite(SCORES, frame(2024, "ela", [3, 4, 5])))  # swapped in
+        with psycopg.connect(postgres_url) as con:
+            grants = con.execute(
+                "SELECT privilege_type FROM information_schema.role_table_grants "
+                "WHERE table_name = 'test_scores' AND grantee = 'aptool_reader_test'"
+            ).fetchall()
+            assert grants == [("SELECT",)]
+            with pytest.raises(psycopg.errors.UniqueViolation):  # the key index came along
+                con.execute("INSERT INTO aptool.test_scores (year, subject, student_id) VALUES (2024, 'ela', 3)")
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute("CREATE VIEW aptool.test_scores_view AS SELECT student_id FROM aptool.test_scores")
+        wh.write(TableWrite(SCORES, frame(2024, "ela", [6])))  # a dependent view: delete + copy path
+        assert wh.query("SELECT student_id FROM aptool.test_scores_view")["student_id"].to_list() == [6]
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as con:
+            con.execute("DROP SCHEMA IF EXISTS aptool CASCADE")
+            con.execute("DROP OWNED BY aptool_reader_test")
+            con.execute("DROP ROLE IF EXISTS aptool_reader_test")

@@ -17,6 +17,7 @@ from typing import Any
 
 import polars as pl
 import psycopg
+from psycopg import sql
 from psycopg import errors as pg_errors
 from psycopg.types.string import TextLoader
 
@@ -133,6 +134,48 @@ class PostgresWarehouse(Warehouse):
             for start in range(0, len(view), step):
                 copy.write(view[start : start + step])
 
+    @staticmethod
+    def _has_dependent_views(con: psycopg.Connection, table: TableSpec) -> bool:
+        row = con.execute(
+            "SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
+            "WHERE d.refobjid = to_regclass(%s) AND r.ev_class <> d.refobjid LIMIT 1",
+            [table.qualified],
+        ).fetchone()
+        return row is not None
+
+    def _swap_in(self, con: psycopg.Connection, table: TableSpec, df: pl.DataFrame) -> None:
+        """Replace a whole table by building the new version beside it and swapping names at commit.
+
+        COPY into an index-less shadow table and building the key index afterwards is about 3× faster
+        than deleting 1M rows and inserting 1M through a unique index (make bench), and readers keep
+        reading the old table until the swap, which holds its exclusive lock only for milliseconds.
+        Grants on the old table are carried over; a table with dependent views takes the slower
+        delete-and-copy path instead (DROP would fail on the view).
+        """
+        shadow = f"{table.name}__next"
+        qualified_shadow = f"{SCHEMA}.{shadow}"
+        grants = con.execute(
+            "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
+            "WHERE table_schema = %s AND table_name = %s AND grantee <> current_user",
+            [SCHEMA, table.name],
+        ).fetchall()
+        con.execute(f"DROP TABLE IF EXISTS {qualified_shadow}")
+        con.execute(f"CREATE TABLE {qualified_shadow} (LIKE {table.qualified} INCLUDING DEFAULTS)")
+        self._copy_into(con, qualified_shadow, table, df)
+        if table.key:
+            con.execute(f"CREATE UNIQUE INDEX {shadow}_key ON {qualified_shadow} ({', '.join(table.key)})")
+        con.execute("SET LOCAL lock_timeout = '60s'")
+        con.execute(f"DROP TABLE {table.qualified}")
+        con.execute(f"ALTER TABLE {qualified_shadow} RENAME TO {table.name}")
+        if table.key:
+            con.execute(f"ALTER INDEX {SCHEMA}.{shadow}_key RENAME TO {table.name}_key")
+        for grantee, privilege in grants:
+            con.execute(
+                sql.SQL("GRANT {} ON {} TO {}").format(
+                    sql.SQL(privilege), sql.Identifier(SCHEMA, table.name), sql.Identifier(grantee)
+                )
+            )
+
     def write(self, *writes: TableWrite) -> dict[str, int]:
         prepared = [(w, w.table.conform(w.df)) for w in writes]
         for w, _ in prepared:
@@ -151,8 +194,10 @@ class PostgresWarehouse(Warehouse):
                         self._copy_into(con, stage, w.table, df)
                         for stmt in self.merge_sql(w, stage):
                             con.execute(stmt)
+                    elif w.replace_where == {} and not self._has_dependent_views(con, w.table):
+                        self._swap_in(con, w.table, df)
                     else:
-                        # Replace: delete the slice and COPY straight into the table. Other sessions keep
+                        # Replace a slice: delete it and COPY straight into the table. Other sessions keep
                         # seeing the previous rows (MVCC) until the whole transaction commits.
                         if w.replace_where is not None:
                             clause, params = self.where_clause(w.replace_where)

@@ -1,0 +1,598 @@
+"""The webhook receiver (contract §5) end to end: real uvicorn on a loopback port, real SQLite
+and real PostgreSQL inboxes, every row of the response table, and a kill -9 in mid-burst."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+import uvicorn
+
+from aptool_assets.events import signatures
+from aptool_assets.events.app import create_app, serve
+from aptool_assets.events.inbox import open_inbox
+from aptool_assets.events.signatures import sign, verify
+from aptool_assets.settings import ConfigurationError
+from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL, schema_reset
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "whsec-test-7c1d9e"
+PATH = "/webhooks/aeries"
+UTC = dt.timezone.utc
+SENTINEL = "PAYLOAD-SENTINEL-q8Zx"  # a payload value that must never show up in logs or errors
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path, monkeypatch):
+    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
+    if request.param == "sqlite":
+        monkeypatch.setenv("APTOOL_INBOX_PATH", str(tmp_path / "inbox.sqlite"))
+        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema_reset(url)
+    yield url
+    schema_reset(url)
+
+
+@pytest.fixture
+def inbox(store_url):
+    box = open_inbox(store_url)
+    box.setup()
+    yield box
+    box.close()
+
+
+class ThreadedServer:
+    """uvicorn serving ``app`` on a free loopback port, in a background thread."""
+
+    def __init__(self, app) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    def __enter__(self) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("uvicorn did not start")
+            time.sleep(0.01)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+        self.sock.close()
+
+
+@pytest.fixture
+def server(inbox):
+    with ThreadedServer(create_app(inbox, SECRET)) as running:
+        yield running
+
+
+@pytest.fixture
+def client(server):
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+# -- helpers ----------------------------------------------------------------------------------
+def make_event(event_type: str = "attendance.updated", event_id: str | None = None,
+               ts: dt.datetime | str | None = None, data: dict | None = None) -> dict:
+    if data is None:
+        data = {
+            "attendance.updated": {"studentId": 1001, "schoolId": 994, "date": "2025-10-01", "period": None,
+                                   "attendanceCode": "A", "minutes": 0},
+            "attendance.corrected": {"studentId": 1001, "schoolId": 994, "date": "2025-10-01", "period": "2",
+                                     "originalCode": "A", "newCode": "E", "reason": SENTINEL,
+                                     "correctedBy": "clerk7"},
+            "student.enrolled": {"studentId": 1001, "schoolId": 994, "grade": 9, "enterDate": "2025-08-14"},
+            "student.withdrawn": {"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19"},
+        }.get(event_type, {"studentId": 1001, "note": SENTINEL})
+    ts = ts if ts is not None else dt.datetime.now(UTC)
+    return {
+        "eventId": event_id or f"evt-{uuid.uuid4().hex}",
+        "eventType": event_type,
+        "timestamp": ts if isinstance(ts, str) else ts.isoformat(),
+        "data": data,
+    }
+
+
+def encode(event) -> bytes:
+    return event if isinstance(event, bytes) else json.dumps(event).encode()
+
+
+def post(client: httpx.Client, event, *, signature: str | None = "sign", secret: str = SECRET,
+         headers: dict | None = None) -> httpx.Response:
+    body = encode(event)
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    if signature == "sign":
+        hdrs["X-Aeries-Signature"] = sign(body, secret)
+    elif signature is not None:
+        hdrs["X-Aeries-Signature"] = signature
+    return client.post(PATH, content=body, headers=hdrs)
+
+
+def stored_ids(box) -> set[str]:
+    ids = {e.event_id for e in box.pending(limit=1_000_000)}
+    ids |= {d["event_id"] for d in box.dead_letters(include_replayed=True)}
+    return ids
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# -- signatures -------------------------------------------------------------------------------
+def test_sign_and_verify():
+    body = b'{"eventId":"x"}'
+    header = sign(body, SECRET)
+    digest = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert header == f"sha256={digest}"
+    assert verify(body, header, SECRET)
+    assert verify(body, digest, SECRET)  # bare hex
+    assert verify(body, digest.upper(), SECRET)
+    assert verify(body, f"SHA256={digest}", SECRET)
+    assert not verify(body + b" ", header, SECRET)
+    assert not verify(body, header, "other-secret")
+    for garbled in (None, "", "sha256=", "sha256=zz", f"sha1={digest}", digest[:-1], f"sha256={digest}00", "  "):
+        assert not verify(body, garbled, SECRET)
+
+
+def test_verify_compares_in_constant_time(monkeypatch):
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(signatures.hmac, "compare_digest", spy)
+    body = b"{}"
+    assert verify(body, sign(body, SECRET), SECRET)
+    assert not verify(body, sign(body, "wrong"), SECRET)
+    assert len(calls) == 2
+
+
+# -- the §5 response table, on both stores ------------------------------------------------------
+def test_accepted_only_once_stored_then_duplicate(client, inbox):
+    event = make_event()
+    r = post(client, event)
+    assert r.status_code == 200
+    assert r.json() == {"status": "accepted", "eventId": event["eventId"]}
+    stored = inbox.event(event["eventId"])
+    assert stored["status"] == "pending" and stored["payload"] == event
+
+    r = post(client, event)
+    assert (r.status_code, r.json()) == (200, {"status": "duplicate"})
+    # Same id, new body (a re-send with a fresh timestamp): still a duplicate, not stored twice.
+    resend = {**event, "timestamp": dt.datetime.now(UTC).isoformat()}
+    assert post(client, resend).json() == {"status": "duplicate"}
+    assert inbox.event(event["eventId"])["payload"] == event
+
+
+@pytest.mark.parametrize("event_type", ["attendance.updated", "attendance.corrected", "student.enrolled",
+                                        "student.withdrawn"])
+def test_every_supported_type_is_accepted(client, inbox, event_type):
+    event = make_event(event_type)
+    assert post(client, event).json() == {"status": "accepted", "eventId": event["eventId"]}
+    assert inbox.event(event["eventId"])["event_type"] == event_type
+
+
+def test_bare_hex_signature_is_accepted(client, inbox):
+    event = make_event()
+    body = encode(event)
+    bare = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    r = post(client, body, signature=bare)
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+
+
+def test_bad_or_missing_signature_is_401(client, inbox):
+    event = make_event()
+    body = encode(event)
+    cases = {
+        "missing": post(client, body, signature=None),
+        "wrong secret": post(client, body, secret="not-the-secret"),
+        "garbled": post(client, body, signature="sha256=not-hex"),
+        "other algorithm": post(client, body, signature="sha1=" + "0" * 40),
+    }
+    # HMAC of the RAW body: a signature over an equivalent re-serialization does not count.
+    spaced = json.dumps(event, indent=2).encode()
+    cases["re-serialized"] = post(client, spaced, signature=sign(body, SECRET))
+    for name, r in cases.items():
+        assert r.status_code == 401, name
+        assert r.json() == {"error": "bad or missing signature"}, name
+    assert stored_ids(inbox) == set()
+    # The spaced body with its own signature is fine: what is signed is what was sent.
+    assert post(client, spaced).status_code == 200
+
+
+def _without(d: dict, key: str) -> dict:
+    return {k: v for k, v in d.items() if k != key}
+
+
+def test_malformed_json_or_fields_is_400(client, inbox):
+    good = make_event()
+    data = good["data"]
+    cases = {
+        "not json": b'{"eventId": "x", ',
+        "not utf-8": b'\xff\xfe{"eventId": 1}',
+        "array": b"[]",
+        "string": b'"hello"',
+        "NaN": b'{"eventId": "x", "eventType": "attendance.updated", "timestamp": "2025-01-01T00:00:00Z", '
+               b'"data": {"minutes": NaN}}',
+        "no eventId": _without(good, "eventId"),
+        "empty eventId": {**good, "eventId": ""},
+        "numeric eventId": {**good, "eventId": 123},
+        "control char in eventId": {**good, "eventId": "a\nb"},
+        "no eventType": _without(good, "eventType"),
+        "numeric eventType": {**good, "eventType": 7},
+        "no timestamp": _without(good, "timestamp"),
+        "timestamp not a date": {**good, "timestamp": "yesterday at noon"},
+        "timestamp without offset": {**good, "timestamp": dt.datetime.now(UTC).replace(tzinfo=None).isoformat()},
+        "timestamp as epoch": {**good, "timestamp": int(time.time())},
+        "no data": _without(good, "data"),
+        "data not an object": {**good, "data": [data]},
+        "period missing": {**good, "data": _without(data, "period")},
+        "attendanceCode missing": {**good, "data": _without(data, "attendanceCode")},
+        "bad date": {**good, "data": {**data, "date": "10/01/2025"}},
+        "studentId not an id": {**good, "data": {**data, "studentId": SENTINEL}},
+        "corrected without reason": make_event("attendance.corrected", data={
+            "studentId": 1, "schoolId": 2, "date": "2025-10-01", "period": "1", "originalCode": "A",
+            "newCode": "E", "correctedBy": "x"}),
+        "enrolled without grade": make_event("student.enrolled", data={
+            "studentId": 1, "schoolId": 2, "enterDate": "2025-08-14"}),
+        "withdrawn without leaveDate": make_event("student.withdrawn", data={"studentId": 1, "schoolId": 2}),
+    }
+    for name, body in cases.items():
+        r = post(client, body)
+        assert r.status_code == 400, name
+        payload = r.json()
+        assert set(payload) == {"error"} and isinstance(payload["error"], str), name
+        assert SENTINEL not in r.text, name
+    assert stored_ids(inbox) == set()
+
+    # `period` present and null (all day), `minutes` and `exitReason` optional: accepted.
+    ok = [
+        make_event(data={**data, "period": None}),
+        make_event(data=_without(data, "minutes")),
+        make_event("student.withdrawn", data={"studentId": "1001", "schoolId": 994, "leaveDate": "2025-12-19"}),
+        make_event("student.withdrawn", data={"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19",
+                                              "exitReason": "T160"}),
+        make_event(ts=dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
+        make_event(ts=dt.datetime.now(dt.timezone(dt.timedelta(hours=-8))).isoformat()),
+    ]
+    for event in ok:
+        assert post(client, event).json()["status"] == "accepted", event
+
+
+def test_replayed_timestamp_is_401(client, inbox):
+    now = dt.datetime.now(UTC)
+    stale = make_event(ts=now - dt.timedelta(minutes=6))
+    future = make_event(ts=now + dt.timedelta(minutes=2))
+    for event in (stale, future):
+        r = post(client, event)
+        assert r.status_code == 401
+        assert "error" in r.json()
+    assert stored_ids(inbox) == set()
+    for event in (make_event(ts=now - dt.timedelta(minutes=4)), make_event(ts=now + dt.timedelta(seconds=30))):
+        assert post(client, event).json()["status"] == "accepted"
+
+
+def test_replay_window_uses_the_injected_clock(inbox):
+    frozen = dt.datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
+    app = create_app(inbox, SECRET, clock=lambda: frozen)
+    with ThreadedServer(app) as running, httpx.Client(base_url=running.url) as c:
+        assert post(c, make_event(ts=frozen - dt.timedelta(minutes=4, seconds=59))).status_code == 200
+        assert post(c, make_event(ts=frozen - dt.timedelta(minutes=5, seconds=1))).status_code == 401
+        assert post(c, make_event(ts=frozen + dt.timedelta(seconds=59))).status_code == 200
+        assert post(c, make_event(ts=frozen + dt.timedelta(seconds=61))).status_code == 401
+
+
+def test_unsupported_type_is_422_and_dead_lettered(client, inbox):
+    event = make_event("grade.posted")
+    r = post(client, event)
+    assert r.status_code == 422
+    assert set(r.json()) == {"error"} and SENTINEL not in r.text
+    stored = inbox.event(event["eventId"])
+    assert stored["status"] == "dead_letter" and stored["payload"] == event
+    (dl,) = inbox.dead_letters()
+    assert dl["event_id"] == event["eventId"] and dl["event_type"] == "grade.posted"
+    assert dl["reason"] == "unsupported event type"
+    assert inbox.dead_letter_detail(event["eventId"])["payload"] == event
+    # A re-delivery is a duplicate: the duplicate check comes before the type check.
+    assert (post(client, event).status_code, post(client, event).json()) == (200, {"status": "duplicate"})
+    assert len(inbox.dead_letters()) == 1
+
+
+def test_64_kib_boundary(client, inbox):
+    limit = 65536
+
+    def event_of_size(size: int) -> bytes:
+        event = make_event(data={**make_event()["data"], "padding": ""})
+        base = len(encode(event))
+        event["data"]["padding"] = "x" * (size - base)
+        body = encode(event)
+        assert len(body) == size
+        return body
+
+    exact = event_of_size(limit)
+    r = post(client, exact)
+    assert r.status_code == 200 and r.json()["status"] == "accepted"
+    over = event_of_size(limit + 1)
+    r = post(client, over)
+    assert r.status_code == 413 and set(r.json()) == {"error"}
+    assert len(stored_ids(inbox)) == 1
+
+    # Without Content-Length (chunked), the bytes actually read are counted too.
+    def chunks():
+        for i in range(0, len(over), 4096):
+            yield over[i:i + 4096]
+
+    r = client.post(PATH, content=chunks(), headers={"X-Aeries-Signature": sign(over, SECRET)})
+    assert r.request.headers.get("transfer-encoding") == "chunked"
+    assert r.status_code == 413
+
+
+def test_oversized_content_length_is_refused_without_reading(server):
+    """A client that announces 100 MB gets 413 at once: the receiver does not wait for the body."""
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(
+            f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: 100000000\r\nX-Aeries-Signature: sha256={'0' * 64}\r\n\r\n".encode() + b"{" * 1000
+        )
+        started = time.monotonic()
+        response = s.recv(4096).decode("latin-1")
+    assert response.startswith("HTTP/1.1 413")
+    assert time.monotonic() - started < 3
+
+
+def test_check_order(client, inbox):
+    """size → signature → JSON → fields → timestamp → duplicate → type → store."""
+    huge = b'{"eventId": "' + b"x" * 70000 + b'"}'
+    assert post(client, huge, signature="sha256=" + "0" * 64).status_code == 413  # size before signature
+    assert post(client, b"{nope", signature=None).status_code == 401  # signature before JSON
+    stale = dt.datetime.now(UTC) - dt.timedelta(hours=1)
+    bad_fields_and_stale = make_event(ts=stale, data={"studentId": 1})
+    assert post(client, bad_fields_and_stale).status_code == 400  # fields before timestamp
+
+    event = make_event()
+    assert post(client, event).json()["status"] == "accepted"
+    stale_duplicate = {**event, "timestamp": stale.isoformat()}
+    assert post(client, stale_duplicate).status_code == 401  # timestamp before duplicate
+    other_type_duplicate = {**event, "eventType": "grade.posted"}
+    r = post(client, other_type_duplicate)
+    assert (r.status_code, r.json()) == (200, {"status": "duplicate"})  # duplicate before type
+    assert inbox.dead_letters() == []
+
+
+def test_healthz_up(client):
+    r = client.get("/healthz")
+    assert (r.status_code, r.json()) == (200, {"status": "ok"})
+
+
+def test_healthz_down_when_the_store_is_gone(store_url, tmp_path):
+    if store_url.startswith("postgresql"):
+        name = f"aptool_hz_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+            con.execute(f"CREATE DATABASE {name}")
+        box = open_inbox(f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}")
+        box.setup()
+        box.health_timeout = 1.0
+    else:
+        box = open_inbox(store_url)
+        box.setup()
+    try:
+        with ThreadedServer(create_app(box, SECRET)) as running, httpx.Client(base_url=running.url,
+                                                                               timeout=10) as c:
+            assert c.get("/healthz").status_code == 200
+            if store_url.startswith("postgresql"):
+                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+                    con.execute(f"DROP DATABASE {name} WITH (FORCE)")
+            else:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{box.path}{suffix}").unlink(missing_ok=True)
+            r = c.get("/healthz")
+            assert r.status_code == 503 and r.json()["status"] == "unavailable"
+            # Events are not acknowledged while the store is gone.
+            if store_url.startswith("postgresql"):
+                assert post(c, make_event()).status_code == 503
+    finally:
+        box.close()
+        if store_url.startswith("postgresql"):
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+                con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def test_same_event_from_20_concurrent_clients_is_accepted_once(server, inbox):
+    event = make_event()
+    body = encode(event)
+    barrier = threading.Barrier(20)
+    results: list[str] = []
+    lock = threading.Lock()
+
+    def deliver():
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            c.get("/healthz")  # connect first, so the posts really race
+            barrier.wait()
+            r = c.post(PATH, content=body, headers={"X-Aeries-Signature": sign(body, SECRET)})
+            with lock:
+                results.append(r.json()["status"])
+
+    threads = [threading.Thread(target=deliver) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(results) == ["accepted"] + ["duplicate"] * 19
+    assert stored_ids(inbox) == {event["eventId"]}
+
+
+def test_concurrent_distinct_events_round_trip_exactly(server, inbox):
+    """Concurrent deliveries are group-committed; each payload is stored exactly as sent."""
+    events = [make_event("attendance.corrected", event_id=f"uni-{i}", data={
+        "studentId": 1000 + i, "schoolId": 994, "date": "2025-10-01", "period": "2", "originalCode": "A",
+        "newCode": "E", "reason": f"élève {i} — 生徒 \u0000 \"quoted\" \\ back", "correctedBy": "clerk"})
+        for i in range(48)]
+    results: dict[str, dict] = {}
+    lock = threading.Lock()
+
+    def deliver(chunk):
+        with httpx.Client(base_url=server.url, timeout=20) as c:
+            for event in chunk:
+                r = post(c, event)
+                with lock:
+                    results[event["eventId"]] = r.json()
+
+    threads = [threading.Thread(target=deliver, args=(events[i::8],)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(results[e["eventId"]] == {"status": "accepted", "eventId": e["eventId"]} for e in events)
+    for event in events:
+        assert inbox.event(event["eventId"])["payload"] == event
+
+
+def test_pending_follows_arrival_order(client, inbox):
+    ids = [f"ord-{i}" for i in range(10)]
+    for i, event_id in enumerate(ids):
+        # Timestamps in reverse: arrival order (seq) is what pending() follows.
+        ts = dt.datetime.now(UTC) - dt.timedelta(seconds=i)
+        assert post(client, make_event(event_id=event_id, ts=ts)).json()["status"] == "accepted"
+    pending = inbox.pending()
+    assert [e.event_id for e in pending] == ids
+    assert [e.seq for e in pending] == sorted(e.seq for e in pending)
+
+
+def test_logs_carry_ids_and_outcomes_never_contents_or_secret(inbox, caplog):
+    caplog.set_level(logging.DEBUG, logger="aptool_assets.events")
+    accepted = make_event("attendance.corrected")  # its reason is the sentinel
+    unsupported = make_event("grade.posted")
+    bad_data = make_event(data={"studentId": SENTINEL})
+    with ThreadedServer(create_app(inbox, SECRET, summary_interval=0.2)) as running, \
+            httpx.Client(base_url=running.url) as c:
+        post(c, accepted)
+        post(c, accepted)
+        post(c, unsupported)
+        post(c, bad_data)
+        post(c, encode(make_event()), secret="wrong")
+        time.sleep(0.5)
+    text = caplog.text
+    assert f"{accepted['eventId']!r} ('attendance.corrected'): accepted" in text
+    assert f"{accepted['eventId']!r} ('attendance.corrected'): duplicate" in text
+    assert unsupported["eventId"] in text and "unsupported event type" in text
+    assert bad_data["eventId"] in text and "missing required keys" in text
+    assert "bad or missing signature" in text
+    # The periodic summary counts outcomes.
+    assert "accepted 1" in text and "duplicate 1" in text and "401 signature 1" in text
+    assert SENTINEL not in text
+    assert SECRET not in text
+    rejections = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(rejections) == 3  # one line per rejected delivery; accepted ones are DEBUG
+
+
+def test_serve_refuses_to_start_without_a_secret(monkeypatch):
+    monkeypatch.delenv("APTOOL_WEBHOOK_SECRET", raising=False)
+    with pytest.raises(ConfigurationError, match="APTOOL_WEBHOOK_SECRET"):
+        serve(port=free_port())
+    monkeypatch.setenv("APTOOL_WEBHOOK_SECRET", "   ")
+    with pytest.raises(ConfigurationError):
+        serve(port=free_port())
+    with pytest.raises(ValueError):
+        create_app(open_inbox("duckdb:///unused.duckdb"), "")
+
+
+# -- durability: kill -9 the receiver in mid-burst ----------------------------------------------
+def test_every_accepted_event_survives_kill_9(store_url, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "APTOOL_WEBHOOK_SECRET": SECRET, "DAGSTER_HOME": str(tmp_path)}
+    code = f"from aptool_assets.events.app import serve; serve(host='127.0.0.1', port={port}, database_url={store_url!r})"
+    log = open(tmp_path / "receiver.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, (tmp_path / "receiver.log").read_text()
+            assert time.monotonic() < deadline, "receiver did not come up"
+            time.sleep(0.05)
+
+        accepted: set[str] = set()
+        transport_errors = 0
+        lock = threading.Lock()
+        killed = threading.Event()
+
+        def fire(worker: int) -> None:
+            nonlocal transport_errors
+            with httpx.Client(base_url=base, timeout=5) as c:
+                for i in range(100_000):
+                    event = make_event(event_id=f"burst-{worker}-{i}")
+                    try:
+                        r = post(c, event)
+                    except httpx.TransportError:
+                        with lock:
+                            transport_errors += 1
+                        if killed.is_set():
+                            return
+                        continue
+                    if r.status_code == 200 and r.json() == {"status": "accepted", "eventId": event["eventId"]}:
+                        with lock:
+                            accepted.add(event["eventId"])
+
+        threads = [threading.Thread(target=fire, args=(w,)) for w in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 20
+        while len(accepted) < 200 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)  # mid-burst: requests are in flight
+        killed.set()
+        proc.wait(10)
+        for t in threads:
+            t.join(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        log.close()
+
+    assert len(accepted) >= 200
+    assert transport_errors >= 1  # the kill really cut the burst
+    box = open_inbox(store_url)
+    try:
+        stored = stored_ids(box)
+    finally:
+        box.close()
+    lost = accepted - stored
+    assert not lost, f"{len(lost)} acknowledged events missing after kill -9, e.g. {sorted(lost)[:5]}"
+    assert len(stored) >= len(accepted)
