@@ -29,6 +29,8 @@ bench: install         ## speed targets (not timed tests); each script exits non
 	$(BIN)/python benchmarks/bench_iready_parse.py
 	$(BIN)/python benchmarks/bench_attendance_summary.py
 	$(BIN)/python benchmarks/bench_aeries_pull.py
+	$(BIN)/python benchmarks/bench_publish.py
+	$(BIN)/python benchmarks/bench_webhooks.py
 
 snapshot: install      ## accept a deliberate change of the asset graph
 	APTOOL_UPDATE_SNAPSHOT=1 $(BIN)/pytest aptool_assets_tests/test_definitions.py
