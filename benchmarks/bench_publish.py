@@ -20,12 +20,10 @@ ONE run against a throwaway database it creates and drops, times:
     extrapolated linearly (and the output says so).
 
 (a), b and b0 are interleaved per round (a, b, b0; a CHECKPOINT before each) and the best of
-``--repeats`` is kept. Then (unless ``--no-breakdown``) the loader's replace is taken apart —
-conform/DDL check, CSV serialisation, DELETE of the old rows, COPY parse + heap insert, unique-index
-maintenance, and the extra index work caused by the deleted rows' keys — and three prototypes of a
-faster whole-table replace are timed against the same previous version (they live here only; the
-backend is unchanged): P1 pipelined CSV serialisation, P2 shadow table + index built after the load
-+ swap in the same transaction, P3 TRUNCATE inside the transaction + index rebuilt after the load.
+``--repeats`` is kept. A whole-table replace builds the new version in a shadow table, creates the
+key index after the load and swaps names at commit (see ``PostgresWarehouse._swap_in``); a first
+version of this benchmark measured where the old delete-then-copy path spent its time (two thirds in
+unique-index maintenance) and led to that change.
 
 Exit status non-zero when b/a > 1.5 or c/b < 20 (b = the realistic replace).
 """
@@ -34,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import io
 import os
 import subprocess
 import sys
@@ -47,13 +44,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import psycopg
-from psycopg.copy import QueuedLibpqWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from aptool_assets.sources.aeries.tables import ATTENDANCE_DAYS  # noqa: E402
 from aptool_assets.storage.postgres_backend import PostgresWarehouse  # noqa: E402
-from aptool_assets.storage.warehouse import SCHEMA, TableWrite  # noqa: E402
+from aptool_assets.storage.warehouse import TableWrite  # noqa: E402
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MAX_B_OVER_A = 1.5
@@ -239,122 +235,11 @@ def fmt(n: int, s: float) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Breakdown and prototype
-# ---------------------------------------------------------------------------------------------
-
-
-def copy_buffer(con: psycopg.Connection, target: str, buf: io.BytesIO) -> None:
-    with con.cursor() as cur, cur.copy(f"COPY {target} ({COLS}) FROM STDIN (FORMAT CSV)") as copy:
-        view = buf.getbuffer()
-        for start in range(0, len(view), 1 << 20):
-            copy.write(view[start : start + (1 << 20)])
-
-
-def load_previous_version(url: str, df: pl.DataFrame) -> None:
-    """The state a nightly replace meets: last night's version, vacuumed; then a checkpoint."""
-    run_sql(url, f"TRUNCATE {TABLE}")
-    buf = io.BytesIO()
-    df.write_csv(buf, **CSV_OPTS)
-    with psycopg.connect(url) as con:
-        copy_buffer(con, TABLE, buf)
-    run_sql(url, f"VACUUM (ANALYZE) {TABLE}", "CHECKPOINT")
-
-
-def breakdown(url: str, df: pl.DataFrame, repeats: int) -> dict[str, float]:
-    """The loader's replace, component by component (best of ``repeats`` each)."""
-    out: dict[str, list[float]] = {}
-
-    def add(k: str, v: float) -> None:
-        out.setdefault(k, []).append(v)
-
-    wh = PostgresWarehouse(url)
-    key = ", ".join(ATTENDANCE_DAYS.key)
-    for _ in range(repeats):
-        add("conform", timed(lambda: ATTENDANCE_DAYS.conform(df)))
-        add("ensure_table", timed(lambda: wh.ensure_table(ATTENDANCE_DAYS)))
-        buf = io.BytesIO()
-        add("csv", timed(lambda: df.write_csv(buf, **CSV_OPTS)))
-
-        # The replace as the loader runs it: DELETE of the previous version, COPY, commit.
-        load_previous_version(url, df)
-        with psycopg.connect(url) as con:
-            add("delete", timed(lambda: con.execute(f"DELETE FROM {TABLE}")))
-            add("copy_over_deleted", timed(lambda: (copy_buffer(con, TABLE, buf), con.commit())))
-
-        # The same COPY into an empty table (the floor's situation), with and without the index.
-        run_sql(url, f"TRUNCATE {TABLE}", "CHECKPOINT")
-        with psycopg.connect(url) as con:
-            add("copy_empty", timed(lambda: (copy_buffer(con, TABLE, buf), con.commit())))
-        run_sql(url, f"TRUNCATE {TABLE}", f"DROP INDEX {ATTENDANCE_DAYS.qualified}_key", "CHECKPOINT")
-        with psycopg.connect(url) as con:
-            add("copy_no_index", timed(lambda: (copy_buffer(con, TABLE, buf), con.commit())))
-            add("create_index", timed(lambda: (
-                con.execute(f"CREATE UNIQUE INDEX {ATTENDANCE_DAYS.name}_key ON {TABLE} ({key})"), con.commit())))
-    return {k: min(v) for k, v in out.items()}
-
-
-def pipelined_copy(con: psycopg.Connection, target: str, frame: pl.DataFrame, slice_rows: int = 100_000) -> None:
-    """CSV made per slice and queued to a writer thread, so serialisation overlaps the server's COPY."""
-    with con.cursor() as cur, cur.copy(
-        f"COPY {target} ({COLS}) FROM STDIN (FORMAT CSV)", writer=QueuedLibpqWriter(cur)
-    ) as copy:
-        for part in frame.iter_slices(slice_rows):
-            buf = io.BytesIO()
-            part.write_csv(buf, **CSV_OPTS)
-            copy.write(buf.getvalue())
-
-
-def proto_pipelined(url: str, df: pl.DataFrame) -> None:
-    """P1 — same statements as today (DELETE + COPY in one transaction), CSV pipelined."""
-    frame = ATTENDANCE_DAYS.conform(df)
-    with psycopg.connect(url) as con, con.transaction():
-        con.execute(f"DELETE FROM {TABLE}")
-        pipelined_copy(con, TABLE, frame)
-
-
-def proto_swap(url: str, df: pl.DataFrame) -> None:
-    """P2 — whole-table replace into a shadow table, index built once, swapped in at commit.
-
-    Readers keep reading the previous version (no lock on it) until the last statements, which
-    take ACCESS EXCLUSIVE for milliseconds; nobody can see the shadow table before commit.
-    """
-    t = ATTENDANCE_DAYS
-    frame = t.conform(df)
-    nxt = f"{t.name}__next"
-    with psycopg.connect(url) as con, con.transaction():
-        con.execute(f"CREATE TABLE {SCHEMA}.{nxt} (LIKE {t.qualified} INCLUDING DEFAULTS)")
-        pipelined_copy(con, f"{SCHEMA}.{nxt}", frame)
-        con.execute(f"CREATE UNIQUE INDEX {nxt}_key ON {SCHEMA}.{nxt} ({', '.join(t.key)})")
-        con.execute("SET LOCAL lock_timeout = '10s'")
-        con.execute(f"DROP TABLE {t.qualified}")
-        con.execute(f"ALTER TABLE {SCHEMA}.{nxt} RENAME TO {t.name}")
-        con.execute(f"ALTER INDEX {SCHEMA}.{nxt}_key RENAME TO {t.name}_key")
-
-
-def proto_truncate(url: str, df: pl.DataFrame) -> None:
-    """P3 — TRUNCATE inside the transaction, index dropped and rebuilt after the COPY.
-
-    Atomic too, but TRUNCATE holds ACCESS EXCLUSIVE until commit: readers wait for the whole load.
-    """
-    t = ATTENDANCE_DAYS
-    frame = t.conform(df)
-    with psycopg.connect(url) as con, con.transaction():
-        con.execute("SET LOCAL lock_timeout = '10s'")
-        con.execute(f"TRUNCATE {t.qualified}")
-        con.execute(f"DROP INDEX {t.qualified}_key")
-        pipelined_copy(con, t.qualified, frame)
-        con.execute(f"CREATE UNIQUE INDEX {t.name}_key ON {t.qualified} ({', '.join(t.key)})")
-
-
-# ---------------------------------------------------------------------------------------------
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive-slice", type=int, default=100_000)
-    ap.add_argument("--no-breakdown", action="store_true")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -424,49 +309,6 @@ def main() -> int:
             print(f"ratio c/b  = {c / b:6.1f}   (target >= {MIN_C_OVER_B})")
             results.update(a=a, b=b, b0=b0, c=c)
 
-            if not args.no_breakdown:
-                print()
-                print("where (b) goes — each component alone, best of", args.repeats)
-                p = breakdown(url, df, args.repeats)
-                heap = p["copy_no_index"]
-                idx = p["copy_empty"] - p["copy_no_index"]
-                old_idx = p["copy_over_deleted"] - p["copy_empty"]
-                rows_ = [
-                    ("conform + ensure_table (client, DDL check)", p["conform"] + p["ensure_table"]),
-                    ("CSV serialisation (polars write_csv, 1 thread of work before COPY starts)", p["csv"]),
-                    (f"DELETE of the previous {n:,} rows", p["delete"]),
-                    ("COPY parse + heap insert (no index)", heap),
-                    ("unique-index maintenance, index empty", idx),
-                    (f"extra index work: keys of the {n:,} deleted rows still in the index", old_idx),
-                ]
-                total = sum(v for _, v in rows_)
-                for k, v in rows_:
-                    print(f"  {k:<72} {v:6.2f} s  {100 * v / total:5.1f} %")
-                print(f"  {'sum':<72} {total:6.2f} s   (measured b: {b:.2f} s)")
-                print(f"  for reference: COPY over deleted rows {p['copy_over_deleted']:.2f} s, into empty table "
-                      f"{p['copy_empty']:.2f} s; CREATE UNIQUE INDEX after the load {p['create_index']:.2f} s")
-
-                print()
-                print("prototypes of a faster whole-table replace (table holds the previous version, as for b):")
-                protos = {
-                    "b  today: DELETE + COPY (whole CSV first)": lambda: wh.write(TableWrite(ATTENDANCE_DAYS, df, {})),
-                    "P1 DELETE + COPY, CSV pipelined in 100k slices": lambda: proto_pipelined(url, df),
-                    "P2 shadow table + index after load + swap": lambda: proto_swap(url, df),
-                    "P3 TRUNCATE in txn + index after load": lambda: proto_truncate(url, df),
-                }
-                times: dict[str, list[float]] = {k: [] for k in protos}
-                for _ in range(args.repeats):
-                    for k, fn in protos.items():
-                        load_previous_version(url, df)
-                        times[k].append(timed(fn))
-                        assert count(url) == n
-                        assert wh.query(
-                            "SELECT count(*) FROM pg_indexes WHERE schemaname = %s AND indexname = %s",
-                            [SCHEMA, f"{ATTENDANCE_DAYS.name}_key"],
-                        ).item() == 1
-                for k, v in times.items():
-                    print(f"  {k:<50} {fmt(n, min(v))}   ratio /a = {min(v) / a:.2f}   c/it = {c / min(v):.1f}")
-                results["proto"] = {k: min(v) for k, v in times.items()}
     finally:
         admin(f"DROP DATABASE IF EXISTS {db} WITH (FORCE)")
 

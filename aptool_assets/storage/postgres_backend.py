@@ -122,13 +122,16 @@ class PostgresWarehouse(Warehouse):
 
         self._retrying(run, f"create {table.qualified}")
 
-    def _copy_into(self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame) -> None:
+    def _copy_into(
+        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame, freeze: bool = False
+    ) -> None:
         if df.height == 0:
             return
         cols = ", ".join(table.columns)
         buf = io.BytesIO()
         df.write_csv(buf, include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
-        with con.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT CSV)") as copy:
+        options = "FORMAT CSV, FREEZE" if freeze else "FORMAT CSV"
+        with con.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN ({options})") as copy:
             view = buf.getbuffer()
             step = 1 << 20
             for start in range(0, len(view), step):
@@ -161,7 +164,10 @@ class PostgresWarehouse(Warehouse):
         ).fetchall()
         con.execute(f"DROP TABLE IF EXISTS {qualified_shadow}")
         con.execute(f"CREATE TABLE {qualified_shadow} (LIKE {table.qualified} INCLUDING DEFAULTS)")
-        self._copy_into(con, qualified_shadow, table, df)
+        # FREEZE: the shadow was created in this transaction, so its rows can be written frozen (no
+        # hint-bit rewrites or anti-wraparound vacuum later); a bigger sort budget builds the index in memory.
+        self._copy_into(con, qualified_shadow, table, df, freeze=True)
+        con.execute("SET LOCAL maintenance_work_mem = '256MB'")
         if table.key:
             con.execute(f"CREATE UNIQUE INDEX {shadow}_key ON {qualified_shadow} ({', '.join(table.key)})")
         con.execute("SET LOCAL lock_timeout = '60s'")
