@@ -28,9 +28,6 @@ from aptool_assets.sources.aeries.assets import (
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
 
-SOURCES = ("iready", "aeries")
-
-
 class PipelineError(RuntimeError):
     """A step failed; the message is one line an operator can act on."""
 

@@ -3,6 +3,7 @@ so recent days are re-pulled several times a day, the whole year nightly, and to
 original design's safety sync)."""
 
 import datetime as dt
+from zoneinfo import ZoneInfo
 
 import dagster as dg
 import polars as pl
@@ -20,14 +21,9 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def _local_today(context: dg.ScheduleEvaluationContext) -> dt.date:
+    """The district's date at the tick (ticks carry an aware time; a manual run uses now)."""
     when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
-    return when.astimezone(dt.timezone.utc).astimezone(_tz()).date()
-
-
-def _tz():
-    from zoneinfo import ZoneInfo
-
-    return ZoneInfo(DISTRICT_TIMEZONE)
+    return when.astimezone(ZoneInfo(DISTRICT_TIMEZONE)).date()
 
 
 def range_request(first: dt.date, last: dt.date, reason: str, tick: str) -> dg.RunRequest:
