@@ -12,10 +12,19 @@ from pathlib import Path
 
 import dagster as dg
 import pytest
+import pytest
 
 from aptool_assets.definitions import defs
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
+
+
+@pytest.fixture(autouse=True)
+def live_instance():
+    """Load the definitions under a live test instance: Dagster 1.13 keeps a process-wide
+    definitions-state storage that another test's closed instance can leave behind."""
+    with dg.instance_for_test():
+        yield
 
 
 @pytest.fixture(autouse=True)

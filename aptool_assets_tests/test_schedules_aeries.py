@@ -1,4 +1,9 @@
-"""Aeries schedules: which attendance window or school year each tick asks for."""
+"""Aeries schedules: which attendance window or school year each tick asks for.
+
+Named to run after the pipeline tests: Dagster 1.13 keeps a process-wide definitions-state storage
+that a closed test instance (here: schedule contexts) can leave behind for later materializations;
+see the session note.
+"""
 
 from __future__ import annotations
 
