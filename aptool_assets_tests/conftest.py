@@ -80,3 +80,28 @@ def with_default_resources(**given):
 
     defaults = {"iready_sftp": IReadySFTPResource(), "aeries": AeriesResource(), "platform": PlatformResource()}
     return {**defaults, **given}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store_url(request, tmp_path, monkeypatch):
+    """The AP Tool database URL a deployment would configure; the webhook inbox follows it
+    (PostgreSQL, or the embedded SQLite inbox beside a DuckDB warehouse)."""
+    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
+    if request.param == "sqlite":
+        monkeypatch.setenv("APTOOL_INBOX_PATH", str(tmp_path / "inbox.sqlite"))
+        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    schema_reset(url)
+    yield url
+    schema_reset(url)
+
+
+@pytest.fixture
+def inbox(store_url):
+    from aptool_assets.events.inbox import open_inbox
+
+    box = open_inbox(store_url)
+    box.setup()
+    yield box
+    box.close()

@@ -25,32 +25,10 @@ from aptool_assets.events.inbox import (
     default_inbox_path,
     open_inbox,
 )
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL, schema_reset
+from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path, monkeypatch):
-    """The URL the platform would be configured with; the inbox follows it."""
-    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
-    if request.param == "sqlite":
-        monkeypatch.setenv("APTOOL_INBOX_PATH", str(tmp_path / "inbox.sqlite"))
-        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema_reset(url)
-    yield url
-    schema_reset(url)
-
-
-@pytest.fixture
-def inbox(store_url):
-    box = open_inbox(store_url)
-    box.setup()
-    yield box
-    box.close()
 
 
 def now() -> dt.datetime:

@@ -28,7 +28,7 @@ from aptool_assets.events.app import create_app, serve
 from aptool_assets.events.inbox import open_inbox
 from aptool_assets.events.signatures import sign, verify
 from aptool_assets.settings import ConfigurationError
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL, schema_reset
+from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "whsec-test-7c1d9e"
@@ -38,27 +38,6 @@ SENTINEL = "PAYLOAD-SENTINEL-q8Zx"  # a payload value that must never show up in
 
 
 # -- fixtures ---------------------------------------------------------------------------------
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store_url(request, tmp_path, monkeypatch):
-    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
-    if request.param == "sqlite":
-        monkeypatch.setenv("APTOOL_INBOX_PATH", str(tmp_path / "inbox.sqlite"))
-        yield f"duckdb:///{tmp_path / 'warehouse.duckdb'}"
-        return
-    url = request.getfixturevalue("postgres_url")
-    schema_reset(url)
-    yield url
-    schema_reset(url)
-
-
-@pytest.fixture
-def inbox(store_url):
-    box = open_inbox(store_url)
-    box.setup()
-    yield box
-    box.close()
-
-
 class ThreadedServer:
     """uvicorn serving ``app`` on a free loopback port, in a background thread."""
 
