@@ -26,3 +26,8 @@ def split_year_subject_key(key: str | dg.MultiPartitionKey) -> tuple[int, str]:
         key = school_year_subject_partitions.get_partition_key_from_str(key)
     dims = key.keys_by_dimension
     return int(dims["school_year"]), dims["subject"]
+
+
+def school_year_slice(context: dg.AssetCheckExecutionContext) -> dict[str, int]:
+    """A check's rows: the school year just materialized, or every year when it runs on its own."""
+    return {"school_year": int(context.partition_key)} if context.has_partition_key else {}

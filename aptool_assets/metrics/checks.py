@@ -1,19 +1,15 @@
 """Data tests on the derived metric tables."""
 
-
 import dagster as dg
 import polars as pl
 
+from aptool_assets.partitions import school_year_slice
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY
 from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
 
 RISKS = ("HIGH", "MEDIUM", "LOW")
-
-
-def _where(context: dg.AssetCheckExecutionContext) -> dict:
-    return {"school_year": int(context.partition_key)} if context.has_partition_key else {}
 
 
 @dg.asset_check(
@@ -24,7 +20,7 @@ def _where(context: dg.AssetCheckExecutionContext) -> dict:
 def academic_risk_consistent(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    df = warehouse.get().read_table(STUDENT_ACADEMIC_RISK, where=_where(context))
+    df = warehouse.get().read_table(STUDENT_ACADEMIC_RISK, where=school_year_slice(context))
     dupes = df.group_by(["school_year", "student_id"]).len().filter(pl.col("len") > 1).height
     rank = {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
     expected = (
@@ -56,7 +52,7 @@ def academic_risk_consistent(
 def ranking_dense_and_monotone(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
-    df = warehouse.get().read_table(STUDENT_INTERVENTION_RANKING, where=_where(context))
+    df = warehouse.get().read_table(STUDENT_INTERVENTION_RANKING, where=school_year_slice(context))
     problems = ranking_problems(df)
     return dg.AssetCheckResult(
         passed=not problems,

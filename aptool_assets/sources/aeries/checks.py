@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from aptool_assets.partitions import school_year_slice
 from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY, STUDENTS_KEY
@@ -35,10 +36,6 @@ def _window(context: dg.AssetCheckExecutionContext) -> dict:
         return {}
     keys = context.partition_key_range
     return {"calendar_date": Between(dt.date.fromisoformat(keys.start), dt.date.fromisoformat(keys.end))}
-
-
-def _year(context: dg.AssetCheckExecutionContext) -> dict:
-    return {"school_year": int(context.partition_key)} if context.has_partition_key else {}
 
 
 @dg.asset_check(asset=STUDENTS_KEY, description="(student_id, school_code) is unique in aptool.students.")
@@ -117,7 +114,7 @@ def attendance_codes_known(context: dg.AssetCheckExecutionContext, warehouse: Wa
     description="Keys are unique, absence rates lie in [0, 1] and days absent never exceed days enrolled.",
 )
 def summary_rates_valid(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
-    df = warehouse.get().read_table(STUDENT_ATTENDANCE_SUMMARY, where=_year(context))
+    df = warehouse.get().read_table(STUDENT_ATTENDANCE_SUMMARY, where=school_year_slice(context))
     dupes = _duplicate_keys(df, STUDENT_ATTENDANCE_SUMMARY)
     bad = df.filter(
         ~pl.col("absence_rate").is_between(0.0, 1.0).fill_null(True) | (pl.col("days_absent") > pl.col("days_enrolled"))
@@ -140,7 +137,7 @@ def summary_reconciles_with_aeries(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
 ) -> dg.AssetCheckResult:
     wh = warehouse.get()
-    where = _year(context)
+    where = school_year_slice(context)
     ours = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where=where)
     theirs = wh.read_table(ATTENDANCE_HISTORY_SUMMARY, where=where)
     if theirs.height == 0:
