@@ -22,8 +22,8 @@ ui: install            ## the demo, then the Dagster UI on http://127.0.0.1:3000
 test: install          ## every test: needs PostgreSQL on 127.0.0.1:5432 and OpenSSH sshd (see .ci/run)
 	$(BIN)/pytest
 
-test-fast: install     ## the tests that need no PostgreSQL or sshd
-	$(BIN)/pytest -m "not postgres and not sftp and not slow"
+test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
+	$(BIN)/pytest -m "not postgres and not sftp and not slow and not browser"
 
 bench: install         ## speed targets (not timed tests); each script exits non-zero when it misses its target
 	$(BIN)/python benchmarks/bench_iready_parse.py
@@ -31,6 +31,7 @@ bench: install         ## speed targets (not timed tests); each script exits non
 	$(BIN)/python benchmarks/bench_aeries_pull.py
 	$(BIN)/python benchmarks/bench_publish.py
 	$(BIN)/python benchmarks/bench_webhooks.py
+	$(BIN)/python benchmarks/bench_webhook_to_ranking.py
 
 snapshot: install      ## accept a deliberate change of the asset graph
 	APTOOL_UPDATE_SNAPSHOT=1 $(BIN)/pytest aptool_assets_tests/test_definitions.py

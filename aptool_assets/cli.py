@@ -35,23 +35,36 @@ def _fail(message: str) -> int:
     return 1
 
 
+def _report_failures(summary, debug: bool) -> int:
+    """One line naming the first failed step, its reason and the fix; --debug adds each full error."""
+    if debug:
+        for step in summary.failures:
+            if step.error:
+                print(f"--- {step.label or step.step}: full error\n{step.error}", file=sys.stderr)
+    first = summary.failures[0]
+    more = f" (and {len(summary.failures) - 1} more failed step(s))" if len(summary.failures) > 1 else ""
+    return _fail(f"{first.label or first.step}{more}: {first.detail.rstrip('.')}. Fix: {first.fix}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from aptool_assets.runner import PipelineError, run_pipeline
+    from aptool_assets.runner import DEFAULT_FIX, PipelineError, fix_for, run_pipeline
     from aptool_assets.settings import ConfigurationError
 
     try:
         with _instance() as instance:
             summary = run_pipeline(only=args.only, year=args.year, instance=instance)
     except (PipelineError, ConfigurationError) as exc:
-        return _fail(str(exc))
+        return _fail(str(exc))  # these already say which setting to fix
     except Exception as exc:  # noqa: BLE001 - one line for operators; --debug shows the traceback
         if args.debug:
             raise
-        return _fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        fix = fix_for(reason)
+        return _fail(f"{reason}. Fix: {fix if fix != DEFAULT_FIX else 'run again with --debug for the traceback'}")
+    print("\nSummary")
+    print(summary.table())
     if not summary.ok:
-        first = summary.failures[0]
-        where = f"{first.step} {first.partition}".strip()
-        return _fail(f"{len(summary.failures)} step(s) failed; first: {where}: {first.detail}")
+        return _report_failures(summary, args.debug)
     print(f"aptool: done ({len(summary.steps)} steps, school year {summary.school_year})")
     return 0
 
@@ -139,9 +152,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
         with _instance() as instance:
             summary = run_pipeline(instance=instance, resources=build_resources())
+        print("\nSteps")
+        print(summary.table())
         _print_demo_summary(summary, env["APTOOL_DATABASE_URL"])
         if not summary.ok:
-            return _fail("demo run had failures: " + "; ".join(f"{s.partition}: {s.detail}" for s in summary.failures))
+            return _report_failures(summary, args.debug)
         if args.ui:
             print("demo: starting the Dagster UI on http://127.0.0.1:3000 (Ctrl-C to stop)")
             subprocess.run(
@@ -205,11 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
     demo.add_argument("--home", default=str(DEMO_HOME), help="where the demo keeps its state (default .aptool/demo)")
     demo.add_argument("--year", type=int, default=None, help="school year (start year); default: the current one")
+    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as `aptool --debug demo`")
     demo.set_defaults(func=cmd_demo)
 
     run = sub.add_parser("run", help="materialize everything for the school year from the configured sources")
     run.add_argument("--only", choices=["iready", "aeries"], default=None)
     run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
+    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                     help="as `aptool --debug run`: Dagster's log, and the full error of a failed step")  # fmt: skip
     run.set_defaults(func=cmd_run)
 
     webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")
@@ -232,7 +250,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.debug:
         warnings.filterwarnings("ignore", message=r".*(beta|preview).*", category=Warning)
     level = logging.DEBUG if args.debug else logging.WARNING
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in ("run", "demo") and not args.debug:
+        # Warnings are part of the progress on stdout; stderr carries only the one-line error.
+        logging.basicConfig(level=level, format="  [warning] %(message)s", stream=sys.stdout)
+    else:
+        logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # Dagster's loggers are DEBUG-level and propagate here
         handler.setLevel(level)
     if args.debug:

@@ -6,6 +6,13 @@ import os
 
 import dagster as dg
 
+from aptool_assets.events.jobs import EVENT_JOBS
+from aptool_assets.events.resources import WebhookInboxResource
+from aptool_assets.events.sensors import webhook_inbox_sensor
+from aptool_assets.alerts.sensors import ALERT_SENSORS
+from aptool_assets.alerts.slack import AlertResource
+from aptool_assets.resilience.config import aeries_resource_config, iready_resource_config
+from aptool_assets.resilience.sensors import circuit_breakers, circuit_breakers_sensor
 from aptool_assets.metrics.assets import student_academic_risk, student_attendance_summary, student_intervention_ranking
 from aptool_assets.metrics.checks import METRICS_CHECKS
 from aptool_assets.sources.aeries.assets import AERIES_ASSETS
@@ -42,13 +49,23 @@ def build_resources() -> dict[str, dg.ConfigurableResource]:
             private_key_path=env.get("IREADY_SFTP_PRIVATE_KEY") or None,
             known_hosts_path=env.get("IREADY_SFTP_KNOWN_HOSTS") or "~/.ssh/known_hosts",
             remote_dir=env.get("IREADY_SFTP_REMOTE_DIR") or "/exports",
+            **iready_resource_config(),
         ),
         "aeries": AeriesResource(
             base_url=env.get("AERIES_BASE_URL") or None,
             cert=_secret("AERIES_CERT"),
             database_year=int(env["APTOOL_SCHOOL_YEAR"]) if env.get("APTOOL_SCHOOL_YEAR", "").isdigit() else None,
+            **aeries_resource_config(),
+        ),
+        "alerts": AlertResource(
+            webhook_url=_secret("APTOOL_ALERT_WEBHOOK_URL"),
+            reports=env.get("APTOOL_ALERT_REPORTS") or "every_run",
+            ui_url=env.get("APTOOL_DAGSTER_UI_URL") or None,
         ),
         "platform": PlatformResource.from_env(),
+        "inbox": WebhookInboxResource(
+            database_url=_secret("APTOOL_DATABASE_URL"), inbox_path=env.get("APTOOL_INBOX_PATH") or None
+        ),
     }
 
 
@@ -65,12 +82,16 @@ ASSETS = [
     student_attendance_summary,
     student_academic_risk,
     student_intervention_ranking,
+    circuit_breakers,
 ]
 ASSET_CHECKS = [*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS]
-JOBS = [iready_sync_job, *AERIES_JOBS, academic_risk_job]
+JOBS = [iready_sync_job, *AERIES_JOBS, academic_risk_job, *EVENT_JOBS]
 SENSORS = [
     iready_sftp_sensor,
     aeries_student_changes_sensor,
+    webhook_inbox_sensor,
+    circuit_breakers_sensor,
+    *ALERT_SENSORS,
     dg.AutomationConditionSensorDefinition(
         "aptool_automation",
         target=dg.AssetSelection.all(),

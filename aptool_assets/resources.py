@@ -27,6 +27,7 @@ class PlatformResource(dg.ConfigurableResource):
     reconcile_tolerance_days: int = 2
     recent_attendance_school_days: int = 14
     priority_weights: Optional[str] = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
+    unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
 
     @classmethod
     def from_env(cls) -> PlatformResource:
@@ -42,6 +43,7 @@ class PlatformResource(dg.ConfigurableResource):
             reconcile_tolerance_days=int(env.get("APTOOL_RECONCILE_TOLERANCE_DAYS") or 2),
             recent_attendance_school_days=int(env.get("APTOOL_RECENT_ATTENDANCE_DAYS") or 14),
             priority_weights=env.get("APTOOL_PRIORITY_WEIGHTS") or None,
+            unknown_student_retry_hours=float(env.get("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS") or 24.0),
         )
 
     def settings(self, today: dt.date | None = None) -> Settings:

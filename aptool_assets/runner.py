@@ -7,6 +7,7 @@ resources configured in the environment, and reports progress and a one-line rea
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
@@ -39,6 +40,17 @@ class StepOutcome:
     ok: bool
     detail: str
     metadata: dict[str, object] = field(default_factory=dict)
+    label: str = ""
+    seconds: float = 0.0
+    rows: int | None = None  # rows published by the step's assets (IDs and counts only)
+    rejected: int | None = None
+    skipped: bool = False  # not run because an earlier step failed
+    fix: str = ""  # what the operator can do about a failure
+    error: str = ""  # the full error with its stack, shown with --debug only
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else "ok" if self.ok else "FAILED"
 
 
 @dataclass
@@ -52,7 +64,24 @@ class RunSummary:
 
     @property
     def failures(self) -> list[StepOutcome]:
-        return [s for s in self.steps if not s.ok]
+        return [s for s in self.steps if not s.ok and not s.skipped]
+
+    def table(self) -> str:
+        """The closing table of `aptool run`: step, status, rows, rejected, seconds."""
+        names = [s.label or f"{s.step} {s.partition}".strip() for s in self.steps]
+        width = max([len("step"), *map(len, names)])
+        lines = [f"  {'step':<{width}}  {'status':<7}  {'rows':>8}  {'rejected':>8}  {'seconds':>7}"]
+        for name, s in zip(names, self.steps):
+            rows = "–" if s.rows is None else str(s.rows)
+            rejected = "–" if s.rejected is None else str(s.rejected)
+            seconds = "–" if s.skipped else f"{s.seconds:.1f}"
+            lines.append(f"  {name:<{width}}  {s.status:<7}  {rows:>8}  {rejected:>8}  {seconds:>7}")
+        total_rows = sum(s.rows or 0 for s in self.steps)
+        total_rejected = sum(s.rejected or 0 for s in self.steps)
+        total_seconds = sum(s.seconds for s in self.steps)
+        verdict = "ok" if self.ok else "FAILED"
+        lines.append(f"  {'total':<{width}}  {verdict:<7}  {total_rows:>8}  {total_rejected:>8}  {total_seconds:>7.1f}")
+        return "\n".join(lines)
 
 
 def _value(meta: Mapping[str, object], key: str):
@@ -73,16 +102,63 @@ def _one_line(text: str) -> str:
     return line
 
 
-def _failure_reason(result: dg.ExecuteInJobResult) -> str:
+def _failure_reason(result: dg.ExecuteInJobResult) -> tuple[str, str]:
+    """One line for the operator, and the full error (with its stack) for --debug."""
     for ev in result.get_asset_check_evaluations():
         if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR:
-            return f"{ev.asset_key.to_user_string()} check {ev.check_name} failed: {ev.description}"
+            return f"{ev.asset_key.to_user_string()} check {ev.check_name} failed: {ev.description}", ""
     for ev in result.all_events:
         if ev.event_type_value == "STEP_FAILURE":
             err = ev.event_specific_data.error
             text = (err.cause.message if err and err.cause else err.message if err else "") or ""
-            return f"{ev.step_key} failed: {_one_line(text)}"
-    return "run failed"
+            return f"{ev.step_key} failed: {_one_line(text)}", (err.to_string() if err else "")
+    return "run failed", ""
+
+
+# What to do about a failure, by the error class or the text of its one-line reason. First match wins.
+FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern, re.IGNORECASE), fix)
+    for pattern, fix in (
+        (r"BreakerOpen|circuit breaker open",
+         "the service failed repeatedly and is paused until the half-open time shown; fix the cause in parentheses, "
+         "then run again after that time"),
+        (r"AeriesAuthError|HTTP 40[13]\b",
+         "check AERIES_CERT (the district's 32-character certificate) and that it may read this endpoint in Aeries"),
+        (r"AeriesMaintenance|HTTP 503",
+         "Aeries is down for maintenance; run again later (the published tables are unchanged)"),
+        (r"Aeries(Unavailable|Connection|Timeout|Server|RateLimited)",
+         "check AERIES_BASE_URL and that Aeries answers from this machine, then run again"),
+        (r"AeriesResponseError",
+         "Aeries answered in an unexpected shape; check AERIES_BASE_URL points at the district's Aeries root"),
+        (r"SFTPHostKeyError|host key",
+         "trust the server's key once: ssh-keyscan into a file, check its fingerprint, set IREADY_SFTP_KNOWN_HOSTS (README)"),
+        (r"SFTPAuthentication|Authentication failed",
+         "check IREADY_SFTP_USERNAME and IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY"),
+        (r"SFTP(Unavailable|Transient)|Connection refused|timed out",
+         "check IREADY_SFTP_HOST and IREADY_SFTP_PORT and that the server answers from this machine, then run again"),
+        (r"check file_accepted",
+         "the file is quarantined with a .reason.txt under APTOOL_LANDING_DIR/quarantine/iready; ask the vendor for a "
+         "corrected export (the published results are unchanged)"),
+        (r"check summary_reconciles_with_aeries",
+         "compare the named student IDs in Aeries; differences within APTOOL_RECONCILE_TOLERANCE_DAYS are only a warning"),
+        (r"Could not set lock|database is locked|conflicting lock",
+         "another process holds the DuckDB file (e.g. dagster dev); stop it or point APTOOL_DATABASE_URL elsewhere"),
+        (r"psycopg|OperationalError|connection to server",
+         "check APTOOL_DATABASE_URL and that the database accepts connections from this machine"),
+        (r"Permission denied|No space left",
+         "check the permissions and free space of APTOOL_LANDING_DIR and DAGSTER_HOME"),
+    )
+)
+DEFAULT_FIX = "run again with --debug for Dagster's log and the traceback"
+
+
+def fix_for(reason: str) -> str:
+    return next((fix for pattern, fix in FIXES if pattern.search(reason)), DEFAULT_FIX)
+
+
+def _int(meta: Mapping[str, object], key: str) -> int | None:
+    v = _value(meta, key)
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
 
 
 CONSOLE_LOG_LEVEL = "CRITICAL"  # progress comes from our own lines; --debug shows Dagster's log
@@ -107,10 +183,11 @@ def run_pipeline(
     year: int | None = None,
     instance: dg.DagsterInstance,
     resources: Mapping[str, object] | None = None,
-    echo: Callable[[str], None] = print,
+    echo: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Aeries first (the roster and attendance), then i-Ready (every year on the server), then the
     metrics of the school year."""
+    echo = echo or (lambda line: print(line, flush=True))  # flushed: cron logs show progress as it happens
     resources = dict(resources or definitions.build_resources())
     platform = resources["platform"]
     if year is not None:
@@ -125,6 +202,8 @@ def run_pipeline(
         runner.iready(settings.school_year)
     if runner.summary.failures:
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
+        runner.skip("academic risk", "student_academic_risk")
+        runner.skip("intervention ranking", "student_intervention_ranking")
         echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
         return runner.summary
     year_key = str(settings.school_year)
@@ -135,6 +214,8 @@ def run_pipeline(
             dg.AssetSelection.assets(INTERVENTION_RANKING_KEY), year_key,
             lambda m: f"{_value(m, 'dagster/row_count')} students ranked in {_value(m, 'schools')} schools",
         )  # fmt: skip
+    else:
+        runner.skip("intervention ranking", "student_intervention_ranking")
     return runner.summary
 
 
@@ -149,12 +230,17 @@ class _Runner:
         if wanted - known:
             self.instance.add_dynamic_partitions(school_year_partitions.name, sorted(wanted - known))
 
+    def skip(self, label: str, step: str) -> None:
+        self.summary.steps.append(StepOutcome(step, "", False, "an earlier step failed", label=label, skipped=True))
+
     def stage(self, label, step, selection, partition_key=None, describe=None, tags=None) -> bool:
+        started = time.monotonic()
         result = _materialize(selection, partition_key, self.resources, self.instance, {**self.tags, **(tags or {})})
+        seconds = time.monotonic() - started
         partition_label = str(partition_key).replace("|", " ") if partition_key else ""
         if result.success:
             # A ranged run reports one materialization per partition with the same metadata: keep the
-            # last per asset, and add up the requests of the stage's assets.
+            # last per asset, and add up the rows and requests of the stage's assets.
             by_asset = {
                 e.asset_key: e.event_specific_data.materialization.metadata
                 for e in result.get_asset_materialization_events()
@@ -163,12 +249,20 @@ class _Runner:
             requests = [_value(m, "aeries_requests") for m in by_asset.values() if "aeries_requests" in m]
             if requests:
                 meta["aeries_requests"] = sum(requests)
+            per_table = {k.path[-1]: _int(m, "dagster/row_count") for k, m in by_asset.items()}
+            counts = [c for c in per_table.values() if c is not None]
+            rejected = [c for c in (_int(m, "rows_rejected") for m in by_asset.values()) if c is not None]
+            if len(counts) > 1:  # several tables in one step: say how many rows each got
+                meta["rows_by_table"] = ", ".join(f"{t} {n}" for t, n in per_table.items() if n is not None)
             detail = describe(meta) if describe else "ok"
-            self.summary.steps.append(StepOutcome(step, partition_label, True, detail, meta))
+            outcome = StepOutcome(step, partition_label, True, detail, meta, label=label, seconds=seconds,
+                                  rows=sum(counts) if counts else None, rejected=sum(rejected) if rejected else None)  # fmt: skip
         else:
-            detail = _failure_reason(result)
-            self.summary.steps.append(StepOutcome(step, partition_label, False, detail))
-        self.echo(f"  [{'ok' if result.success else 'FAILED'}] {label}: {detail}")
+            detail, error = _failure_reason(result)
+            outcome = StepOutcome(step, partition_label, False, detail, label=label, seconds=seconds,
+                                  fix=fix_for(detail), error=error)  # fmt: skip
+        self.summary.steps.append(outcome)
+        self.echo(f"  [{outcome.status}] {label}: {detail} ({seconds:.1f} s)")
         return result.success
 
     def aeries(self, settings) -> None:
@@ -179,7 +273,11 @@ class _Runner:
         first = school_year_bounds(year)[0]
         last = max(first, settings.as_of_date)
         self.echo(f"Aeries: school year {year}, attendance {first}..{last}")
-        rows = lambda m: f"{_value(m, 'dagster/row_count')} rows, {_value(m, 'aeries_requests')} requests"  # noqa: E731
+
+        def rows(m) -> str:
+            counts = m.get("rows_by_table") or _value(m, "dagster/row_count")
+            return f"{counts} rows, {_value(m, 'aeries_requests')} requests"
+
         ok = self.stage("schools, absence codes, students", "aeries_reference",
                         dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY), None, rows)  # fmt: skip
         ok = ok and self.stage("calendar, enrollment, Aeries totals", "aeries_year",
@@ -188,6 +286,12 @@ class _Runner:
                                dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY), None, rows,
                                tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})  # fmt: skip
         if not ok:
+            ran = {s.step for s in self.summary.steps}
+            later = (("calendar, enrollment, Aeries totals", "aeries_year"), (f"attendance {first}..{last}", "attendance_days"))
+            for label, step in later:
+                if step not in ran:
+                    self.skip(label, step)
+            self.skip("attendance summary", "student_attendance_summary")
             self.echo("  [skipped] attendance summary: an earlier Aeries step failed; the published summary is unchanged")
             return
         self.stage(

@@ -40,6 +40,13 @@ def postgres_url() -> Iterator[str]:
         con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
+@pytest.fixture(autouse=True)
+def _own_breaker_store(tmp_path_factory, monkeypatch):
+    """Circuit-breaker state is shared across processes by design; each test gets its own SQLite store
+    (outside tmp_path, which tests use as a landing directory)."""
+    monkeypatch.setenv("APTOOL_BREAKER_PATH", str(tmp_path_factory.mktemp("breakers") / "breakers.sqlite"))
+
+
 @pytest.fixture(params=["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
 def warehouse_url(request, tmp_path) -> Iterator[str]:
     """The same test runs against the embedded DuckDB file and the real PostgreSQL."""
@@ -78,7 +85,14 @@ def with_default_resources(**given):
     from aptool_assets.sources.aeries.client import AeriesResource
     from aptool_assets.sources.iready.resources import IReadySFTPResource
 
-    defaults = {"iready_sftp": IReadySFTPResource(), "aeries": AeriesResource(), "platform": PlatformResource()}
+    from aptool_assets.events.resources import WebhookInboxResource
+
+    defaults = {
+        "iready_sftp": IReadySFTPResource(),
+        "aeries": AeriesResource(),
+        "platform": PlatformResource(),
+        "inbox": WebhookInboxResource(),
+    }
     return {**defaults, **given}
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,11 @@ def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_d
     proc = run(["run", "--only", "iready", "--year", "2026"], tmp_path, env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[ok] i-Ready 2026 math" in proc.stdout and "[ok] i-Ready 2025 math" in proc.stdout
+    # Each step reports rows loaded and rejected as it finishes; the closing table repeats them.
+    assert re.search(r"\[ok\] i-Ready 2026 math: \d+ rows loaded, \d+ rejected \(\d+\.\d s\)", proc.stdout), proc.stdout
+    table = summary_rows(proc.stdout)
+    assert table["i-Ready 2026 math"][0] == "ok" and int(table["i-Ready 2026 math"][1]) > 0
+    assert table["total"][0] == "ok"
     wh = open_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
     years = wh.query("SELECT DISTINCT academic_year FROM aptool.iready_diagnostic_results ORDER BY 1")
     assert years.get_column("academic_year").to_list() == [2025, 2026]
@@ -78,14 +84,40 @@ def aeries_env(sim, tmp_path, cert: str | None = None) -> dict[str, str]:
     )
 
 
+def summary_rows(stdout: str) -> dict[str, list[str]]:
+    """The closing table of `aptool run`: step → [status, rows, rejected, seconds]."""
+    lines = stdout.split("\nSummary\n", 1)[1].splitlines()
+    assert re.match(r"\s+step\s+status\s+rows\s+rejected\s+seconds$", lines[0]), lines[0]
+    rows = {}
+    for line in lines[1:]:
+        m = re.match(r"\s+(.+?)\s+(ok|FAILED|skipped)\s+(\S+)\s+(\S+)\s+(\S+)$", line)
+        if m:
+            rows[m.group(1)] = list(m.groups()[1:])
+    return rows
+
+
 def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_path):
     proc = run(["run", "--only", "aeries"], tmp_path, aeries_env(aeries_simulator, tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[ok] attendance 2025-07-01..2025-10-17" in proc.stdout
     assert "[ok] attendance summary" in proc.stdout
+    # Per table rows of a multi-asset step, and the step's time.
+    assert re.search(r"\[ok\] schools, absence codes, students: schools \d+, absence_codes \d+, students \d+ rows, "
+                     r"\d+ requests \(\d+\.\d s\)", proc.stdout), proc.stdout  # fmt: skip
     wh = open_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
     summary = wh.query("SELECT count(*) AS n, max(as_of_date) AS d FROM aptool.student_attendance_summary")
     assert summary.item(0, "n") > 0 and str(summary.item(0, "d")) == "2025-10-17"
+
+    table = summary_rows(proc.stdout)
+    assert list(table) == [
+        "schools, absence codes, students", "calendar, enrollment, Aeries totals", "attendance 2025-07-01..2025-10-17",
+        "attendance summary", "academic risk", "intervention ranking", "total",
+    ]  # fmt: skip
+    assert all(status == "ok" for status, *_ in table.values()), table
+    assert table["attendance summary"][1] == str(summary.item(0, "n"))  # the rows it published
+    attendance_rows = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
+    assert table["attendance 2025-07-01..2025-10-17"][1] == str(attendance_rows)
+    assert float(table["total"][3]) >= max(float(r[3]) for k, r in table.items() if k != "total")
 
 
 def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aeries_simulator, tmp_path):
@@ -94,7 +126,49 @@ def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aerie
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "401" in lines[0], proc.stderr
+    assert lines[0].startswith("aptool: error: schools, absence codes, students: ") and "Fix: check AERIES_CERT" in lines[0]
     assert wrong not in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    # The table says what ran, what failed and what was left alone.
+    table = summary_rows(proc.stdout)
+    assert table["schools, absence codes, students"][0] == "FAILED"
+    assert [table[k][0] for k in ("attendance summary", "academic risk", "intervention ranking")] == ["skipped"] * 3
+    assert table["total"][0] == "FAILED"
+
+
+def test_run_debug_shows_the_full_error_of_a_failed_step(aeries_simulator, tmp_path):
+    wrong = "1" * 32
+    proc = run(["run", "--only", "aeries", "--debug"], tmp_path, aeries_env(aeries_simulator, tmp_path, cert=wrong))
+    assert proc.returncode == 1
+    assert "full error" in proc.stderr and "AeriesAuthError" in proc.stderr
+    assert re.search(r'File ".*client\.py", line \d+', proc.stderr), proc.stderr[-2000:]  # the stack
+    assert proc.stderr.strip().splitlines()[-1].startswith("aptool: error: ")
+    assert wrong not in proc.stdout + proc.stderr
+
+
+def test_failure_fixes_and_summary_table():
+    from aptool_assets.runner import DEFAULT_FIX, RunSummary, StepOutcome, fix_for
+
+    assert "AERIES_CERT" in fix_for("aptool__schools failed: AeriesAuthError: GET /api/v5/schools: HTTP 401")
+    assert "IREADY_SFTP_KNOWN_HOSTS" in fix_for("SFTPHostKeyError: host key for sftp.example.com is not in ...")
+    assert "IREADY_SFTP_PASSWORD" in fix_for("SFTPAuthenticationError: Authentication failed for user x")
+    assert "quarantine" in fix_for("iready/raw_diagnostic_files check file_accepted failed: stale file")
+    assert "APTOOL_DATABASE_URL" in fix_for("IOException: Could not set lock on file wh.duckdb")
+    assert fix_for("ZeroDivisionError: division by zero") == DEFAULT_FIX
+
+    summary = RunSummary(2025, [
+        StepOutcome("iready_diagnostic_results", "2025 math", True, "ok", label="i-Ready 2025 math", seconds=1.25,
+                    rows=240, rejected=2),
+        StepOutcome("attendance_days", "", False, "boom", label="attendance", seconds=0.5),
+        StepOutcome("student_academic_risk", "", False, "an earlier step failed", label="academic risk", skipped=True),
+    ])  # fmt: skip
+    assert [s.step for s in summary.failures] == ["attendance_days"]  # skipped is not a failure
+    lines = summary.table().splitlines()
+    assert re.match(r"\s+step\s+status\s+rows\s+rejected\s+seconds$", lines[0])
+    assert re.match(r"\s+i-Ready 2025 math\s+ok\s+240\s+2\s+1\.2$", lines[1]), lines[1]
+    assert re.match(r"\s+attendance\s+FAILED\s+–\s+–\s+0\.5$", lines[2]), lines[2]
+    assert re.match(r"\s+academic risk\s+skipped\s+–\s+–\s+–$", lines[3]), lines[3]
+    assert re.match(r"\s+total\s+FAILED\s+240\s+2\s+1\.8$", lines[4]), lines[4]
 
 
 @pytest.mark.slow

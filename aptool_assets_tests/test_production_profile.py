@@ -113,7 +113,7 @@ def test_profile_gives_postgres_storage_a_tag_limited_queue_and_run_retries(dags
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 8
         limits = {(limit["key"], limit["value"]): limit["limit"] for limit in queue.tag_concurrency_limits}
-        assert limits == {("aptool/source", "aeries"): 1, ("aptool/source", "iready"): 1}
+        assert limits == {("aptool/source", "aeries"): 1, ("aptool/source", "iready"): 1, ("aptool/source", "webhooks"): 1}
 
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert instance.run_retries_retry_on_asset_or_op_failure is False

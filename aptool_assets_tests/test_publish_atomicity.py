@@ -19,13 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
-import queue
-import signal
-import subprocess
-import sys
-import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +31,7 @@ import psycopg
 import pytest
 
 from aptool_assets.storage.warehouse import TableSpec, TableWrite, Warehouse, open_warehouse
+from aptool_assets_tests.child_process import ChildProcess
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -176,65 +171,19 @@ def write_step(*tables: tuple[TableSpec, int, int] | tuple[TableSpec, int, int, 
     return ["write", [[t[0].name, t[1], t[2], bool(t[3]) if len(t) > 3 else False] for t in tables]]
 
 
-class Publisher:
+class Publisher(ChildProcess):
     """A publishing subprocess whose stdout lines can be awaited."""
 
+    name = "publisher"
+
     def __init__(self, url: str, steps: list, stall_duckdb_commit: bool = False):
-        plan = {"url": url, "steps": steps, "stall_duckdb_commit": stall_duckdb_commit}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _CHILD, json.dumps(plan)],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.pid = self.proc.pid
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.stderr: list[str] = []
-        threading.Thread(target=self._pump, args=(self.proc.stdout, self.lines.put), daemon=True).start()
-        threading.Thread(target=self._pump, args=(self.proc.stderr, self.stderr.append), daemon=True).start()
-
-    @staticmethod
-    def _pump(stream, sink) -> None:
-        for line in stream:
-            sink(line.rstrip("\n"))
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
+        super().__init__(_CHILD, {"url": url, "steps": steps, "stall_duckdb_commit": stall_duckdb_commit})
 
     def wait_for_line(self, prefix: str, timeout: float = IN_FLIGHT_TIMEOUT_S) -> str:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.05)
-            except queue.Empty:
-                if not self.alive() and self.lines.empty():
-                    pytest.fail(f"publisher exited ({self.proc.returncode}) before {prefix!r}: {self.err()}")
-                continue
-            if line.startswith(prefix):
-                return line
-        pytest.fail(f"publisher did not print {prefix!r} within {timeout}s: {self.err()}")
-
-    def kill9(self) -> None:
-        os.kill(self.pid, signal.SIGKILL)
-        assert self.proc.wait(timeout=30) == -signal.SIGKILL
+        return super().wait_for_line(prefix, timeout)
 
     def finish(self, timeout: float = RUN_TIMEOUT_S) -> None:
-        rc = self.proc.wait(timeout=timeout)
-        time.sleep(0.05)  # let the pump threads drain
-        assert rc == 0, f"publisher failed ({rc}): {self.err()}"
-
-    def err(self) -> str:
-        time.sleep(0.1)
-        return "\n".join(self.stderr[-30:])
-
-    def cleanup(self) -> None:
-        if self.alive():
-            os.kill(self.pid, signal.SIGKILL)
-            self.proc.wait(timeout=30)
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream:
-                stream.close()
+        super().finish(timeout)
 
 
 @pytest.fixture
@@ -307,10 +256,10 @@ def wait_for_copy(mon: psycopg.Connection, pub: Publisher, table: TableSpec, min
             "SELECT p.pid, p.tuples_processed FROM pg_stat_progress_copy p "
             "JOIN pg_stat_activity a USING (pid) "
             "WHERE p.datname = current_database() AND a.application_name = 'aptool' "
-            # A whole-table replace COPYs into a shadow table created in the publisher's own transaction,
-            # invisible to this session until commit: match the table itself or an invisible relation.
-            "AND (p.relid = to_regclass(%s) OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = p.relid))",
-            [table.qualified],
+            # A whole-table replace COPYs into its shadow table (``<table>__next``, loaded in parallel
+            # before the publishing transaction swaps it in); a slice replace into the table itself.
+            "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
+            [table.qualified, f"{table.qualified}__next"],
         ).fetchone()
         if row and row[1] >= min_rows:
             return row[0], row[1]
@@ -325,11 +274,16 @@ def assert_backend_gone(mon: psycopg.Connection, backend_pid: int) -> None:
         assert time.monotonic() < deadline, f"backend {backend_pid} still alive {BACKEND_GONE_TIMEOUT_S}s after kill -9"
         time.sleep(0.05)
     assert mon.execute("SELECT count(*) FROM pg_locks WHERE pid = %s", [backend_pid]).fetchone()[0] == 0
-    lingering = mon.execute(
-        "SELECT pid, state, left(query, 60) FROM pg_stat_activity "
-        "WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-    ).fetchall()
-    assert lingering == [], f"sessions left behind: {lingering}"
+    # Every other session of the publisher (parallel COPY streams into the shadow) ends too.
+    while True:
+        lingering = mon.execute(
+            "SELECT pid, state, left(query, 60) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        ).fetchall()
+        if not lingering:
+            break
+        assert time.monotonic() < deadline, f"sessions left behind: {lingering}"
+        time.sleep(0.05)
     # Nobody waits on anything in this database.
     assert mon.execute(
         "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
@@ -512,8 +466,8 @@ def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url,
             assert time.monotonic() < deadline, "the load did not finish"
             in_flight = reader.execute(
                 "SELECT count(*) > 0 FROM pg_stat_progress_copy p WHERE tuples_processed > 0 "
-                "AND (p.relid = to_regclass(%s) OR NOT EXISTS (SELECT 1 FROM pg_class c WHERE c.oid = p.relid))",
-                [TABLE_A.qualified],
+                "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
+                [TABLE_A.qualified, f"{TABLE_A.qualified}__next"],
             ).fetchone()[0]
             n, s_v = reader.execute(f"SELECT count(*), coalesce(sum(version), 0) FROM {TABLE_A.qualified}").fetchone()
             seen.append(((n, int(s_v)), in_flight))

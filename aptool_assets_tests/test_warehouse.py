@@ -7,7 +7,7 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from aptool_assets.storage.warehouse import TableSpec, TableWrite, redact_url
+from aptool_assets.storage.warehouse import AnyOf, TableSpec, TableWrite, redact_url
 
 UTC = dt.timezone.utc
 
@@ -160,3 +160,27 @@ def test_whole_table_replace_on_postgres_keeps_grants_key_and_dependent_views(po
             con.execute("DROP SCHEMA IF EXISTS aptool CASCADE")
             con.execute("DROP OWNED BY aptool_reader_test")
             con.execute("DROP ROLE IF EXISTS aptool_reader_test")
+
+
+def test_any_of_filters_reads_and_replaces_several_slices(warehouse):
+    for subject in ("ela", "math", "sci"):
+        warehouse.write(TableWrite(SCORES, frame(2024, subject, [1, 2]), {"year": 2024, "subject": subject}))
+    got = warehouse.read_table(SCORES, where={"subject": AnyOf(["ela", "sci"])})
+    assert sorted(set(got["subject"].to_list())) == ["ela", "sci"] and got.height == 4
+    assert warehouse.read_table(SCORES, where={"subject": AnyOf([])}).height == 0  # empty IN matches nothing
+    warehouse.write(TableWrite(SCORES, frame(2024, "ela", [9]), {"year": 2024, "subject": AnyOf(["ela", "sci"])}))
+    left = warehouse.read_table(SCORES).sort("subject", "student_id")
+    assert list(zip(left["subject"], left["student_id"])) == [("ela", 9), ("math", 1), ("math", 2)]
+
+
+def test_delete_by_key_removes_exactly_those_rows_in_the_same_transaction(warehouse):
+    warehouse.write(TableWrite(SCORES, frame(2024, "ela", [1, 2, 3, 4])))
+    keys = pl.DataFrame({"year": [2024, 2024, 2030], "subject": ["ela", "ela", "ela"], "student_id": [2, 4, 2]})
+    warehouse.write(
+        TableWrite(SCORES, keys, replace_where=None, delete=True),
+        TableWrite(SCORES, frame(2024, "math", [5]), replace_where=None),
+    )
+    got = warehouse.read_table(SCORES).sort("subject", "student_id")
+    assert list(zip(got["subject"], got["student_id"])) == [("ela", 1), ("ela", 3), ("math", 5)]
+    with pytest.raises(ValueError, match="either upserts or deletes"):
+        TableWrite(SCORES, keys, replace_where=None, delete=True, upsert=True)

@@ -151,6 +151,7 @@ class InboxEvent:
     attempts: int
     next_attempt_at: dt.datetime | None
     last_error: str | None
+    first_failed_at: dt.datetime | None = None  # first failed attempt since receipt or the last replay
 
     @property
     def data(self) -> dict:
@@ -180,7 +181,8 @@ _EVENT_COLS = (
     "next_attempt_at, last_error, first_failed_at, applied_at, run_id, updated_at"
 )
 _INBOX_EVENT_COLS = (
-    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, next_attempt_at, last_error"
+    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, next_attempt_at, last_error, "
+    "first_failed_at"
 )
 _DEAD_COLS = (
     "d.event_id, d.event_type, d.reason, d.attempts, d.first_failed_at, d.last_failed_at, d.replayed_at, "
@@ -404,7 +406,7 @@ class Inbox(ABC):
 
     def replay(self, event_ids: Sequence[str] | None = None) -> list[str]:
         """Put dead letters back to ``pending`` (attempts reset, ``replayed_at`` = now,
-        ``replay_count`` += 1). ``None`` replays every event currently dead-lettered. Events
+        ``replay_count`` += 1; the event's retry period starts afresh). ``None`` replays every event currently dead-lettered. Events
         that are not dead letters (pending, applied, unknown, already replayed) are left alone,
         so replaying twice is a no-op. Returns the ids actually requeued, in arrival order."""
         now = utcnow()
@@ -421,7 +423,8 @@ class Inbox(ABC):
                     filter_sql, params = f" AND event_id IN ({self._in(len(batch))})", tuple(batch)
                 cur.execute(self._p(
                     f"UPDATE {self.events_table} SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
-                    f"updated_at = %s WHERE status = 'dead_letter'{filter_sql} RETURNING seq, event_id"
+                    f"first_failed_at = NULL, updated_at = %s WHERE status = 'dead_letter'{filter_sql} "
+                    f"RETURNING seq, event_id"
                 ), (now, *params))
                 requeued.extend((r["seq"], r["event_id"]) for r in cur.fetchall())
             done = [eid for _, eid in sorted(requeued)]

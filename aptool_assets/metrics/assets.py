@@ -4,15 +4,15 @@
 import dagster as dg
 import polars as pl
 
-from aptool_assets.metadata import column_schema, counts_table, table_metadata
+from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
+from aptool_assets.metrics.plots import png_markdown, tier_distribution_png
 from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
-from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
-from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
-from aptool_assets.settings import school_year_bounds
-from aptool_assets.sources.aeries import period_codes
+from aptool_assets.metrics.compute import attendance_summary, year_as_of
+from aptool_assets.metrics.compute import ranking as compute_ranking
+from aptool_assets.rules.ranking import PriorityWeights
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,
@@ -20,18 +20,11 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     STUDENTS_KEY,
 )
-from aptool_assets.sources.aeries.tables import (
-    ABSENCE_CODES,
-    ATTENDANCE_DAYS,
-    ENROLLMENT,
-    SCHOOL_CALENDAR,
-    STUDENT_ATTENDANCE_SUMMARY,
-    STUDENTS,
-)
+from aptool_assets.sources.aeries.tables import STUDENT_ATTENDANCE_SUMMARY, STUDENTS
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
 from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets.storage.warehouse import Between, TableWrite
+from aptool_assets.storage.warehouse import TableWrite
 
 GROUP = "metrics"
 ACADEMIC_RISK_KEY = dg.AssetKey(["aptool", STUDENT_ACADEMIC_RISK.name])
@@ -104,10 +97,13 @@ def student_academic_risk(context: dg.AssetExecutionContext, warehouse: Warehous
         ABSENCE_CODES_KEY,
         # A school year spans many daily partitions; the asset reads the year's window itself.
         dg.AssetDep(ATTENDANCE_DAYS_KEY, partition_mapping=dg.AllPartitionMapping()),
+        # Grades for the by-grade breakdown in the metadata only (the table does not use them).
+        STUDENTS_KEY,
     ],
     kinds={"polars", "duckdb", "postgres"},
     owners=["team:district-data"],
-    automation_condition=AFTER_ANY_UPDATE,
+    # A roster change (every 15 minutes from the change feed) alters no number in the table.
+    automation_condition=AFTER_ANY_UPDATE.ignore(dg.AssetSelection.assets(STUDENTS_KEY)),
     description=(
         "aptool.student_attendance_summary (contract §4.1): per student, school and year through the as-of "
         "date — days enrolled (instructional days in the enrollment stints, less temporarily-not-enrolled "
@@ -120,38 +116,67 @@ def student_attendance_summary(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
 ) -> dg.MaterializeResult:
     school_year = int(context.partition_key)
-    first, last = school_year_bounds(school_year)
-    as_of = min(max(platform.settings().as_of_date, first), last)
+    as_of = year_as_of(school_year, platform.settings().as_of_date)
     wh = warehouse.get()
-    attendance = wh.read_table(ATTENDANCE_DAYS, where={"calendar_date": Between(first, last)}).select(
-        "student_id", "school_code", "calendar_date", "all_day_code",
-        period_codes.from_json(pl.col("period_codes")).alias("period_codes"),
-    )  # fmt: skip
-    summary = compute_attendance_summary(
-        calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year}),
-        enrollment=wh.read_table(ENROLLMENT, where={"academic_year": school_year}),
-        attendance=attendance,
-        absence_codes=wh.read_table(ABSENCE_CODES),
-        school_year=school_year,
-        as_of_date=as_of,
-    )
+    summary = attendance_summary(wh, school_year, as_of)
     wh.write(TableWrite(STUDENT_ATTENDANCE_SUMMARY, summary, {"school_year": school_year}))
-    tiers = dict(summary.group_by("attendance_tier").len().iter_rows())
     chronic = int(summary.get_column("is_chronically_absent").sum()) if summary.height else 0
     context.log.info(f"attendance summary {school_year} as of {as_of}: {summary.height} rows, {chronic} chronically absent")
+    grades = wh.read_table(STUDENTS, columns=["student_id", "school_code", "grade"])
     return dg.MaterializeResult(
-        metadata=table_metadata(
-            STUDENT_ATTENDANCE_SUMMARY,
-            summary.height,
-            {
-                "as_of_date": str(as_of),
-                "chronically_absent": chronic,
-                "tier_distribution": counts_table(tiers, label="attendance_tier"),
-                "truancy_letters_due": int((summary.get_column("truancy_letter_level") > 0).sum()) if summary.height else 0,
-                "chronic_absence_by_school": chronic_absence_by_school_md(summary),
-            },
-        )
+        metadata=table_metadata(STUDENT_ATTENDANCE_SUMMARY, summary.height, summary_metadata(summary, grades, as_of))
     )
+
+
+def summary_metadata(summary: pl.DataFrame, grades: pl.DataFrame, as_of) -> dict[str, object]:
+    """What an operator checks after a run: counts, rates, a chart and a few IDs; nothing per student."""
+    tiers = dict(summary.group_by("attendance_tier").len().iter_rows())
+    chronic = summary.filter(pl.col("is_chronically_absent")).sort("absence_rate", "student_id", descending=[True, False])
+    return {
+        "as_of_date": str(as_of),
+        "chronically_absent": chronic.height,
+        "tier_distribution": counts_table(tiers, label="attendance_tier"),
+        "truancy_letters_due": int((summary.get_column("truancy_letter_level") > 0).sum()) if summary.height else 0,
+        "chronic_absence_by_school": chronic_absence_by_school_md(summary),
+        "chronic_absence_by_school_and_grade": chronic_absence_by_grade_md(summary, grades),
+        "tier_distribution_by_school": tier_plot_md(summary, as_of),
+        "chronically_absent_id_preview": dg.MetadataValue.json(id_preview(chronic)),
+    }
+
+
+def tier_plot_md(summary: pl.DataFrame, as_of) -> dg.MetadataValue:
+    """The tier chart as an inline PNG: the UI shows it in the materialization's metadata."""
+    if summary.height == 0:
+        return dg.MetadataValue.md("_no students_")
+    png = tier_distribution_png(summary, title=f"Students per attendance tier, as of {as_of}")
+    return dg.MetadataValue.md(png_markdown(png, "attendance tiers per school"))
+
+
+def chronic_absence_by_grade_md(summary: pl.DataFrame, grades: pl.DataFrame) -> dg.MetadataValue:
+    """Counts per school and grade (grade from aptool.students; '?' when the record is not in the roster)."""
+    if summary.height == 0:
+        return dg.MetadataValue.md("_no students_")
+    keys = ["student_id", "school_code"]
+    grades = grades.select(*(pl.col(k).cast(summary.schema[k]) for k in keys), pl.col("grade").cast(pl.Int32))
+    with_grade = summary.join(grades.unique(subset=keys, keep="first"), on=keys, how="left")
+    by_grade = (
+        with_grade.group_by("school_code", "grade")
+        .agg(
+            pl.len().alias("students"),
+            (pl.col("days_enrolled") >= 31).sum().alias("eligible"),
+            pl.col("is_chronically_absent").sum().alias("chronic"),
+        )
+        .sort("school_code", "grade", nulls_last=True)
+    )
+    lines = [
+        "| school | grade | students | eligible (≥31 days) | chronically absent | rate |",
+        "|---:|---:|---:|---:|---:|---:|",
+    ]
+    for sc, grade, n, eligible, chronic in by_grade.iter_rows():
+        rate = f"{chronic / eligible:.1%}" if eligible else "–"
+        label = "?" if grade is None else ("K" if grade == 0 else str(grade))
+        lines.append(f"| {sc} | {label} | {n} | {eligible} | {chronic} | {rate} |")
+    return dg.MetadataValue.md("\n".join(lines))
 
 
 def chronic_absence_by_school_md(summary: pl.DataFrame) -> dg.MetadataValue:
@@ -201,12 +226,7 @@ def student_intervention_ranking(
     if not weights.preserves_contract_order():
         context.log.warning(f"priority weights {weights} do not preserve the contract order: ranking follows the score")
     wh = warehouse.get()
-    ranking = intervention_ranking(
-        wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year}),
-        wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year}),
-        school_year=school_year,
-        weights=weights,
-    )
+    ranking = compute_ranking(wh, school_year, weights)
     wh.write(TableWrite(STUDENT_INTERVENTION_RANKING, ranking, {"school_year": school_year}))
     top = (
         ranking.filter(pl.col("rank") <= TOP_PER_SCHOOL)

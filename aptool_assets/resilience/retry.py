@@ -51,7 +51,46 @@ class RetrySettings:
 # The original design's policies (contract and issue #6 keep them).
 AERIES_RETRY = RetrySettings(max_attempts=5, base_delay_s=1.0, max_delay_s=30.0, backoff="exponential", jitter=True)
 SFTP_RETRY = RetrySettings(max_attempts=3, base_delay_s=5.0, max_delay_s=60.0, backoff="linear")
-DATABASE_RETRY = RetrySettings(max_attempts=4, base_delay_s=0.5, max_delay_s=10.0, backoff="exponential")
+DATABASE_RETRY_DEFAULT = RetrySettings(max_attempts=4, base_delay_s=0.5, max_delay_s=10.0, backoff="exponential")
+
+
+def parse_pairs(text: str, name: str, allowed: set[str]) -> dict[str, float]:
+    """``"key=number,key=number"`` (an environment variable ``name``) with only ``allowed`` keys."""
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, sep, value = part.partition("=")
+        key = key.strip()
+        if not sep or key not in allowed:
+            raise ValueError(f"{name}: expected {', '.join(sorted(k + '=...' for k in allowed))}, got {part!r}")
+        try:
+            out[key] = float(value)
+        except ValueError:
+            raise ValueError(f"{name}: {key} must be a number, got {value.strip()!r}") from None
+    return out
+
+
+def retry_from_env(name: str, default: RetrySettings, environ=None) -> RetrySettings:
+    """``APTOOL_<NAME>_RETRY="attempts=…,base_s=…,max_s=…"`` over ``default`` (backoff and jitter stay)."""
+    import os
+    from dataclasses import replace
+
+    env = os.environ if environ is None else environ
+    var = f"APTOOL_{name.upper()}_RETRY"
+    text = env.get(var, "").strip()
+    if not text:
+        return default
+    values = parse_pairs(text, var, {"attempts", "base_s", "max_s"})
+    return replace(
+        default,
+        max_attempts=int(values.get("attempts", default.max_attempts)),
+        base_delay_s=values.get("base_s", default.base_delay_s),
+        max_delay_s=values.get("max_s", default.max_delay_s),
+    )
+
+
+# The warehouse's PostgreSQL backend takes this as its default, so APTOOL_DATABASE_RETRY (read when the
+# process starts: every Dagster run is a process of its own) is honoured without another setting.
+DATABASE_RETRY = retry_from_env("database", DATABASE_RETRY_DEFAULT)
 
 
 class RetryExhausted(RuntimeError):

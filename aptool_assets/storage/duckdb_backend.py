@@ -103,10 +103,12 @@ class DuckDBWarehouse(Warehouse):
             con.execute("BEGIN TRANSACTION")
             try:
                 for i, w in enumerate(writes):
-                    df = w.table.conform(w.df)
+                    df = self.key_frame(w) if w.delete else w.table.conform(w.df)
                     view = f"_incoming_{i}"
                     con.register(view, df.to_arrow())
-                    if w.upsert:
+                    if w.delete:
+                        con.execute(self.delete_by_key_sql(w, view))
+                    elif w.upsert:
                         for stmt in self.merge_sql(w, view):
                             con.execute(stmt)
                     else:

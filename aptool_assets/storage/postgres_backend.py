@@ -1,8 +1,9 @@
 """PostgreSQL warehouse (the AP Tool database, usually on Supabase).
 
-Rows arrive by COPY inside one transaction per write: a replace deletes its slice and copies straight
-into the table, a merge copies into a transaction-local stage first. Readers never see a partial table
-and a killed load leaves the previous version in place. Transient database errors (connection refused or dropped, serialization
+Rows arrive by COPY and every write publishes in one transaction: a slice replace deletes its slice
+and copies straight into the table; a merge copies into a transaction-local stage first; a
+whole-table replace is loaded beforehand (in parallel) into a shadow table that the transaction
+swaps in. Readers never see a partial table and a killed load leaves the previous version in place. Transient database errors (connection refused or dropped, serialization
 failures, deadlocks) retry the whole transaction with the database policy; the write is a
 replace-where, so a retry is idempotent.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -49,10 +52,17 @@ class PostgresWarehouse(Warehouse):
     backend = "postgres"
     placeholder = "%s"
 
-    def __init__(self, url: str, retry: RetrySettings = DATABASE_RETRY, connect_timeout_s: int = 10):
+    def __init__(
+        self, url: str, retry: RetrySettings = DATABASE_RETRY, connect_timeout_s: int = 10,
+        copy_workers: int | None = None, rows_per_worker: int = 200_000,
+    ):
         self.url = url
         self.retry = retry
         self.connect_timeout_s = connect_timeout_s
+        # Parallel COPY streams for a whole-table replace: one per core, at most 4 (a hosted database
+        # such as Supabase counts connections), and none for small tables.
+        self.copy_workers = copy_workers or min(4, os.cpu_count() or 1)
+        self.rows_per_worker = rows_per_worker
 
     def __repr__(self) -> str:
         return f"PostgresWarehouse({redact_url(self.url)!r})"
@@ -123,11 +133,12 @@ class PostgresWarehouse(Warehouse):
         self._retrying(run, f"create {table.qualified}")
 
     def _copy_into(
-        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame, freeze: bool = False
+        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame, freeze: bool = False,
+        columns: Sequence[str] | None = None,
     ) -> None:
         if df.height == 0:
             return
-        cols = ", ".join(table.columns)
+        cols = ", ".join(columns or table.columns)
         buf = io.BytesIO()
         df.write_csv(buf, include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
         options = "FORMAT CSV, FREEZE" if freeze else "FORMAT CSV"
@@ -146,33 +157,62 @@ class PostgresWarehouse(Warehouse):
         ).fetchone()
         return row is not None
 
-    def _swap_in(self, con: psycopg.Connection, table: TableSpec, df: pl.DataFrame) -> None:
-        """Replace a whole table by building the new version beside it and swapping names at commit.
+    def _shadow(self, table: TableSpec) -> str:
+        return f"{table.name}__next"
 
-        COPY into an index-less shadow table and building the key index afterwards is about 3× faster
-        than deleting 1M rows and inserting 1M through a unique index (make bench), and readers keep
-        reading the old table until the swap, which holds its exclusive lock only for milliseconds.
-        Grants on the old table are carried over; a table with dependent views takes the slower
-        delete-and-copy path instead (DROP would fail on the view).
+    def _load_shadow(self, table: TableSpec, df: pl.DataFrame) -> None:
+        """Build the new version of a whole table beside it, in ``<table>__next``.
+
+        The shadow is no published table (readers never look at it), so it is loaded outside the
+        publishing transaction and in parallel: ``copy_workers`` connections each serialise and COPY
+        a slice of the rows (polars writes CSV without the GIL, and each COPY is parsed by its own
+        server process), then the key index is built once over the whole shadow. A load that dies
+        leaves only a stale shadow, which the next load drops first. Callers hold the table's swap
+        lock, so two publishers of one table never share a shadow.
         """
-        shadow = f"{table.name}__next"
-        qualified_shadow = f"{SCHEMA}.{shadow}"
+        shadow = f"{SCHEMA}.{self._shadow(table)}"
+        with self._connect() as con:
+            con.autocommit = True
+            con.execute(f"DROP TABLE IF EXISTS {shadow}")
+            con.execute(f"CREATE TABLE {shadow} (LIKE {table.qualified} INCLUDING DEFAULTS)")
+        workers = max(1, min(self.copy_workers, -(-df.height // self.rows_per_worker)))
+        step = -(-df.height // workers) if df.height else 0
+        parts = [df.slice(i * step, step) for i in range(workers)]
+
+        def load(part: pl.DataFrame) -> None:
+            with self._connect() as con, con.transaction():
+                self._copy_into(con, shadow, table, part)
+
+        if workers == 1:
+            load(parts[0])
+        else:
+            with ThreadPoolExecutor(workers, thread_name_prefix="aptool-copy") as pool:
+                list(pool.map(load, parts))
+        if table.key:
+            with self._connect() as con:
+                con.autocommit = True
+                con.execute("SET maintenance_work_mem = '256MB'")
+                con.execute(f"CREATE UNIQUE INDEX {self._shadow(table)}_key ON {shadow} ({', '.join(table.key)})")
+
+    def _swap_in(self, con: psycopg.Connection, table: TableSpec) -> None:
+        """Swap the loaded shadow in for the table, inside the publishing transaction.
+
+        Building the new version beside the table (:meth:`_load_shadow`: parallel COPY into an
+        index-less table, key index afterwards) is several times faster than deleting 1M rows and
+        inserting 1M through a unique index (make bench); readers keep reading the old table until
+        the swap commits, and its exclusive lock lasts milliseconds. Grants on the old table are
+        carried over; a table with dependent views takes the slower delete-and-copy path instead
+        (DROP would fail on the view).
+        """
+        shadow = self._shadow(table)
         grants = con.execute(
             "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
             "WHERE table_schema = %s AND table_name = %s AND grantee <> current_user",
             [SCHEMA, table.name],
         ).fetchall()
-        con.execute(f"DROP TABLE IF EXISTS {qualified_shadow}")
-        con.execute(f"CREATE TABLE {qualified_shadow} (LIKE {table.qualified} INCLUDING DEFAULTS)")
-        # FREEZE: the shadow was created in this transaction, so its rows can be written frozen (no
-        # hint-bit rewrites or anti-wraparound vacuum later); a bigger sort budget builds the index in memory.
-        self._copy_into(con, qualified_shadow, table, df, freeze=True)
-        con.execute("SET LOCAL maintenance_work_mem = '256MB'")
-        if table.key:
-            con.execute(f"CREATE UNIQUE INDEX {shadow}_key ON {qualified_shadow} ({', '.join(table.key)})")
         con.execute("SET LOCAL lock_timeout = '60s'")
         con.execute(f"DROP TABLE {table.qualified}")
-        con.execute(f"ALTER TABLE {qualified_shadow} RENAME TO {table.name}")
+        con.execute(f"ALTER TABLE {SCHEMA}.{shadow} RENAME TO {table.name}")
         if table.key:
             con.execute(f"ALTER INDEX {SCHEMA}.{shadow}_key RENAME TO {table.name}_key")
         for grantee, privilege in grants:
@@ -183,34 +223,66 @@ class PostgresWarehouse(Warehouse):
             )
 
     def write(self, *writes: TableWrite) -> dict[str, int]:
-        prepared = [(w, w.table.conform(w.df)) for w in writes]
+        prepared = [(w, self.key_frame(w) if w.delete else w.table.conform(w.df)) for w in writes]
         for w, _ in prepared:
             self.ensure_table(w.table)
 
         def run() -> dict[str, int]:
             counts: dict[str, int] = {}
-            with self._connect() as con, con.transaction():
-                for i, (w, df) in enumerate(prepared):
-                    if w.upsert:
-                        # Merge: rows go to a transaction-local stage, then replace older stored rows.
-                        stage = f"_stage_{w.table.name}_{i}"
-                        con.execute(
-                            f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
-                        )
-                        self._copy_into(con, stage, w.table, df)
-                        for stmt in self.merge_sql(w, stage):
-                            con.execute(stmt)
-                    elif w.replace_where == {} and not self._has_dependent_views(con, w.table):
-                        self._swap_in(con, w.table, df)
-                    else:
-                        # Replace a slice: delete it and COPY straight into the table. Other sessions keep
-                        # seeing the previous rows (MVCC) until the whole transaction commits.
-                        if w.replace_where is not None:
-                            clause, params = self.where_clause(w.replace_where)
-                            con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
-                        self._copy_into(con, w.table.qualified, w.table, df)
-                    counts[w.table.name] = counts.get(w.table.name, 0) + df.height
+            with self._connect() as con:
+                con.autocommit = True  # session-level swap locks; the publishing transaction is explicit
+                swapped = self._prepare_swaps(con, prepared)
+                with con.transaction():
+                    self._apply(con, prepared, swapped, counts)
             return counts
 
         names = ", ".join(w.table.qualified for w in writes)
         return self._retrying(run, f"publish {names}")
+
+    def _prepare_swaps(self, con: psycopg.Connection, prepared: list[tuple[TableWrite, pl.DataFrame]]) -> set[int]:
+        """Load the shadow of every whole-table replace (under the table's swap lock, held by ``con``
+        until it closes); returns the indexes of the writes that will swap."""
+        swapped = set()
+        for i, (w, df) in enumerate(prepared):
+            if w.upsert or w.delete or w.replace_where != {}:
+                continue
+            con.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"{w.table.qualified}:swap"])
+            if self._has_dependent_views(con, w.table):
+                continue
+            self._load_shadow(w.table, df)
+            swapped.add(i)
+        return swapped
+
+    def _apply(
+        self, con: psycopg.Connection, prepared: list[tuple[TableWrite, pl.DataFrame]], swapped: set[int],
+        counts: dict[str, int],
+    ) -> None:
+        """The writes of one publishing transaction, in order."""
+        for i, (w, df) in enumerate(prepared):
+            if w.delete:
+                stage = f"_delete_{w.table.name}_{i}"
+                keys = ", ".join(w.table.key)
+                con.execute(
+                    f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {keys} FROM {w.table.qualified} WITH NO DATA"
+                )
+                self._copy_into(con, stage, w.table, df, columns=w.table.key)
+                con.execute(self.delete_by_key_sql(w, stage))
+            elif w.upsert:
+                # Merge: rows go to a transaction-local stage, then replace older stored rows.
+                stage = f"_stage_{w.table.name}_{i}"
+                con.execute(
+                    f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
+                )
+                self._copy_into(con, stage, w.table, df)
+                for stmt in self.merge_sql(w, stage):
+                    con.execute(stmt)
+            elif i in swapped:
+                self._swap_in(con, w.table)
+            else:
+                # Replace a slice: delete it and COPY straight into the table. Other sessions keep
+                # seeing the previous rows (MVCC) until the whole transaction commits.
+                if w.replace_where is not None:
+                    clause, params = self.where_clause(w.replace_where)
+                    con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
+                self._copy_into(con, w.table.qualified, w.table, df)
+            counts[w.table.name] = counts.get(w.table.name, 0) + df.height

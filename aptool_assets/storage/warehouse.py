@@ -95,6 +95,16 @@ class Between:
 
 
 @dataclass(frozen=True)
+class AnyOf:
+    """Any of several values in a ``where``/``replace_where`` (SQL ``IN``); empty matches nothing."""
+
+    values: tuple
+
+    def __init__(self, values: Iterable[Any]) -> None:
+        object.__setattr__(self, "values", tuple(values))
+
+
+@dataclass(frozen=True)
 class TableWrite:
     """One table's part of a transaction.
 
@@ -102,7 +112,9 @@ class TableWrite:
     "subject": "ela"}`` replaces exactly that slice (a partition) and leaves the rest untouched;
     values may be :class:`Between` ranges. ``upsert=True`` instead merges by the table's key, and
     when the table has ``newer_column`` (e.g. ``source_updated_at``) an incoming row never
-    overwrites a stored row that is newer.
+    overwrites a stored row that is newer. ``delete=True`` deletes the stored rows whose key
+    matches a row of ``df`` (which then needs only the key columns): the incremental paths use it
+    for rows that must disappear, e.g. a student-day whose codes were all cleared.
     """
 
     table: TableSpec
@@ -110,10 +122,13 @@ class TableWrite:
     replace_where: Mapping[str, Any] | None = field(default_factory=dict)
     upsert: bool = False
     newer_column: str | None = None
+    delete: bool = False
 
     def __post_init__(self) -> None:
-        if self.upsert and not self.table.key:
-            raise ValueError(f"{self.table.qualified}: upsert needs a key")
+        if (self.upsert or self.delete) and not self.table.key:
+            raise ValueError(f"{self.table.qualified}: upsert and delete need a key")
+        if self.upsert and self.delete:
+            raise ValueError(f"{self.table.qualified}: a write either upserts or deletes")
         if self.newer_column and self.newer_column not in self.table.columns:
             raise ValueError(f"{self.table.qualified}: no column {self.newer_column}")
 
@@ -182,6 +197,12 @@ class Warehouse(ABC):
             _check_ident(col)
             if value is None:
                 parts.append(f"{col} IS NULL")
+            elif isinstance(value, AnyOf):
+                if not value.values:
+                    parts.append("FALSE")
+                    continue
+                parts.append(f"{col} IN ({', '.join([self.placeholder] * len(value.values))})")
+                params.extend(value.values)
             elif isinstance(value, Between):
                 parts.append(f"{col} BETWEEN {self.placeholder} AND {self.placeholder}")
                 params.extend([value.low, value.high])
@@ -203,6 +224,16 @@ class Warehouse(ABC):
             f"INSERT INTO {t.qualified} ({cols}) SELECT {s_cols} FROM {stage} AS s "
             f"WHERE NOT EXISTS (SELECT 1 FROM {t.qualified} AS t WHERE {match})",
         ]
+
+    @staticmethod
+    def delete_by_key_sql(w: TableWrite, stage: str) -> str:
+        match = " AND ".join(f"t.{k} = s.{k}" for k in w.table.key)
+        return f"DELETE FROM {w.table.qualified} AS t USING {stage} AS s WHERE {match}"
+
+    @staticmethod
+    def key_frame(w: TableWrite) -> pl.DataFrame:
+        """The distinct keys of a delete write, typed as the table says."""
+        return w.df.select([pl.col(k).cast(w.table.columns[k], strict=True) for k in w.table.key]).unique()
 
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)

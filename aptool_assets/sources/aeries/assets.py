@@ -12,10 +12,10 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
-from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.attendance import categorize_attendance
-from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds
-from aptool_assets.sources.aeries import frames, period_codes
+from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds, school_year_of
+from aptool_assets.events.tables import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.sources.aeries import frames
+from aptool_assets.sources.aeries.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
 from aptool_assets.sources.aeries.tables import (
@@ -28,6 +28,7 @@ from aptool_assets.sources.aeries.tables import (
     STUDENTS,
 )
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite
 
 GROUP = "aeries"
@@ -125,7 +126,7 @@ def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse
         df = frames.schools_frame(client.schools())
         meta = {"aeries_requests": client.request_count}
     df = df.with_columns(frames.is_real_school().alias("is_real_school"), pl.lit(_now()).alias("source_updated_at"))
-    warehouse.get().write(TableWrite(SCHOOLS, df))
+    warehouse.get().write(TableWrite(SCHOOLS, df), sync_state("aeries", "schools", detail=f"{df.height} schools"))
     real = df.filter(pl.col("is_real_school")).get_column("school_code").to_list()
     context.log.info(f"{df.height} schools listed, {len(real)} real and active: {real}")
     return dg.MaterializeResult(metadata=table_metadata(SCHOOLS, df.height, {"real_schools": len(real), **meta}))
@@ -143,7 +144,7 @@ def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, war
         aeries, codes, lambda c, sc: frames.absence_codes_frame(c.absence_codes(sc)), frames.absence_codes_frame([])
     )
     df = df.with_columns(pl.lit(_now()).alias("source_updated_at"))
-    wh.write(TableWrite(ABSENCE_CODES, df))
+    wh.write(TableWrite(ABSENCE_CODES, df), sync_state("aeries", "absence_codes", detail=f"{df.height} codes"))
     return dg.MaterializeResult(metadata=table_metadata(ABSENCE_CODES, df.height, meta))
 
 
@@ -168,7 +169,7 @@ def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, w
             pl.col("holiday_code").is_in(["", "%"]).alias("is_instructional"),
         )
     )
-    wh.write(TableWrite(SCHOOL_CALENDAR, df, {"school_year": year}))
+    wh.write(TableWrite(SCHOOL_CALENDAR, df, {"school_year": year}), sync_state("aeries", f"school_calendar/{year}"))
     days = df.filter(pl.col("is_instructional")).group_by("school_code").len()
     return dg.MaterializeResult(
         metadata=table_metadata(
@@ -208,12 +209,15 @@ def students(
     if changed:
         wanted = pl.DataFrame(sorted(changed), schema={"school_code": pl.Int32, "student_id": pl.Int64}, orient="row")
         df = df.join(wanted, on=["school_code", "student_id"], how="semi")
-        wh.write(TableWrite(STUDENTS, df, upsert=True, newer_column="source_updated_at"))
+        wh.write(
+            TableWrite(STUDENTS, df, upsert=True, newer_column="source_updated_at"),
+            sync_state("aeries", "students/changes", detail=f"{df.height} changed records merged"),
+        )
         missing = len(changed) - df.height
         if missing:
             context.log.warning(f"{missing} changed student record(s) not found at their school (IDs skipped)")
     else:
-        wh.write(TableWrite(STUDENTS, df))
+        wh.write(TableWrite(STUDENTS, df), sync_state("aeries", "students", detail=f"{df.height} records"))
     active = int(df.get_column("is_active").sum()) if df.height else 0
     context.log.info(f"{df.height} student records from {len(codes)} school(s), {active} active")
     return dg.MaterializeResult(
@@ -248,7 +252,7 @@ def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, wareho
         .unique(subset=list(ENROLLMENT.key), keep="last", maintain_order=True)
         .with_columns(pl.lit(_now()).alias("source_updated_at"))
     )
-    wh.write(TableWrite(ENROLLMENT, df, {"academic_year": year}))
+    wh.write(TableWrite(ENROLLMENT, df, {"academic_year": year}), sync_state("aeries", f"enrollment/{year}"))
     return dg.MaterializeResult(
         metadata=table_metadata(ENROLLMENT, df.height, {"students": df.get_column("student_id").n_unique(), **meta})
     )
@@ -267,17 +271,7 @@ def month_windows(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]
 
 def attendance_rows(raw: pl.DataFrame, codes: pl.DataFrame, pulled_at: dt.datetime) -> pl.DataFrame:
     """Categorise pulled attendance by each school's code table and shape it as aptool.attendance_days."""
-    return categorize_attendance(raw, codes).select(
-        "student_id",
-        "school_code",
-        "calendar_date",
-        "all_day_code",
-        "absence_category",
-        period_codes.to_json(pl.col("period_codes")).alias("period_codes"),
-        pl.col("is_full_day_absence").fill_null(False),
-        pl.lit("aeries_pull").alias("source"),
-        pl.lit(pulled_at).alias("source_updated_at"),
-    )
+    return attendance_day_rows(raw, codes, pulled_at, "aeries_pull")
 
 
 @aeries_asset(
@@ -301,12 +295,24 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     context.log.info(f"pulling attendance {first}..{last}: {len(codes)} schools × {len(windows)} window(s)")
     pulled_at = _now()
 
-    def pull(client: AeriesClient, sc: int) -> pl.DataFrame:
-        return pl.concat(
-            [frames.attendance_frame(client.attendance(sc, a, b), sc) for a, b in windows], how="vertical_relaxed"
-        )
+    # Each school year lives in its own Aeries database: ask for the year the dates belong to (month
+    # windows never straddle July 1), so a backfill of a past year reads that year's attendance.
+    by_year: dict[int, list[tuple[dt.date, dt.date]]] = {}
+    for a, b in windows:
+        by_year.setdefault(school_year_of(a), []).append((a, b))
+    parts, meta = [], {"aeries_requests": 0, "schools": len(codes)}
+    for year, year_windows in sorted(by_year.items()):
 
-    raw, meta = pull_per_school(aeries, codes, pull, frames.attendance_frame([], 0))
+        def pull(client: AeriesClient, sc: int, year_windows=year_windows) -> pl.DataFrame:
+            return pl.concat(
+                [frames.attendance_frame(client.attendance(sc, a, b), sc) for a, b in year_windows],
+                how="vertical_relaxed",
+            )
+
+        part, year_meta = pull_per_school(aeries, codes, pull, frames.attendance_frame([], 0), database_year=year)
+        parts.append(part)
+        meta["aeries_requests"] += year_meta["aeries_requests"]
+    raw = pl.concat(parts, how="vertical_relaxed")
     raw = raw.filter(pl.col("calendar_date").is_between(first, last))
     rows = attendance_rows(raw, code_table, pulled_at)
     unknown = rows.filter(pl.col("absence_category").is_null() & pl.col("all_day_code").is_not_null())
@@ -315,7 +321,20 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
             f"{unknown.height} attendance rows carry codes missing from their school's code table: "
             f"{sorted(set(zip(unknown['school_code'].to_list(), unknown['all_day_code'].to_list())))[:10]}"
         )
-    wh.write(TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}))
+    # Events applied since the pull started are newer than what it saw: lay them back over it.
+    newer = wh.read_table(ATTENDANCE_EVENT_CELLS, where={"calendar_date": Between(first, last)}).filter(
+        pl.col("event_timestamp") > pulled_at
+    )
+    rows = overlay_newer_cells(rows, newer, code_table)
+    pulls = pl.DataFrame(
+        {"school_code": codes, "first_date": first, "last_date": last, "pulled_at": pulled_at},
+        schema=ATTENDANCE_PULLS.polars_schema,
+    )
+    wh.write(
+        TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}),
+        TableWrite(ATTENDANCE_PULLS, pulls, replace_where=None),
+        sync_state("aeries", "attendance_days", cursor=f"{first}..{last}", detail=f"{rows.height} coded days"),
+    )
     by_category = dict(rows.group_by("absence_category").len().fill_null("unknown_code").iter_rows())
     return dg.MaterializeResult(
         metadata=table_metadata(
@@ -355,7 +374,10 @@ def attendance_history_summary(
         .unique(subset=list(ATTENDANCE_HISTORY_SUMMARY.key), keep="last", maintain_order=True)
         .with_columns(pl.lit(_now()).alias("source_updated_at"))
     )
-    wh.write(TableWrite(ATTENDANCE_HISTORY_SUMMARY, df, {"school_year": year}))
+    wh.write(
+        TableWrite(ATTENDANCE_HISTORY_SUMMARY, df, {"school_year": year}),
+        sync_state("aeries", f"attendance_history_summary/{year}"),
+    )
     return dg.MaterializeResult(metadata=table_metadata(ATTENDANCE_HISTORY_SUMMARY, df.height, meta))
 
 

@@ -24,6 +24,8 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
+from aptool_assets.resilience.breaker import AERIES_BREAKER, AUTH_BACKOFF_S, MAINTENANCE_BACKOFF_S, BreakerSettings
+from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings, call_with_retry
 
 T = TypeVar("T")
@@ -35,12 +37,22 @@ API_PREFIX = "/api/v5"
 DATA_CHANGE_AREAS = ("student", "contact", "program", "test", "class", "enrollment")
 # A server may ask for a long pause; honour it, but never let one header stall a run for more than this.
 MAX_RETRY_AFTER_S = 300.0
+# A 503 asking for a longer pause than that is maintenance: the breaker opens for 30 minutes instead.
+MAINTENANCE_RETRY_AFTER_S = MAX_RETRY_AFTER_S
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 _CERT_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: anything else cannot be a header
 
 
 class AeriesError(RuntimeError):
     """Any Aeries failure. Messages name the endpoint path and IDs; never the certificate or names."""
+
+    status: int | None = None  # the HTTP status, when there was a response
+
+    @classmethod
+    def with_status(cls, status: int, *args: Any, **kwargs: Any) -> AeriesError:
+        exc = cls(*args, **kwargs)
+        exc.status = status
+        return exc
 
 
 class AeriesAuthError(AeriesError):
@@ -57,6 +69,11 @@ class AeriesResponseError(AeriesError):
 
 class AeriesUnavailableError(RetryExhausted, AeriesError):
     """Every attempt failed transiently; catchable as ``RetryExhausted`` or ``AeriesError``."""
+
+
+class AeriesMaintenanceError(AeriesError):
+    """503 with a long Retry-After, or 503 on every attempt: Aeries is down for maintenance. The
+    Aeries breaker is opened for ``maintenance_backoff_s`` (30 min) and the request is not retried."""
 
 
 class AeriesTransientError(AeriesError):
@@ -84,8 +101,10 @@ class AeriesTimeoutError(AeriesTransientError):
     """No response within ``timeout_s``."""
 
 
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), capped at 300 s.
+def parse_retry_after(
+    value: str | None, now: datetime | None = None, cap: float | None = MAX_RETRY_AFTER_S
+) -> float | None:
+    """Seconds to wait from a Retry-After header (delay-seconds or an HTTP date), capped at ``cap`` (300 s).
 
     Fractional seconds are accepted although RFC 9110 only allows integers (the simulator sends them).
     """
@@ -104,7 +123,8 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
     if not math.isfinite(seconds):
         return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+    seconds = max(seconds, 0.0)
+    return seconds if cap is None else min(seconds, cap)
 
 
 def _parse_offset_datetime(text: str) -> datetime:
@@ -127,7 +147,9 @@ class AeriesClient:
         page_size: int = 500,
         retry: RetrySettings = AERIES_RETRY,
         sleep: Callable[[float], None] = time.sleep,
+        guard: ServiceGuard | None = None,
     ):
+        """``guard``: the shared circuit breaker, credential block and dead letters (none: plain retries)."""
         if not base_url or not re.match(r"^https?://", base_url, re.IGNORECASE):
             raise AeriesError("AERIES_BASE_URL must be an http(s) URL such as https://district.aeries.net/admin")
         if not cert or not _CERT_OK.match(cert):
@@ -146,6 +168,7 @@ class AeriesClient:
         self._page_size = page_size
         self._retry = retry
         self._sleep = sleep
+        self.guard = guard
         self._slots = threading.BoundedSemaphore(max_concurrency)
         self._count_lock = threading.Lock()
         self._server_offset: timedelta | None = None
@@ -315,8 +338,24 @@ class AeriesClient:
             query["DatabaseYear"] = str(self.database_year)
         full_path = API_PREFIX + path
         what = f"Aeries GET {full_path}"
+        guard = self.guard
+        statuses: list[int | None] = []
 
         def attempt() -> Any:
+            if guard is not None:
+                guard.check()  # BreakerOpen is not retryable: it ends the call at once
+            try:
+                data = send()
+            except AeriesTransientError as exc:
+                statuses.append(getattr(exc, "status", None))
+                if guard is not None and not isinstance(exc, AeriesRateLimitedError):
+                    guard.failure(f"{type(exc).__name__} on GET {full_path}")
+                raise
+            if guard is not None:
+                guard.success()
+            return data
+
+        def send() -> Any:
             with self._slots:
                 with self._count_lock:
                     self.request_count += 1
@@ -347,7 +386,23 @@ class AeriesClient:
                 logger=log,
             )
         except RetryExhausted as exc:
+            if guard is not None and statuses and all(status == 503 for status in statuses):
+                guard.maintenance(f"HTTP 503 on all {len(statuses)} attempts of GET {full_path}")
             raise AeriesUnavailableError(what, exc.attempts, exc.last) from exc.last
+        except AeriesMaintenanceError:
+            if guard is not None:
+                guard.maintenance(f"HTTP 503 with a long Retry-After on GET {full_path}")
+            raise
+        except AeriesAuthError as exc:
+            if guard is not None and exc.status == 401:
+                guard.auth_refused(f"HTTP 401 on GET {full_path}")
+            raise
+        except (AeriesNotFoundError, AeriesTransientError):
+            raise
+        except AeriesError as exc:  # malformed response, unexpected status: keep it with its context
+            if guard is not None:
+                guard.dead_letter(f"GET {full_path}", exc, {"endpoint": full_path, "params": query})
+            raise
 
     def _decode(self, full_path: str, response: httpx.Response) -> Any:
         status = response.status_code
@@ -360,7 +415,7 @@ class AeriesClient:
                 ) from None
         detail = self._server_message(response)
         if status in (401, 403):
-            raise AeriesAuthError(
+            raise AeriesAuthError.with_status(status, 
                 f"GET {full_path}: HTTP {status}{detail}; the certificate (AERIES_CERT) was refused or lacks the "
                 "security area this endpoint needs"
             )
@@ -369,8 +424,15 @@ class AeriesClient:
         if status == 429:
             wait_s = parse_retry_after(response.headers.get("Retry-After"))
             raise AeriesRateLimitedError(f"GET {full_path}: HTTP 429{detail}", retry_after_s=wait_s)
+        if status == 503:
+            wanted = parse_retry_after(response.headers.get("Retry-After"), cap=None)
+            if wanted is not None and wanted > MAINTENANCE_RETRY_AFTER_S:
+                raise AeriesMaintenanceError(
+                    f"GET {full_path}: HTTP 503{detail} with Retry-After {wanted:.0f} s (maintenance)"
+                )
+            raise AeriesServerError.with_status(503, f"GET {full_path}: HTTP 503{detail}", retry_after_s=wanted)
         if status in _TRANSIENT_STATUSES:
-            raise AeriesServerError(f"GET {full_path}: HTTP {status}{detail}")
+            raise AeriesServerError.with_status(status, f"GET {full_path}: HTTP {status}{detail}")
         raise AeriesError(f"GET {full_path}: HTTP {status}{detail}")
 
     def _server_message(self, response: httpx.Response) -> str:
@@ -399,9 +461,30 @@ class AeriesResource(dg.ConfigurableResource):
     retry_max_attempts: int = 5
     retry_base_delay_s: float = 1.0
     retry_max_delay_s: float = 30.0
+    # Circuit breaker (issue #6): state shared by every run and sensor, see aptool_assets/resilience.
+    circuit_breaker: bool = Field(default=True, description="use the shared Aeries circuit breaker")
+    breaker_failure_threshold: int = AERIES_BREAKER.failure_threshold
+    breaker_window_s: float = AERIES_BREAKER.window_s
+    breaker_half_open_after_s: float = AERIES_BREAKER.half_open_after_s
+    maintenance_backoff_s: float = MAINTENANCE_BACKOFF_S
+    auth_backoff_s: float = AUTH_BACKOFF_S
 
     def is_configured(self) -> bool:
         return bool(self.base_url and self.cert)
+
+    def guard(self) -> ServiceGuard | None:
+        """The shared breaker, credential block and dead letters (None when disabled); close its store."""
+        if not self.circuit_breaker:
+            return None
+        settings = BreakerSettings(
+            AERIES_BREAKER.service, self.breaker_failure_threshold, self.breaker_window_s, self.breaker_half_open_after_s
+        )
+        return ServiceGuard(
+            settings,
+            credential=credential_id(self.base_url, self.cert) if self.is_configured() else None,
+            maintenance_backoff_s=self.maintenance_backoff_s,
+            auth_backoff_s=self.auth_backoff_s,
+        )
 
     @contextmanager
     def client(self, database_year: int | None = None) -> Iterator[AeriesClient]:
@@ -411,6 +494,7 @@ class AeriesResource(dg.ConfigurableResource):
             missing = [name for name, value in settings if not value]
             raise AeriesError(f"Aeries is not configured: set {' and '.join(missing)}")
         assert self.base_url is not None and self.cert is not None
+        guard = self.guard()
         session = AeriesClient(
             self.base_url,
             self.cert,
@@ -425,8 +509,11 @@ class AeriesResource(dg.ConfigurableResource):
                 backoff="exponential",
                 jitter=True,
             ),
+            guard=guard,
         )
         try:
             yield session
         finally:
             session.close()
+            if guard is not None:
+                guard.store.close()

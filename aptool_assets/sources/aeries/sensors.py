@@ -12,6 +12,8 @@ import json
 
 import dagster as dg
 
+from aptool_assets.resilience.breaker import BreakerOpen
+from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.jobs import aeries_student_changes_job, aeries_year_job
@@ -43,11 +45,16 @@ def aeries_student_changes_sensor(
 ):
     if not aeries.is_configured():
         return dg.SkipReason("Aeries is not configured (AERIES_BASE_URL, AERIES_CERT)")
+    if blocked := breaker_skip_reason(aeries):
+        return dg.SkipReason(blocked)
     cursor = json.loads(context.cursor) if context.cursor else {}
-    with aeries.client() as client:
-        now = server_now(client.system_info())
-        since = dt.datetime.fromisoformat(cursor["server_time"]) - OVERLAP if "server_time" in cursor else now - FIRST_LOOKBACK
-        by_area = {area: client.student_data_changes(area, since) for area in AREAS}
+    try:
+        with aeries.client() as client:
+            now = server_now(client.system_info())
+            since = dt.datetime.fromisoformat(cursor["server_time"]) - OVERLAP if "server_time" in cursor else now - FIRST_LOOKBACK
+            by_area = {area: client.student_data_changes(area, since) for area in AREAS}
+    except BreakerOpen as exc:  # opened during this poll or by a run meanwhile; the cursor stays
+        return dg.SkipReason(str(exc))
     changes = sorted({(int(r["SchoolCode"]), int(r["StudentID"])) for rows in by_area.values() for r in rows})
     new_cursor = json.dumps({"server_time": now.isoformat(timespec="seconds")})
     context.log.info(f"{len(changes)} changed student records since {since:%Y-%m-%d %H:%M} (server time)")

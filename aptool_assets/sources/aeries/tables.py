@@ -93,17 +93,3 @@ STUDENT_ATTENDANCE_SUMMARY = TableSpec(
     key=("school_year", "student_id", "school_code"),
     description="Chronic absence and truancy per student, school and year through the as-of date (contract §4.1).",
 )
-
-SYNC_STATE = TableSpec(
-    name="sync_state",
-    columns={
-        "source": pl.Utf8,
-        "entity": pl.Utf8,
-        "last_sync_at": UTC_TS,
-        "cursor": pl.Utf8,
-        "last_modified": UTC_TS,
-        "detail": pl.Utf8,
-    },
-    key=("source", "entity"),
-    description="Per source and entity: when it was last synced, its cursor and last change seen.",
-)

@@ -21,6 +21,7 @@ from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
 from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite
 
 GROUP = "iready"
@@ -235,7 +236,13 @@ def iready_diagnostic_results(
         pl.lit(loaded_at).alias("rejected_at"),
     )
     slice_ = {"academic_year": school_year, "subject": subject}
-    wh.write(TableWrite(DIAGNOSTIC_RESULTS, result_df, slice_), TableWrite(REJECTED_ROWS, rejected_df, slice_))
+    source_files_cursor = ", ".join(files.get_column("remote_path").to_list())
+    wh.write(
+        TableWrite(DIAGNOSTIC_RESULTS, result_df, slice_),
+        TableWrite(REJECTED_ROWS, rejected_df, slice_),
+        sync_state("iready", f"diagnostic_results/{school_year}/{subject}", cursor=source_files_cursor,
+                   detail=f"{result_df.height} rows loaded, {rejected_df.height} rejected"),
+    )
 
     by_reason = (
         rejected_df.group_by(pl.col("reason").str.split(":").list.first().str.strip_chars().alias("code"))

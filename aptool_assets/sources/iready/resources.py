@@ -27,6 +27,8 @@ import dagster as dg
 import paramiko
 from pydantic import Field
 
+from aptool_assets.resilience.breaker import AUTH_BACKOFF_S, IREADY_BREAKER, BreakerSettings
+from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.retry import RetryExhausted, RetrySettings, call_with_retry
 
 T = TypeVar("T")
@@ -119,9 +121,33 @@ class IReadySFTPResource(dg.ConfigurableResource):
     retry_max_attempts: int = 3
     retry_base_delay_s: float = 5.0
     retry_max_delay_s: float = 60.0
+    # Circuit breaker (issue #6): state shared by every run and sensor, see aptool_assets/resilience.
+    circuit_breaker: bool = Field(default=True, description="use the shared i-Ready circuit breaker")
+    breaker_failure_threshold: int = IREADY_BREAKER.failure_threshold
+    breaker_window_s: float = IREADY_BREAKER.window_s
+    breaker_half_open_after_s: float = IREADY_BREAKER.half_open_after_s
+    auth_backoff_s: float = AUTH_BACKOFF_S
 
     def is_configured(self) -> bool:
         return bool(self.host and self.username and (self.password or self.private_key_path))
+
+    def guard(self) -> ServiceGuard | None:
+        """The shared breaker, credential block and dead letters (None when disabled); close its store."""
+        if not self.circuit_breaker:
+            return None
+        settings = BreakerSettings(
+            IREADY_BREAKER.service, self.breaker_failure_threshold, self.breaker_window_s, self.breaker_half_open_after_s
+        )
+        return ServiceGuard(settings, credential=self._credential_id(), auth_backoff_s=self.auth_backoff_s)
+
+    def _credential_id(self) -> str:
+        key_material: object = self.private_key_path
+        if self.private_key_path:
+            try:  # the key's content, so a replaced key file counts as a new credential
+                key_material = hashlib.sha256(Path(self.private_key_path).expanduser().read_bytes()).hexdigest()
+            except OSError:
+                pass
+        return credential_id(self.host, self.port, self.username, self.password, key_material)
 
     @contextmanager
     def session(self) -> Iterator["SFTPSession"]:
@@ -137,12 +163,15 @@ class IReadySFTPResource(dg.ConfigurableResource):
                 if not value
             ]
             raise SFTPError(f"i-Ready SFTP is not configured: set {', '.join(missing)}")
-        sftp_session = SFTPSession(self)
+        guard = self.guard()
+        sftp_session = SFTPSession(self, guard)
         try:
             sftp_session._call("connect", self._where, lambda _sftp: None)
             yield sftp_session
         finally:
             sftp_session.close()
+            if guard is not None:
+                guard.store.close()
 
     def list_files(self, root: str | None = None) -> list[RemoteFile]:
         with self.session() as s:
@@ -158,8 +187,10 @@ class IReadySFTPResource(dg.ConfigurableResource):
     def _where(self) -> str:
         return f"{self.host}:{self.port}"
 
-    def _retry(self, fn: Callable[[], T], operation: str) -> T:
+    def _retry(self, fn: Callable[[], T], operation: str, guard: ServiceGuard | None = None) -> T:
         what = f"i-Ready SFTP {operation} on {self._where}"
+        if guard is not None:
+            fn = self._guarded(fn, operation, guard)
         policy = RetrySettings(
             max_attempts=self.retry_max_attempts,
             base_delay_s=self.retry_base_delay_s,
@@ -176,6 +207,28 @@ class IReadySFTPResource(dg.ConfigurableResource):
             )
         except RetryExhausted as exc:
             raise SFTPUnavailableError(what, exc.attempts, exc.last) from exc.last
+        except SFTPError as exc:
+            if guard is not None and not isinstance(exc, (SFTPAuthenticationError, SFTPHostKeyError, SFTPTransientError)):
+                guard.dead_letter(f"{operation} on {self._where}", exc, {"operation": operation, "server": self._where})
+            raise
+
+    def _guarded(self, fn: Callable[[], T], operation: str, guard: ServiceGuard) -> Callable[[], T]:
+        """Each attempt: refused while the breaker is open; outcome recorded (see resilience/guard.py)."""
+
+        def attempt() -> T:
+            guard.check()  # BreakerOpen is not retryable: it ends the call at once
+            try:
+                result = fn()
+            except SFTPTransientError as exc:
+                guard.failure(f"{type(exc).__name__} during {operation} on {self._where}")
+                raise
+            except SFTPAuthenticationError:
+                guard.auth_refused(f"{operation} on {self._where}")
+                raise
+            guard.success()
+            return result
+
+        return attempt
 
     def _load_private_key(self) -> paramiko.PKey | None:
         if not self.private_key_path:
@@ -265,8 +318,9 @@ class IReadySFTPResource(dg.ConfigurableResource):
 class SFTPSession:
     """One connection reused for many calls; after a transient failure the next attempt reconnects."""
 
-    def __init__(self, resource: IReadySFTPResource):
+    def __init__(self, resource: IReadySFTPResource, guard: ServiceGuard | None = None):
         self._resource = resource
+        self._guard = guard
         self._client: paramiko.SSHClient | None = None
         self._sftp: paramiko.SFTPClient | None = None
 
@@ -333,7 +387,7 @@ class SFTPSession:
                     raise
                 raise translated from exc
 
-        return self._resource._retry(attempt, operation)
+        return self._resource._retry(attempt, operation, self._guard)
 
     def _translate(self, exc: Exception, operation: str, target: str) -> Exception:
         """Classify an error raised while using an open connection."""

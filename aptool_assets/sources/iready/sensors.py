@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import dagster as dg
 
 from aptool_assets.partitions import school_year_partitions, year_subject_key
+from aptool_assets.resilience.breaker import BreakerOpen
+from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
 from aptool_assets.sources.iready.jobs import iready_sync_job
@@ -65,11 +67,17 @@ def iready_sftp_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     if not iready_sftp.is_configured():
         return dg.SkipReason("i-Ready SFTP is not configured (IREADY_SFTP_HOST, IREADY_SFTP_USERNAME, credentials)")
+    if blocked := breaker_skip_reason(iready_sftp):
+        return dg.SkipReason(blocked)
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, list[int]] = cursor.get("seen", {})
     requested: dict[str, list[int]] = cursor.get("requested", {})
 
-    files = diagnostic_files(iready_sftp.list_files(), platform.settings().school_year)
+    try:
+        listing = iready_sftp.list_files()
+    except BreakerOpen as exc:  # opened by this listing or by a run meanwhile
+        return dg.SkipReason(str(exc))
+    files = diagnostic_files(listing, platform.settings().school_year)
     now_seen: dict[str, list[int]] = {}
     ready: dict[tuple[int, str], list[DiagnosticFile]] = defaultdict(list)
     settling = empty = 0

@@ -1,0 +1,390 @@
+"""Applying webhook events to the published tables (contract §5), as plain functions over frames.
+
+Who wins, per record (the rule, also in README "Webhooks"):
+
+* **Per cell, the latest timestamp wins.** An attendance cell is (student, school, date, period),
+  the all-day code being period ``''``. Events are ordered by ``(timestamp, eventId)``, so the same
+  set of events converges to the same table whatever order they arrive in; an event older than the
+  cell's last applied event is ``superseded``. Student events order per (student, school) record.
+* **A pull is the truth as of when it started.** Every attendance pull records its window
+  (``aptool.attendance_pulls``); an event older than the last pull of its school and day is
+  already reflected in (or overruled by) that pull and is ``superseded``. A pull replaces its
+  window wholesale and then lays back only the webhook cells newer than itself
+  (:func:`overlay_newer_cells`), so past days end up exactly as Aeries has them, and a correction
+  that Aeries never received is overruled by the next pull. Rows written from events carry
+  ``source = 'webhook'`` until a pull confirms them (``aeries_pull``).
+* **Unknown students wait.** An event for a student the roster does not know yet is retried with
+  backoff (the pull may not have caught up) and dead-lettered after the retry period. Invalid data
+  is dead-lettered at once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import polars as pl
+
+from aptool_assets.events.inbox import InboxEvent, data_problem
+from aptool_assets.events.tables import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.settings import school_year_of
+from aptool_assets.sources.aeries.attendance_cells import (
+    ALL_DAY,
+    attendance_day_rows,
+    days_from_cells,
+    overlay_cells,
+    stored_cells,
+)
+from aptool_assets.sources.aeries.tables import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.storage.sync_state import sync_state
+from aptool_assets.storage.warehouse import AnyOf, TableWrite, Warehouse
+
+ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
+STUDENT_TYPES = ("student.enrolled", "student.withdrawn")
+WITHDRAWN_STATUS = "withdrawn"  # inactive_status_code until the next roster pull brings the district's own code
+UTC_TS = pl.Datetime("us", "UTC")
+
+_DAY = ["student_id", "school_code", "calendar_date"]
+_CELL = [*_DAY, "period"]
+_RECORD = ["student_id", "school_code"]
+
+EVENT_SCHEMA = {
+    "seq": pl.Int64,
+    "event_id": pl.Utf8,
+    "event_type": pl.Utf8,
+    "event_timestamp": UTC_TS,
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "calendar_date": pl.Date,
+    "period": pl.Utf8,
+    "code": pl.Utf8,
+    "original_code": pl.Utf8,
+    "reason": pl.Utf8,
+    "corrected_by": pl.Utf8,
+    "grade": pl.Int32,
+    "enter_date": pl.Date,
+    "leave_date": pl.Date,
+    "exit_reason": pl.Utf8,
+}
+TOUCHED_SCHEMA = {"school_year": pl.Int32, "student_id": pl.Int64, "school_code": pl.Int32}
+
+
+@dataclass
+class ApplyResult:
+    """What became of each event of a batch, and which students' metrics must be recomputed."""
+
+    applied: list[str] = field(default_factory=list)
+    superseded: list[str] = field(default_factory=list)
+    unknown_student: dict[str, str] = field(default_factory=dict)  # event_id → reason (IDs only)
+    invalid: dict[str, str] = field(default_factory=dict)  # event_id → reason, dead-lettered at once
+    touched: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=TOUCHED_SCHEMA))
+    touched_dates: list[dt.date] = field(default_factory=list)
+    rows_written: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def students_changed(self) -> bool:
+        return self.rows_written.get(STUDENTS.name, 0) > 0
+
+
+# ---------------------------------------------------------------------------------------------
+# Events → one typed frame
+
+
+def _as_int(value) -> int | None:
+    return int(value) if value is not None and str(value).strip().lstrip("-").isdigit() else None
+
+
+def _as_date(value) -> dt.date | None:
+    return dt.date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
+
+
+def event_frame(events: Iterable[InboxEvent]) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Supported, valid events as one typed frame; the rest with the reason they cannot be applied."""
+    rows, invalid = [], {}
+    for ev in events:
+        d = ev.data
+        problem = data_problem(ev.event_type, d) if ev.event_type in (*ATTENDANCE_TYPES, *STUDENT_TYPES) else (
+            "unsupported event type"
+        )
+        if problem is None and ev.event_type in STUDENT_TYPES and _as_int(d.get("grade")) is None and (
+            ev.event_type == "student.enrolled"
+        ):
+            problem = "data.grade must be an integer"
+        if problem:
+            invalid[ev.event_id] = problem
+            continue
+        corrected = ev.event_type == "attendance.corrected"
+        rows.append({
+            "seq": ev.seq,
+            "event_id": ev.event_id,
+            "event_type": ev.event_type,
+            "event_timestamp": ev.event_timestamp.astimezone(dt.timezone.utc),
+            "student_id": _as_int(d.get("studentId")),
+            "school_code": _as_int(d.get("schoolId")),
+            "calendar_date": _as_date(d.get("date")),
+            "period": (d.get("period") or ALL_DAY) if ev.event_type in ATTENDANCE_TYPES else None,
+            "code": d.get("newCode") if corrected else d.get("attendanceCode"),
+            "original_code": d.get("originalCode"),
+            "reason": d.get("reason"),
+            "corrected_by": str(d["correctedBy"]) if d.get("correctedBy") is not None else None,
+            "grade": _as_int(d.get("grade")),
+            "enter_date": _as_date(d.get("enterDate")),
+            "leave_date": _as_date(d.get("leaveDate")),
+            "exit_reason": d.get("exitReason") if isinstance(d.get("exitReason"), str) else None,
+        })
+    return pl.DataFrame(rows, schema=EVENT_SCHEMA), invalid
+
+
+def latest_first(frame: pl.DataFrame, by: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Split into the latest event per ``by`` (ordered by timestamp, then event ID) and the rest."""
+    ranked = frame.sort(["event_timestamp", "event_id"], descending=True).with_columns(
+        (pl.int_range(pl.len()).over(by) == 0).alias("_latest")
+    )
+    return ranked.filter("_latest").drop("_latest"), ranked.filter(~pl.col("_latest")).drop("_latest")
+
+
+def _newer(a_ts: str, a_id: str, b_ts: str, b_id: str) -> pl.Expr:
+    """(a_ts, a_id) > (b_ts, b_id), the order in which events win."""
+    return (pl.col(a_ts) > pl.col(b_ts)) | ((pl.col(a_ts) == pl.col(b_ts)) & (pl.col(a_id) > pl.col(b_id)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attendance cells
+
+
+def _last_pull(cells: pl.DataFrame, pulls: pl.DataFrame) -> pl.DataFrame:
+    """Per cell, when the last pull that covered its school and day started (null: never pulled)."""
+    keyed = cells.select(_CELL).unique()
+    if pulls.height == 0:
+        return keyed.with_columns(pl.lit(None, dtype=UTC_TS).alias("pulled_at"))
+    covering = (
+        keyed.join(pulls, on="school_code", how="inner")
+        .filter(pl.col("calendar_date").is_between(pl.col("first_date"), pl.col("last_date")))
+        .group_by(_CELL)
+        .agg(pl.col("pulled_at").max())
+    )
+    return keyed.join(covering, on=_CELL, how="left")
+
+
+def apply_attendance(
+    wh: Warehouse, events: pl.DataFrame, known: pl.DataFrame, now: dt.datetime, result: ApplyResult
+) -> list[TableWrite]:
+    """Attendance events → the writes of ``attendance_days``, the cell clock and the audit trail."""
+    ev = events.filter(pl.col("event_type").is_in(ATTENDANCE_TYPES))
+    if ev.height == 0:
+        return []
+    ev = _drop_unknown(ev, known, _RECORD, result, "at that school")
+    latest, older = latest_first(ev, _CELL)
+    result.superseded += older.get_column("event_id").to_list()
+
+    dates = latest.get_column("calendar_date")
+    schools = latest.get_column("school_code").unique().to_list()
+    students = latest.get_column("student_id").unique().to_list()
+    near = {"school_code": AnyOf(schools), "student_id": AnyOf(students)}
+    clock = wh.read_table(ATTENDANCE_EVENT_CELLS, where=near).join(latest.select(_CELL), on=_CELL, how="semi")
+    pulls = wh.read_table(ATTENDANCE_PULLS, where={"school_code": AnyOf(schools)})
+    candidates = (
+        latest.join(
+            clock.select(*_CELL, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")),
+            on=_CELL,
+            how="left",
+        )
+        .join(_last_pull(latest, pulls), on=_CELL, how="left")
+        .with_columns(
+            (
+                (pl.col("_clock_id").is_null() | (pl.col("_clock_id") == pl.col("event_id"))
+                 | _newer("event_timestamp", "event_id", "_clock_ts", "_clock_id"))
+                & (pl.col("pulled_at").is_null() | (pl.col("event_timestamp") > pl.col("pulled_at")))
+            ).alias("_wins")
+        )
+    )  # fmt: skip
+    winners = candidates.filter("_wins")
+    result.superseded += candidates.filter(~pl.col("_wins")).get_column("event_id").to_list()
+    result.applied += winners.get_column("event_id").to_list()
+
+    days = wh.read_table(ATTENDANCE_DAYS, where={**near, "calendar_date": AnyOf(dates.unique().to_list())})
+    days = days.join(winners.select(_DAY).unique(), on=_DAY, how="semi")
+    before = stored_cells(days)
+    writes = [_corrections(ev, winners, before, now)] if ev["event_type"].eq("attendance.corrected").any() else []
+    if winners.height == 0:
+        return writes
+
+    touched_days = winners.select(_DAY).unique()
+    merged = days_from_cells(overlay_cells(before, winners))
+    stamp = (
+        winners.group_by(_DAY).agg(pl.col("event_timestamp").max().alias("_ts"))
+        .join(days.select(*_DAY, pl.col("source_updated_at").alias("_stored")), on=_DAY, how="left")
+        .select(*_DAY, pl.max_horizontal("_ts", "_stored").alias("_ts"))
+    )  # fmt: skip
+    codes = wh.read_table(ABSENCE_CODES, where={"school_code": AnyOf(schools)})
+    rows = attendance_day_rows(merged.join(stamp, on=_DAY, how="left"), codes, pl.col("_ts"), "webhook")
+    cleared = touched_days.join(rows.select(_DAY), on=_DAY, how="anti")
+    clock_rows = winners.select(
+        *_CELL, pl.col("code").fill_null(""), "event_id", "event_type", "event_timestamp",
+        pl.lit(now, dtype=UTC_TS).alias("applied_at"),
+    )  # fmt: skip
+    result.touched = pl.concat([result.touched, _touched(touched_days)], how="vertical_relaxed")
+    result.touched_dates += touched_days.get_column("calendar_date").unique().to_list()
+    return [
+        *writes,
+        TableWrite(ATTENDANCE_DAYS, cleared, replace_where=None, delete=True),
+        TableWrite(ATTENDANCE_DAYS, rows, replace_where=None, upsert=True, newer_column="source_updated_at"),
+        TableWrite(ATTENDANCE_EVENT_CELLS, clock_rows, replace_where=None, upsert=True, newer_column="event_timestamp"),
+    ]
+
+
+def _corrections(ev: pl.DataFrame, winners: pl.DataFrame, before: pl.DataFrame, now: dt.datetime) -> TableWrite:
+    """The audit rows of every correction in the batch (applied or superseded), keyed by event ID."""
+    won = winners.get_column("event_id")
+    audit = (
+        ev.filter(pl.col("event_type") == "attendance.corrected")
+        .join(before.rename({"code": "code_before"}), on=_CELL, how="left")
+        .select(
+            "event_id", "student_id", "school_code", "calendar_date", "period", "original_code",
+            pl.col("code").alias("new_code"), "code_before", "reason", "corrected_by", "event_timestamp",
+            pl.when(pl.col("event_id").is_in(won.implode())).then(pl.lit("applied")).otherwise(pl.lit("superseded"))
+            .alias("outcome"),
+            pl.lit(now, dtype=UTC_TS).alias("recorded_at"),
+        )
+    )  # fmt: skip
+    return TableWrite(ATTENDANCE_CORRECTIONS, audit, replace_where=None, upsert=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Student records
+
+
+def apply_students(
+    wh: Warehouse, events: pl.DataFrame, roster: pl.DataFrame, result: ApplyResult
+) -> list[TableWrite]:
+    """Enrolled/withdrawn events → the writes of ``aptool.students`` and ``aptool.enrollment``."""
+    ev = events.filter(pl.col("event_type").is_in(STUDENT_TYPES))
+    if ev.height == 0:
+        return []
+    # An enrolment may be at a new school, but the student must be known somewhere (names, numbers
+    # come from the roster); a withdrawal needs the record at that school.
+    enrolled = _drop_unknown(ev.filter(pl.col("event_type") == "student.enrolled"), roster, ["student_id"], result,
+                             "in the roster")  # fmt: skip
+    withdrawn = _drop_unknown(ev.filter(pl.col("event_type") == "student.withdrawn"), roster, _RECORD, result,
+                              "at that school")  # fmt: skip
+    latest, older = latest_first(pl.concat([enrolled, withdrawn]), _RECORD)
+    result.superseded += older.get_column("event_id").to_list()
+    current = roster.join(latest.select(_RECORD), on=_RECORD, how="semi")
+    candidates = latest.join(current.select(*_RECORD, pl.col("source_updated_at").alias("_stored")), on=_RECORD,
+                             how="left").with_columns(
+        (pl.col("_stored").is_null() | (pl.col("event_timestamp") > pl.col("_stored"))).alias("_wins")
+    )  # fmt: skip
+    winners = candidates.filter("_wins")
+    result.superseded += candidates.filter(~pl.col("_wins")).get_column("event_id").to_list()
+    result.applied += winners.get_column("event_id").to_list()
+    if winners.height == 0:
+        return []
+
+    identity = roster.sort("source_updated_at", descending=True, nulls_last=True).unique("student_id", keep="first")
+    identity = identity.select("student_id", "student_number", "state_student_id", "first_name", "last_name")
+    base = winners.join(current.drop("source_updated_at"), on=_RECORD, how="left", suffix="_stored")
+    base = base.join(identity, on="student_id", how="left", suffix="_any")
+    is_enrol = pl.col("event_type") == "student.enrolled"
+    students = base.select(
+        "student_id",
+        "school_code",
+        *[pl.coalesce(c, f"{c}_any").alias(c) for c in ("student_number", "state_student_id", "first_name", "last_name")],
+        pl.when(is_enrol).then(pl.col("grade")).otherwise(pl.col("grade_stored")).alias("grade"),
+        pl.when(is_enrol).then(pl.col("enter_date")).otherwise(pl.col("school_enter_date")).alias("school_enter_date"),
+        pl.when(is_enrol).then(pl.lit(None, pl.Date)).otherwise(pl.col("leave_date")).alias("school_leave_date"),
+        pl.when(is_enrol).then(pl.lit("")).otherwise(pl.lit(WITHDRAWN_STATUS)).alias("inactive_status_code"),
+        is_enrol.alias("is_active"),
+        pl.col("event_timestamp").alias("source_updated_at"),
+    )
+    stints = _enrollment_stints(wh, winners)
+    result.touched = pl.concat(
+        [result.touched, _touched(winners.select("student_id", "school_code",
+                                                 pl.coalesce("enter_date", "leave_date").alias("calendar_date")))],
+        how="vertical_relaxed",
+    )  # fmt: skip
+    return [
+        TableWrite(STUDENTS, students, replace_where=None, upsert=True, newer_column="source_updated_at"),
+        TableWrite(ENROLLMENT, stints, replace_where=None, upsert=True),
+    ]
+
+
+def _enrollment_stints(wh: Warehouse, winners: pl.DataFrame) -> pl.DataFrame:
+    """The enrollment stint an event opens (enrolled) or closes (withdrawn: the latest stint that
+    started on or before the leave date)."""
+    stored = wh.read_table(ENROLLMENT, where={"student_id": AnyOf(winners.get_column("student_id").unique().to_list())})
+    ev = winners.with_columns(
+        pl.coalesce("enter_date", "leave_date")
+        .map_elements(school_year_of, return_dtype=pl.Int32)
+        .alias("academic_year")
+    )
+    opened = ev.filter(pl.col("event_type") == "student.enrolled").select(
+        "student_id", "school_code", "academic_year", "grade", "enter_date",
+        pl.lit(None, pl.Date).alias("leave_date"), pl.lit("").alias("exit_reason_code"),
+        pl.col("event_timestamp").alias("source_updated_at"),
+    )  # fmt: skip
+    closed = (
+        ev.filter(pl.col("event_type") == "student.withdrawn")
+        .select("student_id", "school_code", "academic_year", pl.col("leave_date").alias("_leave"), "exit_reason",
+                "event_timestamp")
+        .join(stored.drop("source_updated_at"), on=["student_id", "school_code", "academic_year"], how="inner")
+        .filter(pl.col("enter_date") <= pl.col("_leave"))
+        .sort("enter_date", descending=True)
+        .unique(["student_id", "school_code", "academic_year"], keep="first")
+        .select(
+            "student_id", "school_code", "academic_year", "grade", "enter_date", pl.col("_leave").alias("leave_date"),
+            pl.col("exit_reason").fill_null("").alias("exit_reason_code"),
+            pl.col("event_timestamp").alias("source_updated_at"),
+        )
+    )  # fmt: skip
+    return pl.concat([opened, closed], how="vertical_relaxed")
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _drop_unknown(
+    ev: pl.DataFrame, known: pl.DataFrame, on: list[str], result: ApplyResult, where: str
+) -> pl.DataFrame:
+    """Keep events whose student is known; record the others (IDs only) for retry."""
+    missing = ev.join(known.select(on).unique(), on=on, how="anti")
+    for event_id, student, school in missing.select("event_id", "student_id", "school_code").iter_rows():
+        result.unknown_student[event_id] = f"unknown student {student} {where} (school {school})"
+    return ev.join(known.select(on).unique(), on=on, how="semi")
+
+
+def _touched(frame: pl.DataFrame) -> pl.DataFrame:
+    return frame.select(
+        pl.col("calendar_date").map_elements(school_year_of, return_dtype=pl.Int32).alias("school_year"),
+        pl.col("student_id").cast(pl.Int64),
+        pl.col("school_code").cast(pl.Int32),
+    ).unique()
+
+
+def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime | None = None) -> ApplyResult:
+    """Apply a batch of inbox events to the warehouse in ONE transaction; returns each event's fate.
+
+    Idempotent: re-applying events already applied changes nothing (the cell clock and the records'
+    ``source_updated_at`` recognise them), so a run that dies after writing and before marking the
+    inbox converges when the events are applied again.
+    """
+    now = now or dt.datetime.now(dt.timezone.utc)
+    result = ApplyResult()
+    frame, result.invalid = event_frame(events)
+    if frame.height == 0:
+        return result
+    roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
+    writes = apply_students(wh, frame, roster, result)
+    # An attendance event for a student enrolled by this very batch is known from that enrolment.
+    known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
+    writes += apply_attendance(wh, frame, known, now, result)
+    # Even a batch that changed nothing is a sync: its events are settled.
+    writes.append(sync_state(
+        "webhooks", "events", cursor=f"seq {frame.get_column('seq').max()}", now=now,
+        last_modified=frame.get_column("event_timestamp").max(),
+        detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
+    ))  # fmt: skip
+    result.rows_written = wh.write(*writes)
+    result.touched = result.touched.unique()
+    result.touched_dates = sorted(set(result.touched_dates))
+    return result

@@ -1,0 +1,149 @@
+"""Jobs of the webhook path: apply the inbox's due events; replay dead letters after a fix.
+
+Applying is an op job, not an asset: it changes a few rows of tables that assets own. It reports
+what it changed as materializations of those assets (the attendance days it touched, the roster,
+the summary and ranking years it refreshed), so the UI's lineage and history show webhook updates
+beside pulls, and the eager metrics do not recompute the whole district after it.
+"""
+
+
+import datetime as dt
+
+import dagster as dg
+
+from aptool_assets.events.apply import ApplyResult, apply_events
+from aptool_assets.events.inbox import Inbox, InboxEvent, utcnow
+from aptool_assets.events.resources import WebhookInboxResource
+from aptool_assets.metrics.assets import INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.compute import refresh_students
+from aptool_assets.resources import PlatformResource
+from aptool_assets.rules.ranking import PriorityWeights
+from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY, ENROLLMENT_KEY, STUDENTS_KEY
+from aptool_assets.storage.resources import WarehouseResource
+
+BATCH_SIZE = 5000
+FIRST_RETRY_S = 60.0
+MAX_RETRY_S = 3600.0
+SOURCE_TAG = {"aptool/source": "webhooks"}
+
+
+def retry_delay(attempts: int) -> dt.timedelta:
+    """Backoff for an event whose student is unknown: 1, 2, 4 … minutes, at most an hour."""
+    return dt.timedelta(seconds=min(FIRST_RETRY_S * 2 ** max(attempts, 0), MAX_RETRY_S))
+
+
+def settle_inbox(
+    inbox: Inbox, events: list[InboxEvent], result: ApplyResult, run_id: str | None, retry_for: dt.timedelta,
+    now: dt.datetime,
+) -> dict[str, int]:
+    """Record each event's fate; an unknown student's event waits with backoff until ``retry_for``
+    after its first failed attempt (since receipt, or since its last replay)."""
+    inbox.mark_applied(result.applied, run_id=run_id)
+    inbox.mark_applied(result.superseded, run_id=run_id, outcome="superseded")
+    for event_id, reason in result.invalid.items():
+        inbox.dead_letter(event_id, reason)
+    by_id = {e.event_id: e for e in events}
+    retried = dead = 0
+    for event_id, reason in result.unknown_student.items():
+        ev = by_id[event_id]
+        if now - (ev.first_failed_at or now) >= retry_for:
+            hours = retry_for.total_seconds() / 3600
+            inbox.dead_letter(event_id, f"{reason}; still unknown after {ev.attempts + 1} attempts over {hours:g} h")
+            dead += 1
+        else:
+            inbox.mark_retry(event_id, reason, now + retry_delay(ev.attempts))
+            retried += 1
+    return {
+        "applied": len(result.applied),
+        "superseded": len(result.superseded),
+        "dead_lettered": len(result.invalid) + dead,
+        "retrying": retried,
+    }
+
+
+def _report(context: dg.OpExecutionContext, result: ApplyResult, refreshed: dict[int, dict[str, int]]) -> None:
+    """Materializations of the assets whose rows changed, dependencies first (so the eager
+    automation sees the metrics as newer than their inputs and leaves them be)."""
+    instance = context.instance
+    day_keys = set()
+    if result.touched_dates:
+        from aptool_assets.sources.aeries.assets import attendance_day_partitions
+
+        valid = set(attendance_day_partitions.get_partition_keys(dynamic_partitions_store=instance))
+        day_keys = {d.isoformat() for d in result.touched_dates} & valid
+    meta = {"source": "webhook", "run_id": context.run_id}
+    for key in sorted(day_keys):
+        context.log_event(dg.AssetMaterialization(ATTENDANCE_DAYS_KEY, partition=key, metadata=meta))
+    if result.students_changed:
+        context.log_event(dg.AssetMaterialization(STUDENTS_KEY, metadata=meta))
+        for year in sorted(set(result.touched.get_column("school_year").to_list())):
+            if instance.has_dynamic_partition("school_year", str(year)):
+                context.log_event(dg.AssetMaterialization(ENROLLMENT_KEY, partition=str(year), metadata=meta))
+    for year, counts in sorted(refreshed.items()):
+        for key in (STUDENT_ATTENDANCE_SUMMARY_KEY, INTERVENTION_RANKING_KEY):
+            context.log_event(dg.AssetMaterialization(key, partition=str(year), metadata={**meta, **counts}))
+
+
+@dg.op(
+    description="Apply the inbox's due webhook events to attendance and the roster, then recompute the "
+    "touched students' summaries and re-rank their schools.",
+    tags=SOURCE_TAG,
+)
+def apply_inbox_events(
+    context: dg.OpExecutionContext,
+    inbox: WebhookInboxResource,
+    warehouse: WarehouseResource,
+    platform: PlatformResource,
+) -> None:
+    with inbox.session() as box:
+        now = utcnow()
+        events = box.pending(limit=BATCH_SIZE, now=now)
+        if not events:
+            context.log.info("no webhook events due")
+            return
+        wh = warehouse.get()
+        result = apply_events(wh, events, now)
+        refreshed = refresh_students(
+            wh, result.touched, platform.settings().as_of_date, PriorityWeights.from_string(platform.priority_weights)
+        )
+        # The warehouse first, the inbox after: a run dying in between re-applies idempotently.
+        fates = settle_inbox(box, events, result, context.run_id,
+                             dt.timedelta(hours=platform.unknown_student_retry_hours), now)  # fmt: skip
+        _report(context, result, refreshed)
+        students = result.touched.select("student_id", "school_code").unique().height
+        context.log.info(
+            f"{len(events)} events: {fates}; {students} student records touched; "
+            f"metrics refreshed for years {sorted(refreshed) or 'none'}"
+        )
+
+
+@dg.job(
+    name="apply_webhook_events",
+    description="Drain the webhook inbox (started by webhook_inbox_sensor; safe to run by hand).",
+    tags=SOURCE_TAG,
+)
+def apply_webhook_events_job():
+    apply_inbox_events()
+
+
+class ReplayConfig(dg.Config):
+    event_ids: list[str] = []  # empty: every event currently dead-lettered
+
+
+@dg.op(description="Put dead letters back in the inbox as pending; the inbox sensor applies them.")
+def replay_dead_letter_events(context: dg.OpExecutionContext, config: ReplayConfig, inbox: WebhookInboxResource) -> None:
+    with inbox.session() as box:
+        requeued = box.replay(config.event_ids or None)
+    context.log.info(f"requeued {len(requeued)} dead letters: {requeued[:20]}")
+
+
+@dg.job(
+    name="replay_dead_letters",
+    description="Replay dead letters after a fix (all, or the event IDs in the run config); idempotent.",
+    tags=SOURCE_TAG,
+)
+def replay_dead_letters_job():
+    replay_dead_letter_events()
+
+
+EVENT_JOBS = [apply_webhook_events_job, replay_dead_letters_job]

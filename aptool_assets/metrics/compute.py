@@ -1,0 +1,116 @@
+"""The attendance summary and the ranking read from the warehouse, for a whole year or a few students.
+
+The assets compute a whole school year; the webhook path recomputes only the students an event
+touched and re-ranks only their schools. Both go through these functions, so an incremental
+update is by construction what a full recompute would give for those rows (the rules are per
+student and the ranking per school).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import polars as pl
+
+from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
+from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
+from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
+from aptool_assets.settings import school_year_bounds
+from aptool_assets.sources.aeries import period_codes
+from aptool_assets.sources.aeries.tables import (
+    ABSENCE_CODES,
+    ATTENDANCE_DAYS,
+    ENROLLMENT,
+    SCHOOL_CALENDAR,
+    STUDENT_ATTENDANCE_SUMMARY,
+)
+from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
+
+_RECORD = ["student_id", "school_code"]
+
+
+def year_as_of(school_year: int, as_of: dt.date) -> dt.date:
+    """The configured as-of date clipped into ``school_year`` (a past year counts to its end)."""
+    first, last = school_year_bounds(school_year)
+    return min(max(as_of, first), last)
+
+
+def attendance_summary(
+    wh: Warehouse, school_year: int, as_of: dt.date, students: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The summary of ``school_year`` for every student, or only for the (student_id, school_code)
+    pairs in ``students``."""
+    first, last = school_year_bounds(school_year)
+    where_students: dict = {}
+    where_schools: dict = {}
+    if students is not None:
+        where_students = {"student_id": AnyOf(students.get_column("student_id").unique().to_list())}
+        where_schools = {"school_code": AnyOf(students.get_column("school_code").unique().to_list())}
+
+    def only(frame: pl.DataFrame) -> pl.DataFrame:
+        return frame if students is None else frame.join(students.select(_RECORD).unique(), on=_RECORD, how="semi")
+
+    attendance = only(
+        wh.read_table(ATTENDANCE_DAYS, where={"calendar_date": Between(first, last), **where_students})
+    ).select(
+        "student_id", "school_code", "calendar_date", "all_day_code",
+        period_codes.from_json(pl.col("period_codes")).alias("period_codes"),
+    )  # fmt: skip
+    return compute_attendance_summary(
+        calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
+        enrollment=only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
+        attendance=attendance,
+        absence_codes=wh.read_table(ABSENCE_CODES, where=where_schools),
+        school_year=school_year,
+        as_of_date=year_as_of(school_year, as_of),
+    )
+
+
+def ranking(
+    wh: Warehouse,
+    school_year: int,
+    weights: PriorityWeights,
+    schools: list[int] | None = None,
+    summary: pl.DataFrame | None = None,
+) -> pl.DataFrame:
+    """The ranking of ``school_year`` for every school, or only ``schools``; ``summary`` (the rows of
+    those schools) when the caller already holds a newer summary than the warehouse."""
+    where = {"school_year": school_year} | ({"school_code": AnyOf(schools)} if schools is not None else {})
+    if summary is None:
+        summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where=where)
+    risk = wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year})
+    return intervention_ranking(summary, risk, school_year=school_year, weights=weights)
+
+
+def refresh_students(
+    wh: Warehouse, touched: pl.DataFrame, as_of: dt.date, weights: PriorityWeights
+) -> dict[int, dict[str, int]]:
+    """Recompute the summary rows of the touched (school_year, student_id, school_code) and re-rank
+    their schools, one transaction per year. Years whose summary was never computed are left to the
+    full asset (a partial first summary would look complete). Returns counts per year."""
+    done: dict[int, dict[str, int]] = {}
+    for (school_year,), pairs in touched.partition_by("school_year", as_dict=True).items():
+        school_year = int(school_year)
+        if wh.query(_exists_sql(wh), [school_year]).height == 0:
+            continue
+        pairs = pairs.select(_RECORD).unique()
+        schools = sorted(pairs.get_column("school_code").unique().to_list())
+        fresh = attendance_summary(wh, school_year, as_of, pairs)
+        stored = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, "school_code": AnyOf(schools)})
+        summary = pl.concat([stored.join(pairs, on=_RECORD, how="anti"), fresh], how="vertical_relaxed")
+        ranked = ranking(wh, school_year, weights, schools, summary=summary)
+        wh.write(
+            TableWrite(STUDENT_ATTENDANCE_SUMMARY, pairs.with_columns(pl.lit(school_year, pl.Int32).alias("school_year")),
+                       replace_where=None, delete=True),
+            TableWrite(STUDENT_ATTENDANCE_SUMMARY, fresh, replace_where=None),
+            TableWrite(STUDENT_INTERVENTION_RANKING, ranked, {"school_year": school_year, "school_code": AnyOf(schools)}),
+        )  # fmt: skip
+        done[school_year] = {"students": pairs.height, "summary_rows": fresh.height, "schools": len(schools),
+                             "ranking_rows": ranked.height}  # fmt: skip
+    return done
+
+
+def _exists_sql(wh: Warehouse) -> str:
+    if not wh.table_exists(STUDENT_ATTENDANCE_SUMMARY):
+        return "SELECT 1 WHERE FALSE AND 1 = " + wh.placeholder
+    return f"SELECT 1 FROM {STUDENT_ATTENDANCE_SUMMARY.qualified} WHERE school_year = {wh.placeholder} LIMIT 1"

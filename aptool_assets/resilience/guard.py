@@ -1,0 +1,134 @@
+"""The original design's error handling for one service, in one object the clients call.
+
+| error | action |
+|---|---|
+| rate limit (429) | wait (Retry-After, at most 300 s) and retry; not a breaker failure |
+| authentication refused | no retry; this credential is blocked for ``auth_backoff_s`` (so sensors and schedules
+  do not hammer — or lock — the account); the run fails and the run-failure sensor alerts |
+| not found (404 on one object) | log the ID and skip |
+| maintenance (503 with a long Retry-After, or only 503s until retries ran out) | breaker open for 30 min |
+| transient (5xx, timeout, dropped connection) | retry with the service's policy; each failure counts
+  towards the breaker |
+| anything else | a dead letter (``failed_operations``) with its context, then the step fails |
+
+The credential block is a breaker of its own, named ``<service>:auth:<8 hex digits of a hash of the
+endpoint and credential>``: a corrected password or certificate is a different name, so it is used at
+once, while the refused one is not tried again until the block half-opens.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aptool_assets.resilience.breaker import (
+    AUTH_BACKOFF_S,
+    MAINTENANCE_BACKOFF_S,
+    BreakerSettings,
+    BreakerStatus,
+    CircuitBreaker,
+)
+from aptool_assets.resilience.store import ResilienceStore, open_resilience_store
+
+log = logging.getLogger("aptool_assets.resilience.guard")
+
+
+class ErrorAction(enum.Enum):
+    WAIT = "wait and retry"
+    RETRY = "retry with backoff"
+    ALERT = "alert, no retry"
+    SKIP = "log the ID and skip"
+    MAINTENANCE = "back off 30 minutes"
+    DEAD_LETTER = "dead letter"
+
+
+def classify(exc: BaseException) -> ErrorAction:
+    """The taxonomy row an exception falls into (clients' own exception classes)."""
+    from aptool_assets.sources.aeries import client as aeries
+    from aptool_assets.sources.iready import resources as iready
+
+    if isinstance(exc, aeries.AeriesMaintenanceError):
+        return ErrorAction.MAINTENANCE
+    if isinstance(exc, aeries.AeriesRateLimitedError):
+        return ErrorAction.WAIT
+    if isinstance(exc, (aeries.AeriesAuthError, iready.SFTPAuthenticationError, iready.SFTPHostKeyError)):
+        return ErrorAction.ALERT
+    if isinstance(exc, aeries.AeriesNotFoundError):
+        return ErrorAction.SKIP
+    if isinstance(exc, (aeries.AeriesTransientError, iready.SFTPTransientError)):
+        return ErrorAction.RETRY
+    return ErrorAction.DEAD_LETTER
+
+
+def credential_id(*parts: object) -> str:
+    """8 hex digits naming a credential without revealing it (32 bits: far too few to test guesses)."""
+    return hashlib.sha256("\x00".join(str(p) for p in parts).encode()).hexdigest()[:8]
+
+
+@dataclass
+class ServiceGuard:
+    """A service's breaker, its credential block and its dead letters, on one shared store."""
+
+    settings: BreakerSettings
+    store: ResilienceStore = field(default_factory=open_resilience_store)
+    credential: str | None = None  # from credential_id(...)
+    maintenance_backoff_s: float = MAINTENANCE_BACKOFF_S
+    auth_backoff_s: float = AUTH_BACKOFF_S
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        self.breaker = CircuitBreaker(self.settings, self.store, clock=self.clock)
+        self.auth = None
+        if self.credential:
+            auth_settings = BreakerSettings(f"{self.settings.service}:auth:{self.credential}", failure_threshold=1,
+                                            window_s=max(self.auth_backoff_s, 1.0),
+                                            half_open_after_s=self.auth_backoff_s)
+            self.auth = CircuitBreaker(auth_settings, self.store, clock=self.clock)
+
+    @property
+    def service(self) -> str:
+        return self.settings.service
+
+    def check(self) -> None:
+        """Before each request: raises ``BreakerOpen`` while the service or this credential is blocked."""
+        if self.auth is not None:
+            self.auth.check()
+        self.breaker.check()
+
+    def blocked(self) -> BreakerStatus | None:
+        """What a sensor shows instead of polling: the open breaker, if any (read-only)."""
+        for breaker in filter(None, (self.auth, self.breaker)):
+            status = breaker.state()
+            if status.is_open:
+                return status
+        return None
+
+    def success(self) -> None:
+        self.breaker.record_success()
+        if self.auth is not None:
+            self.auth.record_success()
+
+    def failure(self, reason: str) -> BreakerStatus:
+        """A transient failure (server error, timeout, dropped connection)."""
+        return self.breaker.record_failure(reason)
+
+    def maintenance(self, reason: str) -> BreakerStatus:
+        return self.breaker.open_for(self.maintenance_backoff_s, f"maintenance: {reason}")
+
+    def auth_refused(self, reason: str) -> BreakerStatus | None:
+        if self.auth is None:
+            return None
+        return self.auth.open_for(self.auth_backoff_s, f"authentication refused: {reason}")
+
+    def dead_letter(self, operation: str, exc: BaseException, context: dict | None = None) -> int | None:
+        """Keep an unexpected failure with its context (IDs only); never raises."""
+        try:
+            return self.store.add_failed_operation(self.service, operation, type(exc).__name__, str(exc), context)
+        except Exception as store_exc:  # noqa: BLE001 - the original error is what matters
+            log.warning("could not record a dead letter for %s in %s (%s)", operation, self.store.describe(),
+                        type(store_exc).__name__)
+            return None
