@@ -211,6 +211,57 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
         return 0
 
 
+def _breaker(name: str, store):
+    """The breaker ``name`` with its configured settings (a credential block: one failure opens it)."""
+    from aptool_assets.resilience.breaker import AERIES_BREAKER, IREADY_BREAKER, BreakerSettings, CircuitBreaker
+    from aptool_assets.resilience.breaker import settings_from_env
+
+    configured = {s.service: settings_from_env(s) for s in (AERIES_BREAKER, IREADY_BREAKER)}
+    return CircuitBreaker(configured.get(name) or BreakerSettings(name, 1, 60.0, 60.0), store)
+
+
+def cmd_breakers(args: argparse.Namespace) -> int:
+    """Show the circuit breakers (shared by every run and sensor), or close some by hand after a fix."""
+    from aptool_assets.resilience.store import open_resilience_store
+
+    store = open_resilience_store()
+    try:
+        if args.action == "list":
+            names = sorted({"aeries", "iready", *(row["service"] for row in store.read_all())})
+            for name in names:
+                print(_breaker(name, store).state().describe())
+            return 0
+        if not args.services:
+            return _fail("breakers reset takes the service(s) to close, e.g. aeries (see: aptool breakers list)")
+        for name in args.services:
+            print(_breaker(name, store).reset().describe())
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_failed_operations(args: argparse.Namespace) -> int:
+    """Source calls that failed for good (neither transient, nor auth, nor not-found), with their context."""
+    from aptool_assets.resilience.store import open_resilience_store
+
+    store = open_resilience_store()
+    try:
+        if args.action == "list":
+            rows = store.failed_operations(pending_only=not args.all)
+            if not rows:
+                print("no failed operations" + ("" if args.all else " pending"))
+            for op in rows:
+                done = "  resolved" if op.get("resolved_at") else ""
+                print(f"{op['id']}  {op['service']}  {op['operation']}  {op['error_type']}  "
+                      f"x{op['occurrences']}: {op['message']}{done}")  # fmt: skip
+            return 0
+        ids = [int(i) for i in args.ids] if args.ids else None
+        print(f"marked {store.resolve_failed_operations(ids)} failed operation(s) resolved")
+        return 0
+    finally:
+        store.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -242,6 +293,17 @@ def build_parser() -> argparse.ArgumentParser:
     dead.add_argument("ids", nargs="*", help="event IDs (show: one; replay: none = every dead letter not yet replayed)")
     dead.add_argument("--all", action="store_true", help="list: include dead letters already replayed")
     dead.set_defaults(func=cmd_dead_letters)
+
+    breakers = sub.add_parser("breakers", help="circuit breaker states; close one by hand after fixing the cause")
+    breakers.add_argument("action", nargs="?", default="list", choices=["list", "reset"])
+    breakers.add_argument("services", nargs="*", help="reset: e.g. aeries, iready, or an aeries:auth:… block")
+    breakers.set_defaults(func=cmd_breakers)
+
+    failed = sub.add_parser("failed-operations", help="source calls that failed for good, with their context")
+    failed.add_argument("action", nargs="?", default="list", choices=["list", "resolve"])
+    failed.add_argument("ids", nargs="*", help="resolve: IDs (none = every pending one)")
+    failed.add_argument("--all", action="store_true", help="list: include resolved ones")
+    failed.set_defaults(func=cmd_failed_operations)
     return parser
 
 

@@ -216,3 +216,31 @@ def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
     assert replayed.returncode == 0 and "requeued 1 event(s)" in replayed.stdout
     again = run(["dead-letters", "replay", "evt-1"], tmp_path, env)
     assert again.returncode == 0 and "requeued 0 event(s)" in again.stdout  # idempotent
+
+
+def test_breakers_and_failed_operations_from_the_command_line(tmp_path):
+    from aptool_assets.resilience.breaker import AERIES_BREAKER, CircuitBreaker
+    from aptool_assets.resilience.store import SqliteResilienceStore
+
+    path = tmp_path / "breakers.sqlite"
+    store = SqliteResilienceStore(path)
+    CircuitBreaker(AERIES_BREAKER, store).open_for(1800, "HTTP 503 on all 5 attempts of GET /api/v5/schools")
+    store.add_failed_operation("aeries", "GET /api/v5/schools/101/students", "AeriesResponseError",
+                               "invalid JSON", {"endpoint": "/api/v5/schools/101/students"})  # fmt: skip
+    store.close()
+    env = clean_env(APTOOL_BREAKER_PATH=str(path))
+
+    listed = run(["breakers"], tmp_path, env)
+    assert listed.returncode == 0 and "aeries circuit breaker open" in listed.stdout
+    assert "iready circuit breaker closed" in listed.stdout
+    assert run(["breakers", "reset"], tmp_path, env).returncode == 1  # names the service to close
+    reset = run(["breakers", "reset", "aeries"], tmp_path, env)
+    assert reset.returncode == 0 and "aeries circuit breaker closed" in reset.stdout
+    assert "aeries circuit breaker closed" in run(["breakers", "list"], tmp_path, env).stdout
+
+    failed = run(["failed-operations"], tmp_path, env)
+    assert failed.returncode == 0 and "GET /api/v5/schools/101/students" in failed.stdout
+    resolved = run(["failed-operations", "resolve"], tmp_path, env)
+    assert resolved.returncode == 0 and "marked 1 failed operation(s) resolved" in resolved.stdout
+    assert "no failed operations pending" in run(["failed-operations", "list"], tmp_path, env).stdout
+    assert "resolved" in run(["failed-operations", "list", "--all"], tmp_path, env).stdout

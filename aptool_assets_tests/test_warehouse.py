@@ -184,3 +184,28 @@ def test_delete_by_key_removes_exactly_those_rows_in_the_same_transaction(wareho
     assert list(zip(got["subject"], got["student_id"])) == [("ela", 1), ("ela", 3), ("math", 5)]
     with pytest.raises(ValueError, match="either upserts or deletes"):
         TableWrite(SCORES, keys, replace_where=None, delete=True, upsert=True)
+
+
+def test_exclusive_admits_one_holder_at_a_time_across_connections(warehouse_url):
+    import threading
+    import time
+
+    from aptool_assets.storage.warehouse import open_warehouse
+
+    first, second = open_warehouse(warehouse_url), open_warehouse(warehouse_url)
+    order: list[str] = []
+
+    def contender(name: str) -> None:
+        with second.exclusive(name):
+            order.append(f"second:{name}")
+
+    with first.exclusive("attendance_days"):
+        other = threading.Thread(target=contender, args=("another_lock",))
+        other.start()
+        other.join(10)  # a different name never waits
+        waiting = threading.Thread(target=contender, args=("attendance_days",))
+        waiting.start()
+        time.sleep(0.5)
+        order.append("first:released")
+    waiting.join(10)
+    assert order == ["second:another_lock", "first:released", "second:attendance_days"]

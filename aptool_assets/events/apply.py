@@ -31,6 +31,7 @@ from aptool_assets.events.tables import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT
 from aptool_assets.settings import school_year_of
 from aptool_assets.sources.aeries.attendance_cells import (
     ALL_DAY,
+    ATTENDANCE_LOCK,
     attendance_day_rows,
     days_from_cells,
     overlay_cells,
@@ -373,18 +374,21 @@ def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime |
     frame, result.invalid = event_frame(events)
     if frame.height == 0:
         return result
-    roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
-    writes = apply_students(wh, frame, roster, result)
-    # An attendance event for a student enrolled by this very batch is known from that enrolment.
-    known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
-    writes += apply_attendance(wh, frame, known, now, result)
-    # Even a batch that changed nothing is a sync: its events are settled.
-    writes.append(sync_state(
-        "webhooks", "events", cursor=f"seq {frame.get_column('seq').max()}", now=now,
-        last_modified=frame.get_column("event_timestamp").max(),
-        detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
-    ))  # fmt: skip
-    result.rows_written = wh.write(*writes)
+    # Read, decide and write under the lock a pull takes for its window, so neither overwrites rows
+    # the other wrote between its read and its write.
+    with wh.exclusive(ATTENDANCE_LOCK):
+        roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
+        writes = apply_students(wh, frame, roster, result)
+        # An attendance event for a student enrolled by this very batch is known from that enrolment.
+        known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
+        writes += apply_attendance(wh, frame, known, now, result)
+        # Even a batch that changed nothing is a sync: its events are settled.
+        writes.append(sync_state(
+            "webhooks", "events", cursor=f"seq {frame.get_column('seq').max()}", now=now,
+            last_modified=frame.get_column("event_timestamp").max(),
+            detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
+        ))  # fmt: skip
+        result.rows_written = wh.write(*writes)
     result.touched = result.touched.unique()
     result.touched_dates = sorted(set(result.touched_dates))
     return result

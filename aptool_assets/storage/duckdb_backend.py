@@ -8,6 +8,7 @@ retried with backoff instead of failing the run.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -40,6 +41,19 @@ class DuckDBWarehouse(Warehouse):
 
     def __repr__(self) -> str:
         return f"DuckDBWarehouse({self.path!r})"
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """An advisory file lock beside the database file (``flock``: released if the process dies)."""
+        if self.path == ":memory:":
+            yield
+            return
+        with open(f"{self.path}.{name}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[duckdb.DuckDBPyConnection]:

@@ -75,6 +75,17 @@ class PostgresWarehouse(Warehouse):
                 con.adapters.register_loader(json_type, TextLoader)
             yield con
 
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[None]:
+        """A session advisory lock on a connection of its own (released if the process dies)."""
+        with self._connect() as con:
+            con.autocommit = True
+            con.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"{SCHEMA}.{name}:exclusive"])
+            try:
+                yield
+            finally:
+                con.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"{SCHEMA}.{name}:exclusive"])
+
     def _retrying(self, fn, what: str):
         return call_with_retry(fn, policy=self.retry, is_retryable=is_transient_db_error, what=what, logger=log)
 

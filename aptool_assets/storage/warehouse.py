@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -166,6 +167,11 @@ class Warehouse(ABC):
 
     @abstractmethod
     def table_exists(self, table: TableSpec | str) -> bool: ...
+
+    @abstractmethod
+    def exclusive(self, name: str) -> AbstractContextManager[None]:
+        """A lock named ``name`` held across processes for a read-modify-write (e.g. the webhook
+        path and a pull both rewriting days of ``attendance_days``): one holder at a time."""
 
     @abstractmethod
     def ensure_table(self, table: TableSpec) -> None:

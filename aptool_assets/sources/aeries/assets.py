@@ -15,7 +15,7 @@ from aptool_assets.partitions import school_year_partitions
 from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds, school_year_of
 from aptool_assets.events.tables import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
 from aptool_assets.sources.aeries import frames
-from aptool_assets.sources.aeries.attendance_cells import attendance_day_rows, overlay_newer_cells
+from aptool_assets.sources.aeries.attendance_cells import ATTENDANCE_LOCK, attendance_day_rows, overlay_newer_cells
 from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
 from aptool_assets.sources.aeries.tables import (
@@ -321,20 +321,21 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
             f"{unknown.height} attendance rows carry codes missing from their school's code table: "
             f"{sorted(set(zip(unknown['school_code'].to_list(), unknown['all_day_code'].to_list())))[:10]}"
         )
-    # Events applied since the pull started are newer than what it saw: lay them back over it.
-    newer = wh.read_table(ATTENDANCE_EVENT_CELLS, where={"calendar_date": Between(first, last)}).filter(
-        pl.col("event_timestamp") > pulled_at
-    )
-    rows = overlay_newer_cells(rows, newer, code_table)
     pulls = pl.DataFrame(
         {"school_code": codes, "first_date": first, "last_date": last, "pulled_at": pulled_at},
         schema=ATTENDANCE_PULLS.polars_schema,
     )
-    wh.write(
-        TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}),
-        TableWrite(ATTENDANCE_PULLS, pulls, replace_where=None),
-        sync_state("aeries", "attendance_days", cursor=f"{first}..{last}", detail=f"{rows.height} coded days"),
-    )
+    with wh.exclusive(ATTENDANCE_LOCK):  # no webhook batch lands between reading its cells and the write
+        # Events applied since the pull started are newer than what it saw: lay them back over it.
+        newer = wh.read_table(ATTENDANCE_EVENT_CELLS, where={"calendar_date": Between(first, last)}).filter(
+            pl.col("event_timestamp") > pulled_at
+        )
+        rows = overlay_newer_cells(rows, newer, code_table)
+        wh.write(
+            TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}),
+            TableWrite(ATTENDANCE_PULLS, pulls, replace_where=None),
+            sync_state("aeries", "attendance_days", cursor=f"{first}..{last}", detail=f"{rows.height} coded days"),
+        )
     by_category = dict(rows.group_by("absence_category").len().fill_null("unknown_code").iter_rows())
     return dg.MaterializeResult(
         metadata=table_metadata(
