@@ -132,6 +132,43 @@ def test_half_open_admits_one_trial_then_closes_or_reopens(store):
     a.check()
 
 
+@pytest.mark.parametrize("trial_succeeds", [True, False])
+def test_callers_can_wait_for_the_trial_outcome(store, trial_succeeds):
+    """With ``trial_wait_s`` another caller waits for the in-flight trial: it goes ahead once the
+    trial closed the breaker, and gets BreakerOpen when the trial failed."""
+    import threading
+
+    clock = Clock()
+    a = CircuitBreaker(SETTINGS, store, clock=clock)
+    b = CircuitBreaker(SETTINGS, store, clock=clock, trial_wait_s=10.0)
+    for _ in range(10):
+        a.record_failure("drop")
+    clock.now += 61
+    a.check()  # a holds the trial
+    outcome: list[object] = []
+
+    def waiter() -> None:
+        try:
+            b.check()
+            outcome.append("went ahead")
+        except BreakerOpen as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=waiter)
+    thread.start()
+    thread.join(0.5)
+    assert thread.is_alive() and outcome == []  # still waiting for the trial
+    if trial_succeeds:
+        a.record_success()
+    else:
+        a.record_failure("drop")
+    thread.join(5)
+    if trial_succeeds:
+        assert outcome == ["went ahead"]
+    else:
+        assert isinstance(outcome[0], BreakerOpen) and outcome[0].status.state == "open"
+
+
 def test_success_outside_a_trial_does_not_close_or_forget(store):
     clock = Clock()
     breaker = CircuitBreaker(SETTINGS, store, clock=clock)

@@ -5,7 +5,8 @@ Closed: requests go through; each failed request (5xx, timeout, dropped connecti
 ``window_s`` open the breaker. Open: no request is sent (``BreakerOpen`` names the service and when it
 half-opens), so a run stops hammering a server that is down and sensors skip with a reason.
 After ``half_open_after_s`` the breaker is half-open: exactly one caller (across all processes) gets
-a trial request; success closes it, failure opens it again. A trial whose process died is given up
+a trial request; success closes it, failure opens it again. Other callers meanwhile wait up to
+``trial_wait_s`` for that outcome (the clients' concurrent per-school requests: 30 s) or fail at once. A trial whose process died is given up
 after another ``half_open_after_s``. ``open_for`` opens it for a fixed time (Aeries maintenance, a
 refused credential) regardless of counts.
 
@@ -143,10 +144,14 @@ class CircuitBreaker:
         store: ResilienceStore | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        trial_wait_s: float = 0.0,
     ):
         self.settings = settings
         self.store = store if store is not None else open_resilience_store()
         self._clock = clock
+        # While another caller's half-open trial is in flight, wait up to this long for its outcome
+        # (closed: go ahead) instead of failing at once; 0 = fail at once.
+        self.trial_wait_s = trial_wait_s
         self._local = threading.local()  # whether this thread holds the half-open trial
 
     @property
@@ -201,8 +206,11 @@ class CircuitBreaker:
         status = self._status(row, now)
         if status.state == "closed":
             return  # the common path: one read, no write
-        if status.state == "open" or status.trial_in_progress:
+        if status.state == "open":
             raise BreakerOpen(status)
+        if status.trial_in_progress:
+            self._after_trial(status)
+            return
         claimed: list[bool] = []
 
         def claim(current: dict | None) -> dict | None:
@@ -219,11 +227,27 @@ class CircuitBreaker:
             return
         if not claimed:
             fresh = self._status(after, now)
-            if fresh.state != "closed":
+            if fresh.state == "half_open" and fresh.trial_in_progress:
+                self._after_trial(fresh)  # another caller claimed the trial first
+            elif fresh.state != "closed":
                 raise BreakerOpen(fresh)
             return
         self._local.trial = True
         log.info("%s circuit breaker half-open: sending one trial request", self.service)
+
+    def _after_trial(self, status: BreakerStatus) -> None:
+        """Wait (up to ``trial_wait_s``) for another caller's trial: return once it closed the
+        breaker, raise :class:`BreakerOpen` if it failed or is still running."""
+        deadline = time.monotonic() + self.trial_wait_s
+        while status.state == "half_open" and status.trial_in_progress and time.monotonic() < deadline:
+            time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
+            try:
+                status = self._status(self.store.read(self.service), self._clock())
+            except Exception as exc:  # noqa: BLE001
+                self._store_failed("read", exc)
+                return
+        if status.state != "closed":
+            raise BreakerOpen(status)
 
     # -- outcomes --------------------------------------------------------------------------------
 

@@ -36,6 +36,10 @@ from aptool_assets.resilience.store import ResilienceStore, open_resilience_stor
 
 log = logging.getLogger("aptool_assets.resilience.guard")
 
+# A client's concurrent requests (one per school) wait this long for the half-open trial's outcome,
+# so the run that closes the breaker is not failed by its own sibling requests.
+TRIAL_WAIT_S = 30.0
+
 
 class ErrorAction(enum.Enum):
     WAIT = "wait and retry"
@@ -79,9 +83,10 @@ class ServiceGuard:
     maintenance_backoff_s: float = MAINTENANCE_BACKOFF_S
     auth_backoff_s: float = AUTH_BACKOFF_S
     clock: Callable[[], float] = time.time
+    trial_wait_s: float = TRIAL_WAIT_S
 
     def __post_init__(self) -> None:
-        self.breaker = CircuitBreaker(self.settings, self.store, clock=self.clock)
+        self.breaker = CircuitBreaker(self.settings, self.store, clock=self.clock, trial_wait_s=self.trial_wait_s)
         self.auth = None
         if self.credential:
             auth_settings = BreakerSettings(f"{self.settings.service}:auth:{self.credential}", failure_threshold=1,
