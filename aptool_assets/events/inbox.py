@@ -62,7 +62,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 SUPPORTED_EVENT_TYPES = ("attendance.updated", "attendance.corrected", "student.enrolled", "student.withdrawn")
 
@@ -1029,12 +1028,7 @@ def open_inbox(database_url: str | None = None) -> Inbox:
     configured database, ``APTOOL_DATABASE_URL``, and the embedded inbox when that is unset, so a
     receiver and a sensor started with the same environment always share one inbox.
     """
-    url = database_url if database_url is not None else os.environ.get("APTOOL_DATABASE_URL") or None
-    if url is None:
-        return SqliteInbox(default_inbox_path())
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("postgresql", "postgres"):
-        return PostgresInbox(url)
-    if scheme == "duckdb":
-        return SqliteInbox(default_inbox_path())
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected postgresql:// or duckdb:///")
+    from aptool_assets.settings import postgres_url_or_none
+
+    url = postgres_url_or_none(database_url)
+    return PostgresInbox(url) if url else SqliteInbox(default_inbox_path())

@@ -10,6 +10,7 @@ from typing import Optional
 import dagster as dg
 
 from aptool_assets.events.inbox import Inbox, PostgresInbox, SqliteInbox, default_inbox_path
+from aptool_assets.settings import postgres_url_or_none
 
 
 class WebhookInboxResource(dg.ConfigurableResource):
@@ -21,8 +22,8 @@ class WebhookInboxResource(dg.ConfigurableResource):
     inbox_path: Optional[str] = None
 
     def open(self) -> Inbox:
-        url = self.database_url or ""
-        if url.split(":", 1)[0].lower() in ("postgresql", "postgres"):
+        url = postgres_url_or_none(self.database_url or "")
+        if url:
             return PostgresInbox(url, pool_size=2)
         return SqliteInbox(Path(self.inbox_path) if self.inbox_path else default_inbox_path())
 

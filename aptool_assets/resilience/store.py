@@ -26,7 +26,6 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 BREAKER_FIELDS = ("service", "state", "failures", "opened_at", "half_open_at", "reason", "trial_started_at",
                   "times_opened", "updated_at")
@@ -348,12 +347,7 @@ def default_store_path() -> Path:
 
 def open_resilience_store(database_url: str | None = None) -> ResilienceStore:
     """The store that goes with the AP Tool database (``None``: ``APTOOL_DATABASE_URL``), like the inbox."""
-    url = database_url if database_url is not None else os.environ.get("APTOOL_DATABASE_URL") or None
-    if url is None:
-        return SqliteResilienceStore(default_store_path())
-    scheme = urlsplit(url).scheme.lower()
-    if scheme in ("postgresql", "postgres"):
-        return PostgresResilienceStore(url)
-    if scheme == "duckdb":
-        return SqliteResilienceStore(default_store_path())
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected postgresql:// or duckdb:///")
+    from aptool_assets.settings import postgres_url_or_none
+
+    url = postgres_url_or_none(database_url)
+    return PostgresResilienceStore(url) if url else SqliteResilienceStore(default_store_path())
