@@ -41,6 +41,18 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
+def _no_stale_defs_state_storage():
+    """Dagster keeps the current instance's defs-state storage in a process-wide ContextVar; an
+    instance a test closed can leave it pointing at a dead weakref ("Attempted to resolve undefined
+    DagsterInstance weakref") for whichever test loads Definitions next. Every test starts with none;
+    an instance a test enters still sets its own."""
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    with set_defs_state_storage(None):
+        yield
+
+
+@pytest.fixture(autouse=True)
 def _own_breaker_store(tmp_path_factory, monkeypatch):
     """Circuit-breaker state is shared across processes by design; each test gets its own SQLite store
     (outside tmp_path, which tests use as a landing directory)."""
