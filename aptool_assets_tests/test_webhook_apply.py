@@ -205,10 +205,16 @@ def test_unknown_students_and_invalid_data_are_reported_not_applied(district):
     invalid = event("attendance.updated", T0, "bad", studentId=1001, schoolId=SCHOOL, date="10/03/2026",
                     period=None, attendanceCode="U")  # fmt: skip
     unsupported = event("attendance.deleted", T0, "odd", studentId=1001)
-    result = apply_events(district, [unknown, wrong_school, invalid, unsupported])
+    bad_grade = event("student.enrolled", T0, "grade", studentId=1001, schoolId=SCHOOL, grade="fifth",
+                      enterDate="2026-03-02")  # fmt: skip
+    result = apply_events(district, [unknown, wrong_school, invalid, unsupported, bad_grade])
     assert set(result.unknown_student) == {"who", "where"}
     assert "999999" in result.unknown_student["who"]
-    assert result.invalid == {"bad": "data.date must be a date as YYYY-MM-DD", "odd": "unsupported event type"}
+    assert result.invalid == {
+        "bad": "data.date must be a date as YYYY-MM-DD",
+        "odd": "unsupported event type",
+        "grade": "data.grade must be an integer grade from -2 to 18",
+    }
     assert district.read_table(ATTENDANCE_DAYS).height == 0
 
 
@@ -233,8 +239,8 @@ def test_enrolment_at_a_new_school_and_withdrawal(district):
     closed = stints.filter(pl.col("student_id") == 1003)
     assert closed.item(0, "leave_date") == dt.date(2026, 3, 6) and closed.item(0, "exit_reason_code") == "E140"
     # An attendance event at the new school is known in the same batch as the enrolment.
-    both = apply_events(district, [
-        event("student.enrolled", T0, "enrol-2", studentId=1001, schoolId=OTHER_SCHOOL, grade=5, enterDate="2026-03-09"),
+    both = apply_events(district, [  # grade 0 is kindergarten, a valid grade
+        event("student.enrolled", T0, "enrol-2", studentId=1001, schoolId=OTHER_SCHOOL, grade=0, enterDate="2026-03-09"),
         mark(student=1001, school=OTHER_SCHOOL, code="X", event_id="mark-2"),
     ])  # fmt: skip
     assert sorted(both.applied) == ["enrol-2", "mark-2"]

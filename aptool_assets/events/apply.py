@@ -108,10 +108,9 @@ def event_frame(events: Iterable[InboxEvent]) -> tuple[pl.DataFrame, dict[str, s
         problem = data_problem(ev.event_type, d) if ev.event_type in (*ATTENDANCE_TYPES, *STUDENT_TYPES) else (
             "unsupported event type"
         )
-        if problem is None and ev.event_type in STUDENT_TYPES and _as_int(d.get("grade")) is None and (
-            ev.event_type == "student.enrolled"
-        ):
-            problem = "data.grade must be an integer"
+        grade = _as_int(d.get("grade"))
+        if problem is None and ev.event_type == "student.enrolled" and (grade is None or not -2 <= grade <= 18):
+            problem = "data.grade must be an integer grade from -2 to 18"
         if problem:
             invalid[ev.event_id] = problem
             continue
