@@ -39,12 +39,11 @@ from aptool_assets.sources.aeries.attendance_cells import (
 )
 from aptool_assets.sources.aeries.tables import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.sync_state import sync_state
-from aptool_assets.storage.warehouse import AnyOf, TableWrite, Warehouse
+from aptool_assets.storage.warehouse import UTC_TS, AnyOf, TableWrite, Warehouse
 
 ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
 STUDENT_TYPES = ("student.enrolled", "student.withdrawn")
 WITHDRAWN_STATUS = "withdrawn"  # inactive_status_code until the next roster pull brings the district's own code
-UTC_TS = pl.Datetime("us", "UTC")
 
 _DAY = ["student_id", "school_code", "calendar_date"]
 _CELL = [*_DAY, "period"]

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import polars as pl
 
-from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.storage.warehouse import UTC_TS, TableSpec
 
-UTC_TS = pl.Datetime("us", "UTC")
 
 ATTENDANCE_EVENT_CELLS = TableSpec(
     name="attendance_event_cells",

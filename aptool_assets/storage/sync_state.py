@@ -11,9 +11,8 @@ import datetime as dt
 
 import polars as pl
 
-from aptool_assets.storage.warehouse import TableSpec, TableWrite
+from aptool_assets.storage.warehouse import UTC_TS, TableSpec, TableWrite
 
-UTC_TS = pl.Datetime("us", "UTC")
 
 SYNC_STATE = TableSpec(
     name="sync_state",

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 import polars as pl
 
 SCHEMA = "aptool"
+UTC_TS = pl.Datetime("us", "UTC")  # every timestamptz column: microseconds, UTC
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 

@@ -14,12 +14,12 @@ import polars as pl
 
 from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.sources.aeries import period_codes
+from aptool_assets.storage.warehouse import UTC_TS
 
 ALL_DAY = ""
 # Held (Warehouse.exclusive) by a pull from reading the newer webhook cells to writing its window, and
 # by the webhook path from reading stored days to writing them back.
 ATTENDANCE_LOCK = "attendance_days"
-UTC_TS = pl.Datetime("us", "UTC")
 _DAY = ["student_id", "school_code", "calendar_date"]
 _CELL = [*_DAY, "period"]
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.sources.aeries import frames
-from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.storage.warehouse import UTC_TS, TableSpec
 
-UTC_TS = pl.Datetime("us", "UTC")
 PULLED = {"source_updated_at": UTC_TS}  # when the platform pulled the row from Aeries
 
 SCHOOLS = TableSpec(

@@ -9,9 +9,8 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.sources.iready.schemas import KEY_COLUMNS, PUBLISHED_COLUMNS
-from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.storage.warehouse import UTC_TS, TableSpec
 
-UTC_TS = pl.Datetime("us", "UTC")
 
 DIAGNOSTIC_RESULTS = TableSpec(
     name="iready_diagnostic_results",
