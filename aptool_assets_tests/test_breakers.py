@@ -245,7 +245,9 @@ CHILD = textwrap.dedent(
     kind, where, action = sys.argv[1:4]
     store = SqliteResilienceStore(where) if kind == "sqlite" else PostgresResilienceStore(where)
     breaker = CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store)
-    if action == "fail":
+    if action in ("fail", "fail-together"):
+        if action == "fail-together":
+            sys.stdin.readline()  # start together: the store opens its file on first use
         for _ in range(int(sys.argv[4])):
             breaker.record_failure("AeriesServerError on GET /api/v5/schools")
     elif action == "trial":
@@ -271,6 +273,26 @@ def test_state_is_shared_across_processes(store_target):
         assert status.state == "open" and status.failures_in_window == 10
     finally:
         store.close()
+
+
+def test_processes_opening_a_fresh_sqlite_file_together_lose_no_update(tmp_path):
+    """Regression (CI, 2026-11-30): SQLite refuses a concurrent switch to WAL at once, not after its busy
+    timeout, so one of two runs opening a new breakers file together dropped its failures."""
+    files = [str(tmp_path / f"fresh-{i}.sqlite") for i in range(12)]
+    children = [_child(("sqlite", path), "fail-together", "2") for path in files for _ in range(4)]  # 8 < 10
+    time.sleep(1.0)  # all started
+    for child in children:
+        child.stdin.write("go\n")
+        child.stdin.flush()
+    for child in children:
+        child.communicate(timeout=60)
+        assert child.returncode == 0
+    for path in files:
+        store = SqliteResilienceStore(path)
+        try:
+            assert CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store).state().failures_in_window == 8
+        finally:
+            store.close()
 
 
 def test_exactly_one_process_gets_the_half_open_trial(store_target):

@@ -63,6 +63,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aptool_assets.storage.sqlite_file import open_sqlite_wal
+
 SUPPORTED_EVENT_TYPES = ("attendance.updated", "attendance.corrected", "student.enrolled", "student.withdrawn")
 
 # Keys each event type's ``data`` must carry (contract §5). Optional keys (``minutes``,
@@ -878,13 +880,7 @@ class SqliteInbox(Inbox):
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None, check_same_thread=False)
-            con.row_factory = sqlite3.Row
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
-            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-            self._con = con
+            self._con = open_sqlite_wal(self.path, self.busy_timeout)
         return self._con
 
     def pragmas(self) -> dict[str, Any]:

@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from aptool_assets.storage.sqlite_file import open_sqlite_wal
+
 BREAKER_FIELDS = ("service", "state", "failures", "opened_at", "half_open_at", "reason", "trial_started_at",
                   "times_opened", "updated_at")
 _TIME_FIELDS = ("opened_at", "half_open_at", "trial_started_at", "updated_at")
@@ -99,13 +101,7 @@ class SqliteResilienceStore(ResilienceStore):
 
     def _connection(self) -> sqlite3.Connection:
         if self._con is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            con = sqlite3.connect(self.path, timeout=self.busy_timeout_s, isolation_level=None,
-                                  check_same_thread=False)
-            con.row_factory = sqlite3.Row
-            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_s * 1000)}")
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")
+            con = open_sqlite_wal(self.path, self.busy_timeout_s)
             con.execute(
                 "CREATE TABLE IF NOT EXISTS circuit_breakers (service TEXT PRIMARY KEY, state TEXT NOT NULL, "
                 "failures TEXT NOT NULL DEFAULT '[]', opened_at REAL, half_open_at REAL, reason TEXT, "
