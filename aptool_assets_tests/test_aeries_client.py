@@ -78,6 +78,7 @@ def _clean_simulator(request):
     if "sim" in request.fixturenames:
         running = request.getfixturevalue("sim")
         running.faults.__init__()
+        running.wait_idle()  # e.g. requests a timed-out client abandoned would count as in flight
         running.reset_stats()
     yield
 

@@ -17,6 +17,7 @@ import re
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -1458,6 +1459,17 @@ class RunningSimulator:
         )
         self._thread.start()
 
+    def wait_idle(self, timeout_s: float = 10.0) -> None:
+        """Until no request is being handled (a client that timed out leaves its request running here)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            with self._stats_lock:
+                if self._in_flight == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"Aeries simulator still handling {self._in_flight} request(s) after {timeout_s:g}s")
+            time.sleep(0.01)
+
     def reset_stats(self) -> None:
         with self._stats_lock:
             self.requests.clear()
@@ -1494,10 +1506,22 @@ class RunningSimulator:
         path = unquote(split.path)
         meta = {"query": dict(parse_qsl(split.query, keep_blank_values=True)), "accept": handler.headers.get("Accept")}
 
+        answered = False
+
+        def leave() -> None:
+            nonlocal answered
+            with self._stats_lock:
+                if not answered:
+                    answered = True
+                    self._in_flight -= 1
+
         def reply(status: int, body: bytes | None, headers: list | None = None, *, truncate: bool = False) -> None:
             with self._stats_lock:
                 self.requests.append((method, path, status if body is not None else 0))
                 self.request_meta.append(meta)
+            # Out of flight before the first byte: a client that has its answer may send the next request
+            # at once, and must not be counted as having two in flight with this thread not yet rescheduled.
+            leave()
             if body is None:
                 _drop(handler)
                 return
@@ -1538,8 +1562,7 @@ class RunningSimulator:
                 status, body = 200, b'[{"StudentID":99400001,"AttendanceDays":[{"CalendarDate":"2025-'
             reply(status, body, truncate=fault == "truncate")
         finally:
-            with self._stats_lock:
-                self._in_flight -= 1
+            leave()
 
     def _route(self, method: str, path: str, raw_query: str, handler: BaseHTTPRequestHandler) -> tuple[int, Any]:
         prefix = f"{BASE_PATH}/api/v5/"
