@@ -25,13 +25,13 @@ test: install          ## every test: needs PostgreSQL on 127.0.0.1:5432 and Ope
 test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
 	$(BIN)/pytest -m "not postgres and not sftp and not slow and not browser"
 
-bench: install         ## speed targets (not timed tests); each script exits non-zero when it misses its target
-	$(BIN)/python benchmarks/bench_iready_parse.py
-	$(BIN)/python benchmarks/bench_attendance_summary.py
-	$(BIN)/python benchmarks/bench_aeries_pull.py
-	$(BIN)/python benchmarks/bench_publish.py
-	$(BIN)/python benchmarks/bench_webhooks.py
-	$(BIN)/python benchmarks/bench_webhook_to_ranking.py
+BENCHMARKS := iready_parse attendance_summary aeries_pull publish webhooks webhook_to_ranking
+
+bench: install         ## speed targets (not timed tests): runs every script, then fails if any missed its target
+	@missed=""; for b in $(BENCHMARKS); do \
+	  echo "== bench_$$b"; $(BIN)/python benchmarks/bench_$$b.py || missed="$$missed $$b"; echo; \
+	done; \
+	if [ -n "$$missed" ]; then echo "targets missed:$$missed"; exit 1; fi; echo "every target met"
 
 snapshot: install      ## accept a deliberate change of the asset graph
 	APTOOL_UPDATE_SNAPSHOT=1 $(BIN)/pytest aptool_assets_tests/test_definitions.py

@@ -520,7 +520,7 @@ def parse_diagnostic_file(
     )
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
-    failures = schema_failure_cases(results)
+    failures = schema_failure_cases(results, key_unique=False)  # key repeats were settled above
     if failures is not None:
         results, gated = _apply_schema_gate(results, work, failures, source_file)
         rejected_parts.append(gated)
@@ -562,7 +562,7 @@ def _apply_schema_gate(
     keep = flagged.get_column("_reason").is_null()
     gated = _rejected_frame(flagged.filter(~keep), pl.col("_reason"), source_file)
     results = results.filter(keep)
-    still = schema_failure_cases(results)
+    still = schema_failure_cases(results, key_unique=False)
     if still is not None:
         raise DiagnosticFileError(
             f"{source_file}: parsed table does not match the published schema: "
