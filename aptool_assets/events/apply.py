@@ -28,10 +28,12 @@ import polars as pl
 
 from aptool_assets.events.inbox import InboxEvent, data_problem
 from aptool_assets.events.tables import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
-from aptool_assets.settings import school_year_of
+from aptool_assets.rules.academic import academic_year_of
 from aptool_assets.sources.aeries.attendance_cells import (
     ALL_DAY,
     ATTENDANCE_LOCK,
+    CELL_KEY,
+    DAY_KEY,
     attendance_day_rows,
     days_from_cells,
     overlay_cells,
@@ -45,8 +47,6 @@ ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
 STUDENT_TYPES = ("student.enrolled", "student.withdrawn")
 WITHDRAWN_STATUS = "withdrawn"  # inactive_status_code until the next roster pull brings the district's own code
 
-_DAY = ["student_id", "school_code", "calendar_date"]
-_CELL = [*_DAY, "period"]
 _RECORD = ["student_id", "school_code"]
 
 EVENT_SCHEMA = {
@@ -154,16 +154,16 @@ def _newer(a_ts: str, a_id: str, b_ts: str, b_id: str) -> pl.Expr:
 
 def _last_pull(cells: pl.DataFrame, pulls: pl.DataFrame) -> pl.DataFrame:
     """Per cell, when the last pull that covered its school and day started (null: never pulled)."""
-    keyed = cells.select(_CELL).unique()
+    keyed = cells.select(CELL_KEY).unique()
     if pulls.height == 0:
         return keyed.with_columns(pl.lit(None, dtype=UTC_TS).alias("pulled_at"))
     covering = (
         keyed.join(pulls, on="school_code", how="inner")
         .filter(pl.col("calendar_date").is_between(pl.col("first_date"), pl.col("last_date")))
-        .group_by(_CELL)
+        .group_by(CELL_KEY)
         .agg(pl.col("pulled_at").max())
     )
-    return keyed.join(covering, on=_CELL, how="left")
+    return keyed.join(covering, on=CELL_KEY, how="left")
 
 
 def apply_attendance(
@@ -174,22 +174,22 @@ def apply_attendance(
     if ev.height == 0:
         return []
     ev = _drop_unknown(ev, known, _RECORD, result, "at that school")
-    latest, older = latest_first(ev, _CELL)
+    latest, older = latest_first(ev, CELL_KEY)
     result.superseded += older.get_column("event_id").to_list()
 
     dates = latest.get_column("calendar_date")
     schools = latest.get_column("school_code").unique().to_list()
     students = latest.get_column("student_id").unique().to_list()
     near = {"school_code": AnyOf(schools), "student_id": AnyOf(students)}
-    clock = wh.read_table(ATTENDANCE_EVENT_CELLS, where=near).join(latest.select(_CELL), on=_CELL, how="semi")
+    clock = wh.read_table(ATTENDANCE_EVENT_CELLS, where=near).join(latest.select(CELL_KEY), on=CELL_KEY, how="semi")
     pulls = wh.read_table(ATTENDANCE_PULLS, where={"school_code": AnyOf(schools)})
     candidates = (
         latest.join(
-            clock.select(*_CELL, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")),
-            on=_CELL,
+            clock.select(*CELL_KEY, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")),
+            on=CELL_KEY,
             how="left",
         )
-        .join(_last_pull(latest, pulls), on=_CELL, how="left")
+        .join(_last_pull(latest, pulls), on=CELL_KEY, how="left")
         .with_columns(
             (
                 (pl.col("_clock_id").is_null() | (pl.col("_clock_id") == pl.col("event_id"))
@@ -203,24 +203,24 @@ def apply_attendance(
     result.applied += winners.get_column("event_id").to_list()
 
     days = wh.read_table(ATTENDANCE_DAYS, where={**near, "calendar_date": AnyOf(dates.unique().to_list())})
-    days = days.join(winners.select(_DAY).unique(), on=_DAY, how="semi")
+    days = days.join(winners.select(DAY_KEY).unique(), on=DAY_KEY, how="semi")
     before = stored_cells(days)
     writes = [_corrections(ev, winners, before, now)] if ev["event_type"].eq("attendance.corrected").any() else []
     if winners.height == 0:
         return writes
 
-    touched_days = winners.select(_DAY).unique()
+    touched_days = winners.select(DAY_KEY).unique()
     merged = days_from_cells(overlay_cells(before, winners))
     stamp = (
-        winners.group_by(_DAY).agg(pl.col("event_timestamp").max().alias("_ts"))
-        .join(days.select(*_DAY, pl.col("source_updated_at").alias("_stored")), on=_DAY, how="left")
-        .select(*_DAY, pl.max_horizontal("_ts", "_stored").alias("_ts"))
+        winners.group_by(DAY_KEY).agg(pl.col("event_timestamp").max().alias("_ts"))
+        .join(days.select(*DAY_KEY, pl.col("source_updated_at").alias("_stored")), on=DAY_KEY, how="left")
+        .select(*DAY_KEY, pl.max_horizontal("_ts", "_stored").alias("_ts"))
     )  # fmt: skip
     codes = wh.read_table(ABSENCE_CODES, where={"school_code": AnyOf(schools)})
-    rows = attendance_day_rows(merged.join(stamp, on=_DAY, how="left"), codes, pl.col("_ts"), "webhook")
-    cleared = touched_days.join(rows.select(_DAY), on=_DAY, how="anti")
+    rows = attendance_day_rows(merged.join(stamp, on=DAY_KEY, how="left"), codes, pl.col("_ts"), "webhook")
+    cleared = touched_days.join(rows.select(DAY_KEY), on=DAY_KEY, how="anti")
     clock_rows = winners.select(
-        *_CELL, pl.col("code").fill_null(""), "event_id", "event_type", "event_timestamp",
+        *CELL_KEY, pl.col("code").fill_null(""), "event_id", "event_type", "event_timestamp",
         pl.lit(now, dtype=UTC_TS).alias("applied_at"),
     )  # fmt: skip
     result.touched = pl.concat([result.touched, _touched(touched_days)], how="vertical_relaxed")
@@ -238,7 +238,7 @@ def _corrections(ev: pl.DataFrame, winners: pl.DataFrame, before: pl.DataFrame, 
     won = winners.get_column("event_id")
     audit = (
         ev.filter(pl.col("event_type") == "attendance.corrected")
-        .join(before.rename({"code": "code_before"}), on=_CELL, how="left")
+        .join(before.rename({"code": "code_before"}), on=CELL_KEY, how="left")
         .select(
             "event_id", "student_id", "school_code", "calendar_date", "period", "original_code",
             pl.col("code").alias("new_code"), "code_before", "reason", "corrected_by", "event_timestamp",
@@ -313,9 +313,7 @@ def _enrollment_stints(wh: Warehouse, winners: pl.DataFrame) -> pl.DataFrame:
     started on or before the leave date)."""
     stored = wh.read_table(ENROLLMENT, where={"student_id": AnyOf(winners.get_column("student_id").unique().to_list())})
     ev = winners.with_columns(
-        pl.coalesce("enter_date", "leave_date")
-        .map_elements(school_year_of, return_dtype=pl.Int32)
-        .alias("academic_year")
+        academic_year_of(pl.coalesce("enter_date", "leave_date")).alias("academic_year")
     )
     opened = ev.filter(pl.col("event_type") == "student.enrolled").select(
         "student_id", "school_code", "academic_year", "grade", "enter_date",
@@ -346,15 +344,16 @@ def _drop_unknown(
     ev: pl.DataFrame, known: pl.DataFrame, on: list[str], result: ApplyResult, where: str
 ) -> pl.DataFrame:
     """Keep events whose student is known; record the others (IDs only) for retry."""
-    missing = ev.join(known.select(on).unique(), on=on, how="anti")
+    keys = known.select(on).unique()
+    missing = ev.join(keys, on=on, how="anti")
     for event_id, student, school in missing.select("event_id", "student_id", "school_code").iter_rows():
         result.unknown_student[event_id] = f"unknown student {student} {where} (school {school})"
-    return ev.join(known.select(on).unique(), on=on, how="semi")
+    return ev.join(keys, on=on, how="semi")
 
 
 def _touched(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
-        pl.col("calendar_date").map_elements(school_year_of, return_dtype=pl.Int32).alias("school_year"),
+        academic_year_of("calendar_date").alias("school_year"),
         pl.col("student_id").cast(pl.Int64),
         pl.col("school_code").cast(pl.Int32),
     ).unique()

@@ -89,9 +89,12 @@ def refresh_students(
     their schools, one transaction per year. Years whose summary was never computed are left to the
     full asset (a partial first summary would look complete). Returns counts per year."""
     done: dict[int, dict[str, int]] = {}
+    if not wh.table_exists(STUDENT_ATTENDANCE_SUMMARY):
+        return done
+    computed = f"SELECT 1 FROM {STUDENT_ATTENDANCE_SUMMARY.qualified} WHERE school_year = {wh.placeholder} LIMIT 1"
     for (school_year,), pairs in touched.partition_by("school_year", as_dict=True).items():
         school_year = int(school_year)
-        if wh.query(_exists_sql(wh), [school_year]).height == 0:
+        if wh.query(computed, [school_year]).height == 0:
             continue
         pairs = pairs.select(_RECORD).unique()
         schools = sorted(pairs.get_column("school_code").unique().to_list())
@@ -109,8 +112,3 @@ def refresh_students(
                              "ranking_rows": ranked.height}  # fmt: skip
     return done
 
-
-def _exists_sql(wh: Warehouse) -> str:
-    if not wh.table_exists(STUDENT_ATTENDANCE_SUMMARY):
-        return "SELECT 1 WHERE FALSE AND 1 = " + wh.placeholder
-    return f"SELECT 1 FROM {STUDENT_ATTENDANCE_SUMMARY.qualified} WHERE school_year = {wh.placeholder} LIMIT 1"

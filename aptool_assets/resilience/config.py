@@ -1,6 +1,7 @@
 """Retry policies and circuit breakers from the environment, as resource fields (README, "Resilience").
 
-``APTOOL_AERIES_RETRY="attempts=5,base_s=1,max_s=30"``, ``APTOOL_IREADY_RETRY``, ``APTOOL_DATABASE_RETRY``;
+``APTOOL_AERIES_RETRY="attempts=5,base_s=1,max_s=30"``, ``APTOOL_IREADY_RETRY`` (``APTOOL_DATABASE_RETRY`` is
+read by ``retry.DATABASE_RETRY``, the warehouse's default);
 ``APTOOL_AERIES_BREAKER="failures=10,window_s=300,half_open_s=60"``, ``APTOOL_IREADY_BREAKER``;
 ``APTOOL_MAINTENANCE_BACKOFF_S`` and ``APTOOL_AUTH_BACKOFF_S`` (both 1800). Missing keys keep the
 original design's defaults, so a district sets only what it changes.
@@ -18,13 +19,7 @@ from aptool_assets.resilience.breaker import (
     MAINTENANCE_BACKOFF_S,
     settings_from_env,
 )
-from aptool_assets.resilience.retry import (
-    AERIES_RETRY,
-    DATABASE_RETRY_DEFAULT,
-    SFTP_RETRY,
-    RetrySettings,
-    retry_from_env,
-)
+from aptool_assets.resilience.retry import AERIES_RETRY, SFTP_RETRY, retry_from_env
 
 
 def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
@@ -61,7 +56,3 @@ def iready_resource_config(environ: Mapping[str, str] | None = None) -> dict:
     """IReadySFTPResource fields for its retry policy and breaker."""
     return _service_config("iready", SFTP_RETRY, IREADY_BREAKER, environ)
 
-
-def database_retry(environ: Mapping[str, str] | None = None) -> RetrySettings:
-    """What ``retry.DATABASE_RETRY`` was set to when the process started."""
-    return retry_from_env("database", DATABASE_RETRY_DEFAULT, environ)

@@ -80,9 +80,9 @@ class AssessmentWindows:
 DEFAULT_WINDOWS = AssessmentWindows()
 
 
-def academic_year_of(date_col: str = "completion_date") -> pl.Expr:
+def academic_year_of(date_col: str | pl.Expr = "completion_date") -> pl.Expr:
     """Start year of the academic year containing the date (July 1 starts a year)."""
-    d = pl.col(date_col)
+    d = pl.col(date_col) if isinstance(date_col, str) else date_col
     return (d.dt.year() - (d.dt.month() < _YEAR_START_MONTH).cast(pl.Int32)).cast(pl.Int32)
 
 

@@ -117,7 +117,7 @@ class DuckDBWarehouse(Warehouse):
             con.execute("BEGIN TRANSACTION")
             try:
                 for i, w in enumerate(writes):
-                    df = self.key_frame(w) if w.delete else w.table.conform(w.df)
+                    df = self.incoming(w)
                     view = f"_incoming_{i}"
                     con.register(view, df.to_arrow())
                     if w.delete:

@@ -144,7 +144,7 @@ class PostgresWarehouse(Warehouse):
         self._retrying(run, f"create {table.qualified}")
 
     def _copy_into(
-        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame, freeze: bool = False,
+        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame,
         columns: Sequence[str] | None = None,
     ) -> None:
         if df.height == 0:
@@ -152,8 +152,7 @@ class PostgresWarehouse(Warehouse):
         cols = ", ".join(columns or table.columns)
         buf = io.BytesIO()
         df.write_csv(buf, include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
-        options = "FORMAT CSV, FREEZE" if freeze else "FORMAT CSV"
-        with con.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN ({options})") as copy:
+        with con.cursor() as cur, cur.copy(f"COPY {target} ({cols}) FROM STDIN (FORMAT CSV)") as copy:
             view = buf.getbuffer()
             step = 1 << 20
             for start in range(0, len(view), step):
@@ -234,7 +233,7 @@ class PostgresWarehouse(Warehouse):
             )
 
     def write(self, *writes: TableWrite) -> dict[str, int]:
-        prepared = [(w, self.key_frame(w) if w.delete else w.table.conform(w.df)) for w in writes]
+        prepared = [(w, self.incoming(w)) for w in writes]
         for w, _ in prepared:
             self.ensure_table(w.table)
 

@@ -238,9 +238,12 @@ class Warehouse(ABC):
         return f"DELETE FROM {w.table.qualified} AS t USING {stage} AS s WHERE {match}"
 
     @staticmethod
-    def key_frame(w: TableWrite) -> pl.DataFrame:
-        """The distinct keys of a delete write, typed as the table says."""
-        return w.df.select([pl.col(k).cast(w.table.columns[k], strict=True) for k in w.table.key]).unique()
+    def incoming(w: TableWrite) -> pl.DataFrame:
+        """The rows a write sends, typed as the table says: the distinct keys of a delete, else the
+        conformed frame."""
+        if w.delete:
+            return w.df.select([pl.col(k).cast(w.table.columns[k], strict=True) for k in w.table.key]).unique()
+        return w.table.conform(w.df)
 
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)

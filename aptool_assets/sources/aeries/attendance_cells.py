@@ -20,20 +20,20 @@ ALL_DAY = ""
 # Held (Warehouse.exclusive) by a pull from reading the newer webhook cells to writing its window, and
 # by the webhook path from reading stored days to writing them back.
 ATTENDANCE_LOCK = "attendance_days"
-_DAY = ["student_id", "school_code", "calendar_date"]
-_CELL = [*_DAY, "period"]
+DAY_KEY = ["student_id", "school_code", "calendar_date"]  # one row of aptool.attendance_days
+CELL_KEY = [*DAY_KEY, "period"]  # one code of that day
 
 
 def stored_cells(days: pl.DataFrame) -> pl.DataFrame:
     """``aptool.attendance_days`` rows as one row per coded cell (period '' = all-day)."""
     all_day = days.filter(pl.col("all_day_code").is_not_null() & (pl.col("all_day_code") != "")).select(
-        *_DAY, pl.lit(ALL_DAY).alias("period"), pl.col("all_day_code").alias("code")
+        *DAY_KEY, pl.lit(ALL_DAY).alias("period"), pl.col("all_day_code").alias("code")
     )
     periods = (
-        days.select(*_DAY, period_codes.from_json(pl.col("period_codes")).alias("p"))
+        days.select(*DAY_KEY, period_codes.from_json(pl.col("period_codes")).alias("p"))
         .explode("p")
         .drop_nulls("p")
-        .select(*_DAY, pl.col("p").struct.field("period"), pl.col("p").struct.field("code"))
+        .select(*DAY_KEY, pl.col("p").struct.field("period"), pl.col("p").struct.field("code"))
     )
     return pl.concat([all_day, periods], how="vertical_relaxed")
 
@@ -41,29 +41,29 @@ def stored_cells(days: pl.DataFrame) -> pl.DataFrame:
 def days_from_cells(cells: pl.DataFrame) -> pl.DataFrame:
     """Cells (cleared ones already removed) back to one row per day: all-day code + period list."""
     coded = cells.filter(pl.col("code").is_not_null() & (pl.col("code") != ""))
-    all_day = coded.filter(pl.col("period") == ALL_DAY).select(*_DAY, pl.col("code").alias("all_day_code"))
+    all_day = coded.filter(pl.col("period") == ALL_DAY).select(*DAY_KEY, pl.col("code").alias("all_day_code"))
     periods = (
         coded.filter(pl.col("period") != ALL_DAY)
         .sort(pl.col("period").str.len_chars(), "period")
-        .group_by(_DAY, maintain_order=True)
+        .group_by(DAY_KEY, maintain_order=True)
         .agg(
             pl.struct(
                 pl.col("period"), pl.lit(None, pl.Int64).alias("section_number"), pl.col("code")
             ).alias("period_codes")
         )
     )
-    keys = coded.select(_DAY).unique()
+    keys = coded.select(DAY_KEY).unique()
     return (
-        keys.join(all_day, on=_DAY, how="left")
-        .join(periods, on=_DAY, how="left")
+        keys.join(all_day, on=DAY_KEY, how="left")
+        .join(periods, on=DAY_KEY, how="left")
         .with_columns(pl.col("period_codes").fill_null(pl.lit([], dtype=pl.List(period_codes.PERIOD_CODE))))
     )
 
 
 def overlay_cells(base_cells: pl.DataFrame, new_cells: pl.DataFrame) -> pl.DataFrame:
     """Base cells with ``new_cells`` laid over them (a new cell replaces the base cell it keys)."""
-    base = base_cells.select(*_CELL, "code").join(new_cells.select(_CELL), on=_CELL, how="anti")
-    return pl.concat([base, new_cells.select(*_CELL, "code")], how="vertical_relaxed")
+    base = base_cells.select(*CELL_KEY, "code").join(new_cells.select(CELL_KEY), on=CELL_KEY, how="anti")
+    return pl.concat([base, new_cells.select(*CELL_KEY, "code")], how="vertical_relaxed")
 
 
 def attendance_day_rows(
@@ -89,9 +89,9 @@ def overlay_newer_cells(rows: pl.DataFrame, cells: pl.DataFrame, codes: pl.DataF
     """A pulled window with the webhook cells newer than the pull laid back over it."""
     if cells.height == 0:
         return rows
-    touched = cells.select(_DAY).unique()
-    base = rows.join(touched, on=_DAY, how="semi")
+    touched = cells.select(DAY_KEY).unique()
+    base = rows.join(touched, on=DAY_KEY, how="semi")
     merged = days_from_cells(overlay_cells(stored_cells(base), cells))
-    newest = cells.group_by(_DAY).agg(pl.col("event_timestamp").max().alias("_ts"))
-    rebuilt = attendance_day_rows(merged.join(newest, on=_DAY, how="left"), codes, pl.col("_ts"), "webhook")
-    return pl.concat([rows.join(touched, on=_DAY, how="anti"), rebuilt], how="vertical_relaxed")
+    newest = cells.group_by(DAY_KEY).agg(pl.col("event_timestamp").max().alias("_ts"))
+    rebuilt = attendance_day_rows(merged.join(newest, on=DAY_KEY, how="left"), codes, pl.col("_ts"), "webhook")
+    return pl.concat([rows.join(touched, on=DAY_KEY, how="anti"), rebuilt], how="vertical_relaxed")

@@ -415,7 +415,8 @@ class AeriesClient:
                 ) from None
         detail = self._server_message(response)
         if status in (401, 403):
-            raise AeriesAuthError.with_status(status, 
+            raise AeriesAuthError.with_status(
+                status,
                 f"GET {full_path}: HTTP {status}{detail}; the certificate (AERIES_CERT) was refused or lacks the "
                 "security area this endpoint needs"
             )
