@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -31,13 +32,32 @@ def postgres_url() -> Iterator[str]:
         if os.environ.get("CI"):
             pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (CI must start it)")
         pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}")
-    name = f"aptool_test_{uuid.uuid4().hex[:10]}"
+    with throwaway_database("aptool_test") as url:
+        yield url
+
+
+def create_database(prefix: str) -> str:
+    """A new empty database ``<prefix>_<random>`` on the machine's PostgreSQL; its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
         con.execute(f"CREATE DATABASE {name}")
-    base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
+    return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+
+def drop_database(url: str) -> None:
+    """Drop the database of ``url`` (made by :func:`create_database`), closing its sessions."""
     with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        con.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+@contextmanager
+def throwaway_database(prefix: str) -> Iterator[str]:
+    """A database of its own for a test or a module, dropped afterwards."""
+    url = create_database(prefix)
+    try:
+        yield url
+    finally:
+        drop_database(url)
 
 
 @pytest.fixture(autouse=True)

@@ -367,6 +367,15 @@ def private_pg_url(private_pg):
     drop()
 
 
+def publish_v1_then_stream_v2(publishers, url: str):
+    """Version 1 of TABLE_A published; a publisher of version 2 in another process, its COPY in flight."""
+    open_warehouse(url).write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
+    pub = start(publishers, url, [write_step((TABLE_A, 2, BIG_ROWS))])
+    with pg_monitor(url) as mon:
+        wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
+    return pub
+
+
 def shadow_tables(url: str) -> list[str]:
     with psycopg.connect(url) as con:
         return [r[0] for r in con.execute("SELECT relname FROM pg_class WHERE right(relname, 6) = '__next'").fetchall()]
@@ -379,10 +388,7 @@ def test_postgres_restarted_mid_copy_the_load_retries_or_fails_cleanly_then_conv
     """``pg_ctl restart -m immediate`` (a crash and recovery) while the COPY of version 2 streams: the loader's
     transaction retry either publishes version 2 after the restart or gives up with version 1 intact."""
     url = private_pg_url
-    open_warehouse(url).write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
-    pub = start(publishers, url, [write_step((TABLE_A, 2, BIG_ROWS))])
-    with pg_monitor(url) as mon:
-        wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
+    pub = publish_v1_then_stream_v2(publishers, url)
     private_pg.restart("immediate")
 
     rc = pub.proc.wait(timeout=180)
@@ -406,10 +412,7 @@ def test_postgres_down_longer_than_the_retry_budget_fails_cleanly_then_converges
     """``pg_ctl stop -m fast`` mid-COPY and the server stays down: every retry fails, the process exits with
     the database error, and once PostgreSQL is back it holds exactly version 1; a rerun publishes version 2."""
     url = private_pg_url
-    open_warehouse(url).write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
-    pub = start(publishers, url, [write_step((TABLE_A, 2, BIG_ROWS))])
-    with pg_monitor(url) as mon:
-        wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
+    pub = publish_v1_then_stream_v2(publishers, url)
     private_pg.stop("fast")
     try:
         rc = pub.proc.wait(timeout=60)

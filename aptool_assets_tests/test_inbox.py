@@ -9,7 +9,6 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import uuid
 from pathlib import Path
 
 import psycopg
@@ -25,7 +24,7 @@ from aptool_assets.events.inbox import (
     default_inbox_path,
     open_inbox,
 )
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
+from aptool_assets_tests.conftest import drop_database, throwaway_database
 
 REPO = Path(__file__).resolve().parents[1]
 UTC = dt.timezone.utc
@@ -316,21 +315,15 @@ def test_what_happened_is_answerable_from_sql_alone(inbox):
 
 def test_healthy_follows_the_store(store_url, tmp_path):
     if store_url.startswith("postgresql"):
-        name = f"aptool_inbox_health_{uuid.uuid4().hex[:8]}"
-        admin = POSTGRES_ADMIN_URL
-        with psycopg.connect(admin, autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {name}")
-        box = open_inbox(f"{admin.rsplit('/', 1)[0]}/{name}")
-        try:
-            box.setup()
-            assert box.healthy()
-            with psycopg.connect(admin, autocommit=True) as con:
-                con.execute(f"DROP DATABASE {name} WITH (FORCE)")
-            assert not box.healthy()
-        finally:
-            box.close()
-            with psycopg.connect(admin, autocommit=True) as con:
-                con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+        with throwaway_database("aptool_inbox_health") as url:
+            box = open_inbox(url)
+            try:
+                box.setup()
+                assert box.healthy()
+                drop_database(url)
+                assert not box.healthy()
+            finally:
+                box.close()
     else:
         box = open_inbox(store_url)
         try:

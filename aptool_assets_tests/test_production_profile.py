@@ -45,7 +45,7 @@ from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL, schema_reset, with_default_resources
+from aptool_assets_tests.conftest import schema_reset, throwaway_database, with_default_resources
 
 pytestmark = pytest.mark.postgres
 
@@ -63,12 +63,8 @@ PUBLISHED = {
 @pytest.fixture
 def dagster_db(postgres_url) -> Iterator[str]:
     """A second throwaway database, for Dagster's own storage (postgres_url is the warehouse)."""
-    name = f"aptool_dagster_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    yield f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with throwaway_database("aptool_dagster") as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,9 +30,9 @@ import pytest
 
 from aptool_assets.storage.warehouse import TableSpec, TableWrite, Warehouse, open_warehouse
 from aptool_assets_tests.child_process import ChildProcess
+from aptool_assets_tests.conftest import throwaway_database
 
 REPO = Path(__file__).resolve().parents[1]
-ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 V1_ROWS = 200_000  # the published version every test starts from
 BIG_ROWS = 1_500_000  # a version 2 whose PostgreSQL load takes a few seconds (~5x the in-flight mark)
@@ -209,12 +207,8 @@ def start(started: list[Publisher], url: str, steps: list, **kw) -> Publisher:
 @pytest.fixture(scope="module")
 def atomic_pg_url(postgres_url) -> Iterator[str]:
     """A database of its own (this module kills sessions in it), dropped at the end."""
-    name = f"aptool_atomic_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as con:
-        con.execute(f"CREATE DATABASE {name}")
-    yield f"{ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    with psycopg.connect(ADMIN_URL, autocommit=True) as con:
-        con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with throwaway_database("aptool_atomic") as url:
+        yield url
 
 
 @pytest.fixture

@@ -19,7 +19,6 @@ import uuid
 from pathlib import Path
 
 import httpx
-import psycopg
 import pytest
 import uvicorn
 
@@ -28,7 +27,7 @@ from aptool_assets.events.app import create_app, serve
 from aptool_assets.events.inbox import open_inbox
 from aptool_assets.events.signatures import sign, verify
 from aptool_assets.settings import ConfigurationError
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
+from aptool_assets_tests.conftest import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "whsec-test-7c1d9e"
@@ -376,10 +375,8 @@ def test_healthz_up(client):
 
 def test_healthz_down_when_the_store_is_gone(store_url, tmp_path):
     if store_url.startswith("postgresql"):
-        name = f"aptool_hz_{uuid.uuid4().hex[:8]}"
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-            con.execute(f"CREATE DATABASE {name}")
-        box = open_inbox(f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}")
+        db_url = create_database("aptool_hz")
+        box = open_inbox(db_url)
         box.setup()
         box.health_timeout = 1.0
     else:
@@ -390,8 +387,7 @@ def test_healthz_down_when_the_store_is_gone(store_url, tmp_path):
                                                                                timeout=10) as c:
             assert c.get("/healthz").status_code == 200
             if store_url.startswith("postgresql"):
-                with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-                    con.execute(f"DROP DATABASE {name} WITH (FORCE)")
+                drop_database(db_url)
             else:
                 for suffix in ("", "-wal", "-shm"):
                     Path(f"{box.path}{suffix}").unlink(missing_ok=True)
@@ -403,8 +399,7 @@ def test_healthz_down_when_the_store_is_gone(store_url, tmp_path):
     finally:
         box.close()
         if store_url.startswith("postgresql"):
-            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
-                con.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+            drop_database(db_url)
 
 
 def test_same_event_from_20_concurrent_clients_is_accepted_once(server, inbox):
