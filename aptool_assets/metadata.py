@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import dagster as dg
 import polars as pl
@@ -10,6 +10,7 @@ import polars as pl
 from aptool_assets.storage.warehouse import TableSpec
 
 PREVIEW_IDS = 5
+ID_SAMPLE = 10
 
 
 def id_preview(df: pl.DataFrame, column: str = "student_id", n: int = PREVIEW_IDS) -> list[int]:
@@ -17,6 +18,16 @@ def id_preview(df: pl.DataFrame, column: str = "student_id", n: int = PREVIEW_ID
     if column not in df.columns or df.height == 0:
         return []
     return df.get_column(column).unique(maintain_order=True).head(n).to_list()
+
+
+def id_sample(df: pl.DataFrame, column: str = "student_id", n: int = ID_SAMPLE) -> list:
+    """The smallest few distinct IDs of ``df`` (sorted, so a check names the same ones every run)."""
+    return df.get_column(column).unique().sort().head(n).to_list() if df.height else []
+
+
+def duplicate_keys(df: pl.DataFrame, key: Sequence[str]) -> pl.DataFrame:
+    """The keys that occur more than once in ``df``, with their count (``len``)."""
+    return df.group_by(list(key)).len().filter(pl.col("len") > 1)
 
 
 def column_schema(table: TableSpec) -> dg.TableSchema:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
+from collections.abc import Mapping
 from typing import Optional
 
 import dagster as dg
 
-from aptool_assets.settings import DEFAULT_TIMEZONE, Settings
+from aptool_assets.settings import DEFAULT_TIMEZONE, Settings, read_env
 
 
 class PlatformResource(dg.ConfigurableResource):
     """School year, as-of date, time zone, landing area and data-test thresholds (contract §2).
 
-    Unset fields fall back to the environment, then to the contract's defaults.
+    The defaults are declared here, once; :meth:`from_env` overrides the ones the environment sets
+    (``settings.ENV_FIELDS`` names the variables).
     """
 
     timezone: str = DEFAULT_TIMEZONE
@@ -30,30 +31,9 @@ class PlatformResource(dg.ConfigurableResource):
     unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
 
     @classmethod
-    def from_env(cls) -> PlatformResource:
-        env = os.environ
-        return cls(
-            timezone=env.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE,
-            school_year=int(env["APTOOL_SCHOOL_YEAR"]) if env.get("APTOOL_SCHOOL_YEAR", "").isdigit() else None,
-            as_of_date=env.get("APTOOL_AS_OF_DATE") or None,
-            landing_dir=env.get("APTOOL_LANDING_DIR") or None,
-            assessment_windows=env.get("APTOOL_ASSESSMENT_WINDOWS") or None,
-            iready_max_rejected_ratio=float(env.get("APTOOL_IREADY_MAX_REJECTED_RATIO") or 0.05),
-            iready_freshness_hours=float(env.get("APTOOL_IREADY_FRESHNESS_HOURS") or 48.0),
-            reconcile_tolerance_days=int(env.get("APTOOL_RECONCILE_TOLERANCE_DAYS") or 2),
-            recent_attendance_school_days=int(env.get("APTOOL_RECENT_ATTENDANCE_DAYS") or 14),
-            priority_weights=env.get("APTOOL_PRIORITY_WEIGHTS") or None,
-            unknown_student_retry_hours=float(env.get("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS") or 24.0),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformResource:
+        return cls(**read_env(environ))
 
     def settings(self, today: dt.date | None = None) -> Settings:
-        env = {"APTOOL_TIMEZONE": self.timezone}
-        if self.school_year is not None:
-            env["APTOOL_SCHOOL_YEAR"] = str(self.school_year)
-        if self.as_of_date:
-            env["APTOOL_AS_OF_DATE"] = self.as_of_date
-        if self.landing_dir:
-            env["APTOOL_LANDING_DIR"] = self.landing_dir
-        if self.assessment_windows:
-            env["APTOOL_ASSESSMENT_WINDOWS"] = self.assessment_windows
-        return Settings.from_env(env, today=today)
+        """The settings resolved for ``today`` (default: today in the district's time zone)."""
+        return Settings.resolve(**self.model_dump(), today=today)

@@ -16,7 +16,7 @@ import dagster as dg
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
-from aptool_assets.settings import school_year_bounds
+from aptool_assets.vocabulary import school_year_bounds
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,

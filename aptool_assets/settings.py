@@ -1,4 +1,10 @@
-"""Non-secret configuration from the environment (contract §2), validated once.
+"""Non-secret configuration from the environment (contract §2): each variable parsed and validated in
+one place, each default declared once.
+
+Two steps, because a long-running code server must not freeze "today": :func:`read_env` turns the
+``APTOOL_*`` variables that are set into typed values once (the definitions do it when they load), and
+:meth:`Settings.resolve` derives what depends on the date (school year, as-of date) whenever a run,
+sensor or schedule asks.
 
 Secrets (database URL with password, SFTP password, Aeries certificate, webhook secret) are not
 read here: the definitions hand them to resources through ``dagster.EnvVar`` so they never appear
@@ -9,15 +15,16 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
+from aptool_assets.vocabulary import clip_to_school_year, school_year_of
 
 DEFAULT_TIMEZONE = "America/Los_Angeles"
-# Schedules are evaluated in the district's time zone; read once when the definitions load.
-DISTRICT_TIMEZONE = os.environ.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE
 
 
 class ConfigurationError(ValueError):
@@ -38,13 +45,68 @@ def parse_windows(text: str | None) -> AssessmentWindows:
         ) from exc
 
 
-def school_year_of(day: dt.date) -> int:
-    """School year (as its start year) that contains ``day``: the year runs July 1 – June 30."""
-    return day.year if day.month >= 7 else day.year - 1
+def parse_timezone(name: str) -> str:
+    """An IANA time zone name, checked against the zone database."""
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a folder name such as "Pacific" is an OSError
+        raise ConfigurationError(f"APTOOL_TIMEZONE={name!r} is not an IANA time zone (e.g. America/Los_Angeles)") from exc
+    return name
 
 
-def school_year_bounds(school_year: int) -> tuple[dt.date, dt.date]:
-    return dt.date(school_year, 7, 1), dt.date(school_year + 1, 6, 30)
+def parse_school_year(text: str) -> int:
+    if not text.isdigit() or not 2000 <= int(text) <= 2100:
+        raise ConfigurationError(f"APTOOL_SCHOOL_YEAR={text!r} must be the school year's start year, e.g. 2025 for 2025-26")
+    return int(text)
+
+
+def parse_as_of_date(text: str) -> str:
+    try:
+        dt.date.fromisoformat(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"APTOOL_AS_OF_DATE={text!r} must be a date as YYYY-MM-DD") from exc
+    return text
+
+
+def _number(variable: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            return kind(text)
+        except ValueError:
+            raise ConfigurationError(f"{variable}={text!r} must be a number") from None
+
+    return parse
+
+
+def _checked_windows(text: str) -> str:
+    parse_windows(text)
+    return text
+
+
+ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "timezone": ("APTOOL_TIMEZONE", parse_timezone),
+    "school_year": ("APTOOL_SCHOOL_YEAR", parse_school_year),
+    "as_of_date": ("APTOOL_AS_OF_DATE", parse_as_of_date),
+    "landing_dir": ("APTOOL_LANDING_DIR", str),
+    "assessment_windows": ("APTOOL_ASSESSMENT_WINDOWS", _checked_windows),
+    "iready_max_rejected_ratio": ("APTOOL_IREADY_MAX_REJECTED_RATIO", _number("APTOOL_IREADY_MAX_REJECTED_RATIO", float)),
+    "iready_freshness_hours": ("APTOOL_IREADY_FRESHNESS_HOURS", _number("APTOOL_IREADY_FRESHNESS_HOURS", float)),
+    "reconcile_tolerance_days": ("APTOOL_RECONCILE_TOLERANCE_DAYS", _number("APTOOL_RECONCILE_TOLERANCE_DAYS", int)),
+    "recent_attendance_school_days": ("APTOOL_RECENT_ATTENDANCE_DAYS", _number("APTOOL_RECENT_ATTENDANCE_DAYS", int)),
+    "priority_weights": ("APTOOL_PRIORITY_WEIGHTS", str),
+    "unknown_student_retry_hours": (
+        "APTOOL_UNKNOWN_STUDENT_RETRY_HOURS",
+        _number("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS", float),
+    ),
+}
+"""Platform setting → (environment variable, parser). Unset or empty variables keep the setting's default
+(declared once, on ``PlatformResource``)."""
+
+
+def read_env(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The platform settings that the environment sets, parsed (a malformed one raises ConfigurationError)."""
+    env = os.environ if environ is None else environ
+    return {field: parse(env[var]) for field, (var, parse) in ENV_FIELDS.items() if env.get(var)}
 
 
 def aptool_home() -> Path:
@@ -73,6 +135,8 @@ def postgres_url_or_none(database_url: str | None = None) -> str | None:
 
 @dataclass(frozen=True)
 class Settings:
+    """The date-dependent settings, resolved for one day: which school year, counted up to which date."""
+
     timezone: str
     school_year: int
     as_of_date: dt.date
@@ -84,39 +148,31 @@ class Settings:
         return ZoneInfo(self.timezone)
 
     @classmethod
-    def from_env(cls, environ: dict[str, str] | None = None, today: dt.date | None = None) -> Settings:
-        env = os.environ if environ is None else environ
-        tz_name = env.get("APTOOL_TIMEZONE") or DEFAULT_TIMEZONE
-        try:
-            tz = ZoneInfo(tz_name)
-        except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a folder name such as "Pacific" is an OSError
-            raise ConfigurationError(
-                f"APTOOL_TIMEZONE={tz_name!r} is not an IANA time zone (e.g. America/Los_Angeles)"
-            ) from exc
-        today = today or dt.datetime.now(tz).date()
+    def resolve(
+        cls,
+        *,
+        timezone: str = DEFAULT_TIMEZONE,
+        school_year: int | None = None,
+        as_of_date: str | dt.date | None = None,
+        landing_dir: str | Path | None = None,
+        assessment_windows: str | None = None,
+        today: dt.date | None = None,
+        **_other: Any,
+    ) -> Settings:
+        """Settings for ``today`` (default: today in the district's time zone). The school year defaults to
+        the one containing today; the as-of date to today, capped into the school year (contract §2).
+        Other platform settings (thresholds) are accepted and ignored, so ``read_env()`` output fits."""
+        today = today or dt.datetime.now(ZoneInfo(parse_timezone(timezone))).date()
+        year = school_year if school_year is not None else school_year_of(today)
+        as_of = dt.date.fromisoformat(parse_as_of_date(as_of_date)) if isinstance(as_of_date, str) else as_of_date
+        return cls(
+            timezone=timezone,
+            school_year=year,
+            as_of_date=clip_to_school_year(year, as_of or today),
+            landing_dir=Path(landing_dir) if landing_dir else aptool_home() / "landing",
+            windows=parse_windows(assessment_windows),
+        )
 
-        raw_year = env.get("APTOOL_SCHOOL_YEAR")
-        if raw_year:
-            if not raw_year.isdigit() or not 2000 <= int(raw_year) <= 2100:
-                raise ConfigurationError(
-                    f"APTOOL_SCHOOL_YEAR={raw_year!r} must be the school year's start year, e.g. 2025 for 2025-26"
-                )
-            school_year = int(raw_year)
-        else:
-            school_year = school_year_of(today)
-
-        first_day, last_day = school_year_bounds(school_year)
-        raw_as_of = env.get("APTOOL_AS_OF_DATE")
-        if raw_as_of:
-            try:
-                as_of = dt.date.fromisoformat(raw_as_of)
-            except ValueError as exc:
-                raise ConfigurationError(f"APTOOL_AS_OF_DATE={raw_as_of!r} must be a date as YYYY-MM-DD") from exc
-        else:
-            as_of = today
-        # Metrics count days up to the as-of date, capped at the year's end (contract §2).
-        as_of = min(max(as_of, first_day), last_day)
-
-        landing = Path(env.get("APTOOL_LANDING_DIR") or (aptool_home() / "landing"))
-        windows = parse_windows(env.get("APTOOL_ASSESSMENT_WINDOWS"))
-        return cls(timezone=tz_name, school_year=school_year, as_of_date=as_of, landing_dir=landing, windows=windows)
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, today: dt.date | None = None) -> Settings:
+        return cls.resolve(**read_env(environ), today=today)

@@ -48,7 +48,6 @@ from aptool_assets.sources.aeries.frames import (
     history_summary_frame,
     is_real_school,
     is_real_school_code,
-    is_real_school_expr,
     schools_frame,
     students_frame,
 )
@@ -381,7 +380,6 @@ def test_frames_on_simulator_responses(sim, district, make_client):
     assert schools.schema == pl.Schema(SCHOOLS_SCHEMA)
     assert schools.filter(is_real_school()).get_column("school_code").to_list() == REAL_SCHOOLS
     assert not is_real_school_code(999) and not is_real_school_code(103, "I") and is_real_school_code(201)
-    assert schools.filter(is_real_school_expr()).equals(schools.filter(is_real_school()))
     students = pl.concat([students_frame(client.students(code)) for code in REAL_SCHOOLS])
     assert students.schema == pl.Schema(STUDENTS_SCHEMA)
     assert students.select("student_id", "school_code").is_duplicated().sum() == 0

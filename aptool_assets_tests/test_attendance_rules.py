@@ -20,13 +20,13 @@ from aptool_assets.rules.attendance import (
     CALENDAR_SCHEMA,
     ENROLLMENT_SCHEMA,
     SUMMARY_SCHEMA,
-    TIERS,
     attendance_tier_expr,
     categorize_attendance,
     instructional_days,
     student_attendance_summary,
     truancy_letter_level_expr,
 )
+from aptool_assets.vocabulary import TIERS
 
 YEAR = 2025
 FIRST_DAY = date(2025, 9, 1)  # a Monday

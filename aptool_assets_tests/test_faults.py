@@ -29,8 +29,8 @@ from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DA
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
-from aptool_assets.sources.aeries.tables import ATTENDANCE_DAYS, STUDENTS
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, REJECTED_ROWS
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, REJECTED_ROWS
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse
 from aptool_assets_tests.fault_tools import (
     ChildRun,

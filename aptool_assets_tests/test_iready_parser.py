@@ -28,15 +28,14 @@ from aptool_assets.sources.iready.parser import (
 )
 from aptool_assets.sources.iready.schemas import (
     CELL_COLUMNS,
-    COLUMN_NAMES,
     DIAGNOSTIC_RESULTS_SCHEMA,
     HEADER_ALIASES,
     PII_FIELDS,
-    PUBLISHED_COLUMNS,
     canonical_field,
     header_key,
     validate_results,
 )
+from aptool_assets.tables.iready import COLUMN_NAMES, PUBLISHED_COLUMNS
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "iready"
 needs_fixtures = pytest.mark.skipif(

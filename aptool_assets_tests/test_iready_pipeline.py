@@ -12,10 +12,10 @@ import pytest
 from aptool_assets import definitions
 from aptool_assets.demo.district import append_invalid_rows
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK
 from aptool_assets.partitions import year_subject_key
 from aptool_assets.resources import PlatformResource
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse

@@ -10,12 +10,7 @@ import pytest
 from aptool_assets import definitions
 from aptool_assets.partitions import year_subject_key
 from aptool_assets.resources import PlatformResource
-from aptool_assets.sources.iready.schedules import (
-    iready_assessment_window_close,
-    iready_daily_unprocessed_check,
-    iready_weekly_full_resync,
-    window_close_crons,
-)
+from aptool_assets.sources.iready.schedules import window_close_crons
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets_tests.iready_helpers import write_file
@@ -24,6 +19,10 @@ YEAR = 2026
 ELA = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv"
 MATH = "i-ready_inform_results_math_CONFIDENTIAL.csv"
 UTC = dt.timezone.utc
+SCHEDULES = {s.name: s for s in definitions.defs.schedules}
+iready_assessment_window_close = SCHEDULES["iready_assessment_window_close"]
+iready_daily_unprocessed_check = SCHEDULES["iready_daily_unprocessed_check"]
+iready_weekly_full_resync = SCHEDULES["iready_weekly_full_resync"]
 
 
 def test_window_close_crons_follow_the_contract_defaults():

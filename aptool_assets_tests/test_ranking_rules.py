@@ -17,14 +17,13 @@ from aptool_assets.rules.ranking import (
     DEFAULT_WEIGHTS,
     RANKING_SCHEMA,
     REASON_COLUMNS,
-    RISK_ORDER,
-    TIER_ORDER,
     PriorityWeights,
     intervention_ranking,
     priority_score_expr,
     ranking_problems,
     reasons_expr,
 )
+from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER
 
 YEAR = 2025
 S1, S2 = 101, 202

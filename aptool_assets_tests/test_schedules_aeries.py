@@ -14,20 +14,18 @@ import polars as pl
 import pytest
 
 from aptool_assets.resources import PlatformResource
-from aptool_assets.sources.aeries.schedules import (
-    RANGE_END,
-    RANGE_START,
-    aeries_hourly_safety_sync,
-    aeries_nightly_full_year,
-    aeries_nightly_year_sync,
-    aeries_recent_attendance,
-    recent_window_start,
-)
-from aptool_assets.sources.aeries.tables import SCHOOL_CALENDAR
+from aptool_assets.definitions import defs
+from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START, recent_window_start
+from aptool_assets.tables.aeries import SCHOOL_CALENDAR
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse
 
 UTC = dt.timezone.utc
+SCHEDULES = {s.name: s for s in defs.schedules}
+aeries_hourly_safety_sync = SCHEDULES["aeries_hourly_safety_sync"]
+aeries_nightly_full_year = SCHEDULES["aeries_nightly_full_year"]
+aeries_nightly_year_sync = SCHEDULES["aeries_nightly_year_sync"]
+aeries_recent_attendance = SCHEDULES["aeries_recent_attendance"]
 
 
 @pytest.fixture

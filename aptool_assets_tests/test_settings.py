@@ -7,7 +7,8 @@ import datetime as dt
 import pytest
 
 from aptool_assets.resources import PlatformResource
-from aptool_assets.settings import ConfigurationError, Settings, parse_windows, school_year_of
+from aptool_assets.settings import ConfigurationError, Settings, parse_windows
+from aptool_assets.vocabulary import school_year_of
 
 
 @pytest.mark.parametrize(

@@ -393,10 +393,10 @@ def test_operator_pages_render_without_errors(webserver, browser, tmp_path):
     page.screenshot("ranking-checks")
 
     # Sensors and schedules: every one listed, and one of each opens with its description.
-    names = [s.name for s in definitions.SCHEDULES] + [s.name for s in definitions.SENSORS]
+    names = [s.name for s in list(definitions.defs.schedules)] + [s.name for s in list(definitions.defs.sensors)]
     page.open("/automation", *names)
     page.screenshot("automation")
-    schedule, sensor = definitions.SCHEDULES[0], definitions.SENSORS[0]
+    schedule, sensor = list(definitions.defs.schedules)[0], list(definitions.defs.sensors)[0]
     page.open(f"/locations/{LOCATION}/schedules/{schedule.name}", schedule.name, schedule.description[:40])
     page.screenshot("schedule")
     page.open(f"/locations/{LOCATION}/sensors/{sensor.name}", sensor.name, sensor.description[:40])

@@ -18,12 +18,12 @@ import pytest
 
 from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
 from aptool_assets.events.inbox import InboxEvent, open_inbox
-from aptool_assets.events.jobs import apply_webhook_events_job, replay_dead_letters_job, retry_delay, settle_inbox
+from aptool_assets.definitions import defs
+from aptool_assets.events.jobs import replay_dead_letters_job, retry_delay, settle_inbox
 from aptool_assets.events.resources import WebhookInboxResource
-from aptool_assets.events.sensors import webhook_inbox_sensor
-from aptool_assets.events.tables import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
-from aptool_assets.sources.aeries.attendance_cells import overlay_newer_cells
-from aptool_assets.sources.aeries.tables import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.rules.attendance_cells import overlay_newer_cells
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.storage.warehouse import TableWrite
 
@@ -66,6 +66,8 @@ def roster(wh) -> None:
     wh.write(TableWrite(ABSENCE_CODES, codes), TableWrite(STUDENTS, students), TableWrite(ENROLLMENT, enrollment))
 
 
+apply_webhook_events_job = defs.get_job_def("apply_webhook_events")
+webhook_inbox_sensor = defs.get_sensor_def("webhook_inbox_sensor")
 _seq = itertools.count(1)
 
 
@@ -361,9 +363,9 @@ from aptool_assets.metrics.assets import (  # noqa: E402
     INTERVENTION_RANKING_KEY,
     STUDENT_ATTENDANCE_SUMMARY_KEY,
 )
-from aptool_assets.metrics.tables import STUDENT_INTERVENTION_RANKING  # noqa: E402
+from aptool_assets.tables.metrics import STUDENT_INTERVENTION_RANKING
 from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY  # noqa: E402
-from aptool_assets.sources.aeries.tables import STUDENT_ATTENDANCE_SUMMARY  # noqa: E402
+from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
 from aptool_assets_tests.test_aeries_pipeline import YEAR, env, simulator  # noqa: E402,F401
 
 

@@ -30,14 +30,13 @@ import polars as pl  # noqa: E402
 
 from aptool_assets.demo.iready_files import synthetic_diagnostics, write_diagnostic_csv  # noqa: E402
 from aptool_assets.sources.iready.parser import parse_diagnostic_file  # noqa: E402
-from aptool_assets.sources.iready.schemas import (  # noqa: E402
+from aptool_assets.sources.iready.schemas import (
     CELL_COLUMNS,
     DOMAIN_RELATIVE_PLACEMENTS,
-    DOMAINS,
     HEADER_ALIASES,
-    PUBLISHED_COLUMNS,
     header_key,
 )
+from aptool_assets.tables.iready import DOMAINS, PUBLISHED_COLUMNS
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS  # noqa: E402
 
 MAX_FLOOR_RATIO = 3.0

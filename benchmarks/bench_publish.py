@@ -50,7 +50,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptool_assets.sources.aeries.tables import ATTENDANCE_DAYS  # noqa: E402
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS
 from aptool_assets.storage.postgres_backend import PostgresWarehouse  # noqa: E402
 from aptool_assets.storage.warehouse import TableWrite  # noqa: E402
 

@@ -24,7 +24,8 @@ import numpy as np
 import polars as pl
 
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
-from aptool_assets.sources.iready.schemas import ELA_DOMAINS, HEADER_ALIASES, MATH_DOMAINS, header_key
+from aptool_assets.sources.iready.schemas import HEADER_ALIASES, header_key
+from aptool_assets.tables.iready import ELA_DOMAINS, MATH_DOMAINS
 
 __all__ = ["LAYOUTS", "layout_headers", "synthetic_diagnostics", "write_diagnostic_csv"]
 

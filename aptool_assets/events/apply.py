@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from aptool_assets.events.inbox import InboxEvent, data_problem
-from aptool_assets.events.tables import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
-from aptool_assets.rules.academic import academic_year_of
-from aptool_assets.sources.aeries.attendance_cells import (
+from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.vocabulary import school_year_expr
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS_LOCK
+from aptool_assets.rules.attendance_cells import (
     ALL_DAY,
-    ATTENDANCE_LOCK,
     CELL_KEY,
     DAY_KEY,
     attendance_day_rows,
@@ -39,7 +39,7 @@ from aptool_assets.sources.aeries.attendance_cells import (
     overlay_cells,
     stored_cells,
 )
-from aptool_assets.sources.aeries.tables import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import UTC_TS, AnyOf, TableWrite, Warehouse
 
@@ -313,7 +313,7 @@ def _enrollment_stints(wh: Warehouse, winners: pl.DataFrame) -> pl.DataFrame:
     started on or before the leave date)."""
     stored = wh.read_table(ENROLLMENT, where={"student_id": AnyOf(winners.get_column("student_id").unique().to_list())})
     ev = winners.with_columns(
-        academic_year_of(pl.coalesce("enter_date", "leave_date")).alias("academic_year")
+        school_year_expr(pl.coalesce("enter_date", "leave_date")).alias("academic_year")
     )
     opened = ev.filter(pl.col("event_type") == "student.enrolled").select(
         "student_id", "school_code", "academic_year", "grade", "enter_date",
@@ -353,7 +353,7 @@ def _drop_unknown(
 
 def _touched(frame: pl.DataFrame) -> pl.DataFrame:
     return frame.select(
-        academic_year_of("calendar_date").alias("school_year"),
+        school_year_expr("calendar_date").alias("school_year"),
         pl.col("student_id").cast(pl.Int64),
         pl.col("school_code").cast(pl.Int32),
     ).unique()
@@ -373,7 +373,7 @@ def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime |
         return result
     # Read, decide and write under the lock a pull takes for its window, so neither overwrites rows
     # the other wrote between its read and its write.
-    with wh.exclusive(ATTENDANCE_LOCK):
+    with wh.exclusive(ATTENDANCE_DAYS_LOCK):
         roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
         writes = apply_students(wh, frame, roster, result)
         # An attendance event for a student enrolled by this very batch is known from that enrolment.

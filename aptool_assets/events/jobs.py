@@ -4,27 +4,44 @@ Applying is an op job, not an asset: it changes a few rows of tables that assets
 what it changed as materializations of those assets (the attendance days it touched, the roster,
 the summary and ranking years it refreshed), so the UI's lineage and history show webhook updates
 beside pulls, and the eager metrics do not recompute the whole district after it.
+
+The metrics sit in a layer above the webhook path, so the apply job is built by a factory that is
+handed the metrics' incremental refresh (:class:`AfterApply`) by the definitions.
 """
 
-
 import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import dagster as dg
+import polars as pl
 
 from aptool_assets.events.apply import ApplyResult, apply_events
 from aptool_assets.events.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.events.resources import WebhookInboxResource
-from aptool_assets.metrics.assets import INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
-from aptool_assets.metrics.compute import refresh_students
 from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.ranking import PriorityWeights
-from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY, ENROLLMENT_KEY, STUDENTS_KEY
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.warehouse import Warehouse
+from aptool_assets.tables import asset_key
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 
 BATCH_SIZE = 5000
 FIRST_RETRY_S = 60.0
 MAX_RETRY_S = 3600.0
 SOURCE_TAG = {"aptool/source": "webhooks"}
+
+
+@dataclass(frozen=True)
+class AfterApply:
+    """What an apply run recomputes once its events have landed.
+
+    ``refresh(warehouse, touched, platform)`` gets the touched (school_year, student_id, school_code)
+    rows and returns counts per school year it refreshed; each of ``asset_keys`` is then reported as
+    materialized for those years.
+    """
+
+    refresh: Callable[[Warehouse, pl.DataFrame, PlatformResource], dict[int, dict[str, int]]]
+    asset_keys: tuple[dg.AssetKey, ...] = ()
 
 
 def retry_delay(attempts: int) -> dt.timedelta:
@@ -61,69 +78,77 @@ def settle_inbox(
     }
 
 
-def _report(context: dg.OpExecutionContext, result: ApplyResult, refreshed: dict[int, dict[str, int]]) -> None:
+def _report(
+    context: dg.OpExecutionContext,
+    result: ApplyResult,
+    refreshed: dict[int, dict[str, int]],
+    after: AfterApply,
+    day_partitions: dg.PartitionsDefinition,
+) -> None:
     """Materializations of the assets whose rows changed, dependencies first (so the eager
     automation sees the metrics as newer than their inputs and leaves them be)."""
     instance = context.instance
     day_keys = set()
     if result.touched_dates:
-        from aptool_assets.sources.aeries.assets import attendance_day_partitions
-
-        valid = set(attendance_day_partitions.get_partition_keys(dynamic_partitions_store=instance))
+        valid = set(day_partitions.get_partition_keys(dynamic_partitions_store=instance))
         day_keys = {d.isoformat() for d in result.touched_dates} & valid
     meta = {"source": "webhook", "run_id": context.run_id}
     for key in sorted(day_keys):
-        context.log_event(dg.AssetMaterialization(ATTENDANCE_DAYS_KEY, partition=key, metadata=meta))
+        context.log_event(dg.AssetMaterialization(asset_key(ATTENDANCE_DAYS), partition=key, metadata=meta))
     if result.students_changed:
-        context.log_event(dg.AssetMaterialization(STUDENTS_KEY, metadata=meta))
+        context.log_event(dg.AssetMaterialization(asset_key(STUDENTS), metadata=meta))
         for year in sorted(set(result.touched.get_column("school_year").to_list())):
             if instance.has_dynamic_partition("school_year", str(year)):
-                context.log_event(dg.AssetMaterialization(ENROLLMENT_KEY, partition=str(year), metadata=meta))
+                context.log_event(dg.AssetMaterialization(asset_key(ENROLLMENT), partition=str(year), metadata=meta))
     for year, counts in sorted(refreshed.items()):
-        for key in (STUDENT_ATTENDANCE_SUMMARY_KEY, INTERVENTION_RANKING_KEY):
+        for key in after.asset_keys:
             context.log_event(dg.AssetMaterialization(key, partition=str(year), metadata={**meta, **counts}))
 
 
-@dg.op(
-    description="Apply the inbox's due webhook events to attendance and the roster, then recompute the "
-    "touched students' summaries and re-rank their schools.",
-    tags=SOURCE_TAG,
-)
-def apply_inbox_events(
-    context: dg.OpExecutionContext,
-    inbox: WebhookInboxResource,
-    warehouse: WarehouseResource,
-    platform: PlatformResource,
-) -> None:
-    with inbox.session() as box:
-        now = utcnow()
-        events = box.pending(limit=BATCH_SIZE, now=now)
-        if not events:
-            context.log.info("no webhook events due")
-            return
-        wh = warehouse.get()
-        result = apply_events(wh, events, now)
-        refreshed = refresh_students(
-            wh, result.touched, platform.settings().as_of_date, PriorityWeights.from_string(platform.priority_weights)
-        )
-        # The warehouse first, the inbox after: a run dying in between re-applies idempotently.
-        fates = settle_inbox(box, events, result, context.run_id,
-                             dt.timedelta(hours=platform.unknown_student_retry_hours), now)  # fmt: skip
-        _report(context, result, refreshed)
-        students = result.touched.select("student_id", "school_code").unique().height
-        context.log.info(
-            f"{len(events)} events: {fates}; {students} student records touched; "
-            f"metrics refreshed for years {sorted(refreshed) or 'none'}"
-        )
+def build_apply_job(after: AfterApply, day_partitions: dg.PartitionsDefinition) -> dg.JobDefinition:
+    """The ``apply_webhook_events`` job: apply the due events, then ``after`` (the metrics' refresh);
+    ``day_partitions`` are those of ``aptool/attendance_days`` (touched days are reported on them)."""
 
+    @dg.op(
+        name="apply_inbox_events",
+        description="Apply the inbox's due webhook events to attendance and the roster, then recompute the "
+        "touched students' summaries and re-rank their schools.",
+        tags=SOURCE_TAG,
+    )
+    def apply_inbox_events(
+        context: dg.OpExecutionContext,
+        inbox: WebhookInboxResource,
+        warehouse: WarehouseResource,
+        platform: PlatformResource,
+    ) -> None:
+        with inbox.session() as box:
+            now = utcnow()
+            events = box.pending(limit=BATCH_SIZE, now=now)
+            if not events:
+                context.log.info("no webhook events due")
+                return
+            wh = warehouse.get()
+            result = apply_events(wh, events, now)
+            refreshed = after.refresh(wh, result.touched, platform)
+            # The warehouse first, the inbox after: a run dying in between re-applies idempotently.
+            retry_for = dt.timedelta(hours=platform.unknown_student_retry_hours)
+            fates = settle_inbox(box, events, result, context.run_id, retry_for, now)
+            _report(context, result, refreshed, after, day_partitions)
+            students = result.touched.select("student_id", "school_code").unique().height
+            context.log.info(
+                f"{len(events)} events: {fates}; {students} student records touched; "
+                f"metrics refreshed for years {sorted(refreshed) or 'none'}"
+            )
 
-@dg.job(
-    name="apply_webhook_events",
-    description="Drain the webhook inbox (started by webhook_inbox_sensor; safe to run by hand).",
-    tags=SOURCE_TAG,
-)
-def apply_webhook_events_job():
-    apply_inbox_events()
+    @dg.job(
+        name="apply_webhook_events",
+        description="Drain the webhook inbox (started by webhook_inbox_sensor; safe to run by hand).",
+        tags=SOURCE_TAG,
+    )
+    def apply_webhook_events_job():
+        apply_inbox_events()
+
+    return apply_webhook_events_job
 
 
 class ReplayConfig(dg.Config):
@@ -146,4 +171,3 @@ def replay_dead_letters_job():
     replay_dead_letter_events()
 
 
-EVENT_JOBS = [apply_webhook_events_job, replay_dead_letters_job]

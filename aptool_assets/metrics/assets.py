@@ -4,13 +4,15 @@
 import dagster as dg
 import polars as pl
 
+from aptool_assets.vocabulary import clip_to_school_year
+
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.metrics.plots import png_markdown, tier_distribution_png
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
-from aptool_assets.metrics.compute import attendance_summary, year_as_of
+from aptool_assets.metrics.compute import attendance_summary
 from aptool_assets.metrics.compute import ranking as compute_ranking
 from aptool_assets.rules.ranking import PriorityWeights
 from aptool_assets.sources.aeries.assets import (
@@ -20,9 +22,10 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     STUDENTS_KEY,
 )
-from aptool_assets.sources.aeries.tables import STUDENT_ATTENDANCE_SUMMARY, STUDENTS
+from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
+from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite
 
@@ -116,7 +119,7 @@ def student_attendance_summary(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
 ) -> dg.MaterializeResult:
     school_year = int(context.partition_key)
-    as_of = year_as_of(school_year, platform.settings().as_of_date)
+    as_of = clip_to_school_year(school_year, platform.settings().as_of_date)
     wh = warehouse.get()
     summary = attendance_summary(wh, school_year, as_of)
     wh.write(TableWrite(STUDENT_ATTENDANCE_SUMMARY, summary, {"school_year": school_year}))

@@ -1,15 +1,85 @@
-"""Data tests on the derived metric tables."""
+"""Data tests on the derived metric tables: the attendance summary (including its reconciliation with
+Aeries' own totals), academic risk and the ranking. IDs and counts only."""
 
 import dagster as dg
 import polars as pl
 
+from aptool_assets.metadata import duplicate_keys, id_sample
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_slice
-from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
+from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.tables import asset_key
+from aptool_assets.tables.aeries import ATTENDANCE_HISTORY_SUMMARY
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.vocabulary import RISK_LEVELS, RISK_ORDER
 
-RISKS = ("HIGH", "MEDIUM", "LOW")
+
+@dg.asset_check(
+    asset=STUDENT_ATTENDANCE_SUMMARY_KEY,
+    description="Keys are unique, absence rates lie in [0, 1] and days absent never exceed days enrolled.",
+)
+def summary_rates_valid(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(STUDENT_ATTENDANCE_SUMMARY, where=school_year_slice(context))
+    dupes = duplicate_keys(df, STUDENT_ATTENDANCE_SUMMARY.key)
+    bad = df.filter(
+        ~pl.col("absence_rate").is_between(0.0, 1.0).fill_null(True) | (pl.col("days_absent") > pl.col("days_enrolled"))
+    )
+    return dg.AssetCheckResult(
+        passed=dupes.height == 0 and bad.height == 0,
+        description=f"{df.height} rows, {dupes.height} duplicated keys, {bad.height} impossible rates"
+        + (f"; student IDs {id_sample(bad)}" if bad.height else ""),
+        metadata={"duplicate_keys": dupes.height, "invalid_rows": bad.height},
+    )
+
+
+@dg.asset_check(
+    asset=STUDENT_ATTENDANCE_SUMMARY_KEY,
+    additional_deps=[asset_key(ATTENDANCE_HISTORY_SUMMARY)],
+    description="Computed days enrolled and absent agree with Aeries' own attendance-history totals. Aeries "
+    "recomputes its totals nightly, so differences within the tolerance are a warning; larger ones an error.",
+)
+def summary_reconciles_with_aeries(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.AssetCheckResult:
+    wh = warehouse.get()
+    where = school_year_slice(context)
+    ours = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where=where)
+    theirs = wh.read_table(ATTENDANCE_HISTORY_SUMMARY, where=where)
+    if theirs.height == 0:
+        return dg.AssetCheckResult(
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            description="no Aeries attendance-history totals pulled yet; nothing to reconcile",
+        )
+    joined = ours.join(theirs, on=["school_year", "student_id", "school_code"], how="inner").with_columns(
+        (pl.col("days_enrolled") - pl.col("days_enrolled_right")).abs().alias("enrolled_diff"),
+        (pl.col("days_absent") - pl.col("days_absence")).abs().alias("absent_diff"),
+    )
+    mismatched = joined.filter((pl.col("enrolled_diff") > 0) | (pl.col("absent_diff") > 0))
+    tolerance = platform.reconcile_tolerance_days
+    beyond = mismatched.filter(pl.max_horizontal("enrolled_diff", "absent_diff") > tolerance)
+    severity = dg.AssetCheckSeverity.ERROR if beyond.height else dg.AssetCheckSeverity.WARN
+    worst = int(mismatched.select(pl.max_horizontal("enrolled_diff", "absent_diff").max()).item() or 0) if mismatched.height else 0
+    return dg.AssetCheckResult(
+        passed=mismatched.height == 0,
+        severity=severity,
+        description=(
+            f"{joined.height} students compared: {mismatched.height} differ ({beyond.height} by more than "
+            f"{tolerance} day(s); largest {worst})"
+            + (f"; student IDs {id_sample(beyond if beyond.height else mismatched)}" if mismatched.height else "")
+        ),
+        metadata={
+            "students_compared": joined.height,
+            "mismatched": mismatched.height,
+            "beyond_tolerance": beyond.height,
+            "tolerance_days": tolerance,
+            "student_id_sample": dg.MetadataValue.json(id_sample(beyond if beyond.height else mismatched)),
+        },
+    )
+
+
 
 
 @dg.asset_check(
@@ -21,19 +91,15 @@ def academic_risk_consistent(
     context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
 ) -> dg.AssetCheckResult:
     df = warehouse.get().read_table(STUDENT_ACADEMIC_RISK, where=school_year_slice(context))
-    dupes = df.group_by(["school_year", "student_id"]).len().filter(pl.col("len") > 1).height
-    rank = {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
-    expected = (
-        pl.max_horizontal(
-            pl.col("ela_risk").replace_strict(rank, default=0, return_dtype=pl.Int8),
-            pl.col("math_risk").replace_strict(rank, default=0, return_dtype=pl.Int8),
-        )
-        .replace_strict({3: "HIGH", 2: "MEDIUM", 1: "LOW", 0: "UNKNOWN"}, return_dtype=pl.Utf8)
-    )
+    dupes = duplicate_keys(df, STUDENT_ACADEMIC_RISK.key).height
+    expected = pl.max_horizontal(
+        pl.col("ela_risk").replace_strict(RISK_ORDER, default=0, return_dtype=pl.Int8),
+        pl.col("math_risk").replace_strict(RISK_ORDER, default=0, return_dtype=pl.Int8),
+    ).replace_strict({level: risk for risk, level in RISK_ORDER.items()}, return_dtype=pl.Utf8)
     bad = df.filter(
         (pl.col("overall_risk") != expected)
-        | (pl.col("ela_risk").is_not_null() & ~pl.col("ela_risk").is_in(RISKS))
-        | (pl.col("math_risk").is_not_null() & ~pl.col("math_risk").is_in(RISKS))
+        | (pl.col("ela_risk").is_not_null() & ~pl.col("ela_risk").is_in(RISK_LEVELS))
+        | (pl.col("math_risk").is_not_null() & ~pl.col("math_risk").is_in(RISK_LEVELS))
     )
     ids = bad.get_column("student_id").head(10).to_list()
     return dg.AssetCheckResult(
@@ -62,4 +128,9 @@ def ranking_dense_and_monotone(
     )
 
 
-METRICS_CHECKS = [academic_risk_consistent, ranking_dense_and_monotone]
+METRICS_CHECKS = [
+    summary_rates_valid,
+    summary_reconciles_with_aeries,
+    academic_risk_consistent,
+    ranking_dense_and_monotone,
+]

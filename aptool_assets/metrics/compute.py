@@ -12,27 +12,17 @@ import datetime as dt
 
 import polars as pl
 
-from aptool_assets.metrics.tables import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
+from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
-from aptool_assets.settings import school_year_bounds
-from aptool_assets.sources.aeries import period_codes
-from aptool_assets.sources.aeries.tables import (
-    ABSENCE_CODES,
-    ATTENDANCE_DAYS,
-    ENROLLMENT,
-    SCHOOL_CALENDAR,
-    STUDENT_ATTENDANCE_SUMMARY,
-)
+from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
+from aptool_assets.rules import period_codes
+from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR
 from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
 
 _RECORD = ["student_id", "school_code"]
-
-
-def year_as_of(school_year: int, as_of: dt.date) -> dt.date:
-    """The configured as-of date clipped into ``school_year`` (a past year counts to its end)."""
-    first, last = school_year_bounds(school_year)
-    return min(max(as_of, first), last)
 
 
 def attendance_summary(
@@ -62,7 +52,7 @@ def attendance_summary(
         attendance=attendance,
         absence_codes=wh.read_table(ABSENCE_CODES, where=where_schools),
         school_year=school_year,
-        as_of_date=year_as_of(school_year, as_of),
+        as_of_date=clip_to_school_year(school_year, as_of),
     )
 
 
@@ -112,3 +102,10 @@ def refresh_students(
                              "ranking_rows": ranked.height}  # fmt: skip
     return done
 
+
+
+def refresh_after_events(wh: Warehouse, touched: pl.DataFrame, platform: PlatformResource) -> dict[int, dict[str, int]]:
+    """The webhook path's hook (:class:`~aptool_assets.events.jobs.AfterApply`): the touched students'
+    summaries and their schools' rankings, as of the configured date."""
+    weights = PriorityWeights.from_string(platform.priority_weights)
+    return refresh_students(wh, touched, platform.settings().as_of_date, weights)

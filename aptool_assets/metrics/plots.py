@@ -11,7 +11,7 @@ import io
 
 import polars as pl
 
-from aptool_assets.rules.attendance import TIERS
+from aptool_assets.vocabulary import TIERS
 
 # Green → red, so a glance at the bar shows how much of a school is chronically absent.
 TIER_COLORS = {

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from aptool_assets.vocabulary import RISK_ORDER, SUBJECTS, UNKNOWN_RISK, YEAR_START_MONTH, school_year_expr
+
 RELATIVE_PLACEMENTS: tuple[str, ...] = (
     "Mid or Above Grade Level",
     "Early On Grade Level",
@@ -28,19 +30,10 @@ RISK_BY_RELATIVE_PLACEMENT: dict[str, str] = {
     "3 or More Grade Levels Below": "HIGH",
 }
 
-RISK_LEVELS: tuple[str, ...] = ("HIGH", "MEDIUM", "LOW")
-"""Worst first; ``overall_risk`` is the worse of the two subjects."""
-
-UNKNOWN_RISK = "UNKNOWN"
-ASSESSMENT_WINDOWS: tuple[str, ...] = ("BOY", "MOY", "EOY")
-SUBJECTS: tuple[str, ...] = ("ela", "math")
-
-_YEAR_START_MONTH = 7  # the academic year runs July 1 - June 30
-
 
 def _academic_ordinal(month: int, day: int) -> int:
     """Position of a (month, day) inside a July-June year, comparable with ``<=``."""
-    return ((month - _YEAR_START_MONTH) % 12) * 32 + day
+    return ((month - YEAR_START_MONTH) % 12) * 32 + day
 
 
 def _epoch_day(year: pl.Expr, month: int, day: int) -> pl.Expr:
@@ -80,12 +73,6 @@ class AssessmentWindows:
 DEFAULT_WINDOWS = AssessmentWindows()
 
 
-def academic_year_of(date_col: str | pl.Expr = "completion_date") -> pl.Expr:
-    """Start year of the academic year containing the date (July 1 starts a year)."""
-    d = pl.col(date_col) if isinstance(date_col, str) else date_col
-    return (d.dt.year() - (d.dt.month() < _YEAR_START_MONTH).cast(pl.Int32)).cast(pl.Int32)
-
-
 def assessment_window_expr(
     windows: AssessmentWindows = DEFAULT_WINDOWS,
     date_col: str = "completion_date",
@@ -98,11 +85,11 @@ def assessment_window_expr(
     the year is derived from the date.
     """
     d = pl.col(date_col)
-    year = (academic_year_of(date_col) if year_col is None else pl.col(year_col)).cast(pl.Int32)
+    year = (school_year_expr(date_col) if year_col is None else pl.col(year_col)).cast(pl.Int32)
 
     def last_day(month_day: tuple[int, int]) -> pl.Expr:
         month, day = month_day
-        return _epoch_day(year + (0 if month >= _YEAR_START_MONTH else 1), month, day)
+        return _epoch_day(year + (0 if month >= YEAR_START_MONTH else 1), month, day)
 
     days = d.cast(pl.Date).cast(pl.Int32)  # a Datetime column works too
     return (
@@ -138,7 +125,7 @@ def latest_diagnostics(diagnostics: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-_RISK_RANK = {"HIGH": 3, "MEDIUM": 2, "LOW": 1}
+_RISK_RANK = {risk: rank for risk, rank in RISK_ORDER.items() if risk != UNKNOWN_RISK}
 _RANK_RISK = {rank: risk for risk, rank in _RISK_RANK.items()}
 
 

@@ -25,6 +25,15 @@ from datetime import date
 
 import polars as pl
 
+from aptool_assets.rules.period_codes import PERIOD_CODE
+from aptool_assets.vocabulary import (
+    CHRONIC_MIN_DAYS_ENROLLED,
+    CHRONIC_RATE,
+    TIER_LOWER_BOUNDS,
+    TRUANCY_LETTER_THRESHOLDS,
+    school_year_bounds,
+)
+
 ABSENCE_CATEGORIES: tuple[str, ...] = (
     "absent_excused",
     "absent_unexcused",
@@ -36,7 +45,6 @@ ABSENCE_CATEGORIES: tuple[str, ...] = (
     "present",
     "partial",
 )
-TIERS: tuple[str, ...] = ("satisfactory", "at_risk", "moderate_chronic", "severe_chronic")
 
 INSTRUCTIONAL_HOLIDAY_CODES: tuple[str, ...] = ("", "%")
 """Regular day and minimum day; every other Aeries HolidayCode (#, @, +, $, ...) is not a school day."""
@@ -62,17 +70,8 @@ CATEGORY_BY_TYPE_CODE: dict[int, str] = {
 """Aeries TypeCode → category, used only when no flag applies (TypeCode 7 is unused → null)."""
 
 UNEXCUSED_TYPE_CODE = 3
-CHRONIC_RATE = 0.10
-CHRONIC_MIN_DAYS_ENROLLED = 31
-TIER_LOWER_BOUNDS: tuple[tuple[str, float], ...] = (
-    ("severe_chronic", 0.20),
-    ("moderate_chronic", 0.10),
-    ("at_risk", 0.05),
-)
-TRUANCY_LETTER_THRESHOLDS: tuple[int, ...] = (3, 6, 9)
-"""Counts at which letter 1, 2 and 3 are due (Ed. Code 48260 ladder, contract §4.1)."""
 
-PERIOD_CODES_DTYPE = pl.List(pl.Struct({"period": pl.Utf8, "section_number": pl.Int64, "code": pl.Utf8}))
+PERIOD_CODES_DTYPE = pl.List(PERIOD_CODE)
 
 CALENDAR_SCHEMA = {"school_code": pl.Int32, "calendar_date": pl.Date, "holiday_code": pl.Utf8}
 ENROLLMENT_SCHEMA = {
@@ -127,7 +126,6 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
 
 _DAY_KEY = ["student_id", "school_code", "calendar_date"]
 _STUDENT_KEY = ["student_id", "school_code"]
-_YEAR_START_MONTH = 7  # the school year runs July 1 - June 30
 
 
 def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> pl.DataFrame:
@@ -142,11 +140,6 @@ def _blank_to_null(col: str) -> pl.Expr:
     """Aeries sends '' or null for "no code"; trim stray spaces and treat both the same."""
     code = pl.col(col).str.strip_chars()
     return pl.when(code == "").then(None).otherwise(code)
-
-
-def school_year_bounds(school_year: int) -> tuple[date, date]:
-    """First and last day of the school year named by its start year (2025 → 2025-07-01..2026-06-30)."""
-    return date(school_year, _YEAR_START_MONTH, 1), date(school_year + 1, _YEAR_START_MONTH - 1, 30)
 
 
 def instructional_days(calendar: pl.DataFrame) -> pl.DataFrame:
@@ -431,7 +424,10 @@ def summary_from_attendance_days(
             .alias("absence_rate"),
             # Integers, not the float rate: "10% or more" must include exactly 10%.
             (
-                (pl.col("days_absent").cast(pl.Int64) * 10 >= pl.col("days_enrolled"))
+                (
+                    pl.col("days_absent").cast(pl.Int64) * CHRONIC_RATE.denominator
+                    >= pl.col("days_enrolled").cast(pl.Int64) * CHRONIC_RATE.numerator
+                )
                 & (pl.col("days_enrolled") >= CHRONIC_MIN_DAYS_ENROLLED)
             ).alias("is_chronically_absent"),
             pl.lit(school_year, dtype=pl.Int32).alias("school_year"),

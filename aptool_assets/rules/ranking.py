@@ -32,9 +32,8 @@ from datetime import UTC, datetime
 
 import polars as pl
 
-TIER_ORDER: dict[str, int] = {"severe_chronic": 3, "moderate_chronic": 2, "at_risk": 1, "satisfactory": 0}
-RISK_ORDER: dict[str, int] = {"HIGH": 3, "MEDIUM": 2, "LOW": 1, "UNKNOWN": 0}
-UNKNOWN_RISK = "UNKNOWN"
+from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER, UNKNOWN_RISK
+
 
 RANKING_SCHEMA: dict[str, pl.DataType] = {
     "school_year": pl.Int32(),

@@ -12,13 +12,15 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
-from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds, school_year_of
-from aptool_assets.events.tables import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.vocabulary import school_year_bounds, school_year_of
+from aptool_assets.tables import asset_key
+from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
 from aptool_assets.sources.aeries import frames
-from aptool_assets.sources.aeries.attendance_cells import ATTENDANCE_LOCK, attendance_day_rows, overlay_newer_cells
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS_LOCK
+from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
-from aptool_assets.sources.aeries.tables import (
+from aptool_assets.tables.aeries import (
     ABSENCE_CODES,
     ATTENDANCE_DAYS,
     ATTENDANCE_HISTORY_SUMMARY,
@@ -29,7 +31,7 @@ from aptool_assets.sources.aeries.tables import (
 )
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
-from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite
+from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite, Warehouse
 
 GROUP = "aeries"
 OWNERS = ["team:district-data"]
@@ -38,23 +40,14 @@ RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, 
 # A refused certificate or a malformed response is not retried by the step policy either.
 fail_fast = fail_fast_on(AeriesAuthError, AeriesResponseError)
 
-ATTENDANCE_START = "2020-07-01"
-attendance_day_partitions = dg.DailyPartitionsDefinition(
-    start_date=ATTENDANCE_START, timezone=DISTRICT_TIMEZONE, end_offset=1
-)
 
-
-def key(name: str) -> dg.AssetKey:
-    return dg.AssetKey(["aptool", name])
-
-
-SCHOOLS_KEY = key(SCHOOLS.name)
-ABSENCE_CODES_KEY = key(ABSENCE_CODES.name)
-CALENDAR_KEY = key(SCHOOL_CALENDAR.name)
-STUDENTS_KEY = key(STUDENTS.name)
-ENROLLMENT_KEY = key(ENROLLMENT.name)
-ATTENDANCE_DAYS_KEY = key(ATTENDANCE_DAYS.name)
-HISTORY_KEY = key(ATTENDANCE_HISTORY_SUMMARY.name)
+SCHOOLS_KEY = asset_key(SCHOOLS)
+ABSENCE_CODES_KEY = asset_key(ABSENCE_CODES)
+CALENDAR_KEY = asset_key(SCHOOL_CALENDAR)
+STUDENTS_KEY = asset_key(STUDENTS)
+ENROLLMENT_KEY = asset_key(ENROLLMENT)
+ATTENDANCE_DAYS_KEY = asset_key(ATTENDANCE_DAYS)
+HISTORY_KEY = asset_key(ATTENDANCE_HISTORY_SUMMARY)
 
 
 def _now() -> dt.datetime:
@@ -82,7 +75,7 @@ def aeries_asset(
 
     def decorate(fn):
         return dg.asset(
-            key=key(table.name),
+            key=asset_key(table),
             group_name=GROUP,
             deps=list(deps),
             partitions_def=partitions_def,
@@ -274,33 +267,18 @@ def attendance_rows(raw: pl.DataFrame, codes: pl.DataFrame, pulled_at: dt.dateti
     return attendance_day_rows(raw, codes, pulled_at, "aeries_pull")
 
 
-@aeries_asset(
-    ATTENDANCE_DAYS,
-    description="aptool.attendance_days: one row per student-day carrying a code (negative attendance), "
-    "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
-    "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
-    "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
-    deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
-    partitions_def=attendance_day_partitions,
-    backfill_policy=dg.BackfillPolicy.single_run(),
-)
-def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
-    window = context.partition_time_window
-    first = window.start.date()
-    last = (window.end - dt.timedelta(days=1)).date()
-    wh = warehouse.get()
-    codes = real_school_codes(wh)
-    code_table = wh.read_table(ABSENCE_CODES)
-    windows = month_windows(first, last)
-    context.log.info(f"pulling attendance {first}..{last}: {len(codes)} schools × {len(windows)} window(s)")
-    pulled_at = _now()
+def pull_attendance(
+    aeries: AeriesResource, school_codes: list[int], first: dt.date, last: dt.date
+) -> tuple[pl.DataFrame, dict]:
+    """Coded student-days of ``school_codes`` in [first, last]: one request per school and month.
 
-    # Each school year lives in its own Aeries database: ask for the year the dates belong to (month
-    # windows never straddle July 1), so a backfill of a past year reads that year's attendance.
+    Each school year lives in its own Aeries database: every window asks for the year its dates belong to
+    (month windows never straddle July 1), so a backfill of a past year reads that year's attendance.
+    """
     by_year: dict[int, list[tuple[dt.date, dt.date]]] = {}
-    for a, b in windows:
+    for a, b in month_windows(first, last):
         by_year.setdefault(school_year_of(a), []).append((a, b))
-    parts, meta = [], {"aeries_requests": 0, "schools": len(codes)}
+    parts, meta = [], {"aeries_requests": 0, "schools": len(school_codes)}
     for year, year_windows in sorted(by_year.items()):
 
         def pull(client: AeriesClient, sc: int, year_windows=year_windows) -> pl.DataFrame:
@@ -309,11 +287,48 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
                 how="vertical_relaxed",
             )
 
-        part, year_meta = pull_per_school(aeries, codes, pull, frames.attendance_frame([], 0), database_year=year)
+        part, year_meta = pull_per_school(aeries, school_codes, pull, frames.attendance_frame([], 0), database_year=year)
         parts.append(part)
         meta["aeries_requests"] += year_meta["aeries_requests"]
     raw = pl.concat(parts, how="vertical_relaxed")
-    raw = raw.filter(pl.col("calendar_date").is_between(first, last))
+    return raw.filter(pl.col("calendar_date").is_between(first, last)), meta
+
+
+def publish_attendance_window(
+    wh: Warehouse, rows: pl.DataFrame, codes: pl.DataFrame, school_codes: list[int], first: dt.date, last: dt.date,
+    pulled_at: dt.datetime,
+) -> pl.DataFrame:
+    """Replace the window with the pulled rows, laying back webhook cells newer than the pull; returns what
+    was published. Under the attendance lock: no webhook batch lands between reading its cells and the write."""
+    pulls = pl.DataFrame(
+        {"school_code": school_codes, "first_date": first, "last_date": last, "pulled_at": pulled_at},
+        schema=ATTENDANCE_PULLS.polars_schema,
+    )
+    window = {"calendar_date": Between(first, last)}
+    with wh.exclusive(ATTENDANCE_DAYS_LOCK):
+        # Events applied since the pull started are newer than what it saw: lay them back over it.
+        newer = wh.read_table(ATTENDANCE_EVENT_CELLS, where=window).filter(pl.col("event_timestamp") > pulled_at)
+        rows = overlay_newer_cells(rows, newer, codes)
+        wh.write(
+            TableWrite(ATTENDANCE_DAYS, rows, window),
+            TableWrite(ATTENDANCE_PULLS, pulls, replace_where=None),
+            sync_state("aeries", "attendance_days", cursor=f"{first}..{last}", detail=f"{rows.height} coded days"),
+        )
+    return rows
+
+
+def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+    window = context.partition_time_window
+    first = window.start.date()
+    last = (window.end - dt.timedelta(days=1)).date()
+    wh = warehouse.get()
+    codes = real_school_codes(wh)
+    code_table = wh.read_table(ABSENCE_CODES)
+    context.log.info(
+        f"pulling attendance {first}..{last}: {len(codes)} schools × {len(month_windows(first, last))} window(s)"
+    )
+    pulled_at = _now()
+    raw, meta = pull_attendance(aeries, codes, first, last)
     rows = attendance_rows(raw, code_table, pulled_at)
     unknown = rows.filter(pl.col("absence_category").is_null() & pl.col("all_day_code").is_not_null())
     if unknown.height:
@@ -321,21 +336,7 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
             f"{unknown.height} attendance rows carry codes missing from their school's code table: "
             f"{sorted(set(zip(unknown['school_code'].to_list(), unknown['all_day_code'].to_list())))[:10]}"
         )
-    pulls = pl.DataFrame(
-        {"school_code": codes, "first_date": first, "last_date": last, "pulled_at": pulled_at},
-        schema=ATTENDANCE_PULLS.polars_schema,
-    )
-    with wh.exclusive(ATTENDANCE_LOCK):  # no webhook batch lands between reading its cells and the write
-        # Events applied since the pull started are newer than what it saw: lay them back over it.
-        newer = wh.read_table(ATTENDANCE_EVENT_CELLS, where={"calendar_date": Between(first, last)}).filter(
-            pl.col("event_timestamp") > pulled_at
-        )
-        rows = overlay_newer_cells(rows, newer, code_table)
-        wh.write(
-            TableWrite(ATTENDANCE_DAYS, rows, {"calendar_date": Between(first, last)}),
-            TableWrite(ATTENDANCE_PULLS, pulls, replace_where=None),
-            sync_state("aeries", "attendance_days", cursor=f"{first}..{last}", detail=f"{rows.height} coded days"),
-        )
+    rows = publish_attendance_window(wh, rows, code_table, codes, first, last, pulled_at)
     by_category = dict(rows.group_by("absence_category").len().fill_null("unknown_code").iter_rows())
     return dg.MaterializeResult(
         metadata=table_metadata(
@@ -349,6 +350,20 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
             },
         )
     )
+
+
+def build_attendance_days(day_partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    """``aptool/attendance_days`` over the district's daily partitions (their time zone is configuration)."""
+    return aeries_asset(
+        ATTENDANCE_DAYS,
+        description="aptool.attendance_days: one row per student-day carrying a code (negative attendance), "
+        "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
+        "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
+        "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
+        deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
+        partitions_def=day_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+    )(attendance_days)
 
 
 @aeries_asset(
@@ -382,4 +397,14 @@ def attendance_history_summary(
     return dg.MaterializeResult(metadata=table_metadata(ATTENDANCE_HISTORY_SUMMARY, df.height, meta))
 
 
-AERIES_ASSETS = [schools, absence_codes, school_calendar, students, enrollment, attendance_days, attendance_history_summary]
+def build_aeries_assets(day_partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """Every Aeries asset; attendance is partitioned by ``day_partitions``."""
+    return [
+        schools,
+        absence_codes,
+        school_calendar,
+        students,
+        enrollment,
+        build_attendance_days(day_partitions),
+        attendance_history_summary,
+    ]

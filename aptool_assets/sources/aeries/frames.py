@@ -17,84 +17,21 @@ from typing import Any
 
 import polars as pl
 
+from aptool_assets.rules.attendance import ATTENDANCE_SCHEMA
 from aptool_assets.sources.aeries.client import AeriesResponseError
+from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.tables.aeries import (
+    ABSENCE_CODES,
+    ATTENDANCE_HISTORY_SUMMARY,
+    ENROLLMENT,
+    HISTORY_DAY_COLUMNS,
+    SCHOOL_CALENDAR,
+    SCHOOLS,
+    STUDENTS,
+)
 
 # Pseudo-schools the Aeries demo and POSH examples skip: district office, transfer, "X" placeholders, inactive.
 PSEUDO_SCHOOL_CODES = frozenset({0, 99, 900, 901, 902, 999})
-
-SCHOOLS_SCHEMA = {
-    "school_code": pl.Int32,
-    "name": pl.Utf8,
-    "inactive_status_code": pl.Utf8,
-    "low_grade": pl.Int32,
-    "high_grade": pl.Int32,
-    "attendance_type": pl.Utf8,
-    "attendance_reporting": pl.Utf8,
-}
-STUDENTS_SCHEMA = {
-    "student_id": pl.Int64,
-    "school_code": pl.Int32,
-    "student_number": pl.Int64,
-    "state_student_id": pl.Utf8,
-    "first_name": pl.Utf8,
-    "last_name": pl.Utf8,
-    "grade": pl.Int32,
-    "school_enter_date": pl.Date,
-    "school_leave_date": pl.Date,
-    "inactive_status_code": pl.Utf8,
-    "is_active": pl.Boolean,
-}
-ENROLLMENT_SCHEMA = {
-    "student_id": pl.Int64,
-    "school_code": pl.Int32,
-    "academic_year": pl.Int32,
-    "grade": pl.Int32,
-    "enter_date": pl.Date,
-    "leave_date": pl.Date,
-    "exit_reason_code": pl.Utf8,
-}
-CALENDAR_SCHEMA = {
-    "school_code": pl.Int32,
-    "calendar_date": pl.Date,
-    "holiday_code": pl.Utf8,
-    "calendar_day_number": pl.Int32,
-}
-ABSENCE_CODES_SCHEMA = {
-    "school_code": pl.Int32,
-    "code": pl.Utf8,
-    "title": pl.Utf8,
-    "type_code": pl.Int32,
-    "counts_for_ada": pl.Boolean,
-    "is_suspension": pl.Boolean,
-    "is_partial_day_truant": pl.Boolean,
-    "is_temporarily_not_enrolled": pl.Boolean,
-}
-PERIOD_CODE = pl.Struct({"period": pl.Utf8, "section_number": pl.Int64, "code": pl.Utf8})
-ATTENDANCE_SCHEMA = {
-    "student_id": pl.Int64,
-    "school_code": pl.Int32,
-    "calendar_date": pl.Date,
-    "all_day_code": pl.Utf8,
-    "period_codes": pl.List(PERIOD_CODE),
-}
-HISTORY_DAY_FIELDS = {
-    "DaysEnrolled": "days_enrolled",
-    "DaysPresent": "days_present",
-    "DaysAbsence": "days_absence",
-    "DaysExcused": "days_excused",
-    "DaysUnexcused": "days_unexcused",
-    "DaysTardy": "days_tardy",
-    "DaysOfTruancy": "days_of_truancy",
-    "DaysSuspension": "days_suspension",
-    "DaysInSchoolSuspension": "days_in_school_suspension",
-}
-HISTORY_SUMMARY_SCHEMA = {
-    "student_id": pl.Int64,
-    "school_year": pl.Int32,
-    "school_code": pl.Int32,
-    **{name: pl.Int32 for name in HISTORY_DAY_FIELDS.values()},
-}
-DATA_CHANGES_SCHEMA = {"student_id": pl.Int64, "school_code": pl.Int32, "student_number": pl.Int64}
 
 
 @dataclass(frozen=True)
@@ -109,62 +46,94 @@ def _f(source: str, name: str, dtype: Any, nullable: bool = False) -> _Field:
     return _Field(source, name, dtype, nullable)
 
 
-_SCHOOL_FIELDS = [
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("Name", "name", pl.Utf8),
-    _f("InactiveStatusCode", "inactive_status_code", pl.Utf8),
-    _f("LowGradeLevel", "low_grade", pl.Int32),
-    _f("HighGradeLevel", "high_grade", pl.Int32),
-    _f("AttendanceType", "attendance_type", pl.Utf8),
-    _f("AttendanceReporting", "attendance_reporting", pl.Utf8),
-]
-_STUDENT_FIELDS = [
-    _f("StudentID", "student_id", pl.Int64),
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("StudentNumber", "student_number", pl.Int64),
-    _f("StateStudentID", "state_student_id", pl.Utf8, nullable=True),
-    _f("FirstName", "first_name", pl.Utf8, nullable=True),
-    _f("LastName", "last_name", pl.Utf8, nullable=True),
-    _f("Grade", "grade", pl.Int32),
-    _f("SchoolEnterDate", "school_enter_date", pl.Date, nullable=True),
-    _f("SchoolLeaveDate", "school_leave_date", pl.Date, nullable=True),
-    _f("InactiveStatusCode", "inactive_status_code", pl.Utf8, nullable=True),
-]
-_ENROLLMENT_FIELDS = [
-    _f("StudentID", "student_id", pl.Int64),
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("AcademicYear", "academic_year", pl.Int32),
-    _f("Grade", "grade", pl.Int32),
-    _f("EnterDate", "enter_date", pl.Date),
-    _f("LeaveDate", "leave_date", pl.Date, nullable=True),
-    _f("ExitReasonCode", "exit_reason_code", pl.Utf8, nullable=True),
-]
-_CALENDAR_FIELDS = [
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("CalendarDate", "calendar_date", pl.Date),
-    _f("HolidayCode", "holiday_code", pl.Utf8, nullable=True),
-    _f("CalendarDayNumber", "calendar_day_number", pl.Int32, nullable=True),
-]
-_ABSENCE_CODE_FIELDS = [
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("AbsenceCode", "code", pl.Utf8),
-    _f("Title", "title", pl.Utf8, nullable=True),
-    _f("TypeCode", "type_code", pl.Int32),
-    _f("CountsForADA", "counts_for_ada", pl.Boolean),
-    _f("IsSuspension", "is_suspension", pl.Boolean),
-    _f("IsPartialDayTruant", "is_partial_day_truant", pl.Boolean),
-    _f("IsTemporarilyNotEnrolled", "is_temporarily_not_enrolled", pl.Boolean),
-]
-_DATA_CHANGE_FIELDS = [
-    _f("StudentID", "student_id", pl.Int64),
-    _f("SchoolCode", "school_code", pl.Int32),
-    _f("StudentNumber", "student_number", pl.Int64),
-]
-_HISTORY_FIELDS = [
-    _f("SchoolYear", "school_year", pl.Int32),
-    _f("SchoolCode", "school_code", pl.Int32),
-    *(_f(source, name, pl.Int32) for source, name in HISTORY_DAY_FIELDS.items()),
-]
+def _fields(table: TableSpec, *mapping: tuple[str, str] | tuple[str, str, bool]) -> list[_Field]:
+    """(Aeries key, column[, nullable]) pairs typed as the published table declares the column."""
+    return [_Field(source, name, table.columns[name], *rest) for source, name, *rest in mapping]
+
+
+def _schema(fields: list[_Field]) -> dict[str, Any]:
+    return {f.name: f.dtype for f in fields}
+
+
+_SCHOOL_FIELDS = _fields(
+    SCHOOLS,
+    ("SchoolCode", "school_code"),
+    ("Name", "name"),
+    ("InactiveStatusCode", "inactive_status_code"),
+    ("LowGradeLevel", "low_grade"),
+    ("HighGradeLevel", "high_grade"),
+    ("AttendanceType", "attendance_type"),
+    ("AttendanceReporting", "attendance_reporting"),
+)
+_STUDENT_FIELDS = _fields(
+    STUDENTS,
+    ("StudentID", "student_id"),
+    ("SchoolCode", "school_code"),
+    ("StudentNumber", "student_number"),
+    ("StateStudentID", "state_student_id", True),
+    ("FirstName", "first_name", True),
+    ("LastName", "last_name", True),
+    ("Grade", "grade"),
+    ("SchoolEnterDate", "school_enter_date", True),
+    ("SchoolLeaveDate", "school_leave_date", True),
+    ("InactiveStatusCode", "inactive_status_code", True),
+)
+_ENROLLMENT_FIELDS = _fields(
+    ENROLLMENT,
+    ("StudentID", "student_id"),
+    ("SchoolCode", "school_code"),
+    ("AcademicYear", "academic_year"),
+    ("Grade", "grade"),
+    ("EnterDate", "enter_date"),
+    ("LeaveDate", "leave_date", True),
+    ("ExitReasonCode", "exit_reason_code", True),
+)
+_CALENDAR_FIELDS = _fields(
+    SCHOOL_CALENDAR,
+    ("SchoolCode", "school_code"),
+    ("CalendarDate", "calendar_date"),
+    ("HolidayCode", "holiday_code", True),
+    ("CalendarDayNumber", "calendar_day_number", True),
+)
+_ABSENCE_CODE_FIELDS = _fields(
+    ABSENCE_CODES,
+    ("SchoolCode", "school_code"),
+    ("AbsenceCode", "code"),
+    ("Title", "title", True),
+    ("TypeCode", "type_code"),
+    ("CountsForADA", "counts_for_ada"),
+    ("IsSuspension", "is_suspension"),
+    ("IsPartialDayTruant", "is_partial_day_truant"),
+    ("IsTemporarilyNotEnrolled", "is_temporarily_not_enrolled"),
+)
+_DATA_CHANGE_FIELDS = _fields(
+    STUDENTS, ("StudentID", "student_id"), ("SchoolCode", "school_code"), ("StudentNumber", "student_number")
+)
+HISTORY_DAY_FIELDS = dict(
+    zip(
+        (
+            "DaysEnrolled", "DaysPresent", "DaysAbsence", "DaysExcused", "DaysUnexcused", "DaysTardy",
+            "DaysOfTruancy", "DaysSuspension", "DaysInSchoolSuspension",
+        ),
+        HISTORY_DAY_COLUMNS,
+        strict=True,
+    )
+)
+"""Aeries' AttendanceHistory summary keys → columns of ``aptool.attendance_history_summary``."""
+_HISTORY_FIELDS = _fields(
+    ATTENDANCE_HISTORY_SUMMARY,
+    ("SchoolYear", "school_year"),
+    ("SchoolCode", "school_code"),
+    *HISTORY_DAY_FIELDS.items(),
+)
+
+SCHOOLS_SCHEMA = _schema(_SCHOOL_FIELDS)
+STUDENTS_SCHEMA = {**_schema(_STUDENT_FIELDS), "is_active": pl.Boolean}
+ENROLLMENT_SCHEMA = _schema(_ENROLLMENT_FIELDS)
+CALENDAR_SCHEMA = _schema(_CALENDAR_FIELDS)
+ABSENCE_CODES_SCHEMA = _schema(_ABSENCE_CODE_FIELDS)
+DATA_CHANGES_SCHEMA = _schema(_DATA_CHANGE_FIELDS)
+HISTORY_SUMMARY_SCHEMA = {"student_id": pl.Int64, **_schema(_HISTORY_FIELDS)}
 
 # -- conversion helpers --------------------------------------------------------------------------
 
@@ -246,8 +215,6 @@ def is_real_school() -> pl.Expr:
     )
 
 
-# The name the Aeries assets use.
-is_real_school_expr = is_real_school
 
 
 def is_real_school_code(school_code: int, inactive_status_code: str | None = "") -> bool:
@@ -257,8 +224,7 @@ def is_real_school_code(school_code: int, inactive_status_code: str | None = "")
 
 def students_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/students") -> pl.DataFrame:
     """One row per student record at a school; ``is_active`` means InactiveStatusCode is ``""``."""
-    schema = {k: v for k, v in STUDENTS_SCHEMA.items() if k != "is_active"}
-    frame = _flat_frame(records, _STUDENT_FIELDS, schema, endpoint)
+    frame = _flat_frame(records, _STUDENT_FIELDS, _schema(_STUDENT_FIELDS), endpoint)
     return frame.with_columns(pl.col("inactive_status_code").fill_null("")).with_columns(
         (pl.col("inactive_status_code") == "").alias("is_active")
     )

@@ -2,7 +2,6 @@
 
 import dagster as dg
 
-from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,
@@ -33,9 +32,12 @@ aeries_attendance_job = dg.define_asset_job(
     description="Re-pull a date window of daily and period attendance (one request per school and month).",
     tags=TAGS,
 )
+_YEAR_INPUTS = dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY)
 aeries_year_job = dg.define_asset_job(
     name="aeries_year_sync",
-    selection=dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY),
+    # The year's calendar and enrollment, and what is computed straight from them (the attendance summary,
+    # which lives in a layer above the sources: selected by the graph, not imported).
+    selection=_YEAR_INPUTS.downstream(depth=1) | dg.AssetSelection.assets(HISTORY_KEY),
     description="Calendar, enrollment and Aeries' totals for a school year, then the attendance summary.",
     tags=TAGS,
 )

@@ -9,21 +9,20 @@ import dagster as dg
 import polars as pl
 
 from aptool_assets.resources import PlatformResource
-from aptool_assets.settings import DISTRICT_TIMEZONE, school_year_bounds
-from aptool_assets.sources.aeries.assets import ATTENDANCE_START
+from aptool_assets.vocabulary import school_year_bounds
 from aptool_assets.sources.aeries.jobs import aeries_attendance_job, aeries_reference_job, aeries_year_job
-from aptool_assets.sources.aeries.tables import SCHOOL_CALENDAR
-from aptool_assets.sources.iready.sensors import school_year_requests
+from aptool_assets.tables.aeries import SCHOOL_CALENDAR
+from aptool_assets.partitions import ATTENDANCE_START, school_year_requests
 from aptool_assets.storage.resources import WarehouseResource
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
 
 
-def _local_today(context: dg.ScheduleEvaluationContext) -> dt.date:
+def _local_today(context: dg.ScheduleEvaluationContext, timezone: str) -> dt.date:
     """The district's date at the tick (ticks carry an aware time; a manual run uses now)."""
     when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
-    return when.astimezone(ZoneInfo(DISTRICT_TIMEZONE)).date()
+    return when.astimezone(ZoneInfo(timezone)).date()
 
 
 def range_request(first: dt.date, last: dt.date, reason: str, tick: str) -> dg.RunRequest:
@@ -48,80 +47,91 @@ def recent_window_start(calendar: pl.DataFrame, today: dt.date, school_days: int
     return today - dt.timedelta(days=school_days * 7 // 5 + 4)
 
 
-@dg.schedule(
-    job=aeries_attendance_job,
-    cron_schedule="0 7,10,13,16 * * 1-5",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="School days at 07:00, 10:00, 13:00, 16:00: re-pull the last 14 school days of attendance.",
-)
-def aeries_recent_attendance(
-    context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource, platform: PlatformResource
-):
-    today = _local_today(context)
-    calendar = warehouse.get().read_table(SCHOOL_CALENDAR, where={"school_year": platform.settings().school_year})
-    first = recent_window_start(calendar, today, platform.recent_attendance_school_days)
-    return range_request(first, today, "recent_attendance", context.scheduled_execution_time.strftime("%Y%m%d%H%M"))
-
-
-@dg.schedule(
-    job=aeries_attendance_job,
-    cron_schedule="0 * * * *",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Hourly safety sync: re-pull today's attendance in case a window run or a webhook was missed.",
-)
-def aeries_hourly_safety_sync(context: dg.ScheduleEvaluationContext):
-    today = _local_today(context)
-    return dg.RunRequest(
-        run_key=f"aeries-today-{context.scheduled_execution_time:%Y%m%d%H}",
-        partition_key=today.isoformat(),
-        tags={"aptool/trigger": "hourly_safety_sync"},
+def _aeries_recent_attendance(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=aeries_attendance_job,
+        cron_schedule="0 7,10,13,16 * * 1-5",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="School days at 07:00, 10:00, 13:00, 16:00: re-pull the last 14 school days of attendance.",
     )
+    def aeries_recent_attendance(
+        context: dg.ScheduleEvaluationContext, warehouse: WarehouseResource, platform: PlatformResource
+    ):
+        today = _local_today(context, timezone)
+        calendar = warehouse.get().read_table(SCHOOL_CALENDAR, where={"school_year": platform.settings().school_year})
+        first = recent_window_start(calendar, today, platform.recent_attendance_school_days)
+        return range_request(first, today, "recent_attendance", context.scheduled_execution_time.strftime("%Y%m%d%H%M"))
+
+    return aeries_recent_attendance
 
 
-@dg.schedule(
-    job=aeries_reference_job,
-    cron_schedule="0 3 * * *",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly 03:00: schools, absence codes and the full student roster.",
-)
-def aeries_nightly_reference(context: dg.ScheduleEvaluationContext):
-    return dg.RunRequest(run_key=f"aeries-reference-{context.scheduled_execution_time:%Y%m%d}")
+def _aeries_hourly_safety_sync(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=aeries_attendance_job,
+        cron_schedule="0 * * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Hourly safety sync: re-pull today's attendance in case a window run or a webhook was missed.",
+    )
+    def aeries_hourly_safety_sync(context: dg.ScheduleEvaluationContext):
+        today = _local_today(context, timezone)
+        return dg.RunRequest(
+            run_key=f"aeries-today-{context.scheduled_execution_time:%Y%m%d%H}",
+            partition_key=today.isoformat(),
+            tags={"aptool/trigger": "hourly_safety_sync"},
+        )
+
+    return aeries_hourly_safety_sync
 
 
-@dg.schedule(
-    job=aeries_attendance_job,
-    cron_schedule="20 3 * * *",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly 03:20: re-pull the whole school year's attendance to date (one run, per school and month).",
-)
-def aeries_nightly_full_year(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
-    today = _local_today(context)
-    first, last = school_year_bounds(platform.settings().school_year)
-    return range_request(first, min(today, last), "nightly_full_year", context.scheduled_execution_time.strftime("%Y%m%d"))
+def _aeries_nightly_reference(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=aeries_reference_job,
+        cron_schedule="0 3 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly 03:00: schools, absence codes and the full student roster.",
+    )
+    def aeries_nightly_reference(context: dg.ScheduleEvaluationContext):
+        return dg.RunRequest(run_key=f"aeries-reference-{context.scheduled_execution_time:%Y%m%d}")
+
+    return aeries_nightly_reference
 
 
-@dg.schedule(
-    job=aeries_year_job,
-    cron_schedule="50 3 * * *",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Nightly 03:50: calendar, enrollment and Aeries' totals for the school year, then the summary.",
-)
-def aeries_nightly_year_sync(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
-    year = platform.settings().school_year
-    for req in school_year_requests(context.instance, [year]):
-        context.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    return dg.RunRequest(run_key=f"aeries-year-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year))
+def _aeries_nightly_full_year(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=aeries_attendance_job,
+        cron_schedule="20 3 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly 03:20: re-pull the whole school year's attendance to date (one run, per school and month).",
+    )
+    def aeries_nightly_full_year(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
+        today = _local_today(context, timezone)
+        first, last = school_year_bounds(platform.settings().school_year)
+        return range_request(first, min(today, last), "nightly_full_year", context.scheduled_execution_time.strftime("%Y%m%d"))
+
+    return aeries_nightly_full_year
 
 
-AERIES_SCHEDULES = [
-    aeries_recent_attendance,
-    aeries_hourly_safety_sync,
-    aeries_nightly_reference,
-    aeries_nightly_full_year,
-    aeries_nightly_year_sync,
-]
+def _aeries_nightly_year_sync(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=aeries_year_job,
+        cron_schedule="50 3 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly 03:50: calendar, enrollment and Aeries' totals for the school year, then the summary.",
+    )
+    def aeries_nightly_year_sync(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
+        year = platform.settings().school_year
+        for req in school_year_requests(context.instance, [year]):
+            context.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        return dg.RunRequest(run_key=f"aeries-year-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year))
+
+    return aeries_nightly_year_sync
+
+
+def build_aeries_schedules(timezone: str) -> list[dg.ScheduleDefinition]:
+    """The Aeries schedules, ticking in the district's time zone."""
+    return [build(timezone) for build in (_aeries_recent_attendance, _aeries_hourly_safety_sync, _aeries_nightly_reference, _aeries_nightly_full_year, _aeries_nightly_year_sync)]

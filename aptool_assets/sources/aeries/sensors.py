@@ -17,7 +17,7 @@ from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.jobs import aeries_student_changes_job, aeries_year_job
-from aptool_assets.sources.iready.sensors import school_year_requests
+from aptool_assets.partitions import school_year_requests
 
 AREAS = ("student", "enrollment")
 OVERLAP = dt.timedelta(minutes=10)

@@ -19,7 +19,7 @@ from aptool_assets.sources.iready.landing import PartitionLanding, land_partitio
 from aptool_assets.sources.iready.parser import parse_diagnostic_file
 from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite

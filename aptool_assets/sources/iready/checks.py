@@ -15,7 +15,7 @@ from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
 from aptool_assets.sources.iready.schemas import validate_results
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, REJECTED_ROWS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
 
 SAMPLE = 10

@@ -28,18 +28,12 @@ from aptool_assets.sources.iready.schemas import (
     ACADEMIC_YEAR_MAX,
     ACADEMIC_YEAR_MIN,
     CELL_COLUMNS,
-    COLUMN_NAMES,
     DOMAIN_RELATIVE_PLACEMENTS,
-    DOMAINS,
     GRADE_MAX,
     GRADE_MIN,
-    GROWTH_INT_COLUMNS,
     HEADER_ALIASES,
-    KEY_COLUMNS,
-    LOADED_AT_DTYPE,
     PERCENTILE_MAX,
     PERCENTILE_MIN,
-    PUBLISHED_COLUMNS,
     REQUIRED_FIELDS,
     SCALE_SCORE_MAX,
     SCALE_SCORE_MIN,
@@ -47,6 +41,14 @@ from aptool_assets.sources.iready.schemas import (
     header_key,
     required_header,
     schema_failure_cases,
+)
+from aptool_assets.vocabulary import UTC_TS
+from aptool_assets.tables.iready import (
+    COLUMN_NAMES,
+    DOMAINS,
+    GROWTH_INT_COLUMNS,
+    KEY_COLUMNS,
+    PUBLISHED_COLUMNS,
 )
 
 __all__ = [
@@ -510,7 +512,7 @@ def parse_diagnostic_file(
     constants = {
         "subject": pl.lit(subject, pl.Utf8),
         "source_file": pl.lit(source_file, pl.Utf8),
-        "loaded_at": pl.lit(loaded_at, LOADED_AT_DTYPE),
+        "loaded_at": pl.lit(loaded_at, UTC_TS),
     }
     results = work.select(
         constants[c].alias(c) if c in constants

@@ -8,20 +8,20 @@
 
 
 import datetime as dt
-import os
 from collections import defaultdict
 
 import dagster as dg
 import polars as pl
 
 from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.academic import DEFAULT_WINDOWS
-from aptool_assets.settings import DISTRICT_TIMEZONE, parse_windows, school_year_of
+from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
+from aptool_assets.vocabulary import school_year_of
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
 from aptool_assets.sources.iready.jobs import iready_sync_job
 from aptool_assets.sources.iready.resources import IReadySFTPResource
-from aptool_assets.sources.iready.sensors import partition_run_requests, school_year_requests
-from aptool_assets.sources.iready.tables import DIAGNOSTIC_RESULTS, LANDED_FILES
+from aptool_assets.sources.iready.sensors import partition_run_requests
+from aptool_assets.partitions import school_year_requests
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES
 from aptool_assets.storage.resources import WarehouseResource
 
 NOT_CONFIGURED = "i-Ready SFTP is not configured"
@@ -66,47 +66,6 @@ def _start_runs(context: dg.ScheduleEvaluationContext, by_partition, reason: str
     return [dg.RunRequest(run_key=f"{r.run_key}-{tick}", partition_key=r.partition_key, tags=r.tags) for r in requests]
 
 
-@dg.schedule(
-    job=iready_sync_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Daily 02:00: load any diagnostic file on the server whose current version was not processed.",
-)
-def iready_daily_unprocessed_check(
-    context: dg.ScheduleEvaluationContext,
-    iready_sftp: IReadySFTPResource,
-    warehouse: WarehouseResource,
-    platform: PlatformResource,
-):
-    if not iready_sftp.is_configured():
-        return dg.SkipReason(NOT_CONFIGURED)
-    files = diagnostic_files(iready_sftp.list_files(), platform.settings().school_year)
-    wh = warehouse.get()
-    landed = wh.read_table(LANDED_FILES)
-    loaded = wh.read_table(DIAGNOSTIC_RESULTS, columns=["source_file", "loaded_at"])
-    pending = unprocessed_files(files, landed, loaded)
-    context.log.info(f"{len(files)} diagnostic files on the server, {len(pending)} unprocessed")
-    return _start_runs(context, _group(pending), "daily_unprocessed_check")
-
-
-@dg.schedule(
-    job=iready_sync_job,
-    cron_schedule="0 1 * * 0",
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Sunday 01:00: re-sync every i-Ready partition of the current school year from the server.",
-)
-def iready_weekly_full_resync(
-    context: dg.ScheduleEvaluationContext, iready_sftp: IReadySFTPResource, platform: PlatformResource
-):
-    if not iready_sftp.is_configured():
-        return dg.SkipReason(NOT_CONFIGURED)
-    year = platform.settings().school_year
-    files = [f for f in diagnostic_files(iready_sftp.list_files(), year) if f.school_year == year]
-    return _start_runs(context, _group(files), "weekly_full_resync")
-
-
 def window_close_crons(windows=DEFAULT_WINDOWS) -> list[str]:
     """03:00 on the day after BOY and MOY close, and on July 1 (EOY closes with the year)."""
     days = []
@@ -117,24 +76,77 @@ def window_close_crons(windows=DEFAULT_WINDOWS) -> list[str]:
     return [f"0 3 {d} {m} *" for m, d in days]
 
 
-@dg.schedule(
-    job=iready_sync_job,
-    cron_schedule=window_close_crons(parse_windows(os.environ.get("APTOOL_ASSESSMENT_WINDOWS"))),
-    execution_timezone=DISTRICT_TIMEZONE,
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="The day after each assessment window (BOY, MOY, EOY) closes: re-process that window's school year.",
-)
-def iready_assessment_window_close(
-    context: dg.ScheduleEvaluationContext, iready_sftp: IReadySFTPResource, platform: PlatformResource
-):
-    if not iready_sftp.is_configured():
-        return dg.SkipReason(NOT_CONFIGURED)
-    when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
-    year = school_year_of((when - dt.timedelta(days=1)).date())  # July 1 closes the previous year's EOY
-    files = [
-        f for f in diagnostic_files(iready_sftp.list_files(), platform.settings().school_year) if f.school_year == year
-    ]
-    return _start_runs(context, _group(files), "assessment_window_close")
+def _iready_daily_unprocessed_check(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=iready_sync_job,
+        cron_schedule="0 2 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Daily 02:00: load any diagnostic file on the server whose current version was not processed.",
+    )
+    def iready_daily_unprocessed_check(
+        context: dg.ScheduleEvaluationContext,
+        iready_sftp: IReadySFTPResource,
+        warehouse: WarehouseResource,
+        platform: PlatformResource,
+    ):
+        if not iready_sftp.is_configured():
+            return dg.SkipReason(NOT_CONFIGURED)
+        files = diagnostic_files(iready_sftp.list_files(), platform.settings().school_year)
+        wh = warehouse.get()
+        landed = wh.read_table(LANDED_FILES)
+        loaded = wh.read_table(DIAGNOSTIC_RESULTS, columns=["source_file", "loaded_at"])
+        pending = unprocessed_files(files, landed, loaded)
+        context.log.info(f"{len(files)} diagnostic files on the server, {len(pending)} unprocessed")
+        return _start_runs(context, _group(pending), "daily_unprocessed_check")
+
+    return iready_daily_unprocessed_check
 
 
-IREADY_SCHEDULES = [iready_daily_unprocessed_check, iready_weekly_full_resync, iready_assessment_window_close]
+def _iready_weekly_full_resync(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=iready_sync_job,
+        cron_schedule="0 1 * * 0",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Sunday 01:00: re-sync every i-Ready partition of the current school year from the server.",
+    )
+    def iready_weekly_full_resync(
+        context: dg.ScheduleEvaluationContext, iready_sftp: IReadySFTPResource, platform: PlatformResource
+    ):
+        if not iready_sftp.is_configured():
+            return dg.SkipReason(NOT_CONFIGURED)
+        year = platform.settings().school_year
+        files = [f for f in diagnostic_files(iready_sftp.list_files(), year) if f.school_year == year]
+        return _start_runs(context, _group(files), "weekly_full_resync")
+
+    return iready_weekly_full_resync
+
+
+def _iready_assessment_window_close(timezone: str, windows: AssessmentWindows) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=iready_sync_job,
+        cron_schedule=window_close_crons(windows),
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="The day after each assessment window (BOY, MOY, EOY) closes: re-process that window's school year.",
+    )
+    def iready_assessment_window_close(
+        context: dg.ScheduleEvaluationContext, iready_sftp: IReadySFTPResource, platform: PlatformResource
+    ):
+        if not iready_sftp.is_configured():
+            return dg.SkipReason(NOT_CONFIGURED)
+        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        year = school_year_of((when - dt.timedelta(days=1)).date())  # July 1 closes the previous year's EOY
+        files = [
+            f for f in diagnostic_files(iready_sftp.list_files(), platform.settings().school_year) if f.school_year == year
+        ]
+        return _start_runs(context, _group(files), "assessment_window_close")
+
+    return iready_assessment_window_close
+
+
+def build_iready_schedules(timezone: str, windows: AssessmentWindows = DEFAULT_WINDOWS) -> list[dg.ScheduleDefinition]:
+    """The i-Ready safety-net schedules, ticking in the district's time zone after its assessment windows."""
+    return [_iready_daily_unprocessed_check(timezone), _iready_weekly_full_resync(timezone),
+            _iready_assessment_window_close(timezone, windows)]

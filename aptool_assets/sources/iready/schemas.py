@@ -14,9 +14,16 @@ import pandera.polars as pa
 import polars as pl
 from pandera.errors import SchemaError, SchemaErrors
 
-from aptool_assets.rules.academic import ASSESSMENT_WINDOWS, RELATIVE_PLACEMENTS, SUBJECTS
-
-TABLE_NAME = "aptool.iready_diagnostic_results"
+from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
+from aptool_assets.tables.iready import (
+    COLUMN_NAMES,
+    DIAGNOSTIC_RESULTS,
+    DOMAINS,
+    GROWTH_INT_COLUMNS,
+    KEY_COLUMNS,
+    PUBLISHED_COLUMNS,
+)
+from aptool_assets.vocabulary import ASSESSMENT_WINDOWS, SUBJECTS
 
 NOT_ASSESSED = "Not Assessed"
 DOMAIN_RELATIVE_PLACEMENTS: tuple[str, ...] = (*RELATIVE_PLACEMENTS, NOT_ASSESSED)
@@ -26,81 +33,6 @@ PERCENTILE_MIN, PERCENTILE_MAX = 1, 99
 GRADE_MIN, GRADE_MAX = 0, 12
 # Sanity bounds only: i-Ready exports start in the 2010s; anything outside is a broken cell.
 ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX = 2000, 2100
-
-ELA_DOMAINS: tuple[str, ...] = (
-    "phonological_awareness",
-    "phonics",
-    "high_frequency_words",
-    "vocabulary",
-    "comprehension_overall",
-    "comprehension_literature",
-    "comprehension_informational_text",
-)
-MATH_DOMAINS: tuple[str, ...] = (
-    "number_and_operations",
-    "algebra_and_algebraic_thinking",
-    "measurement_and_data",
-    "geometry",
-)
-DOMAINS: tuple[str, ...] = ELA_DOMAINS + MATH_DOMAINS
-
-# Nullable integers from the vendor's growth block; "12.0" is accepted for them by the parser.
-GROWTH_INT_COLUMNS: tuple[str, ...] = (
-    "diagnostic_gain",
-    "annual_typical_growth_measure",
-    "annual_stretch_growth_measure",
-    "percent_progress_to_annual_typical_growth",
-    "percent_progress_to_annual_stretch_growth",
-    "mid_on_grade_level_scale_score",
-)
-
-KEY_COLUMNS: tuple[str, ...] = (
-    "student_id",
-    "subject",
-    "academic_year",
-    "completion_date",
-    "overall_scale_score",
-    "source_file",
-)
-
-LOADED_AT_DTYPE = pl.Datetime("us", "UTC")
-
-
-def _published_columns() -> dict[str, pl.DataType]:
-    cols: dict[str, pl.DataType] = {
-        "student_id": pl.Int64(),
-        "subject": pl.Utf8(),
-        "academic_year": pl.Int32(),
-        "school_name": pl.Utf8(),
-        "student_grade": pl.Int32(),
-        "start_date": pl.Date(),
-        "completion_date": pl.Date(),
-        "assessment_window": pl.Utf8(),
-        "is_baseline": pl.Boolean(),
-        "is_most_recent": pl.Boolean(),
-        "duration_min": pl.Int32(),
-        "rush_flag": pl.Utf8(),
-        "overall_scale_score": pl.Int32(),
-        "overall_placement": pl.Utf8(),
-        "overall_relative_placement": pl.Utf8(),
-        "percentile": pl.Int32(),
-        "grouping": pl.Int32(),
-        "lexile_measure": pl.Utf8(),
-        "quantile_measure": pl.Utf8(),
-    }
-    cols.update({c: pl.Int32() for c in GROWTH_INT_COLUMNS})
-    for d in DOMAINS:
-        cols[f"{d}_scale_score"] = pl.Int32()
-        cols[f"{d}_placement"] = pl.Utf8()
-        cols[f"{d}_relative_placement"] = pl.Utf8()
-    cols["source_file"] = pl.Utf8()
-    cols["loaded_at"] = LOADED_AT_DTYPE
-    return cols
-
-
-PUBLISHED_COLUMNS: dict[str, pl.DataType] = _published_columns()
-"""Column name → polars dtype, in the published order."""
-COLUMN_NAMES: tuple[str, ...] = tuple(PUBLISHED_COLUMNS)
 
 # Published columns that come from a file cell (the rest are derived: subject, window, lineage).
 CELL_COLUMNS: tuple[str, ...] = tuple(
@@ -227,7 +159,6 @@ _OTHER_HEADERS: dict[str, tuple[str, ...]] = {
 }
 
 PII_FIELDS: frozenset[str] = frozenset(_PII_HEADERS)
-KNOWN_UNPUBLISHED_FIELDS: frozenset[str] = frozenset(_OTHER_HEADERS)
 
 VENDOR_HEADERS: dict[str, tuple[str, ...]] = {**_PUBLISHED_HEADERS, **_PII_HEADERS, **_OTHER_HEADERS}
 """Canonical field → the vendor header spellings that carry it (newest first)."""
@@ -297,7 +228,7 @@ DIAGNOSTIC_RESULTS_SCHEMA = pa.DataFrameSchema(
     unique=list(KEY_COLUMNS),
     strict=True,
     ordered=True,
-    name=TABLE_NAME,
+    name=DIAGNOSTIC_RESULTS.qualified,
 )
 """The contract for ``aptool.iready_diagnostic_results``; shared by the parser and the asset check."""
 
@@ -306,11 +237,6 @@ _ROW_GATE_SCHEMA.unique = None
 """The same contract less the key uniqueness, for the parser's gate: the parser has already set every
 key repeat aside (collapsed or rejected as a conflict) before it runs, so the check would only repeat
 that work (about a tenth of a parse); ``schema_valid`` on the published table keeps it."""
-
-
-def empty_results() -> pl.DataFrame:
-    """A zero-row frame with the published schema."""
-    return pl.DataFrame(schema=PUBLISHED_COLUMNS)
 
 
 def schema_failure_cases(df: pl.DataFrame, *, key_unique: bool = True) -> pl.DataFrame | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from aptool_assets.partitions import school_year_partitions, year_subject_key
+from aptool_assets.partitions import school_year_requests, year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
 from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
@@ -31,13 +31,6 @@ def run_key_for(school_year: int, subject: str, files: Iterable[DiagnosticFile])
         json.dumps(sorted(f.fingerprint for f in files)).encode(), usedforsecurity=False
     ).hexdigest()[:16]
     return f"iready-{school_year}-{subject}-{digest}"
-
-
-def school_year_requests(instance: dg.DagsterInstance, years: Iterable[int]) -> list[dg.AddDynamicPartitionsRequest]:
-    """Partitions to add for school years the instance does not know yet."""
-    known = set(instance.get_dynamic_partitions(school_year_partitions.name))
-    missing = sorted({str(y) for y in years} - known)
-    return [dg.AddDynamicPartitionsRequest(school_year_partitions.name, missing)] if missing else []
 
 
 def partition_run_requests(

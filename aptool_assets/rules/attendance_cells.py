@@ -13,13 +13,10 @@ import datetime as dt
 import polars as pl
 
 from aptool_assets.rules.attendance import categorize_attendance
-from aptool_assets.sources.aeries import period_codes
-from aptool_assets.storage.warehouse import UTC_TS
+from aptool_assets.rules import period_codes
+from aptool_assets.vocabulary import UTC_TS
 
 ALL_DAY = ""
-# Held (Warehouse.exclusive) by a pull from reading the newer webhook cells to writing its window, and
-# by the webhook path from reading stored days to writing them back.
-ATTENDANCE_LOCK = "attendance_days"
 DAY_KEY = ["student_id", "school_code", "calendar_date"]  # one row of aptool.attendance_days
 CELL_KEY = [*DAY_KEY, "period"]  # one code of that day
 

@@ -1,12 +1,13 @@
-"""Warehouse tables of the webhook path: the per-cell clock of applied attendance events and the
-corrections audit trail. (The inbox and dead letters themselves live in the inbox store.)"""
+"""Tables of the webhook path: the per-cell clock of applied attendance events, the corrections audit
+trail and the record of attendance pulls that decides who wins. (The inbox and the dead letters
+themselves live in the inbox store, ``storage/inbox``.)"""
 
 from __future__ import annotations
 
 import polars as pl
 
-from aptool_assets.storage.warehouse import UTC_TS, TableSpec
-
+from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.vocabulary import UTC_TS
 
 ATTENDANCE_EVENT_CELLS = TableSpec(
     name="attendance_event_cells",

@@ -1,10 +1,19 @@
-"""Published metric tables (contract §3)."""
+"""Published metric tables (contract §3); their columns are the rules' output schemas."""
 
 from __future__ import annotations
 
 import polars as pl
 
+from aptool_assets.rules.attendance import SUMMARY_SCHEMA
+from aptool_assets.rules.ranking import RANKING_SCHEMA
 from aptool_assets.storage.warehouse import TableSpec
+
+STUDENT_ATTENDANCE_SUMMARY = TableSpec(
+    name="student_attendance_summary",
+    columns=SUMMARY_SCHEMA,
+    key=("school_year", "student_id", "school_code"),
+    description="Chronic absence and truancy per student, school and year through the as-of date (contract §4.1).",
+)
 
 STUDENT_ACADEMIC_RISK = TableSpec(
     name="student_academic_risk",
@@ -23,22 +32,9 @@ STUDENT_ACADEMIC_RISK = TableSpec(
     description="Academic risk per student and school year from the most recent diagnostic per subject.",
 )
 
-
 STUDENT_INTERVENTION_RANKING = TableSpec(
     name="student_intervention_ranking",
-    columns={
-        "school_year": pl.Int32,
-        "school_code": pl.Int32,
-        "student_id": pl.Int64,
-        "rank": pl.Int32,
-        "priority_score": pl.Float64,
-        "attendance_tier": pl.Utf8,
-        "overall_risk": pl.Utf8,
-        "absence_rate": pl.Float64,
-        "is_chronically_absent": pl.Boolean,
-        "reasons": pl.Utf8,
-        "computed_at": pl.Datetime("us", "UTC"),
-    },
+    columns=RANKING_SCHEMA,
     key=("school_year", "school_code", "student_id"),
     description="Every student of the attendance summary, ranked per school for outreach (contract §4.4).",
 )

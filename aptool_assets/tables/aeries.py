@@ -1,0 +1,142 @@
+"""Tables pulled from Aeries (contract §3): reference data, the roster, enrollment and attendance."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from aptool_assets.storage.warehouse import TableSpec
+from aptool_assets.vocabulary import UTC_TS
+
+PULLED = {"source_updated_at": UTC_TS}  # when the platform pulled the row from Aeries (or applied an event)
+
+ATTENDANCE_DAYS_LOCK = "attendance_days"
+"""Held (``Warehouse.exclusive``) by a pull from reading the newer webhook cells to writing its window,
+and by the webhook path from reading stored days to writing them back."""
+
+SCHOOLS = TableSpec(
+    name="schools",
+    columns={
+        "school_code": pl.Int32,
+        "name": pl.Utf8,
+        "inactive_status_code": pl.Utf8,
+        "low_grade": pl.Int32,
+        "high_grade": pl.Int32,
+        "attendance_type": pl.Utf8,
+        "attendance_reporting": pl.Utf8,
+        "is_real_school": pl.Boolean,
+        **PULLED,
+    },
+    key=("school_code",),
+    description="Schools as Aeries lists them, pseudo-schools (0 district, 99, 900-902, 999) flagged.",
+)
+
+ABSENCE_CODES = TableSpec(
+    name="absence_codes",
+    columns={
+        "school_code": pl.Int32,
+        "code": pl.Utf8,
+        "title": pl.Utf8,
+        "type_code": pl.Int32,
+        "counts_for_ada": pl.Boolean,
+        "is_suspension": pl.Boolean,
+        "is_partial_day_truant": pl.Boolean,
+        "is_temporarily_not_enrolled": pl.Boolean,
+        **PULLED,
+    },
+    key=("school_code", "code"),
+    description="Each school's absence-code table: the only source of what a code means.",
+)
+
+SCHOOL_CALENDAR = TableSpec(
+    name="school_calendar",
+    columns={
+        "school_year": pl.Int32,
+        "school_code": pl.Int32,
+        "calendar_date": pl.Date,
+        "holiday_code": pl.Utf8,
+        "calendar_day_number": pl.Int32,
+        "is_instructional": pl.Boolean,
+    },
+    key=("school_code", "calendar_date"),
+    description="School calendars; instructional days have HolidayCode '' or '%'.",
+)
+
+STUDENTS = TableSpec(
+    name="students",
+    columns={
+        "student_id": pl.Int64,
+        "school_code": pl.Int32,
+        "student_number": pl.Int64,
+        "state_student_id": pl.Utf8,
+        "first_name": pl.Utf8,
+        "last_name": pl.Utf8,
+        "grade": pl.Int32,
+        "school_enter_date": pl.Date,
+        "school_leave_date": pl.Date,
+        "inactive_status_code": pl.Utf8,
+        "is_active": pl.Boolean,
+        **PULLED,
+    },
+    key=("student_id", "school_code"),
+    description="One row per student record at a school, from Aeries (contract §3).",
+)
+
+ENROLLMENT = TableSpec(
+    name="enrollment",
+    columns={
+        "student_id": pl.Int64,
+        "school_code": pl.Int32,
+        "academic_year": pl.Int32,
+        "grade": pl.Int32,
+        "enter_date": pl.Date,
+        "leave_date": pl.Date,
+        "exit_reason_code": pl.Utf8,
+        **PULLED,
+    },
+    key=("student_id", "school_code", "academic_year", "enter_date"),
+    description="Enrollment history stints per school year (a transfer gives two rows).",
+)
+
+ATTENDANCE_DAYS = TableSpec(
+    name="attendance_days",
+    columns={
+        "student_id": pl.Int64,
+        "school_code": pl.Int32,
+        "calendar_date": pl.Date,
+        "all_day_code": pl.Utf8,
+        "absence_category": pl.Utf8,
+        "period_codes": pl.Utf8,
+        "is_full_day_absence": pl.Boolean,
+        "source": pl.Utf8,
+        "source_updated_at": UTC_TS,
+    },
+    key=("student_id", "school_code", "calendar_date"),
+    description="One row per student-day carrying a code (negative attendance), contract §3.",
+    sql_types={"period_codes": "JSON"},
+)
+
+HISTORY_DAY_COLUMNS: tuple[str, ...] = (
+    "days_enrolled",
+    "days_present",
+    "days_absence",
+    "days_excused",
+    "days_unexcused",
+    "days_tardy",
+    "days_of_truancy",
+    "days_suspension",
+    "days_in_school_suspension",
+)
+"""Aeries' own per-year totals, as the AttendanceHistory summary delivers them."""
+
+ATTENDANCE_HISTORY_SUMMARY = TableSpec(
+    name="attendance_history_summary",
+    columns={
+        "student_id": pl.Int64,
+        "school_year": pl.Int32,
+        "school_code": pl.Int32,
+        **{name: pl.Int32 for name in HISTORY_DAY_COLUMNS},
+        **PULLED,
+    },
+    key=("student_id", "school_year", "school_code"),
+    description="Aeries' own attendance-history totals as pulled (recomputed nightly by Aeries).",
+)
