@@ -67,7 +67,7 @@ def roster(wh) -> None:
 
 
 apply_webhook_events_job = defs.get_job_def("apply_webhook_events")
-webhook_inbox_sensor = defs.get_sensor_def("webhook_inbox_sensor")
+webhook_inbox_sensor = next(s for s in defs.sensors if s.name == "webhook_inbox_sensor")
 _seq = itertools.count(1)
 
 

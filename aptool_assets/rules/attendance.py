@@ -57,6 +57,14 @@ FULL_DAY_ABSENCE_CATEGORIES: tuple[str, ...] = (
 )
 """What ``days_absent`` adds up. ISS, tardies and partial days are attendance, not absence."""
 
+_CATEGORY_COLUMNS: dict[str, str] = {
+    "absent_unverified": "days_unverified",
+    "absent_excused": "days_excused",
+    "absent_unexcused": "days_unexcused",
+    "suspension_out_of_school": "days_suspension_out_of_school",
+}
+"""The summary column that counts each absence category."""
+
 CATEGORY_BY_TYPE_CODE: dict[int, str] = {
     1: "absent_unverified",
     2: "absent_excused",
@@ -201,6 +209,35 @@ def _period_facts(frame: pl.DataFrame, codes: pl.DataFrame) -> pl.DataFrame:
     )
 
 
+def _category_expr(has_code: pl.Expr, known: pl.Expr) -> pl.Expr:
+    """The day's category over the joined code facts: flags first, then TypeCode (contract §4.1)."""
+    has_period = pl.col("_period_truant").is_not_null()  # set for every row with a coded period
+    return (
+        pl.when(~has_code)
+        .then(pl.when(has_period).then(pl.lit("partial")).otherwise(pl.lit(None, dtype=pl.Utf8)))
+        .when(~known)
+        .then(pl.lit(None, dtype=pl.Utf8))
+        .when(pl.col("is_temporarily_not_enrolled"))
+        .then(pl.lit("not_enrolled"))
+        .when(pl.col("is_suspension") & ~pl.col("counts_for_ada"))
+        .then(pl.lit("suspension_out_of_school"))
+        .when(pl.col("is_suspension"))
+        .then(pl.lit("suspension_in_school"))
+        .otherwise(pl.col("type_code").replace_strict(CATEGORY_BY_TYPE_CODE, default=None, return_dtype=pl.Utf8))
+    )
+
+
+def _truancy_expr(known: pl.Expr) -> pl.Expr:
+    """Ed. Code 48260 day: an unexcused or partial-day-truant all-day code, or such a period code;
+    never on a day the student was not enrolled (needs ``absence_category``)."""
+    all_day_truant = known & (
+        (pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")
+    ).fill_null(False)
+    return (all_day_truant | pl.col("_period_truant").fill_null(False)) & (
+        pl.col("absence_category") != "not_enrolled"
+    ).fill_null(True)
+
+
 def categorize_attendance(attendance: pl.DataFrame, absence_codes: pl.DataFrame) -> pl.DataFrame:
     """Add absence_category, is_full_day_absence, is_truancy_day and unknown_code to coded days.
 
@@ -239,33 +276,12 @@ def categorize_attendance(attendance: pl.DataFrame, absence_codes: pl.DataFrame)
 
     has_code = pl.col("_code").is_not_null()
     known = pl.col("_known").fill_null(False)
-    has_period = pl.col("_period_truant").is_not_null()  # set for every row with a coded period
-    category = (
-        pl.when(~has_code)
-        .then(pl.when(has_period).then(pl.lit("partial")).otherwise(pl.lit(None, dtype=pl.Utf8)))
-        .when(~known)
-        .then(pl.lit(None, dtype=pl.Utf8))
-        .when(pl.col("is_temporarily_not_enrolled"))
-        .then(pl.lit("not_enrolled"))
-        .when(pl.col("is_suspension") & ~pl.col("counts_for_ada"))
-        .then(pl.lit("suspension_out_of_school"))
-        .when(pl.col("is_suspension"))
-        .then(pl.lit("suspension_in_school"))
-        .otherwise(pl.col("type_code").replace_strict(CATEGORY_BY_TYPE_CODE, default=None, return_dtype=pl.Utf8))
-    )
-    all_day_truant = known & (
-        (pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")
-    ).fill_null(False)
-    truancy = (all_day_truant | pl.col("_period_truant").fill_null(False)) & (
-        pl.col("absence_category") != "not_enrolled"
-    ).fill_null(True)
     unknown = pl.when(has_code & ~known).then(pl.col("_code")).otherwise(pl.col("_unknown_period_code"))
-
     return (
-        frame.with_columns(category.alias("absence_category"))
+        frame.with_columns(_category_expr(has_code, known).alias("absence_category"))
         .with_columns(
             pl.col("absence_category").is_in(FULL_DAY_ABSENCE_CATEGORIES).fill_null(False).alias("is_full_day_absence"),
-            truancy.alias("is_truancy_day"),
+            _truancy_expr(known).alias("is_truancy_day"),
             unknown.alias("unknown_code"),
         )
         .select(*attendance.columns, *added)
@@ -355,6 +371,60 @@ def _count_school_days(spans: pl.DataFrame, school_days: pl.DataFrame) -> pl.Ser
     return (after_hi - before_lo).alias("school_days")
 
 
+def chronically_absent_expr(absent: str = "days_absent", enrolled: str = "days_enrolled") -> pl.Expr:
+    """Absent on at least ``CHRONIC_RATE`` of at least ``CHRONIC_MIN_DAYS_ENROLLED`` enrolled days.
+
+    Integers, not the float rate: "10% or more" must include exactly 10%.
+    """
+    return (
+        pl.col(absent).cast(pl.Int64) * CHRONIC_RATE.denominator
+        >= pl.col(enrolled).cast(pl.Int64) * CHRONIC_RATE.numerator
+    ) & (pl.col(enrolled) >= CHRONIC_MIN_DAYS_ENROLLED)
+
+
+def absence_rate_expr(absent: str = "days_absent", enrolled: str = "days_enrolled") -> pl.Expr:
+    """Days absent / days enrolled (Float64); null without enrolled days."""
+    return (
+        pl.when(pl.col(enrolled) > 0).then(pl.col(absent) / pl.col(enrolled)).otherwise(None).cast(pl.Float64)
+    )
+
+
+def _coded_enrolled_days(
+    attendance_days: pl.DataFrame, school_days: pl.DataFrame, spans: pl.DataFrame, year_start: date, as_of: date
+) -> pl.DataFrame:
+    """Coded rows that count: on an instructional day of their school, inside a merged enrolled span
+    (already clipped to the year and the as-of date). A repeated (student, school, date): the last wins."""
+    return (
+        _conform(attendance_days, ATTENDANCE_DAYS_SCHEMA, "attendance_days")
+        .select(*_DAY_KEY, "absence_category", "is_truancy_day")
+        .filter(pl.col("calendar_date").is_between(year_start, as_of))
+        .unique(subset=_DAY_KEY, keep="last")  # "last" in input order; output order is free
+        .join(school_days, on=["school_code", "calendar_date"], how="semi")
+        .join(spans.select(*_STUDENT_KEY, "start", "end"), on=_STUDENT_KEY, how="inner")
+        .filter(pl.col("calendar_date").cast(pl.Int32).is_between(pl.col("start"), pl.col("end")))
+    )
+
+
+def _day_counts(coded: pl.DataFrame) -> pl.DataFrame:
+    """Per (student, school): days by category, not-enrolled days and truancy days (each day once)."""
+    category = pl.col("absence_category")
+
+    def days(name: str) -> pl.Expr:
+        return (category == name).fill_null(False).sum()
+
+    return coded.group_by(_STUDENT_KEY).agg(
+        days("not_enrolled").alias("_not_enrolled"),
+        days("absent_excused").alias("days_excused"),
+        days("absent_unexcused").alias("days_unexcused"),
+        days("absent_unverified").alias("days_unverified"),
+        days("suspension_out_of_school").alias("days_suspension_out_of_school"),
+        days("suspension_in_school").alias("days_suspension_in_school"),
+        (pl.col("is_truancy_day").fill_null(False) & (category != "not_enrolled").fill_null(True))
+        .sum()
+        .alias("truancy_count"),
+    )
+
+
 def summary_from_attendance_days(
     *,
     calendar: pl.DataFrame,
@@ -376,34 +446,7 @@ def summary_from_attendance_days(
     roster, spans = _enrolled_spans(enrollment, year_start, as_of)
     spans = spans.with_columns(_count_school_days(spans, school_days))
     span_days = spans.group_by(_STUDENT_KEY).agg(pl.col("school_days").sum().alias("_span_days"))
-
-    # Coded rows count only on enrolled school days: inside a merged span (already clipped to
-    # the year and the as-of date) and on an instructional day of that school.
-    coded = (
-        _conform(attendance_days, ATTENDANCE_DAYS_SCHEMA, "attendance_days")
-        .select(*_DAY_KEY, "absence_category", "is_truancy_day")
-        .filter(pl.col("calendar_date").is_between(year_start, as_of))
-        .unique(subset=_DAY_KEY, keep="last")  # "last" in input order; output order is free
-        .join(school_days, on=["school_code", "calendar_date"], how="semi")
-        .join(spans.select(*_STUDENT_KEY, "start", "end"), on=_STUDENT_KEY, how="inner")
-        .filter(pl.col("calendar_date").cast(pl.Int32).is_between(pl.col("start"), pl.col("end")))
-    )
-    category = pl.col("absence_category")
-
-    def days(name: str) -> pl.Expr:
-        return (category == name).fill_null(False).sum()
-
-    counts = coded.group_by(_STUDENT_KEY).agg(
-        days("not_enrolled").alias("_not_enrolled"),
-        days("absent_excused").alias("days_excused"),
-        days("absent_unexcused").alias("days_unexcused"),
-        days("absent_unverified").alias("days_unverified"),
-        days("suspension_out_of_school").alias("days_suspension_out_of_school"),
-        days("suspension_in_school").alias("days_suspension_in_school"),
-        (pl.col("is_truancy_day").fill_null(False) & (category != "not_enrolled").fill_null(True))
-        .sum()
-        .alias("truancy_count"),
-    )
+    counts = _day_counts(_coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of))
     count_cols = [c for c in counts.columns if c not in _STUDENT_KEY]
 
     out = (
@@ -412,24 +455,11 @@ def summary_from_attendance_days(
         .with_columns(pl.col("_span_days", *count_cols).fill_null(0).cast(pl.Int32))
         .with_columns(
             (pl.col("_span_days") - pl.col("_not_enrolled")).alias("days_enrolled"),
-            pl.sum_horizontal(
-                "days_unverified", "days_excused", "days_unexcused", "days_suspension_out_of_school"
-            ).alias("days_absent"),
+            pl.sum_horizontal(*(_CATEGORY_COLUMNS[c] for c in FULL_DAY_ABSENCE_CATEGORIES)).alias("days_absent"),
         )
         .with_columns(
-            pl.when(pl.col("days_enrolled") > 0)
-            .then(pl.col("days_absent") / pl.col("days_enrolled"))
-            .otherwise(None)
-            .cast(pl.Float64)
-            .alias("absence_rate"),
-            # Integers, not the float rate: "10% or more" must include exactly 10%.
-            (
-                (
-                    pl.col("days_absent").cast(pl.Int64) * CHRONIC_RATE.denominator
-                    >= pl.col("days_enrolled").cast(pl.Int64) * CHRONIC_RATE.numerator
-                )
-                & (pl.col("days_enrolled") >= CHRONIC_MIN_DAYS_ENROLLED)
-            ).alias("is_chronically_absent"),
+            absence_rate_expr().alias("absence_rate"),
+            chronically_absent_expr().alias("is_chronically_absent"),
             pl.lit(school_year, dtype=pl.Int32).alias("school_year"),
             pl.lit(as_of, dtype=pl.Date).alias("as_of_date"),
         )

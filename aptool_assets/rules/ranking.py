@@ -333,30 +333,11 @@ def _sample(frame: pl.DataFrame, cols: Sequence[str], n: int = 5) -> str:
     return ", ".join("/".join(str(v) for v in row) for row in rows)
 
 
-def intervention_ranking(
-    summary: pl.DataFrame,
-    academic_risk: pl.DataFrame,
-    *,
-    school_year: int,
-    weights: PriorityWeights = DEFAULT_WEIGHTS,
-    computed_at: datetime | None = None,
-) -> pl.DataFrame:
-    """``aptool.student_intervention_ranking`` for one school year (contract §3, §4.4).
-
-    One row per summary row of that year (a student at two schools is ranked in each);
-    students without an academic-risk row, or with a null overall_risk, are ``UNKNOWN``.
-    Within each (school_year, school_code) rows are sorted by priority_score descending, then
-    tier, risk, absence rate (null last) descending, then student_id ascending, and ranked
-    1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
-
-    Raises ValueError (naming the IDs) when an input key is null or repeated or a tier or risk
-    is not a known value: the upstream tables guarantee all of these, so a violation is a bug
-    to surface, not a row to guess about. ``computed_at`` defaults to now; a naive value is
-    read as UTC.
-    """
+def _inputs(summary: pl.DataFrame, academic_risk: pl.DataFrame, school_year: int) -> pl.DataFrame:
+    """The year's summary rows joined with their academic risk (null → UNKNOWN), typed, with the
+    tier and risk levels; raises ValueError (naming IDs) on a null or repeated key."""
     _require(summary, SUMMARY_COLUMNS, "summary")
     _require(academic_risk, RISK_COLUMNS, "academic_risk")
-
     students = summary.select(SUMMARY_COLUMNS).with_columns(
         pl.col("school_year").cast(pl.Int32),
         pl.col("school_code").cast(pl.Int32),
@@ -380,28 +361,55 @@ def intervention_ranking(
     dup = risk.filter(pl.col("student_id").is_duplicated() & pl.col("student_id").is_not_null())
     if dup.height:
         raise ValueError(f"academic_risk repeats student_id: {_sample(dup.unique('student_id'), ['student_id'])}")
+    return (
+        students.join(risk.drop_nulls("student_id"), on="student_id", how="left")
+        .with_columns(pl.col("overall_risk").fill_null(UNKNOWN_RISK))
+        .with_columns(_tier_level().alias("_tier"), _risk_level().alias("_risk"))
+    )
 
-    frame = students.join(risk.drop_nulls("student_id"), on="student_id", how="left").with_columns(
-        pl.col("overall_risk").fill_null(UNKNOWN_RISK)
-    ).with_columns(_tier_level().alias("_tier"), _risk_level().alias("_risk"))
 
-    bad = frame.filter(pl.col("_tier").is_null())
-    if bad.height:
-        values = sorted(bad.get_column("attendance_tier").unique().to_list(), key=str)
-        raise ValueError(f"{bad.height} summary rows have an unknown attendance_tier {values}; "
-                         f"student IDs {bad.get_column('student_id').head(5).to_list()}")
-    bad = frame.filter(pl.col("_risk").is_null())
-    if bad.height:
-        values = sorted(bad.get_column("overall_risk").unique().to_list(), key=str)
-        raise ValueError(f"{bad.height} academic_risk rows have an unknown overall_risk {values}; "
-                         f"student IDs {bad.get_column('student_id').head(5).to_list()}")
+def _require_known_levels(frame: pl.DataFrame) -> None:
+    """A tier or risk outside the vocabulary is a bug upstream: name the values and a few IDs."""
+    for level, column, table in (("_tier", "attendance_tier", "summary"), ("_risk", "overall_risk", "academic_risk")):
+        bad = frame.filter(pl.col(level).is_null())
+        if bad.height:
+            values = sorted(bad.get_column(column).unique().to_list(), key=str)
+            raise ValueError(
+                f"{bad.height} {table} rows have an unknown {column} {values}; "
+                f"student IDs {bad.get_column('student_id').head(5).to_list()}"
+            )
 
-    if computed_at is None:
-        computed_at = datetime.now(UTC)
-    elif computed_at.tzinfo is None:
-        computed_at = computed_at.replace(tzinfo=UTC)
-    computed_at = computed_at.astimezone(UTC)
 
+def _utc(moment: datetime | None) -> datetime:
+    """``moment`` in UTC (naive read as UTC); now when None."""
+    if moment is None:
+        return datetime.now(UTC)
+    return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
+
+
+def intervention_ranking(
+    summary: pl.DataFrame,
+    academic_risk: pl.DataFrame,
+    *,
+    school_year: int,
+    weights: PriorityWeights = DEFAULT_WEIGHTS,
+    computed_at: datetime | None = None,
+) -> pl.DataFrame:
+    """``aptool.student_intervention_ranking`` for one school year (contract §3, §4.4).
+
+    One row per summary row of that year (a student at two schools is ranked in each);
+    students without an academic-risk row, or with a null overall_risk, are ``UNKNOWN``.
+    Within each (school_year, school_code) rows are sorted by priority_score descending, then
+    tier, risk, absence rate (null last) descending, then student_id ascending, and ranked
+    1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
+
+    Raises ValueError (naming the IDs) when an input key is null or repeated or a tier or risk
+    is not a known value: the upstream tables guarantee all of these, so a violation is a bug
+    to surface, not a row to guess about. ``computed_at`` defaults to now; a naive value is
+    read as UTC.
+    """
+    frame = _inputs(summary, academic_risk, school_year)
+    _require_known_levels(frame)
     ranked = (
         frame.with_columns(priority_score_expr(weights), reasons_expr())
         .sort(
@@ -411,7 +419,7 @@ def intervention_ranking(
         )
         # Rows are sorted by school, so a per-school running count is the rank.
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(_SCHOOL).alias("rank"))
-        .with_columns(pl.lit(computed_at).alias("computed_at"))
+        .with_columns(pl.lit(_utc(computed_at)).alias("computed_at"))
     )
     return ranked.select(pl.col(name).cast(dtype) for name, dtype in RANKING_SCHEMA.items())
 
@@ -419,38 +427,17 @@ def intervention_ranking(
 # --- checks ------------------------------------------------------------------------------------
 
 
-def ranking_problems(ranking: pl.DataFrame, max_examples: int = 5) -> list[str]:
-    """What is wrong with a published ranking, in words with IDs and counts only (no names).
-
-    Looks for: missing columns, null keys/rank/score, repeated (school_year, school_code,
-    student_id), ranks that are not exactly 1..n within a school, and a priority_score that
-    rises as rank goes down. An empty list means the table is sound.
-    """
-    needed = [*_KEY, "rank", "priority_score"]
-    missing = [c for c in needed if c not in ranking.columns]
-    if missing:
-        return [f"ranking lacks columns {missing}"]
-    if ranking.height == 0:
-        return []
-    df = ranking.select(needed)
-    problems: list[str] = []
-
-    for col in needed:
-        nulls = df.get_column(col).null_count()
-        if nulls:
-            problems.append(f"{_n(nulls, 'row')} with a null {col}")
+def _null_problems(df: pl.DataFrame, columns: Sequence[str]) -> list[str]:
+    problems = [f"{_n(nulls, 'row')} with a null {col}" for col in columns if (nulls := df.get_column(col).null_count())]
     if df.get_column("priority_score").dtype.is_float():
         nans = df.select(pl.col("priority_score").is_nan().sum()).item()
         if nans:
             problems.append(f"{_n(nans, 'row')} with a NaN priority_score")
+    return problems
 
-    dups = df.filter(pl.struct(_KEY).is_duplicated()).unique(_KEY).sort(_KEY)
-    if dups.height:
-        problems.append(
-            f"{_n(dups.height, 'key')} (school_year, school_code, student_id) repeated, "
-            f"e.g. {_sample(dups, _KEY, max_examples)}"
-        )
 
+def _rank_gaps(df: pl.DataFrame, max_examples: int) -> list[str]:
+    """Schools whose ranks are not exactly 1..n."""
     per_school = (
         df.group_by(_SCHOOL)
         .agg(
@@ -467,14 +454,18 @@ def ranking_problems(ranking: pl.DataFrame, max_examples: int = 5) -> list[str]:
         )
         .sort(_SCHOOL)
     )
-    for year, school, n, lo, hi, distinct, nulls in per_school.head(max_examples).iter_rows():
-        problems.append(
-            f"school {school} ({year}): ranks are not exactly 1..{n} "
-            f"(min {lo}, max {hi}, {distinct} distinct, {nulls} null, {n} rows)"
-        )
+    problems = [
+        f"school {school} ({year}): ranks are not exactly 1..{n} "
+        f"(min {lo}, max {hi}, {distinct} distinct, {nulls} null, {n} rows)"
+        for year, school, n, lo, hi, distinct, nulls in per_school.head(max_examples).iter_rows()
+    ]
     if per_school.height > max_examples:
         problems.append(f"{per_school.height - max_examples} more schools with ranks not exactly 1..n")
+    return problems
 
+
+def _score_rises(df: pl.DataFrame, max_examples: int) -> list[str]:
+    """Schools where priority_score goes up as rank goes down."""
     rises = (
         df.drop_nulls(["rank", "priority_score"])
         .sort([*_SCHOOL, "rank", "priority_score"], descending=[False, False, False, True], nulls_last=True)
@@ -484,15 +475,40 @@ def ranking_problems(ranking: pl.DataFrame, max_examples: int = 5) -> list[str]:
         )
         .filter(pl.col("priority_score") > pl.col("_prev_score"))
     )
-    if rises.height:
-        by_school = rises.group_by(_SCHOOL, maintain_order=True).agg(
-            pl.len().alias("n"), pl.col("rank").first(), pl.col("student_id").first(), pl.col("_prev_rank").first()
-        )
-        for year, school, n, rank, student, prev_rank in by_school.head(max_examples).iter_rows():
-            problems.append(
-                f"school {school} ({year}): priority_score rises with rank at {_n(n, 'place')}, "
-                f"e.g. rank {rank} (student {student}) scores above rank {prev_rank}"
-            )
-        if by_school.height > max_examples:
-            problems.append(f"{by_school.height - max_examples} more schools where priority_score rises with rank")
+    if rises.height == 0:
+        return []
+    by_school = rises.group_by(_SCHOOL, maintain_order=True).agg(
+        pl.len().alias("n"), pl.col("rank").first(), pl.col("student_id").first(), pl.col("_prev_rank").first()
+    )
+    problems = [
+        f"school {school} ({year}): priority_score rises with rank at {_n(n, 'place')}, "
+        f"e.g. rank {rank} (student {student}) scores above rank {prev_rank}"
+        for year, school, n, rank, student, prev_rank in by_school.head(max_examples).iter_rows()
+    ]
+    if by_school.height > max_examples:
+        problems.append(f"{by_school.height - max_examples} more schools where priority_score rises with rank")
     return problems
+
+
+def ranking_problems(ranking: pl.DataFrame, max_examples: int = 5) -> list[str]:
+    """What is wrong with a published ranking, in words with IDs and counts only (no names).
+
+    Looks for: missing columns, null keys/rank/score, repeated (school_year, school_code,
+    student_id), ranks that are not exactly 1..n within a school, and a priority_score that
+    rises as rank goes down. An empty list means the table is sound.
+    """
+    needed = [*_KEY, "rank", "priority_score"]
+    missing = [c for c in needed if c not in ranking.columns]
+    if missing:
+        return [f"ranking lacks columns {missing}"]
+    if ranking.height == 0:
+        return []
+    df = ranking.select(needed)
+    problems = _null_problems(df, needed)
+    dups = df.filter(pl.struct(_KEY).is_duplicated()).unique(_KEY).sort(_KEY)
+    if dups.height:
+        problems.append(
+            f"{_n(dups.height, 'key')} (school_year, school_code, student_id) repeated, "
+            f"e.g. {_sample(dups, _KEY, max_examples)}"
+        )
+    return problems + _rank_gaps(df, max_examples) + _score_rises(df, max_examples)

@@ -16,7 +16,8 @@ from aptool_assets.partitions import school_year_subject_partitions, split_year_
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
-from aptool_assets.sources.iready.parser import parse_diagnostic_file
+from aptool_assets.rules.academic import AssessmentWindows
+from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
 from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
@@ -54,6 +55,40 @@ def _landing_rows(landing: PartitionLanding, run_id: str, now: dt.datetime) -> p
         for d in landing.decisions
     ]
     return pl.DataFrame(rows, schema=LANDED_FILES.polars_schema)
+
+
+def _quarantine_refused(
+    context: dg.AssetExecutionContext, landing: PartitionLanding, landing_dir: Path, run_id: str, now: dt.datetime
+) -> pl.DataFrame:
+    """Move each refused file into the quarantine area; its rows for ``aptool.iready_quarantined_files``."""
+    quarantined = []
+    for d in landing.refused:
+        dest = quarantine(d, landing_dir / "quarantine" / "iready")
+        quarantined.append(
+            {
+                "school_year": landing.school_year,
+                "subject": landing.subject,
+                "remote_path": d.file.remote.path,
+                "sha256": d.landed.sha256 if d.landed else None,
+                "quarantine_path": str(dest),
+                "reason": d.detail,
+                "quarantined_at": now,
+                "run_id": run_id,
+            }
+        )
+        context.log.error(f"quarantined {d.file.remote.path}: {d.detail}")
+    return pl.DataFrame(quarantined, schema=QUARANTINED_FILES.polars_schema)
+
+
+def _files_markdown(landing: PartitionLanding) -> str:
+    return "\n".join(
+        ["| file | bytes | modified (UTC) | status | sha256 |", "|---|---:|---|---|---|"]
+        + [
+            f"| {d.file.remote.path} | {d.file.remote.size} | {_utc(d.file.remote.mtime):%Y-%m-%d %H:%M} | "
+            f"{d.status} | {(d.landed.sha256[:12] if d.landed else '')} |"
+            for d in landing.decisions
+        ]
+    )
 
 
 @dg.asset(
@@ -105,45 +140,18 @@ def raw_diagnostic_files(
     ]
     problems = landing.problems
     if problems:
-        quarantined = []
-        for d in landing.refused:
-            dest = quarantine(d, settings.landing_dir / "quarantine" / "iready")
-            quarantined.append(
-                {
-                    "school_year": school_year,
-                    "subject": subject,
-                    "remote_path": d.file.remote.path,
-                    "sha256": d.landed.sha256 if d.landed else None,
-                    "quarantine_path": str(dest),
-                    "reason": d.detail,
-                    "quarantined_at": now,
-                    "run_id": run_id,
-                }
-            )
-            context.log.error(f"quarantined {d.file.remote.path}: {d.detail}")
+        quarantined = _quarantine_refused(context, landing, settings.landing_dir, run_id, now)
         writes.append(
-            TableWrite(
-                QUARANTINED_FILES,
-                pl.DataFrame(quarantined, schema=QUARANTINED_FILES.polars_schema),
-                {"run_id": run_id, "school_year": school_year, "subject": subject},
-            )
+            TableWrite(QUARANTINED_FILES, quarantined, {"run_id": run_id, "school_year": school_year, "subject": subject})
         )
     warehouse.get().write(*writes)
 
     for d in landing.decisions:
         context.log.info(f"{d.file.remote.path} ({d.file.remote.size} bytes): {d.status} {d.detail}".rstrip())
-    files_md = "\n".join(
-        ["| file | bytes | modified (UTC) | status | sha256 |", "|---|---:|---|---|---|"]
-        + [
-            f"| {d.file.remote.path} | {d.file.remote.size} | {_utc(d.file.remote.mtime):%Y-%m-%d %H:%M} | "
-            f"{d.status} | {(d.landed.sha256[:12] if d.landed else '')} |"
-            for d in landing.decisions
-        ]
-    )
     selected = landing.selected
     return dg.MaterializeResult(
         metadata={
-            "files": dg.MetadataValue.md(files_md),
+            "files": dg.MetadataValue.md(_files_markdown(landing)),
             "selected_files": len(selected),
             "bytes_landed": sum(d.landed.size for d in selected if d.landed),
             "sha256": ", ".join(d.landed.sha256 for d in selected if d.landed),
@@ -170,6 +178,46 @@ def latest_selected_files(warehouse, school_year: int, subject: str) -> pl.DataF
     return selected.filter(pl.col("run_id") == latest_run).sort("remote_path")
 
 
+def _parse_landed_files(
+    context: dg.AssetExecutionContext,
+    files: pl.DataFrame,
+    school_year: int,
+    subject: str,
+    windows: AssessmentWindows,
+    loaded_at: dt.datetime,
+) -> ParsedDiagnostics:
+    """Every selected file of the partition parsed, stacked into one result (row counts added up)."""
+    parts: list[ParsedDiagnostics] = []
+    for row in files.iter_rows(named=True):
+        path = Path(row["local_path"])
+        if not path.exists():
+            raise dg.Failure(
+                description=f"landed file for {row['remote_path']} is missing at {path}; "
+                "re-materialize iready/raw_diagnostic_files for this partition"
+            )
+        parsed = parse_diagnostic_file(
+            path,
+            subject=subject,
+            source_file=row["remote_path"],
+            expected_academic_year=school_year,
+            windows=windows,
+            loaded_at=loaded_at,
+        )
+        parts.append(parsed)
+        context.log.info(
+            f"{row['remote_path']}: {parsed.total_rows} rows, {parsed.results.height} loaded, "
+            f"{parsed.rejected.height} rejected, {parsed.duplicate_rows_collapsed} duplicates collapsed"
+        )
+    return ParsedDiagnostics(
+        results=pl.concat([p.results for p in parts], how="vertical_relaxed"),
+        rejected=pl.concat([p.rejected for p in parts], how="vertical_relaxed"),
+        total_rows=sum(p.total_rows for p in parts),
+        duplicate_rows_collapsed=sum(p.duplicate_rows_collapsed for p in parts),
+        academic_years=sorted({y for p in parts for y in p.academic_years}),
+        unknown_columns=sorted({c for p in parts for c in p.unknown_columns}),
+    )
+
+
 @dg.asset(
     key=DIAGNOSTIC_RESULTS_KEY,
     group_name=GROUP,
@@ -191,7 +239,6 @@ def iready_diagnostic_results(
     platform: PlatformResource,
 ) -> dg.MaterializeResult:
     school_year, subject = split_year_subject_key(context.partition_key)
-    windows = platform.settings().windows
     wh = warehouse.get()
     files = latest_selected_files(wh, school_year, subject)
     if files.height == 0:
@@ -201,36 +248,9 @@ def iready_diagnostic_results(
         )
 
     loaded_at = dt.datetime.now(dt.timezone.utc)
-    results, rejected = [], []
-    total = collapsed = 0
-    unknown: set[str] = set()
-    for row in files.iter_rows(named=True):
-        path = Path(row["local_path"])
-        if not path.exists():
-            raise dg.Failure(
-                description=f"landed file for {row['remote_path']} is missing at {path}; "
-                "re-materialize iready/raw_diagnostic_files for this partition"
-            )
-        parsed = parse_diagnostic_file(
-            path,
-            subject=subject,
-            source_file=row["remote_path"],
-            expected_academic_year=school_year,
-            windows=windows,
-            loaded_at=loaded_at,
-        )
-        results.append(parsed.results)
-        rejected.append(parsed.rejected)
-        total += parsed.total_rows
-        collapsed += parsed.duplicate_rows_collapsed
-        unknown.update(parsed.unknown_columns)
-        context.log.info(
-            f"{row['remote_path']}: {parsed.total_rows} rows, {parsed.results.height} loaded, "
-            f"{parsed.rejected.height} rejected, {parsed.duplicate_rows_collapsed} duplicates collapsed"
-        )
-
-    result_df = pl.concat(results, how="vertical_relaxed")
-    rejected_df = pl.concat(rejected, how="vertical_relaxed").with_columns(
+    parsed = _parse_landed_files(context, files, school_year, subject, platform.settings().windows, loaded_at)
+    result_df = parsed.results
+    rejected_df = parsed.rejected.with_columns(
         pl.lit(school_year, pl.Int32).alias("academic_year"),
         pl.lit(subject).alias("subject"),
         pl.lit(loaded_at).alias("rejected_at"),
@@ -250,19 +270,19 @@ def iready_diagnostic_results(
         .iter_rows()
     )
     reasons = {code: n for code, n in by_reason}
-    if unknown:
-        context.log.warning(f"unknown columns kept out of the table: {sorted(unknown)}")
+    if parsed.unknown_columns:
+        context.log.warning(f"unknown columns kept out of the table: {sorted(parsed.unknown_columns)}")
     return dg.MaterializeResult(
         metadata=table_metadata(
             DIAGNOSTIC_RESULTS,
             result_df.height,
             {
-                "rows_in_files": total,
+                "rows_in_files": parsed.total_rows,
                 "rows_rejected": rejected_df.height,
                 "rejected_by_reason": counts_table(reasons),
-                "duplicate_rows_collapsed": collapsed,
+                "duplicate_rows_collapsed": parsed.duplicate_rows_collapsed,
                 "students": result_df.get_column("student_id").n_unique(),
-                "unknown_columns": ", ".join(sorted(unknown)) or "none",
+                "unknown_columns": ", ".join(sorted(parsed.unknown_columns)) or "none",
                 "student_id_preview": dg.MetadataValue.json(id_preview(result_df)),
                 "source_files": ", ".join(files.get_column("remote_path").to_list()),
             },

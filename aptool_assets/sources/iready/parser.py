@@ -432,6 +432,57 @@ def _first_reason(checks: list[_Check]) -> pl.Expr:
     return chain.otherwise(pl.lit("schema_check"))
 
 
+def _read_cells(source: bytes | str | os.PathLike, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """(raw, src, unknown columns): the file's records without blank lines (``_line`` = line number), and
+    the text of each published cell with old and new header names coalesced (first non-blank)."""
+    raw = _read_text_csv(source, source_file)
+    mapped, unknown = _map_headers(raw.columns)
+    missing = [required_header(f) for f in REQUIRED_FIELDS if f not in mapped]
+    if missing:
+        raise DiagnosticFileError(f"{source_file}: required column(s) missing: {', '.join(missing)}")
+    cells = raw.columns
+    raw = raw.with_row_index("_line", offset=2)
+    blank = raw.select(pl.all_horizontal(pl.col(cells).is_null())).to_series()
+    if blank.any():
+        raw = raw.filter(~blank)
+    src = raw.select(
+        (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
+         else pl.lit(None, pl.Utf8)).alias(f)
+        for f in CELL_COLUMNS
+    )  # fmt: skip
+    return raw, src, unknown
+
+
+def _refuse_stale(years: list[int], expected_academic_year: int | None, source_file: str) -> None:
+    if expected_academic_year is not None and years and expected_academic_year not in years:
+        held = ", ".join(_format_year(y) for y in years)
+        raise StaleFileError(
+            f"{source_file} holds Academic Year {held} but is being loaded as "
+            f"{_format_year(expected_academic_year)}: refusing a stale or rollover file; "
+            "the previously published data is kept"
+        )
+
+
+def _set_aside(
+    work: pl.DataFrame, repeats: pl.Series, checks: list[_Check], source_file: str
+) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
+    """Rows failing a row check, then rows that repeat a contract key with other content (the first
+    delivered row wins), moved out of ``work`` into rejected frames."""
+    rejected_parts = []
+    live = _live_checks(checks, work)
+    if live:
+        bad = work.select(pl.any_horizontal(k.bad for k in live)).to_series()
+        if bad.any():
+            rejected_parts.append(_rejected_frame(work.filter(bad), _first_reason(live), source_file))
+            work, repeats = work.filter(~bad), repeats.filter(~bad)
+    if repeats.any():
+        conflict = work.select(~pl.struct(_KEY).is_first_distinct()).to_series()
+        if conflict.any():
+            rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
+            work = work.filter(~conflict)
+    return work, rejected_parts
+
+
 def parse_diagnostic_file(
     source: bytes | str | os.PathLike,
     *,
@@ -451,64 +502,24 @@ def parse_diagnostic_file(
     loaded_at = loaded_at or datetime.now(UTC)
     loaded_at = loaded_at.replace(tzinfo=UTC) if loaded_at.tzinfo is None else loaded_at.astimezone(UTC)
 
-    raw = _read_text_csv(source, source_file)
-    mapped, unknown = _map_headers(raw.columns)
-    missing = [required_header(f) for f in REQUIRED_FIELDS if f not in mapped]
-    if missing:
-        raise DiagnosticFileError(f"{source_file}: required column(s) missing: {', '.join(missing)}")
-
-    # Blank lines are not records.
-    cells = raw.columns
-    raw = raw.with_row_index("_line", offset=2)
-    blank = raw.select(pl.all_horizontal(pl.col(cells).is_null())).to_series()
-    if blank.any():
-        raw = raw.filter(~blank)
+    raw, src, unknown = _read_cells(source, source_file)
     total_rows = raw.height
-
-    # The text of each published cell, old and new header names coalesced (first non-blank).
-    src = raw.select(
-        (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
-         else pl.lit(None, pl.Utf8)).alias(f)
-        for f in CELL_COLUMNS
-    )
     src, typed, failed = _convert(src)
-
     years = typed.get_column("academic_year").drop_nulls().unique().sort().to_list()
-    if expected_academic_year is not None and years and expected_academic_year not in years:
-        held = ", ".join(_format_year(y) for y in years)
-        raise StaleFileError(
-            f"{source_file} holds Academic Year {held} but is being loaded as "
-            f"{_format_year(expected_academic_year)}: refusing a stale or rollover file; "
-            "the previously published data is kept"
-        )
+    _refuse_stale(years, expected_academic_year, source_file)
 
     work = pl.concat([raw.select("_line"), src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
     # Byte-identical records are one diagnostic delivered twice: keep one, count the rest.
     repeats = _key_repeats(typed)
     collapsed = 0
     if repeats.any():
-        identical = _identical_repeats(raw.select(cells), repeats)
+        identical = _identical_repeats(raw.drop("_line"), repeats)
         collapsed = int(identical.sum())
         if collapsed:
             work, repeats = work.filter(~identical), repeats.filter(~identical)
     del raw, src, typed
 
-    checks = _row_checks(failed, expected_academic_year)
-    live = _live_checks(checks, work)
-    rejected_parts = []
-    if live:
-        bad = work.select(pl.any_horizontal(k.bad for k in live)).to_series()
-        if bad.any():
-            rejected_parts.append(_rejected_frame(work.filter(bad), _first_reason(live), source_file))
-            work, repeats = work.filter(~bad), repeats.filter(~bad)
-
-    # Same contract key, different content: the first delivered row wins.
-    if repeats.any():
-        conflict = work.select(~pl.struct(_KEY).is_first_distinct()).to_series()
-        if conflict.any():
-            rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
-            work = work.filter(~conflict)
-
+    work, rejected_parts = _set_aside(work, repeats, _row_checks(failed, expected_academic_year), source_file)
     constants = {
         "subject": pl.lit(subject, pl.Utf8),
         "source_file": pl.lit(source_file, pl.Utf8),
@@ -519,7 +530,7 @@ def parse_diagnostic_file(
         else assessment_window_expr(windows) if c == "assessment_window"
         else pl.col(c)
         for c in COLUMN_NAMES
-    )
+    )  # fmt: skip
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
     failures = schema_failure_cases(results, key_unique=False)  # key repeats were settled above
