@@ -12,13 +12,13 @@ import datetime as dt
 import dagster as dg
 
 from aptool_assets.events.apply import ApplyResult, apply_events
-from aptool_assets.events.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.events.resources import WebhookInboxResource
 from aptool_assets.metrics.assets import INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.metrics.compute import refresh_students
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.ranking import PriorityWeights
 from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY, ENROLLMENT_KEY, STUDENTS_KEY
+from aptool_assets.storage.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.storage.resources import WarehouseResource
 
 BATCH_SIZE = 5000
