@@ -186,7 +186,7 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
     """Inspect and replay dead letters (IDs, types, reasons; payloads only with `show`)."""
     import json
 
-    from aptool_assets.events.inbox import open_inbox
+    from aptool_assets.storage.inbox import open_inbox
 
     with open_inbox() as inbox:
         inbox.setup()
@@ -223,9 +223,9 @@ def _breaker(name: str, store):
 
 def cmd_breakers(args: argparse.Namespace) -> int:
     """Show the circuit breakers (shared by every run and sensor), or close some by hand after a fix."""
-    from aptool_assets.resilience.store import open_resilience_store
+    from aptool_assets.storage.breakers import open_breaker_store
 
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         if args.action == "list":
             names = sorted({"aeries", "iready", *(row["service"] for row in store.read_all())})
@@ -243,9 +243,9 @@ def cmd_breakers(args: argparse.Namespace) -> int:
 
 def cmd_failed_operations(args: argparse.Namespace) -> int:
     """Source calls that failed for good (neither transient, nor auth, nor not-found), with their context."""
-    from aptool_assets.resilience.store import open_resilience_store
+    from aptool_assets.storage.breakers import open_breaker_store
 
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         if args.action == "list":
             rows = store.failed_operations(pending_only=not args.all)

@@ -44,6 +44,7 @@ from aptool_assets.sources.iready.jobs import iready_sync_job
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.sources.iready.schedules import build_iready_schedules
 from aptool_assets.sources.iready.sensors import iready_sftp_sensor
+from aptool_assets.storage.backends import uses_postgres
 from aptool_assets.storage.resources import WarehouseResource
 
 
@@ -87,8 +88,7 @@ def build_resources(platform: PlatformResource | None = None) -> dict[str, dg.Co
 
 def _executor() -> dg.ExecutorDefinition:
     # An embedded DuckDB file admits one writer process at a time: run steps in one process there.
-    url = os.environ.get("APTOOL_DATABASE_URL", "")
-    return dg.multiprocess_executor if url.startswith("postgres") else dg.in_process_executor
+    return dg.multiprocess_executor if uses_postgres() else dg.in_process_executor
 
 
 AFTER_WEBHOOK_EVENTS = AfterApply(

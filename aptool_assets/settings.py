@@ -115,24 +115,6 @@ def aptool_home() -> Path:
     return Path(home) if home else Path(".aptool").resolve()
 
 
-def default_database_url() -> str:
-    return f"duckdb:///{aptool_home() / 'warehouse.duckdb'}"
-
-
-def postgres_url_or_none(database_url: str | None = None) -> str | None:
-    """The PostgreSQL URL of the platform database (``None``: ``APTOOL_DATABASE_URL``), or None when
-    the platform runs embedded (DuckDB or nothing set): where the inbox and breaker state live."""
-    url = (database_url if database_url is not None else os.environ.get("APTOOL_DATABASE_URL")) or None
-    if url is None:
-        return None
-    scheme = url.split(":", 1)[0].lower()
-    if scheme in ("postgresql", "postgres"):
-        return url
-    if scheme == "duckdb":
-        return None
-    raise ValueError(f"unsupported database URL scheme {scheme!r}: expected postgresql:// or duckdb:///")
-
-
 @dataclass(frozen=True)
 class Settings:
     """The date-dependent settings, resolved for one day: which school year, counted up to which date."""

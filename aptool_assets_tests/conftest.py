@@ -158,7 +158,7 @@ def store_url(request, tmp_path, monkeypatch):
 
 @pytest.fixture
 def inbox(store_url):
-    from aptool_assets.events.inbox import open_inbox
+    from aptool_assets.storage.inbox import open_inbox
 
     box = open_inbox(store_url)
     box.setup()

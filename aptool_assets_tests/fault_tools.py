@@ -337,7 +337,7 @@ def _hold_publish(table: str) -> None:
     """Wrap the backends so the transaction that publishes ``aptool.<table>`` stops, open, before COMMIT."""
     import duckdb
 
-    from aptool_assets.storage.postgres_backend import PostgresWarehouse
+    from aptool_assets.storage.warehouse.postgres import PostgresWarehouse
 
     real_apply = PostgresWarehouse._apply  # every statement of the publishing transaction (fails loudly if renamed)
 

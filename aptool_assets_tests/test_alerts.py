@@ -21,7 +21,7 @@ from aptool_assets.alerts.reports import dead_letters_pending, describe_error, p
 from aptool_assets.alerts.sensors import alert_on_run_failure, processing_report_on_success
 from aptool_assets.alerts.slack import Alert, AlertResource
 from aptool_assets.demo.district import FIRST_NAMES, LAST_NAMES
-from aptool_assets.resilience.store import open_resilience_store
+from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.client import AeriesAuthError
 
 NAMES = re.compile(r"\b(" + "|".join(FIRST_NAMES + LAST_NAMES) + r")\b")
@@ -189,7 +189,7 @@ report_job = dg.define_asset_job("report_job", selection=[raw_files, results, ri
 
 
 def test_processing_report_after_a_successful_run(webhook):
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         store.add_failed_operation("aeries", "GET /api/v5/schools/101/calendar", "AeriesResponseError", "not JSON")
     finally:

@@ -23,13 +23,7 @@ import pytest
 from aptool_assets.demo.district import build_district
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
 from aptool_assets.resilience.config import aeries_resource_config, iready_resource_config
-from aptool_assets.resilience.guard import ErrorAction, classify
 from aptool_assets.resilience.retry import RetrySettings, retry_from_env, SFTP_RETRY
-from aptool_assets.resilience.store import (
-    PostgresResilienceStore,
-    SqliteResilienceStore,
-    open_resilience_store,
-)
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import (
     AeriesAuthError,
@@ -40,6 +34,7 @@ from aptool_assets.sources.aeries.client import (
 )
 from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
+from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
 from aptool_assets_tests.conftest import schema_reset
 
 YEAR = 2025
@@ -70,7 +65,7 @@ def store_target(request, tmp_path):
 
 def _open(target):
     kind, where = target
-    return SqliteResilienceStore(where) if kind == "sqlite" else PostgresResilienceStore(where)
+    return SqliteBreakerStore(where) if kind == "sqlite" else PostgresBreakerStore(where)
 
 
 @pytest.fixture
@@ -215,21 +210,21 @@ def test_dead_letters_are_kept_once_with_a_count(store):
     assert [r["id"] for r in store.failed_operations()] == [other]
 
 
-def test_open_resilience_store_follows_the_database_url(tmp_path, monkeypatch):
+def test_open_breaker_store_follows_the_database_url(tmp_path, monkeypatch):
     monkeypatch.setenv("APTOOL_BREAKER_PATH", str(tmp_path / "b.sqlite"))
     for url in (None, f"duckdb:///{tmp_path / 'w.duckdb'}"):
         monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
-        chosen = open_resilience_store(url)
-        assert isinstance(chosen, SqliteResilienceStore) and chosen.path == tmp_path / "b.sqlite"
-    assert isinstance(open_resilience_store("postgresql://u@127.0.0.1/db"), PostgresResilienceStore)
+        chosen = open_breaker_store(url)
+        assert isinstance(chosen, SqliteBreakerStore) and chosen.path == tmp_path / "b.sqlite"
+    assert isinstance(open_breaker_store("postgresql://u@127.0.0.1/db"), PostgresBreakerStore)
     with pytest.raises(ValueError, match="unsupported"):
-        open_resilience_store("mysql://x")
+        open_breaker_store("mysql://x")
 
 
 def test_a_broken_store_lets_requests_through(tmp_path, caplog):
     blocker = tmp_path / "not-a-dir"
     blocker.write_text("")
-    breaker = CircuitBreaker(SETTINGS, SqliteResilienceStore(blocker / "breakers.sqlite"))
+    breaker = CircuitBreaker(SETTINGS, SqliteBreakerStore(blocker / "breakers.sqlite"))
     assert breaker.allow() and breaker.state().state == "closed"
     breaker.record_failure("x")
     assert "letting requests through" in caplog.text
@@ -241,9 +236,9 @@ CHILD = textwrap.dedent(
     """
     import json, sys
     from aptool_assets.resilience.breaker import BreakerSettings, CircuitBreaker
-    from aptool_assets.resilience.store import PostgresResilienceStore, SqliteResilienceStore
+    from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore
     kind, where, action = sys.argv[1:4]
-    store = SqliteResilienceStore(where) if kind == "sqlite" else PostgresResilienceStore(where)
+    store = SqliteBreakerStore(where) if kind == "sqlite" else PostgresBreakerStore(where)
     breaker = CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store)
     if action in ("fail", "fail-together"):
         if action == "fail-together":
@@ -288,7 +283,7 @@ def test_processes_opening_a_fresh_sqlite_file_together_lose_no_update(tmp_path)
         child.communicate(timeout=60)
         assert child.returncode == 0
     for path in files:
-        store = SqliteResilienceStore(path)
+        store = SqliteBreakerStore(path)
         try:
             assert CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store).state().failures_in_window == 8
         finally:
@@ -396,7 +391,6 @@ def test_503_with_a_long_retry_after_backs_off_30_minutes_after_one_request():
         status = _aeries_state(resource)
         assert status.state == "open" and status.reason.startswith("maintenance")
         assert status.half_open_at - time.time() == pytest.approx(1800, abs=30)
-        assert classify(AeriesMaintenanceError("x")) is ErrorAction.MAINTENANCE
     finally:
         server.shutdown()
         server.server_close()
@@ -419,7 +413,7 @@ def test_a_malformed_response_becomes_a_dead_letter_with_its_context(sim, aeries
     sim.faults.invalid_json_next = 1
     with aeries.client() as client, pytest.raises(AeriesResponseError):
         client.calendar(101)
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         (letter,) = store.failed_operations()
     finally:

@@ -194,7 +194,7 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
 def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
     import datetime as dt
 
-    from aptool_assets.events.inbox import open_inbox
+    from aptool_assets.storage.inbox import open_inbox
 
     inbox_path = str(tmp_path / "inbox.sqlite")
     monkeypatch.setenv("APTOOL_INBOX_PATH", inbox_path)
@@ -220,10 +220,10 @@ def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
 
 def test_breakers_and_failed_operations_from_the_command_line(tmp_path):
     from aptool_assets.resilience.breaker import AERIES_BREAKER, CircuitBreaker
-    from aptool_assets.resilience.store import SqliteResilienceStore
+    from aptool_assets.storage.breakers import SqliteBreakerStore
 
     path = tmp_path / "breakers.sqlite"
-    store = SqliteResilienceStore(path)
+    store = SqliteBreakerStore(path)
     CircuitBreaker(AERIES_BREAKER, store).open_for(1800, "HTTP 503 on all 5 attempts of GET /api/v5/schools")
     store.add_failed_operation("aeries", "GET /api/v5/schools/101/students", "AeriesResponseError",
                                "invalid JSON", {"endpoint": "/api/v5/schools/101/students"})  # fmt: skip

@@ -24,7 +24,7 @@ from aptool_assets import definitions
 from aptool_assets.demo.district import build_district
 from aptool_assets.partitions import year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
-from aptool_assets.resilience.store import open_resilience_store
+from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, SCHOOLS_KEY, STUDENTS_KEY
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.client import AeriesResource
@@ -329,7 +329,7 @@ def test_landing_area_out_of_space_fails_clearly_keeps_published_results_and_con
         assert [p for p in landing_files(landing) if p != filler] == v1_files
         assert_landing_clean(landing / "iready")
         # Designed (resilience/guard.py): not transient, so no retry and no breaker count, but a dead letter.
-        store = open_resilience_store()
+        store = open_breaker_store()
         try:
             letters = [op for op in store.failed_operations() if op["service"] == "iready"]
         finally:

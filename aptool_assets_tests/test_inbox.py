@@ -14,13 +14,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aptool_assets.events.inbox import (
-    REQUIRED_DATA,
-    SUPPORTED_EVENT_TYPES,
+from aptool_assets.events.validation import REQUIRED_DATA, SUPPORTED_EVENT_TYPES, data_problem
+from aptool_assets.storage.inbox import (
     Inbox,
     PostgresInbox,
     SqliteInbox,
-    data_problem,
     default_inbox_path,
     open_inbox,
 )
@@ -371,7 +369,7 @@ def test_sqlite_inbox_is_wal_with_full_sync(tmp_path):
 
 WRITER = """
 import datetime as dt, sys
-from aptool_assets.events.inbox import SqliteInbox
+from aptool_assets.storage.inbox import SqliteInbox
 box = SqliteInbox(sys.argv[1])
 box.setup()
 for i in range(int(sys.argv[3])):

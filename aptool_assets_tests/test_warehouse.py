@@ -7,7 +7,8 @@ import datetime as dt
 import polars as pl
 import pytest
 
-from aptool_assets.storage.warehouse import AnyOf, TableSpec, TableWrite, redact_url
+from aptool_assets.storage.backends import redact_url
+from aptool_assets.storage.warehouse import AnyOf, TableSpec, TableWrite
 
 UTC = dt.timezone.utc
 

@@ -17,7 +17,7 @@ import polars as pl
 import pytest
 
 from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
-from aptool_assets.events.inbox import InboxEvent, open_inbox
+from aptool_assets.storage.inbox import InboxEvent, open_inbox
 from aptool_assets.definitions import defs
 from aptool_assets.events.jobs import replay_dead_letters_job, retry_delay, settle_inbox
 from aptool_assets.events.resources import WebhookInboxResource

@@ -24,7 +24,7 @@ import uvicorn
 
 from aptool_assets.events import signatures
 from aptool_assets.events.app import create_app, serve
-from aptool_assets.events.inbox import open_inbox
+from aptool_assets.storage.inbox import open_inbox
 from aptool_assets.events.signatures import sign, verify
 from aptool_assets.settings import ConfigurationError
 from aptool_assets_tests.conftest import create_database, drop_database

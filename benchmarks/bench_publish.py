@@ -50,8 +50,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS
-from aptool_assets.storage.postgres_backend import PostgresWarehouse  # noqa: E402
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS  # noqa: E402
+from aptool_assets.storage.warehouse.postgres import PostgresWarehouse  # noqa: E402
 from aptool_assets.storage.warehouse import TableWrite  # noqa: E402
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -62,7 +62,7 @@ NAIVE_FULL_MAX_S = 150.0
 SEED = 20250813
 TABLE = ATTENDANCE_DAYS.qualified
 COLS = ", ".join(ATTENDANCE_DAYS.columns)
-# Exactly the loader's CSV dialect (postgres_backend._copy_into).
+# Exactly the loader's CSV dialect (PostgresWarehouse._copy_into).
 CSV_OPTS = dict(include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
 
 # ---------------------------------------------------------------------------------------------

@@ -104,10 +104,10 @@ def processing_report(instance: dg.DagsterInstance, run: dg.DagsterRun, dead_let
 
 def dead_letters_pending() -> int:
     """Unresolved failed operations (Aeries, SFTP) plus webhook events still dead-lettered."""
-    from aptool_assets.resilience.store import open_resilience_store
+    from aptool_assets.storage.breakers import open_breaker_store
 
     total = 0
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         total += len(store.failed_operations(pending_only=True))
     except Exception as exc:  # noqa: BLE001 - a report without this count is still useful
@@ -115,7 +115,7 @@ def dead_letters_pending() -> int:
     finally:
         store.close()
     try:
-        from aptool_assets.events.inbox import open_inbox
+        from aptool_assets.storage.inbox import open_inbox
 
         inbox = open_inbox()
         try:

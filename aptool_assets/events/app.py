@@ -1,8 +1,9 @@
 """The webhook receiver (contract §5): an ASGI app that verifies, validates and durably stores.
 
-``POST /webhooks/aeries`` answers only after the event is in the inbox (:mod:`.inbox`); applying
-it to the published tables is a Dagster sensor's job, later. ``GET /healthz`` answers 200
-``{"status": "ok"}`` when the inbox store is reachable, 503 otherwise.
+``POST /webhooks/aeries`` answers only after the event is in the inbox
+(:mod:`aptool_assets.storage.inbox`); applying it to the published tables is a Dagster sensor's job,
+later. ``GET /healthz`` answers 200 ``{"status": "ok"}`` when the inbox store is reachable, 503
+otherwise.
 
 Check order, cheapest and least trusting first -- each step only runs if the previous passed:
 
@@ -15,7 +16,8 @@ Check order, cheapest and least trusting first -- each step only runs if the pre
 4. **fields** -- ``eventId`` non-empty string (≤ 256 chars, no control characters),
    ``eventType`` non-empty string, ``timestamp`` ISO-8601 *with* an offset, ``data`` an object;
    for the supported types, the required ``data`` keys and their contract types
-   (:func:`.inbox.data_problem`) → 400.
+   (:func:`.validation.data_problem`) → 400. Steps 3-5 are :func:`.validation.parse_event`; every
+   failing check raises a :class:`.validation.Rejection`, counted, logged and answered in one place.
 5. **timestamp** -- older than 5 minutes or more than 1 minute ahead of our clock → 401 (replay).
 6. **duplicate** -- an ``eventId`` already stored, whatever its type or status (a dead letter
    included) → 200 ``{"status": "duplicate"}``. This is decided by the store's own atomic insert
@@ -48,27 +50,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from aptool_assets.events.inbox import (
-    MAX_EVENT_ID_LENGTH,
-    MAX_EVENT_TYPE_LENGTH,
-    SUPPORTED_EVENT_TYPES,
-    UNSUPPORTED_TYPE_REASON,
-    Inbox,
-    data_problem,
-    open_inbox,
-)
 from aptool_assets.events.signatures import verify
+from aptool_assets.events.validation import UNSUPPORTED_TYPE_REASON, Event, Rejection, for_log, parse_event
+from aptool_assets.storage.inbox import Inbox, open_inbox
 
 logger = logging.getLogger("aptool_assets.events.receiver")
 
 WEBHOOK_PATH = "/webhooks/aeries"
 MAX_BODY = 65536
 SECRET_ENV = "APTOOL_WEBHOOK_SECRET"
-_SUPPORTED = frozenset(SUPPORTED_EVENT_TYPES)
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 def _json(status: int, body: dict) -> Response:
@@ -80,38 +70,114 @@ def _error(status: int, message: str) -> Response:
     return _json(status, {"error": message})
 
 
-def _reject_constant(name: str):
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _has_control(text: str) -> bool:
-    return not text.isprintable()  # control characters, line breaks, separators
-
-
-def _for_log(value: str) -> str:
-    """An identifier for a log line: repr (so no line breaks get through), bounded."""
-    return repr(value[:120])
-
-
-def _parse_timestamp(value: object) -> dt.datetime | None:
-    if not isinstance(value, str) or not 10 < len(value) <= 64:
-        return None
-    try:
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        return None
-    return parsed
-
-
 async def _read_body(request: Request, max_body: int) -> bytes:
+    """1. size: a declared length over ``max_body`` is refused unread; the body is read in chunks
+    and abandoned as soon as it passes ``max_body``."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.strip().isdigit():
+            raise Rejection(400, "malformed Content-Length", "400")
+        if int(declared) > max_body:
+            raise Rejection(413, f"body over {max_body} bytes", "413",
+                            "webhook rejected: body of %s bytes over %d", declared.strip(), max_body)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > max_body:
-            raise _BodyTooLarge
+            raise Rejection(413, f"body over {max_body} bytes", "413", "webhook rejected: body over %d bytes", max_body)
     return bytes(body)
+
+
+def _check_signature(raw: bytes, request: Request, secret: str) -> None:
+    """2. signature: HMAC-SHA256 of the raw bytes (constant-time compare)."""
+    if not verify(raw, request.headers.get("x-aeries-signature"), secret):
+        raise Rejection(401, "bad or missing signature", "401 signature",
+                        "webhook rejected: bad or missing signature (client %s)",
+                        request.client.host if request.client else "?")
+
+
+async def _store(inbox: Inbox, event: Event, raw: bytes) -> str:
+    """6.-8. duplicate, type, store: one atomic insert decides ``accepted``/``duplicate``; an
+    unsupported type is stored as a dead letter, then refused (422); an unreachable store → 503."""
+    try:
+        if event.supported:
+            outcome = await inbox.astore(event.event_id, event.event_type, event.timestamp, event.body, raw)
+        else:
+            outcome = await inbox.astore_dead_letter(
+                event.event_id, event.event_type, event.timestamp, event.body, raw, UNSUPPORTED_TYPE_REASON
+            )
+    except Exception as exc:  # noqa: BLE001 - the sender must retry; never acknowledge
+        raise Rejection(503, "inbox unavailable, retry later", "503",
+                        "webhook %s (%s) not stored: inbox unavailable (%s)", for_log(event.event_id),
+                        for_log(event.event_type), type(exc).__name__, level=logging.ERROR) from exc
+    if outcome != "duplicate" and not event.supported:
+        raise Rejection(422, "unsupported event type (stored as a dead letter)", "422 dead-lettered",
+                        "webhook %s (%s): unsupported event type, dead-lettered", for_log(event.event_id),
+                        for_log(event.event_type))
+    return outcome
+
+
+class _Receiver:
+    """The receiver's handlers over one inbox, and the outcome tally behind the periodic summary."""
+
+    def __init__(self, inbox: Inbox, secret: str, max_body: int, replay_window: dt.timedelta,
+                 future_skew: dt.timedelta, now: Callable[[], dt.datetime], summary_interval: float) -> None:
+        self.inbox = inbox
+        self.secret = secret
+        self.max_body = max_body
+        self.replay_window = replay_window
+        self.future_skew = future_skew
+        self.now = now
+        self.summary_interval = summary_interval
+        self.tally: Counter[str] = Counter()
+
+    async def receive(self, request: Request) -> Response:
+        try:
+            raw = await _read_body(request, self.max_body)  # 1. size
+            _check_signature(raw, request, self.secret)  # 2. signature (over the raw bytes)
+            event = parse_event(raw, self.now, self.replay_window, self.future_skew)  # 3. JSON, 4. fields, 5. time
+            outcome = await _store(self.inbox, event, raw)  # 6.-8. duplicate, type, store
+        except Rejection as rejection:
+            self.tally[rejection.tally] += 1
+            if rejection.log_message is not None:
+                logger.log(rejection.level, rejection.log_message, *rejection.log_args)
+            return _error(rejection.status, rejection.message)
+        self.tally[outcome] += 1
+        logger.debug("webhook %s (%s): %s", for_log(event.event_id), for_log(event.event_type), outcome)
+        if outcome == "duplicate":
+            return _json(200, {"status": "duplicate"})
+        return _json(200, {"status": "accepted", "eventId": event.event_id})
+
+    async def healthz(self, request: Request) -> Response:
+        if await self.inbox.ahealthy():
+            return _json(200, {"status": "ok"})
+        logger.warning("healthz: inbox unreachable")
+        return _json(503, {"status": "unavailable", "error": "inbox unreachable"})
+
+    def log_summary(self) -> None:
+        if self.tally:
+            logger.info("webhooks since the last summary: %s",
+                        ", ".join(f"{k} {v}" for k, v in sorted(self.tally.items())))
+            self.tally.clear()
+
+    async def summaries(self) -> None:
+        while True:
+            await asyncio.sleep(self.summary_interval)
+            self.log_summary()
+
+    @asynccontextmanager
+    async def lifespan(self, app: Starlette):
+        try:
+            await self.inbox.aopen()
+        except Exception as exc:  # noqa: BLE001 - start anyway; /healthz reports the store
+            logger.error("inbox not reachable at startup (%s)", type(exc).__name__)
+        task = asyncio.get_running_loop().create_task(self.summaries())
+        try:
+            yield
+        finally:
+            task.cancel()
+            self.log_summary()
+            await self.inbox.aclose()
 
 
 def create_app(
@@ -133,143 +199,13 @@ def create_app(
     if not secret:
         raise ValueError(f"a webhook secret is required ({SECRET_ENV})")
     now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
-    tally: Counter[str] = Counter()
-
-    async def receive(request: Request) -> Response:
-        # 1. size
-        declared = request.headers.get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                tally["400"] += 1
-                return _error(400, "malformed Content-Length")
-            if int(declared) > max_body:
-                tally["413"] += 1
-                logger.warning("webhook rejected: body of %s bytes over %d", declared.strip(), max_body)
-                return _error(413, f"body over {max_body} bytes")
-        try:
-            raw = await _read_body(request, max_body)
-        except _BodyTooLarge:
-            tally["413"] += 1
-            logger.warning("webhook rejected: body over %d bytes", max_body)
-            return _error(413, f"body over {max_body} bytes")
-
-        # 2. signature (over the raw bytes)
-        if not verify(raw, request.headers.get("x-aeries-signature"), secret):
-            tally["401 signature"] += 1
-            logger.warning("webhook rejected: bad or missing signature (client %s)",
-                           request.client.host if request.client else "?")
-            return _error(401, "bad or missing signature")
-
-        # 3. JSON
-        try:
-            body = json.loads(raw, parse_constant=_reject_constant)
-        except (ValueError, UnicodeDecodeError, RecursionError):
-            tally["400"] += 1
-            logger.warning("webhook rejected: malformed JSON")
-            return _error(400, "malformed JSON")
-        if not isinstance(body, dict):
-            tally["400"] += 1
-            logger.warning("webhook rejected: body is not a JSON object")
-            return _error(400, "body must be a JSON object")
-
-        # 4. fields
-        event_id = body.get("eventId")
-        if not isinstance(event_id, str) or not event_id.strip() or len(event_id) > MAX_EVENT_ID_LENGTH \
-                or _has_control(event_id):
-            tally["400"] += 1
-            logger.warning("webhook rejected: missing or invalid eventId")
-            return _error(400, f"eventId must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters")
-        event_type = body.get("eventType")
-        if not isinstance(event_type, str) or not event_type or len(event_type) > MAX_EVENT_TYPE_LENGTH \
-                or _has_control(event_type):
-            tally["400"] += 1
-            logger.warning("webhook %s rejected: missing or invalid eventType", _for_log(event_id))
-            return _error(400, "eventType must be a non-empty string")
-        timestamp = _parse_timestamp(body.get("timestamp"))
-        if timestamp is None:
-            tally["400"] += 1
-            logger.warning("webhook %s rejected: missing or invalid timestamp", _for_log(event_id))
-            return _error(400, "timestamp must be ISO-8601 with a UTC offset")
-        data = body.get("data")
-        if not isinstance(data, dict):
-            tally["400"] += 1
-            logger.warning("webhook %s rejected: data is not an object", _for_log(event_id))
-            return _error(400, "data must be an object")
-        problem = data_problem(event_type, data)
-        if problem:
-            tally["400"] += 1
-            logger.warning("webhook %s (%s) rejected: %s", _for_log(event_id), _for_log(event_type), problem)
-            return _error(400, problem)
-
-        # 5. timestamp window
-        current = now()
-        if timestamp < current - replay_window or timestamp > current + future_skew:
-            tally["401 replay window"] += 1
-            logger.warning("webhook %s (%s) rejected: timestamp outside the replay window",
-                           _for_log(event_id), _for_log(event_type))
-            return _error(401, "timestamp outside the accepted window (replayed or clock skew)")
-
-        # 6.–8. duplicate, type, store: one atomic insert decides accepted/duplicate.
-        supported = event_type in _SUPPORTED
-        try:
-            if supported:
-                outcome = await inbox.astore(event_id, event_type, timestamp, body, raw)
-            else:
-                outcome = await inbox.astore_dead_letter(
-                    event_id, event_type, timestamp, body, raw, UNSUPPORTED_TYPE_REASON
-                )
-        except Exception as exc:  # noqa: BLE001 - the sender must retry; never acknowledge
-            tally["503"] += 1
-            logger.error("webhook %s (%s) not stored: inbox unavailable (%s)",
-                         _for_log(event_id), _for_log(event_type), type(exc).__name__)
-            return _error(503, "inbox unavailable, retry later")
-        if outcome == "duplicate":
-            tally["duplicate"] += 1
-            logger.debug("webhook %s (%s): duplicate", _for_log(event_id), _for_log(event_type))
-            return _json(200, {"status": "duplicate"})
-        if not supported:
-            tally["422 dead-lettered"] += 1
-            logger.warning("webhook %s (%s): unsupported event type, dead-lettered",
-                           _for_log(event_id), _for_log(event_type))
-            return _error(422, "unsupported event type (stored as a dead letter)")
-        tally["accepted"] += 1
-        logger.debug("webhook %s (%s): accepted", _for_log(event_id), _for_log(event_type))
-        return _json(200, {"status": "accepted", "eventId": event_id})
-
-    async def healthz(request: Request) -> Response:
-        if await inbox.ahealthy():
-            return _json(200, {"status": "ok"})
-        logger.warning("healthz: inbox unreachable")
-        return _json(503, {"status": "unavailable", "error": "inbox unreachable"})
-
-    def log_summary() -> None:
-        if tally:
-            logger.info("webhooks since the last summary: %s",
-                        ", ".join(f"{k} {v}" for k, v in sorted(tally.items())))
-            tally.clear()
-
-    async def summaries() -> None:
-        while True:
-            await asyncio.sleep(summary_interval)
-            log_summary()
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette):
-        try:
-            await inbox.aopen()
-        except Exception as exc:  # noqa: BLE001 - start anyway; /healthz reports the store
-            logger.error("inbox not reachable at startup (%s)", type(exc).__name__)
-        task = asyncio.get_running_loop().create_task(summaries())
-        try:
-            yield
-        finally:
-            task.cancel()
-            log_summary()
-            await inbox.aclose()
-
+    receiver = _Receiver(inbox, secret, max_body, replay_window, future_skew, now, summary_interval)
     return Starlette(
-        routes=[Route(WEBHOOK_PATH, receive, methods=["POST"]), Route("/healthz", healthz, methods=["GET"])],
-        lifespan=lifespan,
+        routes=[
+            Route(WEBHOOK_PATH, receiver.receive, methods=["POST"]),
+            Route("/healthz", receiver.healthz, methods=["GET"]),
+        ],
+        lifespan=receiver.lifespan,
     )
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from aptool_assets.events.inbox import InboxEvent, data_problem
+from aptool_assets.events.validation import data_problem
 from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
 from aptool_assets.vocabulary import school_year_expr
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS_LOCK
@@ -40,6 +40,7 @@ from aptool_assets.rules.attendance_cells import (
     stored_cells,
 )
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.storage.inbox import InboxEvent
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import UTC_TS, AnyOf, TableWrite, Warehouse
 

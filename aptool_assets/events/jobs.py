@@ -17,9 +17,9 @@ import dagster as dg
 import polars as pl
 
 from aptool_assets.events.apply import ApplyResult, apply_events
-from aptool_assets.events.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.events.resources import WebhookInboxResource
 from aptool_assets.resources import PlatformResource
+from aptool_assets.storage.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import Warehouse
 from aptool_assets.tables import asset_key

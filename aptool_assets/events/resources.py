@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Optional
 
 import dagster as dg
 
-from aptool_assets.events.inbox import Inbox, PostgresInbox, SqliteInbox, default_inbox_path
-from aptool_assets.settings import postgres_url_or_none
+from aptool_assets.storage.inbox import Inbox, open_inbox
 
 
 class WebhookInboxResource(dg.ConfigurableResource):
@@ -22,10 +20,8 @@ class WebhookInboxResource(dg.ConfigurableResource):
     inbox_path: Optional[str] = None
 
     def open(self) -> Inbox:
-        url = postgres_url_or_none(self.database_url or "")
-        if url:
-            return PostgresInbox(url, pool_size=2)
-        return SqliteInbox(Path(self.inbox_path) if self.inbox_path else default_inbox_path())
+        # "" rather than None: the configured URL only, never a fallback to the environment.
+        return open_inbox(self.database_url or "", path=self.inbox_path, pool_size=2)
 
     @contextmanager
     def session(self) -> Iterator[Inbox]:

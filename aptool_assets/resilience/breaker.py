@@ -10,9 +10,10 @@ a trial request; success closes it, failure opens it again. Other callers meanwh
 after another ``half_open_after_s``. ``open_for`` opens it for a fixed time (Aeries maintenance, a
 refused credential) regardless of counts.
 
-The state lives in a :class:`~aptool_assets.resilience.store.ResilienceStore` (PostgreSQL or
-SQLite); if that store itself fails the breaker lets requests through with a warning, because a
-bookkeeping problem must not stop the pipeline.
+The state lives in a :class:`~aptool_assets.resilience.store_api.BreakerStore` (PostgreSQL or
+SQLite, from :mod:`aptool_assets.storage.breakers`) that whoever builds the breaker hands in; if that
+store itself fails the breaker lets requests through with a warning, because a bookkeeping problem
+must not stop the pipeline.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from aptool_assets.resilience.retry import parse_pairs
-from aptool_assets.resilience.store import ResilienceStore, open_resilience_store
+from aptool_assets.resilience.store_api import BreakerStore
 
 log = logging.getLogger("aptool_assets.resilience.breaker")
 
@@ -141,13 +142,13 @@ class CircuitBreaker:
     def __init__(
         self,
         settings: BreakerSettings,
-        store: ResilienceStore | None = None,
+        store: BreakerStore,
         *,
         clock: Callable[[], float] = time.time,
         trial_wait_s: float = 0.0,
     ):
         self.settings = settings
-        self.store = store if store is not None else open_resilience_store()
+        self.store = store
         self._clock = clock
         # While another caller's half-open trial is in flight, wait up to this long for its outcome
         # (closed: go ahead) instead of failing at once; 0 = fail at once.
@@ -344,9 +345,3 @@ class CircuitBreaker:
     def _store_failed(self, what: str, exc: BaseException) -> None:
         log.warning("%s circuit breaker: could not %s its state in %s (%s); letting requests through",
                     self.service, what, self.store.describe(), type(exc).__name__)
-
-
-def all_states(store: ResilienceStore, settings: list[BreakerSettings], clock: Callable[[], float] = time.time
-               ) -> list[BreakerStatus]:
-    """Every configured breaker's current state (those that never failed read as closed)."""
-    return [CircuitBreaker(s, store, clock=clock).state() for s in settings]

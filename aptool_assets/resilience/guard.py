@@ -18,12 +18,11 @@ once, while the refused one is not tried again until the block half-opens.
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from aptool_assets.resilience.breaker import (
     AUTH_BACKOFF_S,
@@ -32,40 +31,13 @@ from aptool_assets.resilience.breaker import (
     BreakerStatus,
     CircuitBreaker,
 )
-from aptool_assets.resilience.store import ResilienceStore, open_resilience_store
+from aptool_assets.resilience.store_api import BreakerStore
 
 log = logging.getLogger("aptool_assets.resilience.guard")
 
 # A client's concurrent requests (one per school) wait this long for the half-open trial's outcome,
 # so the run that closes the breaker is not failed by its own sibling requests.
 TRIAL_WAIT_S = 30.0
-
-
-class ErrorAction(enum.Enum):
-    WAIT = "wait and retry"
-    RETRY = "retry with backoff"
-    ALERT = "alert, no retry"
-    SKIP = "log the ID and skip"
-    MAINTENANCE = "back off 30 minutes"
-    DEAD_LETTER = "dead letter"
-
-
-def classify(exc: BaseException) -> ErrorAction:
-    """The taxonomy row an exception falls into (clients' own exception classes)."""
-    from aptool_assets.sources.aeries import client as aeries
-    from aptool_assets.sources.iready import resources as iready
-
-    if isinstance(exc, aeries.AeriesMaintenanceError):
-        return ErrorAction.MAINTENANCE
-    if isinstance(exc, aeries.AeriesRateLimitedError):
-        return ErrorAction.WAIT
-    if isinstance(exc, (aeries.AeriesAuthError, iready.SFTPAuthenticationError, iready.SFTPHostKeyError)):
-        return ErrorAction.ALERT
-    if isinstance(exc, aeries.AeriesNotFoundError):
-        return ErrorAction.SKIP
-    if isinstance(exc, (aeries.AeriesTransientError, iready.SFTPTransientError)):
-        return ErrorAction.RETRY
-    return ErrorAction.DEAD_LETTER
 
 
 def credential_id(*parts: object) -> str:
@@ -75,10 +47,11 @@ def credential_id(*parts: object) -> str:
 
 @dataclass
 class ServiceGuard:
-    """A service's breaker, its credential block and its dead letters, on one shared store."""
+    """A service's breaker, its credential block and its dead letters, on one shared store (the
+    caller opens it, e.g. ``open_breaker_store()``, and closes it when done)."""
 
     settings: BreakerSettings
-    store: ResilienceStore = field(default_factory=open_resilience_store)
+    store: BreakerStore
     credential: str | None = None  # from credential_id(...)
     maintenance_backoff_s: float = MAINTENANCE_BACKOFF_S
     auth_backoff_s: float = AUTH_BACKOFF_S

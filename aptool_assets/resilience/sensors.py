@@ -18,9 +18,9 @@ import dagster as dg
 
 from aptool_assets.alerts.slack import Alert, AlertResource
 from aptool_assets.resilience.breaker import BreakerSettings, BreakerStatus, CircuitBreaker
-from aptool_assets.resilience.store import open_resilience_store
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.storage.breakers import open_breaker_store
 
 CIRCUIT_BREAKERS_KEY = dg.AssetKey(["aptool", "circuit_breakers"])
 circuit_breakers = dg.AssetSpec(
@@ -62,7 +62,7 @@ def _settings_for(service: str, resources: list) -> BreakerSettings:
 
 def current_states(resources: list, clock=time.time) -> list[BreakerStatus]:
     """Each service's breaker (closed when never stored) plus any stored credential block."""
-    store = open_resilience_store()
+    store = open_breaker_store()
     try:
         stored = {row["service"] for row in store.read_all()}
         services = {"aeries", "iready"} | stored

@@ -6,8 +6,8 @@ from typing import Optional
 
 import dagster as dg
 
-from aptool_assets.settings import default_database_url
-from aptool_assets.storage.warehouse import Warehouse, open_warehouse, redact_url
+from aptool_assets.storage.backends import default_database_url
+from aptool_assets.storage.warehouse import Warehouse, open_warehouse
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -21,10 +21,6 @@ class WarehouseResource(dg.ConfigurableResource):
     @property
     def url(self) -> str:
         return self.database_url or default_database_url()
-
-    @property
-    def display_url(self) -> str:
-        return redact_url(self.url)
 
     def get(self) -> Warehouse:
         return open_warehouse(self.url)

@@ -27,6 +27,7 @@ from pydantic import Field
 from aptool_assets.resilience.breaker import AERIES_BREAKER, AUTH_BACKOFF_S, MAINTENANCE_BACKOFF_S, BreakerSettings
 from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings, call_with_retry
+from aptool_assets.storage.breakers import open_breaker_store
 
 T = TypeVar("T")
 
@@ -482,6 +483,7 @@ class AeriesResource(dg.ConfigurableResource):
         )
         return ServiceGuard(
             settings,
+            open_breaker_store(),
             credential=credential_id(self.base_url, self.cert) if self.is_configured() else None,
             maintenance_backoff_s=self.maintenance_backoff_s,
             auth_backoff_s=self.auth_backoff_s,

@@ -30,6 +30,7 @@ from pydantic import Field
 from aptool_assets.resilience.breaker import AUTH_BACKOFF_S, IREADY_BREAKER, BreakerSettings
 from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.retry import RetryExhausted, RetrySettings, call_with_retry
+from aptool_assets.storage.breakers import open_breaker_store
 
 T = TypeVar("T")
 
@@ -138,7 +139,9 @@ class IReadySFTPResource(dg.ConfigurableResource):
         settings = BreakerSettings(
             IREADY_BREAKER.service, self.breaker_failure_threshold, self.breaker_window_s, self.breaker_half_open_after_s
         )
-        return ServiceGuard(settings, credential=self._credential_id(), auth_backoff_s=self.auth_backoff_s)
+        return ServiceGuard(
+            settings, open_breaker_store(), credential=self._credential_id(), auth_backoff_s=self.auth_backoff_s
+        )
 
     def _credential_id(self) -> str:
         key_material: object = self.private_key_path

@@ -1,9 +1,9 @@
-"""The warehouse: where published tables live, behind one small interface.
+"""The warehouse interface: table specs, writes, and the SQL both backends share.
 
-Assets hand polars DataFrames to :meth:`Warehouse.write`; DuckDB (the embedded default) and
-PostgreSQL implement it. Every write is one transaction, so readers see the previous complete
-version of a table or the new complete version, never a half-written one, and re-running a write
-with the same data is idempotent (replace-where semantics).
+Assets hand polars DataFrames to :meth:`Warehouse.write`; DuckDB (:mod:`.duckdb`, the embedded
+default) and PostgreSQL (:mod:`.postgres`) implement it. Every write is one transaction, so readers
+see the previous complete version of a table or the new complete version, never a half-written one,
+and re-running a write with the same data is idempotent (replace-where semantics).
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
@@ -135,19 +134,6 @@ class TableWrite:
             raise ValueError(f"{self.table.qualified}: no column {self.newer_column}")
 
 
-def redact_url(url: str) -> str:
-    """The URL without its password, safe for logs and metadata."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.hostname or ""
-    if parts.username:
-        netloc = f"{parts.username}:***@{netloc}"
-    if parts.port:
-        netloc = f"{netloc}:{parts.port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 class Warehouse(ABC):
     """Backend-neutral access to the ``aptool`` schema."""
 
@@ -248,20 +234,3 @@ class Warehouse(ABC):
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)
         return f"CREATE TABLE IF NOT EXISTS {table.qualified} ({cols})"
-
-
-def open_warehouse(url: str) -> Warehouse:
-    """A warehouse for ``url``: ``duckdb:///path/file.duckdb`` or ``postgresql://…``."""
-    scheme = url.split(":", 1)[0].lower()
-    if scheme == "duckdb":
-        from aptool_assets.storage.duckdb_backend import DuckDBWarehouse
-
-        # duckdb:///abs/path.duckdb → /abs/path.duckdb ; duckdb://rel/path.duckdb → rel/path.duckdb
-        return DuckDBWarehouse(url[len("duckdb://") :])
-    if scheme in ("postgresql", "postgres"):
-        from aptool_assets.storage.postgres_backend import PostgresWarehouse
-
-        return PostgresWarehouse(url)
-    raise ValueError(
-        f"APTOOL_DATABASE_URL must start with postgresql:// or duckdb:/// (got scheme {scheme!r})"
-    )

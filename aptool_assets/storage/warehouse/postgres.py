@@ -25,7 +25,8 @@ from psycopg import errors as pg_errors
 from psycopg.types.string import TextLoader
 
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
-from aptool_assets.storage.warehouse import SCHEMA, TableSpec, TableWrite, Warehouse, redact_url
+from aptool_assets.storage.backends import redact_url
+from aptool_assets.storage.warehouse.base import SCHEMA, TableSpec, TableWrite, Warehouse
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from aptool_assets.storage.warehouse import SCHEMA, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse.base import SCHEMA, TableSpec, TableWrite, Warehouse
 
 log = logging.getLogger(__name__)
 
