@@ -12,6 +12,7 @@ import os
 
 import dagster as dg
 
+from aptool_assets.alerts.breakers import circuit_breakers, circuit_breakers_sensor
 from aptool_assets.alerts.sensors import ALERT_SENSORS
 from aptool_assets.alerts.slack import AlertResource
 from aptool_assets.events.jobs import AfterApply, build_apply_job, replay_dead_letters_job
@@ -28,8 +29,7 @@ from aptool_assets.metrics.checks import METRICS_CHECKS
 from aptool_assets.metrics.compute import refresh_after_events
 from aptool_assets.metrics.jobs import academic_risk_job
 from aptool_assets.partitions import attendance_day_partitions
-from aptool_assets.resilience.config import aeries_resource_config, iready_resource_config
-from aptool_assets.resilience.sensors import circuit_breakers, circuit_breakers_sensor
+from aptool_assets.resilience.policy import aeries_policy, iready_policy
 from aptool_assets.resources import PlatformResource
 from aptool_assets.settings import parse_windows
 from aptool_assets.sources.aeries.assets import build_aeries_assets
@@ -66,13 +66,13 @@ def build_resources(platform: PlatformResource | None = None) -> dict[str, dg.Co
             private_key_path=env.get("IREADY_SFTP_PRIVATE_KEY") or None,
             known_hosts_path=env.get("IREADY_SFTP_KNOWN_HOSTS") or "~/.ssh/known_hosts",
             remote_dir=env.get("IREADY_SFTP_REMOTE_DIR") or "/exports",
-            **iready_resource_config(),
+            resilience=iready_policy(),
         ),
         "aeries": AeriesResource(
             base_url=env.get("AERIES_BASE_URL") or None,
             cert=_secret("AERIES_CERT"),
             database_year=platform.school_year,
-            **aeries_resource_config(),
+            resilience=aeries_policy(),
         ),
         "alerts": AlertResource(
             webhook_url=_secret("APTOOL_ALERT_WEBHOOK_URL"),

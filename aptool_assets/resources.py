@@ -1,4 +1,5 @@
-"""Platform-wide (non-secret) configuration as a Dagster resource, so tests can set it directly."""
+"""Dagster resources shared by the sources: the platform's (non-secret) configuration, so tests can set
+it directly, and the base of every resource that calls an outside service through a circuit breaker."""
 
 from __future__ import annotations
 
@@ -8,7 +9,10 @@ from typing import Optional
 
 import dagster as dg
 
+from aptool_assets.resilience.guard import ServiceGuard, credential_id
+from aptool_assets.resilience.policy import ResiliencePolicy
 from aptool_assets.settings import DEFAULT_TIMEZONE, Settings, read_env
+from aptool_assets.storage.breakers import open_breaker_store
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -37,3 +41,40 @@ class PlatformResource(dg.ConfigurableResource):
     def settings(self, today: dt.date | None = None) -> Settings:
         """The settings resolved for ``today`` (default: today in the district's time zone)."""
         return Settings.resolve(**self.model_dump(), today=today)
+
+
+class GuardedResource(dg.ConfigurableResource):
+    """A resource for an outside service, called with the design's resilience: its ``resilience`` policy
+    (retries, breaker, back-offs) and the service's breaker shared by every run, sensor and process."""
+
+    resilience: ResiliencePolicy
+
+    def credential_parts(self) -> tuple[object, ...] | None:
+        """What identifies the credential in use (hashed, never shown); None while unconfigured."""
+        raise NotImplementedError
+
+    def guard(self) -> ServiceGuard | None:
+        """The shared breaker, credential block and dead letters (None when the breaker is switched off);
+        the caller closes ``guard.store``."""
+        policy = self.resilience
+        if not policy.circuit_breaker:
+            return None
+        parts = self.credential_parts()
+        return ServiceGuard(
+            policy.breaker(),
+            open_breaker_store(),
+            credential=credential_id(*parts) if parts is not None else None,
+            maintenance_backoff_s=policy.maintenance_backoff_s,
+            auth_backoff_s=policy.auth_backoff_s,
+        )
+
+    def blocked_reason(self) -> str | None:
+        """Why a sensor should not poll this service now (its breaker or credential block is open), or None."""
+        guard = self.guard()
+        if guard is None:
+            return None
+        try:
+            status = guard.blocked()
+        finally:
+            guard.store.close()
+        return None if status is None else f"{status.describe()}; not polling"

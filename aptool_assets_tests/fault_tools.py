@@ -318,7 +318,7 @@ def run_materialization(plan: dict[str, Any]) -> None:
     if target:
         _hold_publish(target)
     resources = with_default_resources(
-        aeries=AeriesResource(base_url=plan["aeries_url"], cert=plan["aeries_cert"], retry_base_delay_s=0.01),
+        aeries=AeriesResource(base_url=plan["aeries_url"], cert=plan["aeries_cert"], resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
         warehouse=WarehouseResource(database_url=plan["warehouse_url"]),
         platform=PlatformResource(school_year=plan["school_year"], as_of_date=plan["as_of"]),
     )
@@ -372,6 +372,7 @@ def _hold_publish(table: str) -> None:
 _CHILD = r"""
 import json, sys
 from aptool_assets_tests.fault_tools import run_materialization
+from aptool_assets.resilience.policy import AERIES_POLICY
 run_materialization(json.loads(sys.argv[1]))
 """
 

@@ -52,6 +52,7 @@ from aptool_assets.sources.aeries.frames import (
     students_frame,
 )
 from aptool_assets.sources.aeries.simulator import FaultPlan, build_sim_district, start_simulator
+from aptool_assets.resilience.policy import AERIES_POLICY
 
 FIXTURES = Path("/work/shared/fixtures/aeries-demo")
 YEAR = 2025
@@ -504,7 +505,8 @@ def test_resource_opens_a_client_and_refuses_when_unconfigured(sim):
     with pytest.raises(AeriesError, match="AERIES_BASE_URL and AERIES_CERT"):
         with unconfigured.client():
             pass
-    resource = AeriesResource(base_url=sim.base_url + "/", cert=sim.cert, database_year=YEAR, retry_base_delay_s=0.001)
+    resource = AeriesResource(base_url=sim.base_url + "/", cert=sim.cert, database_year=YEAR,
+                              resilience=AERIES_POLICY.but(retry_base_delay_s=0.001))
     assert resource.is_configured() and sim.cert not in repr(resource)
     with resource.client() as client:
         assert client.system_info()["DatabaseYear"] == f"{YEAR}-{YEAR + 1}"

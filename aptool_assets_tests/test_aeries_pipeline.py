@@ -32,6 +32,7 @@ from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse
+from aptool_assets.resilience.policy import AERIES_POLICY
 
 YEAR = 2025
 THROUGH = dt.date(2026, 3, 13)
@@ -52,7 +53,7 @@ class AeriesEnv:
         self.instance = instance
         self.warehouse = open_warehouse(warehouse_url)
         self.resources = with_default_resources(
-            aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, retry_base_delay_s=0.01),
+            aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, as_of_date=THROUGH.isoformat()),
         )

@@ -241,7 +241,7 @@ def test_the_report_reads_the_metadata_keys_the_real_assets_write():
 
 
 def test_breaker_alerts_go_to_the_webhook_when_a_breaker_opens(webhook):
-    from aptool_assets.resilience.sensors import circuit_breakers_sensor
+    from aptool_assets.alerts.breakers import circuit_breakers_sensor
     from aptool_assets.sources.aeries.client import AeriesResource
     from aptool_assets.sources.iready.resources import IReadySFTPResource
 

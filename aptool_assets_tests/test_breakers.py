@@ -22,7 +22,7 @@ import pytest
 
 from aptool_assets.demo.district import build_district
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
-from aptool_assets.resilience.config import aeries_resource_config, iready_resource_config
+from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY, aeries_policy, iready_policy
 from aptool_assets.resilience.retry import RetrySettings, retry_from_env, SFTP_RETRY
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import (
@@ -325,8 +325,8 @@ def sim():
 def aeries(sim):
     sim.faults.__init__()
     sim.reset_stats()
-    return AeriesResource(base_url=sim.base_url, cert=sim.cert, database_year=YEAR, **FAST,
-                          breaker_failure_threshold=3)
+    return AeriesResource(base_url=sim.base_url, cert=sim.cert, database_year=YEAR,
+                          resilience=AERIES_POLICY.but(**FAST, breaker_failure_threshold=3))
 
 
 def _aeries_state(resource: AeriesResource):
@@ -358,7 +358,7 @@ def test_rate_limits_wait_and_do_not_count_as_failures(sim, aeries):
 
 def test_503_on_every_attempt_is_maintenance(sim, aeries):
     sim.faults.unavailable_next = 100
-    resource = aeries.model_copy(update={"breaker_failure_threshold": 50})
+    resource = aeries.model_copy(update={"resilience": aeries.resilience.but(breaker_failure_threshold=50)})
     with resource.client() as client, pytest.raises(AeriesUnavailableError):
         client.schools()
     status = _aeries_state(resource)
@@ -435,8 +435,9 @@ def _closed_port() -> int:
 
 def test_sftp_refused_connections_open_the_iready_breaker(tmp_path):
     resource = IReadySFTPResource(host="127.0.0.1", port=_closed_port(), username="district", password="pw",
-                                  known_hosts_path=str(tmp_path / "known_hosts"), retry_max_attempts=3,
-                                  retry_base_delay_s=0.001, retry_max_delay_s=0.001, breaker_failure_threshold=4)
+                                  known_hosts_path=str(tmp_path / "known_hosts"),
+                                  resilience=IREADY_POLICY.but(retry_max_attempts=3, retry_base_delay_s=0.001,
+                                                               retry_max_delay_s=0.001, breaker_failure_threshold=4))
     with pytest.raises(SFTPUnavailableError):
         resource.list_files()  # 3 failures: still closed
     with pytest.raises(BreakerOpen) as caught:
@@ -474,7 +475,7 @@ def test_sensors_skip_with_the_reason_while_a_breaker_is_open(sim, aeries, tmp_p
 
 def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
     from aptool_assets.alerts.slack import AlertResource
-    from aptool_assets.resilience.sensors import CIRCUIT_BREAKERS_KEY, circuit_breakers_sensor
+    from aptool_assets.alerts.breakers import CIRCUIT_BREAKERS_KEY, circuit_breakers_sensor
 
     resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(), "alerts": AlertResource()}
     with dg.instance_for_test() as instance:
@@ -502,14 +503,15 @@ def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
 
 
 def test_settings_come_from_the_environment_with_the_designs_defaults():
-    assert aeries_resource_config({}) | {} == {
-        "retry_max_attempts": 5, "retry_base_delay_s": 1.0, "retry_max_delay_s": 30.0,
+    assert aeries_policy({}).model_dump() == {
+        "service": "aeries", "retry_max_attempts": 5, "retry_base_delay_s": 1.0, "retry_max_delay_s": 30.0,
+        "retry_backoff": "exponential", "retry_jitter": True, "circuit_breaker": True,
         "breaker_failure_threshold": 10, "breaker_window_s": 300.0, "breaker_half_open_after_s": 60.0,
         "maintenance_backoff_s": 1800.0, "auth_backoff_s": 1800.0,
     }
-    sftp = iready_resource_config({"APTOOL_IREADY_BREAKER": "failures=7", "APTOOL_IREADY_RETRY": "max_s=90"})
-    assert (sftp["breaker_failure_threshold"], sftp["breaker_window_s"], sftp["breaker_half_open_after_s"]) == (7, 600.0, 300.0)
-    assert (sftp["retry_max_attempts"], sftp["retry_base_delay_s"], sftp["retry_max_delay_s"]) == (3, 5.0, 90.0)
+    sftp = iready_policy({"APTOOL_IREADY_BREAKER": "failures=7", "APTOOL_IREADY_RETRY": "max_s=90"})
+    assert (sftp.breaker_failure_threshold, sftp.breaker_window_s, sftp.breaker_half_open_after_s) == (7, 600.0, 300.0)
+    assert (sftp.retry_max_attempts, sftp.retry_base_delay_s, sftp.retry_max_delay_s) == (3, 5.0, 90.0)
     db = retry_from_env("database", RetrySettings(4, 0.5, 10.0), {"APTOOL_DATABASE_RETRY": "attempts=6"})
     assert (db.max_attempts, db.base_delay_s, db.backoff) == (6, 0.5, "exponential")
     assert retry_from_env("iready", SFTP_RETRY, {}).backoff == "linear"
@@ -539,10 +541,10 @@ def test_a_refused_sftp_key_is_not_tried_again_but_the_right_one_is(sftp_server,
     other.write_bytes(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()))
     other.chmod(0o600)
     fast = {"retry_base_delay_s": 0.001, "retry_max_delay_s": 0.001}
-    wrong = sftp_server.resource(private_key_path=str(other), password=None, **fast)
+    wrong = sftp_server.resource(private_key_path=str(other), password=None, resilience=IREADY_POLICY.but(**fast))
     with pytest.raises(SFTPAuthenticationError):
         wrong.list_files()
     with pytest.raises(BreakerOpen, match="authentication refused"):
         wrong.list_files()
     assert len(connects) == 1  # the account is not hammered (or locked) by sensor ticks
-    assert isinstance(sftp_server.resource(**fast).list_files(), list)
+    assert isinstance(sftp_server.resource(resilience=IREADY_POLICY.but(**fast)).list_files(), list)

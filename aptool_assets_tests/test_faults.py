@@ -45,6 +45,7 @@ from aptool_assets_tests.fault_tools import (
     tables_state,
     tmpfs,
 )
+from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY
 from aptool_assets_tests.iready_helpers import write_file
 from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR, AeriesEnv
 from aptool_assets_tests.test_iready_pipeline import ELA, IReadyEnv
@@ -112,7 +113,8 @@ def new_district(changed: bool):
 
 
 def aeries_resource(running, **breaker) -> AeriesResource:
-    return AeriesResource(base_url=running.base_url, cert=running.cert, retry_base_delay_s=0.01, **breaker)
+    policy = AERIES_POLICY.but(retry_base_delay_s=0.01, **breaker)
+    return AeriesResource(base_url=running.base_url, cert=running.cert, resilience=policy)
 
 
 @pytest.fixture(scope="module")
@@ -193,7 +195,7 @@ def test_aeries_storm_beyond_the_retry_budget_keeps_the_old_version_and_converge
         assert blocked is None, blocked.describe()
     else:
         assert blocked is not None and blocked.is_open, "a storm of server errors must open the breaker"
-        assert len(attempts) <= resource.breaker_failure_threshold + resource.max_concurrency
+        assert len(attempts) <= resource.resilience.breaker_failure_threshold + resource.max_concurrency
         setattr(faults, f"{fault}_next", 0)  # the storm passes, but the breaker is still open:
         env.sim.reset_stats()
         with resource.client() as client, pytest.raises(BreakerOpen):
@@ -268,7 +270,7 @@ def test_sftp_connection_cut_mid_download_leaves_no_partial_file_and_the_next_ru
         known_hosts = known_hosts_for_port(sftp_server.known_hosts_path, proxy.port, tmp_path / "known_hosts")
         env.resources["iready_sftp"] = sftp_server.resource(
             remote_dir=sftp_server.remote_path(root), port=proxy.port, known_hosts_path=str(known_hosts),
-            retry_base_delay_s=0.01, connect_timeout_s=3,
+            resilience=IREADY_POLICY.but(retry_base_delay_s=0.01), connect_timeout_s=3,
         )  # fmt: skip
         assert load_iready(env).success
         v1 = iready_state(env)

@@ -20,6 +20,7 @@ from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse
 from aptool_assets_tests.iready_helpers import diagnostics, write_file
+from aptool_assets.resilience.policy import IREADY_POLICY
 
 YEAR = 2026
 ELA = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv"
@@ -32,7 +33,8 @@ class IReadyEnv:
         self.warehouse = open_warehouse(warehouse_url)
         self.landing = landing
         self.resources = with_default_resources(
-            iready_sftp=server.resource(remote_dir=server.remote_path(root), retry_base_delay_s=0.01),
+            iready_sftp=server.resource(remote_dir=server.remote_path(root),
+                                        resilience=IREADY_POLICY.but(retry_base_delay_s=0.01)),
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, landing_dir=str(landing)),
         )

@@ -46,6 +46,7 @@ from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import schema_reset, throwaway_database, with_default_resources
+from aptool_assets.resilience.policy import AERIES_POLICY
 
 pytestmark = pytest.mark.postgres
 
@@ -130,7 +131,7 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
     dagster_home, dagster_db, warehouse_db, simulator, tmp_path
 ):
     resources = with_default_resources(
-        aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, retry_base_delay_s=0.01),
+        aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
         warehouse=WarehouseResource(database_url=warehouse_db),
         platform=PlatformResource(school_year=YEAR, as_of_date=THROUGH.isoformat(), landing_dir=str(tmp_path / "landing")),
     )

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption,
 
 from aptool_assets.demo.sftp_server import LocalSFTPServer, start_local_sftp_server
 from aptool_assets.resilience.retry import RetryExhausted
+from aptool_assets.resilience.policy import IREADY_POLICY
 from aptool_assets.sources.iready.resources import (
     IReadySFTPResource,
     RemoteFile,
@@ -29,7 +30,7 @@ from aptool_assets.sources.iready.resources import (
     SFTPUnavailableError,
 )
 
-FAST = {"retry_base_delay_s": 0.01, "retry_max_delay_s": 0.01, "connect_timeout_s": 5.0}
+FAST = {"resilience": IREADY_POLICY.but(retry_base_delay_s=0.01, retry_max_delay_s=0.01), "connect_timeout_s": 5.0}
 
 
 @pytest.fixture
@@ -289,7 +290,8 @@ def test_wrong_password_is_refused_without_retry(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     resource = password_server.resource(
-        private_key_path=None, password="not-" + (password_server.password or ""), retry_base_delay_s=0.01
+        private_key_path=None, password="not-" + (password_server.password or ""),
+        resilience=IREADY_POLICY.but(retry_base_delay_s=0.01)
     )
     with pytest.raises(SFTPAuthenticationError) as caught:
         resource.list_files()

@@ -34,11 +34,22 @@ class RateLimitedError(TransientError):
 
 
 class AuthError(ServiceError):
-    """The service refused the credential: retrying cannot fix it and may lock the account."""
+    """The service refused the credential: retrying cannot fix it and may lock the account.
+
+    ``blocks_credential``: whether the credential itself was refused (then it is not tried again for the
+    auth back-off), as opposed to a credential that works but may not do this (HTTP 403) or a server
+    that is not trusted (an unknown host key). ``refusal`` says which, for the block's reason.
+    """
+
+    blocks_credential: bool = True
+    refusal: str = "credential refused"
 
 
 class MaintenanceError(ServiceError):
-    """The service is down for maintenance: stop calling it for a while instead of retrying."""
+    """The service is down for maintenance: stop calling it for a while instead of retrying.
+    ``reason`` says how it announced it, for the breaker's reason."""
+
+    reason: str = "maintenance"
 
 
 class NotFoundError(ServiceError):

@@ -1,4 +1,5 @@
-"""The original design's error handling for one service, in one object the clients call.
+"""The original design's error handling for one service: a guard (breaker, credential block, dead letters)
+and :func:`call_guarded`, the one loop both clients run every request through.
 
 | error | action |
 |---|---|
@@ -23,6 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from aptool_assets.resilience.breaker import (
     AUTH_BACKOFF_S,
@@ -31,7 +33,18 @@ from aptool_assets.resilience.breaker import (
     BreakerStatus,
     CircuitBreaker,
 )
+from aptool_assets.resilience.errors import (
+    AuthError,
+    MaintenanceError,
+    NotFoundError,
+    RateLimitedError,
+    ServiceError,
+    TransientError,
+)
+from aptool_assets.resilience.retry import RetryExhausted, RetrySettings, call_with_retry
 from aptool_assets.resilience.store_api import BreakerStore
+
+T = TypeVar("T")
 
 log = logging.getLogger("aptool_assets.resilience.guard")
 
@@ -110,3 +123,71 @@ class ServiceGuard:
             log.warning("could not record a dead letter for %s in %s (%s)", operation, self.store.describe(),
                         type(store_exc).__name__)
             return None
+
+
+def call_guarded(
+    fn: Callable[[], T],
+    *,
+    guard: ServiceGuard | None,
+    policy: RetrySettings,
+    operation: str,
+    what: str,
+    context: dict,
+    unavailable: Callable[[str, int, BaseException], BaseException],
+    sleep: Callable[[float], None] = time.sleep,
+    logger: logging.Logger | None = None,
+) -> T:
+    """Call ``fn`` (one request to the service) with the taxonomy of :mod:`.errors`:
+
+    every attempt first asks the guard (``BreakerOpen`` ends the call at once); a transient failure
+    counts towards the breaker (a rate limit does not) and is retried by ``policy``, honouring the
+    server's Retry-After; a success closes a half-open breaker; a refused credential blocks it
+    (``AuthError.blocks_credential``); maintenance, or a 503 on every attempt, opens the breaker for the
+    maintenance back-off; a not-found passes through; anything else is kept as a failed operation with
+    ``context``. When every attempt failed, ``unavailable(what, attempts, last_error)`` is raised.
+    ``operation`` ("GET /api/v5/schools", "list on host:22") names the request in reasons and logs.
+    """
+    statuses: list[int | None] = []
+
+    def attempt() -> T:
+        if guard is not None:
+            guard.check()
+        try:
+            result = fn()
+        except TransientError as exc:
+            statuses.append(getattr(exc, "status", None))
+            if guard is not None and not isinstance(exc, RateLimitedError):
+                guard.failure(f"{type(exc).__name__} during {operation}")
+            raise
+        except AuthError as exc:
+            if guard is not None and exc.blocks_credential:
+                guard.auth_refused(f"{exc.refusal} during {operation}")
+            raise
+        if guard is not None:
+            guard.success()
+        return result
+
+    try:
+        return call_with_retry(
+            attempt,
+            policy=policy,
+            is_retryable=lambda exc: isinstance(exc, TransientError),
+            what=what,
+            wait_hint_s=lambda exc: getattr(exc, "retry_after_s", None),
+            sleep=sleep,
+            logger=logger,
+        )
+    except RetryExhausted as exc:
+        if guard is not None and statuses and all(status == 503 for status in statuses):
+            guard.maintenance(f"HTTP 503 on all {len(statuses)} attempts of {operation}")
+        raise unavailable(what, exc.attempts, exc.last) from exc.last
+    except MaintenanceError as exc:
+        if guard is not None:
+            guard.maintenance(f"{exc.reason} during {operation}")
+        raise
+    except (AuthError, NotFoundError, TransientError):
+        raise
+    except ServiceError as exc:  # malformed response, unexpected answer: keep it with its context
+        if guard is not None:
+            guard.dead_letter(operation, exc, context)
+        raise

@@ -66,6 +66,10 @@ class ResiliencePolicy(dg.Config):
             maintenance_backoff_s=_seconds(env, "APTOOL_MAINTENANCE_BACKOFF_S", MAINTENANCE_BACKOFF_S),
         )
 
+    def but(self, **changes: object) -> ResiliencePolicy:
+        """A copy with some settings changed (``policy.but(retry_base_delay_s=0.01)``)."""
+        return self.model_copy(update=changes)
+
     def retry(self) -> RetrySettings:
         return RetrySettings(
             max_attempts=self.retry_max_attempts,
@@ -99,3 +103,9 @@ def aeries_policy(environ: Mapping[str, str] | None = None) -> ResiliencePolicy:
 def iready_policy(environ: Mapping[str, str] | None = None) -> ResiliencePolicy:
     """i-Ready SFTP: 3 attempts, linear 5–60 s; breaker 5 failures in 10 min, half-open after 5 min."""
     return ResiliencePolicy.of(SFTP_RETRY, IREADY_BREAKER, environ)
+
+
+AERIES_POLICY = aeries_policy({})
+"""The design's Aeries policy, without the environment's overrides (``aeries_policy()`` applies them)."""
+IREADY_POLICY = iready_policy({})
+"""The design's i-Ready SFTP policy, without the environment's overrides."""

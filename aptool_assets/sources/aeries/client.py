@@ -24,10 +24,19 @@ import dagster as dg
 import httpx
 from pydantic import Field
 
-from aptool_assets.resilience.breaker import AERIES_BREAKER, AUTH_BACKOFF_S, MAINTENANCE_BACKOFF_S, BreakerSettings
-from aptool_assets.resilience.guard import ServiceGuard, credential_id
-from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings, call_with_retry
-from aptool_assets.storage.breakers import open_breaker_store
+from aptool_assets.resilience.errors import (
+    AuthError,
+    MaintenanceError,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    ServiceError,
+    TransientError,
+)
+from aptool_assets.resilience.guard import ServiceGuard, call_guarded
+from aptool_assets.resilience.policy import AERIES_POLICY, ResiliencePolicy
+from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings
+from aptool_assets.resources import GuardedResource
 
 T = TypeVar("T")
 
@@ -44,7 +53,7 @@ _TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
 _CERT_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: anything else cannot be a header
 
 
-class AeriesError(RuntimeError):
+class AeriesError(ServiceError):
     """Any Aeries failure. Messages name the endpoint path and IDs; never the certificate or names."""
 
     status: int | None = None  # the HTTP status, when there was a response
@@ -56,15 +65,24 @@ class AeriesError(RuntimeError):
         return exc
 
 
-class AeriesAuthError(AeriesError):
-    """401/403: the certificate was refused or lacks the endpoint's security area. Never retried."""
+class AeriesAuthError(AeriesError, AuthError):
+    """401/403: the certificate was refused or lacks the endpoint's security area. Never retried; a 401
+    blocks the certificate for the auth back-off (a 403 only lacks a security area)."""
+
+    @property
+    def blocks_credential(self) -> bool:  # type: ignore[override]
+        return self.status == 401
+
+    @property
+    def refusal(self) -> str:  # type: ignore[override]
+        return f"HTTP {self.status}"
 
 
-class AeriesNotFoundError(AeriesError):
+class AeriesNotFoundError(AeriesError, NotFoundError):
     """404 for a single object (school, staff, absence code)."""
 
 
-class AeriesResponseError(AeriesError):
+class AeriesResponseError(AeriesError, PermanentError):
     """The response is not valid JSON, has the wrong shape, or lacks a required field."""
 
 
@@ -72,21 +90,19 @@ class AeriesUnavailableError(RetryExhausted, AeriesError):
     """Every attempt failed transiently; catchable as ``RetryExhausted`` or ``AeriesError``."""
 
 
-class AeriesMaintenanceError(AeriesError):
+class AeriesMaintenanceError(AeriesError, MaintenanceError):
     """503 with a long Retry-After, or 503 on every attempt: Aeries is down for maintenance. The
     Aeries breaker is opened for ``maintenance_backoff_s`` (30 min) and the request is not retried."""
 
+    reason = "HTTP 503 with a long Retry-After"
 
-class AeriesTransientError(AeriesError):
+
+class AeriesTransientError(AeriesError, TransientError):
     """A failure a retry may fix; ``retry_after_s`` carries the server's Retry-After, if any."""
-
-    def __init__(self, message: str, retry_after_s: float | None = None):
-        super().__init__(message)
-        self.retry_after_s = retry_after_s
 
 
 # One class per cause, so the retry warnings say what went wrong.
-class AeriesRateLimitedError(AeriesTransientError):
+class AeriesRateLimitedError(AeriesTransientError, RateLimitedError):
     """429."""
 
 
@@ -338,72 +354,36 @@ class AeriesClient:
         if self.database_year is not None:
             query["DatabaseYear"] = str(self.database_year)
         full_path = API_PREFIX + path
-        what = f"Aeries GET {full_path}"
-        guard = self.guard
-        statuses: list[int | None] = []
+        return call_guarded(
+            lambda: self._send(path, full_path, query),
+            guard=self.guard,
+            policy=self._retry,
+            operation=f"GET {full_path}",
+            what=f"Aeries GET {full_path}",
+            context={"endpoint": full_path, "params": query},
+            unavailable=AeriesUnavailableError,
+            sleep=self._sleep,
+            logger=log,
+        )
 
-        def attempt() -> Any:
-            if guard is not None:
-                guard.check()  # BreakerOpen is not retryable: it ends the call at once
+    def _send(self, path: str, full_path: str, query: dict[str, str]) -> Any:
+        """One request, within the concurrency bound; transport failures as the taxonomy's errors."""
+        with self._slots:
+            with self._count_lock:
+                self.request_count += 1
+            started = time.monotonic()
             try:
-                data = send()
-            except AeriesTransientError as exc:
-                statuses.append(getattr(exc, "status", None))
-                if guard is not None and not isinstance(exc, AeriesRateLimitedError):
-                    guard.failure(f"{type(exc).__name__} on GET {full_path}")
-                raise
-            if guard is not None:
-                guard.success()
-            return data
-
-        def send() -> Any:
-            with self._slots:
-                with self._count_lock:
-                    self.request_count += 1
-                started = time.monotonic()
-                try:
-                    response = self._http.get(self._root + path, params=query)
-                except httpx.TimeoutException as exc:
-                    log.debug("GET %s -> timeout", full_path)
-                    raise AeriesTimeoutError(
-                        f"GET {full_path}: no response within {self._timeout_s:g}s ({type(exc).__name__})"
-                    ) from exc
-                except (httpx.TransportError, httpx.DecodingError) as exc:
-                    log.debug("GET %s -> %s", full_path, type(exc).__name__)
-                    raise AeriesConnectionError(
-                        f"GET {full_path}: {type(exc).__name__}: {self._scrub(str(exc))}"
-                    ) from exc
-            log.debug("GET %s -> %d (%.0f ms)", full_path, response.status_code, (time.monotonic() - started) * 1000)
-            return self._decode(full_path, response)
-
-        try:
-            return call_with_retry(
-                attempt,
-                policy=self._retry,
-                is_retryable=lambda exc: isinstance(exc, AeriesTransientError),
-                what=what,
-                wait_hint_s=lambda exc: getattr(exc, "retry_after_s", None),
-                sleep=self._sleep,
-                logger=log,
-            )
-        except RetryExhausted as exc:
-            if guard is not None and statuses and all(status == 503 for status in statuses):
-                guard.maintenance(f"HTTP 503 on all {len(statuses)} attempts of GET {full_path}")
-            raise AeriesUnavailableError(what, exc.attempts, exc.last) from exc.last
-        except AeriesMaintenanceError:
-            if guard is not None:
-                guard.maintenance(f"HTTP 503 with a long Retry-After on GET {full_path}")
-            raise
-        except AeriesAuthError as exc:
-            if guard is not None and exc.status == 401:
-                guard.auth_refused(f"HTTP 401 on GET {full_path}")
-            raise
-        except (AeriesNotFoundError, AeriesTransientError):
-            raise
-        except AeriesError as exc:  # malformed response, unexpected status: keep it with its context
-            if guard is not None:
-                guard.dead_letter(f"GET {full_path}", exc, {"endpoint": full_path, "params": query})
-            raise
+                response = self._http.get(self._root + path, params=query)
+            except httpx.TimeoutException as exc:
+                log.debug("GET %s -> timeout", full_path)
+                raise AeriesTimeoutError(
+                    f"GET {full_path}: no response within {self._timeout_s:g}s ({type(exc).__name__})"
+                ) from exc
+            except (httpx.TransportError, httpx.DecodingError) as exc:
+                log.debug("GET %s -> %s", full_path, type(exc).__name__)
+                raise AeriesConnectionError(f"GET {full_path}: {type(exc).__name__}: {self._scrub(str(exc))}") from exc
+        log.debug("GET %s -> %d (%.0f ms)", full_path, response.status_code, (time.monotonic() - started) * 1000)
+        return self._decode(full_path, response)
 
     def _decode(self, full_path: str, response: httpx.Response) -> Any:
         status = response.status_code
@@ -451,7 +431,7 @@ class AeriesClient:
         return text.replace(self._cert, "[AERIES-CERT]") if self._cert else text
 
 
-class AeriesResource(dg.ConfigurableResource):
+class AeriesResource(GuardedResource):
     """Connection settings for one district's Aeries server; ``client()`` opens a pooled session."""
 
     base_url: Optional[str] = Field(default=None, description="AERIES_BASE_URL, e.g. https://district.aeries.net/admin")
@@ -460,34 +440,13 @@ class AeriesResource(dg.ConfigurableResource):
     timeout_s: float = 30.0
     max_concurrency: int = 4
     page_size: int = 500
-    retry_max_attempts: int = 5
-    retry_base_delay_s: float = 1.0
-    retry_max_delay_s: float = 30.0
-    # Circuit breaker (issue #6): state shared by every run and sensor, see aptool_assets/resilience.
-    circuit_breaker: bool = Field(default=True, description="use the shared Aeries circuit breaker")
-    breaker_failure_threshold: int = AERIES_BREAKER.failure_threshold
-    breaker_window_s: float = AERIES_BREAKER.window_s
-    breaker_half_open_after_s: float = AERIES_BREAKER.half_open_after_s
-    maintenance_backoff_s: float = MAINTENANCE_BACKOFF_S
-    auth_backoff_s: float = AUTH_BACKOFF_S
+    resilience: ResiliencePolicy = AERIES_POLICY
 
     def is_configured(self) -> bool:
         return bool(self.base_url and self.cert)
 
-    def guard(self) -> ServiceGuard | None:
-        """The shared breaker, credential block and dead letters (None when disabled); close its store."""
-        if not self.circuit_breaker:
-            return None
-        settings = BreakerSettings(
-            AERIES_BREAKER.service, self.breaker_failure_threshold, self.breaker_window_s, self.breaker_half_open_after_s
-        )
-        return ServiceGuard(
-            settings,
-            open_breaker_store(),
-            credential=credential_id(self.base_url, self.cert) if self.is_configured() else None,
-            maintenance_backoff_s=self.maintenance_backoff_s,
-            auth_backoff_s=self.auth_backoff_s,
-        )
+    def credential_parts(self) -> tuple[object, ...] | None:
+        return (self.base_url, self.cert) if self.is_configured() else None
 
     @contextmanager
     def client(self, database_year: int | None = None) -> Iterator[AeriesClient]:
@@ -505,13 +464,7 @@ class AeriesResource(dg.ConfigurableResource):
             timeout_s=self.timeout_s,
             max_concurrency=self.max_concurrency,
             page_size=self.page_size,
-            retry=RetrySettings(
-                max_attempts=self.retry_max_attempts,
-                base_delay_s=self.retry_base_delay_s,
-                max_delay_s=self.retry_max_delay_s,
-                backoff="exponential",
-                jitter=True,
-            ),
+            retry=self.resilience.retry(),
             guard=guard,
         )
         try:

@@ -13,7 +13,6 @@ import json
 import dagster as dg
 
 from aptool_assets.resilience.breaker import BreakerOpen
-from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.jobs import aeries_student_changes_job, aeries_year_job
@@ -45,7 +44,7 @@ def aeries_student_changes_sensor(
 ):
     if not aeries.is_configured():
         return dg.SkipReason("Aeries is not configured (AERIES_BASE_URL, AERIES_CERT)")
-    if blocked := breaker_skip_reason(aeries):
+    if blocked := aeries.blocked_reason():
         return dg.SkipReason(blocked)
     cursor = json.loads(context.cursor) if context.cursor else {}
     try:

@@ -27,10 +27,11 @@ import dagster as dg
 import paramiko
 from pydantic import Field
 
-from aptool_assets.resilience.breaker import AUTH_BACKOFF_S, IREADY_BREAKER, BreakerSettings
-from aptool_assets.resilience.guard import ServiceGuard, credential_id
-from aptool_assets.resilience.retry import RetryExhausted, RetrySettings, call_with_retry
-from aptool_assets.storage.breakers import open_breaker_store
+from aptool_assets.resilience.errors import AuthError, ServiceError, TransientError
+from aptool_assets.resilience.guard import ServiceGuard, call_guarded
+from aptool_assets.resilience.policy import IREADY_POLICY, ResiliencePolicy
+from aptool_assets.resilience.retry import RetryExhausted
+from aptool_assets.resources import GuardedResource
 
 T = TypeVar("T")
 
@@ -59,19 +60,23 @@ class LandedFile:
     mtime: int
 
 
-class SFTPError(RuntimeError):
+class SFTPError(ServiceError):
     """Any i-Ready SFTP failure. Messages never include passwords or key material."""
 
 
-class SFTPAuthenticationError(SFTPError):
-    """The server rejected the credentials, or the key file is unusable. Never retried."""
+class SFTPAuthenticationError(SFTPError, AuthError):
+    """The server rejected the credentials, or the key file is unusable. Never retried; the credential
+    is blocked for the auth back-off."""
 
 
-class SFTPHostKeyError(SFTPError):
-    """The server's host key is unknown or differs from known_hosts. Never retried or auto-added."""
+class SFTPHostKeyError(SFTPError, AuthError):
+    """The server's host key is unknown or differs from known_hosts. Never retried or auto-added; the
+    credential is not to blame, so it is not blocked."""
+
+    blocks_credential = False
 
 
-class SFTPTransientError(SFTPError):
+class SFTPTransientError(SFTPError, TransientError):
     """A network-level failure (refused, reset, timeout, dropped connection) that a retry may fix."""
 
 
@@ -108,7 +113,7 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
         )
 
 
-class IReadySFTPResource(dg.ConfigurableResource):
+class IReadySFTPResource(GuardedResource):
     """Connection settings for the i-Ready SFTP server; ``session()`` opens one reusable connection."""
 
     host: Optional[str] = None
@@ -119,38 +124,19 @@ class IReadySFTPResource(dg.ConfigurableResource):
     known_hosts_path: str = "~/.ssh/known_hosts"
     remote_dir: str = "/exports"
     connect_timeout_s: float = 15.0
-    retry_max_attempts: int = 3
-    retry_base_delay_s: float = 5.0
-    retry_max_delay_s: float = 60.0
-    # Circuit breaker (issue #6): state shared by every run and sensor, see aptool_assets/resilience.
-    circuit_breaker: bool = Field(default=True, description="use the shared i-Ready circuit breaker")
-    breaker_failure_threshold: int = IREADY_BREAKER.failure_threshold
-    breaker_window_s: float = IREADY_BREAKER.window_s
-    breaker_half_open_after_s: float = IREADY_BREAKER.half_open_after_s
-    auth_backoff_s: float = AUTH_BACKOFF_S
+    resilience: ResiliencePolicy = IREADY_POLICY
 
     def is_configured(self) -> bool:
         return bool(self.host and self.username and (self.password or self.private_key_path))
 
-    def guard(self) -> ServiceGuard | None:
-        """The shared breaker, credential block and dead letters (None when disabled); close its store."""
-        if not self.circuit_breaker:
-            return None
-        settings = BreakerSettings(
-            IREADY_BREAKER.service, self.breaker_failure_threshold, self.breaker_window_s, self.breaker_half_open_after_s
-        )
-        return ServiceGuard(
-            settings, open_breaker_store(), credential=self._credential_id(), auth_backoff_s=self.auth_backoff_s
-        )
-
-    def _credential_id(self) -> str:
+    def credential_parts(self) -> tuple[object, ...]:
         key_material: object = self.private_key_path
         if self.private_key_path:
             try:  # the key's content, so a replaced key file counts as a new credential
                 key_material = hashlib.sha256(Path(self.private_key_path).expanduser().read_bytes()).hexdigest()
             except OSError:
                 pass
-        return credential_id(self.host, self.port, self.username, self.password, key_material)
+        return (self.host, self.port, self.username, self.password, key_material)
 
     @contextmanager
     def session(self) -> Iterator["SFTPSession"]:
@@ -191,47 +177,16 @@ class IReadySFTPResource(dg.ConfigurableResource):
         return f"{self.host}:{self.port}"
 
     def _retry(self, fn: Callable[[], T], operation: str, guard: ServiceGuard | None = None) -> T:
-        what = f"i-Ready SFTP {operation} on {self._where}"
-        if guard is not None:
-            fn = self._guarded(fn, operation, guard)
-        policy = RetrySettings(
-            max_attempts=self.retry_max_attempts,
-            base_delay_s=self.retry_base_delay_s,
-            max_delay_s=self.retry_max_delay_s,
-            backoff="linear",
+        return call_guarded(
+            fn,
+            guard=guard,
+            policy=self.resilience.retry(),
+            operation=f"{operation} on {self._where}",
+            what=f"i-Ready SFTP {operation} on {self._where}",
+            context={"operation": operation, "server": self._where},
+            unavailable=SFTPUnavailableError,
+            logger=log,
         )
-        try:
-            return call_with_retry(
-                fn,
-                policy=policy,
-                is_retryable=lambda exc: isinstance(exc, SFTPTransientError),
-                what=what,
-                logger=log,
-            )
-        except RetryExhausted as exc:
-            raise SFTPUnavailableError(what, exc.attempts, exc.last) from exc.last
-        except SFTPError as exc:
-            if guard is not None and not isinstance(exc, (SFTPAuthenticationError, SFTPHostKeyError, SFTPTransientError)):
-                guard.dead_letter(f"{operation} on {self._where}", exc, {"operation": operation, "server": self._where})
-            raise
-
-    def _guarded(self, fn: Callable[[], T], operation: str, guard: ServiceGuard) -> Callable[[], T]:
-        """Each attempt: refused while the breaker is open; outcome recorded (see resilience/guard.py)."""
-
-        def attempt() -> T:
-            guard.check()  # BreakerOpen is not retryable: it ends the call at once
-            try:
-                result = fn()
-            except SFTPTransientError as exc:
-                guard.failure(f"{type(exc).__name__} during {operation} on {self._where}")
-                raise
-            except SFTPAuthenticationError:
-                guard.auth_refused(f"{operation} on {self._where}")
-                raise
-            guard.success()
-            return result
-
-        return attempt
 
     def _load_private_key(self) -> paramiko.PKey | None:
         if not self.private_key_path:

@@ -17,7 +17,6 @@ import dagster as dg
 
 from aptool_assets.partitions import school_year_requests, year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
-from aptool_assets.resilience.sensors import breaker_skip_reason
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
 from aptool_assets.sources.iready.jobs import iready_sync_job
@@ -60,7 +59,7 @@ def iready_sftp_sensor(
 ) -> dg.SensorResult | dg.SkipReason:
     if not iready_sftp.is_configured():
         return dg.SkipReason("i-Ready SFTP is not configured (IREADY_SFTP_HOST, IREADY_SFTP_USERNAME, credentials)")
-    if blocked := breaker_skip_reason(iready_sftp):
+    if blocked := iready_sftp.blocked_reason():
         return dg.SkipReason(blocked)
     cursor = json.loads(context.cursor) if context.cursor else {}
     seen: dict[str, list[int]] = cursor.get("seen", {})

@@ -1,7 +1,7 @@
-"""Circuit breakers in the UI, and the one-line check that other sensors use to skip politely.
+"""Circuit breakers in the UI: the ``aptool/circuit_breakers`` observations and their alerts.
 
-* ``breaker_skip_reason(resource)``: a sensor calls it before polling a service; while that service's
-  breaker (or the block on its current credential) is open it returns the reason to skip with.
+(Sensors that poll a service skip politely with ``GuardedResource.blocked_reason()``.)
+
 * ``circuit_breakers_sensor`` (every minute) reads every breaker from the shared store. Its tick shows
   the current states as the skip reason (Sensors → circuit_breakers_sensor), and on any change it
   records an observation of the asset ``aptool/circuit_breakers`` whose metadata is one entry per
@@ -18,6 +18,7 @@ import dagster as dg
 
 from aptool_assets.alerts.slack import Alert, AlertResource
 from aptool_assets.resilience.breaker import BreakerSettings, BreakerStatus, CircuitBreaker
+from aptool_assets.resources import GuardedResource
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.storage.breakers import open_breaker_store
@@ -33,34 +34,20 @@ circuit_breakers = dg.AssetSpec(
 )
 
 
-def breaker_skip_reason(resource) -> str | None:
-    """Why a sensor should not poll ``resource``'s service now (None: go ahead). Read-only."""
-    guard = resource.guard() if hasattr(resource, "guard") else None
-    if guard is None:
-        return None
-    try:
-        status = guard.blocked()
-    finally:
-        guard.store.close()
-    return None if status is None else f"{status.describe()}; not polling"
-
-
-def _settings_for(service: str, resources: list) -> BreakerSettings:
+def _settings_for(service: str, resources: list[GuardedResource]) -> BreakerSettings:
     """The settings a stored row belongs to: a service's, or a credential block's (``svc:auth:…``)."""
     base, _, _ = service.partition(":auth:")
     for resource in resources:
-        guard = resource.guard()
-        if guard is None:
+        policy = resource.resilience
+        if not policy.circuit_breaker or policy.service != base:
             continue
-        guard.store.close()
-        if guard.service == base:
-            if service == base:
-                return guard.settings
-            return BreakerSettings(service, 1, max(guard.auth_backoff_s, 1.0), guard.auth_backoff_s)
+        if service == base:
+            return policy.breaker()
+        return BreakerSettings(service, 1, max(policy.auth_backoff_s, 1.0), policy.auth_backoff_s)
     return BreakerSettings(service, 1, 60.0, 60.0)
 
 
-def current_states(resources: list, clock=time.time) -> list[BreakerStatus]:
+def current_states(resources: list[GuardedResource], clock=time.time) -> list[BreakerStatus]:
     """Each service's breaker (closed when never stored) plus any stored credential block."""
     store = open_breaker_store()
     try:
