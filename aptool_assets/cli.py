@@ -109,11 +109,11 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from aptool_assets.demo.district import build_district, write_iready_exports
-    from aptool_assets.demo.sftp_server import start_local_sftp_server
+    from aptool_demo.district import build_district, write_iready_exports
+    from aptool_demo.sftp_server import start_local_sftp_server
     from aptool_assets.runner import run_pipeline
     from aptool_assets.settings import Settings, school_year_bounds
-    from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+    from aptool_demo.simulator import build_sim_district, start_simulator
 
     home = Path(args.home).resolve()
     sftp_root = home / "sftp"

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
 from aptool_assets.resilience.config import aeries_resource_config, iready_resource_config
 from aptool_assets.resilience.guard import ErrorAction, classify
@@ -38,7 +38,7 @@ from aptool_assets.sources.aeries.client import (
     AeriesResponseError,
     AeriesUnavailableError,
 )
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
 from aptool_assets_tests.conftest import schema_reset
 

@@ -26,7 +26,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
-from aptool_assets.demo.district import SCHOOLS, SyntheticDistrict
+from aptool_demo.district import SCHOOLS, SyntheticDistrict
 from aptool_assets.sources.aeries.client import DATA_CHANGE_AREAS
 
 log = logging.getLogger(__name__)
