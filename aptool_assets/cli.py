@@ -5,19 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import shutil
-import subprocess
 import sys
 import warnings
 from pathlib import Path
 
 DEMO_HOME = Path(".aptool") / "demo"
-
-
-INSTANCE_YAML = """# Written by `aptool demo`: local storage under this folder.
-telemetry:
-  enabled: false
-"""
 
 
 def _instance():
@@ -69,106 +61,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_demo_summary(summary, warehouse_url: str) -> None:
-    from aptool_assets.storage.warehouse import open_warehouse
-
-    wh = open_warehouse(warehouse_url)
-    print("\nSummary")
-    print(f"  {'partition':<14} {'loaded':>7} {'rejected':>9}")
-    for step in summary.steps:
-        if step.step == "iready_diagnostic_results" and step.ok:
-            meta = step.metadata
-            loaded = getattr(meta.get("dagster/row_count"), "value", None)
-            rejected = getattr(meta.get("rows_rejected"), "value", None)
-            print(f"  {step.partition:<14} {loaded:>7} {rejected:>9}")
-    reasons = wh.query(
-        "SELECT split_part(reason, ':', 1) AS reason, count(*) AS n FROM aptool.iready_rejected_rows "
-        "GROUP BY 1 ORDER BY 1"
-    )
-    for reason, n in reasons.iter_rows():
-        print(f"  rejected: {reason}: {n}")
-    tiers = wh.query(
-        "SELECT attendance_tier, count(*) AS n, sum(CASE WHEN is_chronically_absent THEN 1 ELSE 0 END) AS chronic "
-        f"FROM aptool.student_attendance_summary WHERE school_year = {int(summary.school_year)} GROUP BY 1 ORDER BY 1"
-    )
-    chronic = sum(c for _, _, c in tiers.iter_rows())
-    print(f"  attendance {summary.school_year}: " + ", ".join(f"{t} {n}" for t, n, _ in tiers.iter_rows())
-          + f"; chronically absent {chronic}")
-    risk = wh.query(
-        "SELECT overall_risk, count(*) AS n FROM aptool.student_academic_risk WHERE school_year = "
-        f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"
-    )
-    print(f"  academic risk {summary.school_year}: " + ", ".join(f"{r} {n}" for r, n in risk.iter_rows()))
-    top = wh.query(
-        "SELECT school_code, student_id, reasons FROM aptool.student_intervention_ranking "
-        f"WHERE school_year = {int(summary.school_year)} AND rank = 1 ORDER BY school_code"
-    )
-    for school, student, reasons in top.iter_rows():
-        print(f"  school {school}: first for outreach is student {student} ({reasons})")
-    print(f"  warehouse: {warehouse_url}")
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    from aptool_assets.demo.district import build_district, write_iready_exports
-    from aptool_assets.demo.sftp_server import start_local_sftp_server
-    from aptool_assets.runner import run_pipeline
-    from aptool_assets.settings import Settings
-    from aptool_assets.vocabulary import school_year_bounds
-    from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+    from aptool_demo.run import run_demo  # demo tooling, not part of the product: only this command loads it
 
-    home = Path(args.home).resolve()
-    sftp_root = home / "sftp"
-    if sftp_root.exists():
-        shutil.rmtree(sftp_root)
-    settings = Settings.from_env({} if args.year is None else {"APTOOL_SCHOOL_YEAR": str(args.year)})
-    school_year = settings.school_year
-    district = build_district(school_year)
-    files = write_iready_exports(district, sftp_root)
-    print(f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
-          f"{len(files)} i-Ready files under {sftp_root}")
-
-    server = start_local_sftp_server(sftp_root, home / "sftp-server")
-    print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
-    # Attendance through the as-of date (the whole year for a past year), on the same students.
-    through = min(settings.as_of_date, school_year_bounds(school_year)[1])
-    simulator = start_simulator(build_sim_district(district, through=through))
-    print(f"demo: Aeries simulator on {simulator.base_url} (attendance through {through})")
-    try:
-        env = {
-            **server.env(),
-            "AERIES_BASE_URL": simulator.base_url,
-            "AERIES_CERT": simulator.cert,
-            "APTOOL_AS_OF_DATE": through.isoformat(),
-            "DAGSTER_HOME": str(home / "dagster"),
-            "APTOOL_DATABASE_URL": f"duckdb:///{home / 'warehouse.duckdb'}",
-            "APTOOL_LANDING_DIR": str(home / "landing"),
-            "APTOOL_SCHOOL_YEAR": str(school_year),
-        }
-        os.environ.update(env)
-        Path(env["DAGSTER_HOME"]).mkdir(parents=True, exist_ok=True)
-        instance_yaml = Path(env["DAGSTER_HOME"]) / "dagster.yaml"
-        if not instance_yaml.exists():
-            instance_yaml.write_text(INSTANCE_YAML)
-        from aptool_assets.definitions import build_resources
-
-        with _instance() as instance:
-            summary = run_pipeline(instance=instance, resources=build_resources())
-        print("\nSteps")
-        print(summary.table())
-        _print_demo_summary(summary, env["APTOOL_DATABASE_URL"])
-        if not summary.ok:
-            return _report_failures(summary, args.debug)
-        if args.ui:
-            print("demo: starting the Dagster UI on http://127.0.0.1:3000 (Ctrl-C to stop)")
-            subprocess.run(
-                [sys.executable, "-m", "dagster", "dev", "-m", "aptool_assets.definitions", "-h", "127.0.0.1", "-p", "3000"],
-                env={**os.environ, **env},
-                check=False,
-            )
-    finally:
-        simulator.stop()
-        server.stop()
-    return 0
+    return run_demo(args, open_instance=_instance, report_failures=_report_failures)
 
 
 def cmd_webhooks_serve(args: argparse.Namespace) -> int:
@@ -214,10 +110,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def _breaker(name: str, store):
     """The breaker ``name`` with its configured settings (a credential block: one failure opens it)."""
-    from aptool_assets.resilience.breaker import AERIES_BREAKER, IREADY_BREAKER, BreakerSettings, CircuitBreaker
-    from aptool_assets.resilience.breaker import settings_from_env
+    from aptool_assets.resilience.breaker import BreakerSettings, CircuitBreaker
+    from aptool_assets.resilience.policy import aeries_policy, iready_policy
 
-    configured = {s.service: settings_from_env(s) for s in (AERIES_BREAKER, IREADY_BREAKER)}
+    configured = {policy.service: policy.breaker() for policy in (aeries_policy(), iready_policy())}
     return CircuitBreaker(configured.get(name) or BreakerSettings(name, 1, 60.0, 60.0), store)
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import polars as pl
 
-from aptool_assets.demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
 
 REGION = "ca-test_usd"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from aptool_assets.demo.sftp_server import LocalSFTPServer, find_sshd, start_local_sftp_server
+from aptool_demo.sftp_server import LocalSFTPServer, find_sshd, start_local_sftp_server
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from aptool_assets.demo.district import SCHOOLS, build_district
+from aptool_demo.district import SCHOOLS, build_district
 from aptool_assets.resilience.retry import RetryExhausted, RetrySettings
 from aptool_assets.sources.aeries.client import (
     AeriesAuthError,
@@ -51,7 +51,7 @@ from aptool_assets.sources.aeries.frames import (
     schools_frame,
     students_frame,
 )
-from aptool_assets.sources.aeries.simulator import FaultPlan, build_sim_district, start_simulator
+from aptool_demo.simulator import FaultPlan, build_sim_district, start_simulator
 from aptool_assets.resilience.policy import AERIES_POLICY
 
 FIXTURES = Path("/work/shared/fixtures/aeries-demo")

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 
 from aptool_assets import definitions
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.tables.metrics import STUDENT_INTERVENTION_RANKING
 from aptool_assets.resources import PlatformResource
@@ -26,7 +26,7 @@ from aptool_assets.sources.aeries.assets import (
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.storage.resources import WarehouseResource

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aptool_assets.demo.district import SCHOOLS, build_district
-from aptool_assets.sources.aeries.simulator import (
+from aptool_demo.district import SCHOOLS, build_district
+from aptool_demo.simulator import (
     DEMO_CERT,
     FaultPlan,
     SimDistrict,

@@ -20,7 +20,7 @@ import pytest
 from aptool_assets.alerts.reports import dead_letters_pending, describe_error, processing_report
 from aptool_assets.alerts.sensors import alert_on_run_failure, processing_report_on_success
 from aptool_assets.alerts.slack import Alert, AlertResource
-from aptool_assets.demo.district import FIRST_NAMES, LAST_NAMES
+from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.client import AeriesAuthError
 

@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
 from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY, aeries_policy, iready_policy
 from aptool_assets.resilience.retry import RetrySettings, retry_from_env, SFTP_RETRY
@@ -32,7 +32,7 @@ from aptool_assets.sources.aeries.client import (
     AeriesResponseError,
     AeriesUnavailableError,
 )
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
 from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
 from aptool_assets_tests.conftest import schema_reset

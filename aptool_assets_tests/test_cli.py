@@ -67,8 +67,8 @@ def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_d
 def aeries_simulator():
     import datetime as dt
 
-    from aptool_assets.demo.district import build_district
-    from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+    from aptool_demo.district import build_district
+    from aptool_demo.simulator import build_sim_district, start_simulator
 
     with start_simulator(build_sim_district(build_district(2025), through=dt.date(2025, 10, 17))) as sim:
         yield sim
@@ -185,7 +185,7 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
     summary = wh.query("SELECT count(*) AS n FROM aptool.student_attendance_summary WHERE school_year = 2026").item()
     assert loaded > 0 and rejected == 4 and risk > 0 and attendance > 0 and summary > 0
     # No student names reach the terminal: the demo's synthetic names are the canary.
-    from aptool_assets.demo.district import FIRST_NAMES, LAST_NAMES
+    from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 
     output = proc.stdout + proc.stderr
     assert not [n for n in FIRST_NAMES + LAST_NAMES if f" {n} " in output or f" {n}," in output]

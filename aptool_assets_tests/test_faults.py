@@ -21,14 +21,14 @@ import psycopg
 import pytest
 
 from aptool_assets import definitions
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.partitions import year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
 from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, SCHOOLS_KEY, STUDENTS_KEY
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.client import AeriesResource
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, REJECTED_ROWS
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse

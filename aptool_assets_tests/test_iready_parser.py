@@ -16,7 +16,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from aptool_assets.demo.iready_files import LAYOUTS, layout_headers, synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.iready_files import LAYOUTS, layout_headers, synthetic_diagnostics, write_diagnostic_csv
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS, AssessmentWindows
 from aptool_assets.sources.iready import parser as parser_module
 from aptool_assets.sources.iready.parser import (

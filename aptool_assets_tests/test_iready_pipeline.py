@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from aptool_assets import definitions
-from aptool_assets.demo.district import append_invalid_rows
+from aptool_demo.district import append_invalid_rows
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
 from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK
 from aptool_assets.partitions import year_subject_key

@@ -29,7 +29,7 @@ from dagster._grpc.types import GetCurrentRunsResult
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from aptool_assets import definitions
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import (
@@ -43,7 +43,7 @@ from aptool_assets.sources.aeries.assets import (
 )
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import schema_reset, throwaway_database, with_default_resources
 from aptool_assets.resilience.policy import AERIES_POLICY

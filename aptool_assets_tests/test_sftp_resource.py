@@ -17,7 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from aptool_assets.demo.sftp_server import LocalSFTPServer, start_local_sftp_server
+from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
 from aptool_assets.resilience.retry import RetryExhausted
 from aptool_assets.resilience.policy import IREADY_POLICY
 from aptool_assets.sources.iready.resources import (

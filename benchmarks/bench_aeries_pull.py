@@ -14,13 +14,13 @@ import time
 import dagster as dg
 
 from aptool_assets import definitions
-from aptool_assets.demo.district import build_district
+from aptool_demo.district import build_district
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, SCHOOLS_KEY, month_windows
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.frames import is_real_school_code
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.storage.resources import WarehouseResource
 

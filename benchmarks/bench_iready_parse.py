@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import polars as pl  # noqa: E402
 
-from aptool_assets.demo.iready_files import synthetic_diagnostics, write_diagnostic_csv  # noqa: E402
+from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv  # noqa: E402
 from aptool_assets.sources.iready.parser import parse_diagnostic_file  # noqa: E402
 from aptool_assets.sources.iready.schemas import (
     CELL_COLUMNS,

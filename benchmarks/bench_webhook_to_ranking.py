@@ -31,9 +31,9 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aptool_assets.demo.district import build_district  # noqa: E402
+from aptool_demo.district import build_district  # noqa: E402
 from aptool_assets.events.signatures import sign  # noqa: E402
-from aptool_assets.sources.aeries.simulator import build_sim_district, start_simulator  # noqa: E402
+from aptool_demo.simulator import build_sim_district, start_simulator  # noqa: E402
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET_S = 60.0

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from datetime import date, datetime
+from typing import NamedTuple
 
 import numpy as np
 import polars as pl
@@ -94,18 +95,7 @@ def layout_headers(layout: str, subject: str) -> list[str]:
     h += ["Overall Scale Score", "Overall Placement", "Overall Relative Placement", "Percentile", "Grouping"]
     h += ["Lexile Measure", "Lexile Range"] if ela else ["Quantile Measure", "Quantile Range"]
 
-    if ela:
-        domains = [_DOMAIN_TITLES[d] for d in ELA_DOMAINS[:4]]
-        if current:
-            domains += ["Comprehension: Overall", "Comprehension: Literature", "Comprehension: Informational Text"]
-        elif layout == "2022-23":
-            domains += [f"Reading Comprehension: {p}" for p in ("Overall", "Literature", "Informational Text")]
-        else:
-            domains += ["Reading Comprehension: Literature", "Reading Comprehension: Informational Text"]
-    else:
-        domains = [_DOMAIN_TITLES[d] for d in MATH_DOMAINS]
-    suffixes = ["Scale Score", "Placement"] + ([] if old else ["Relative Placement"])
-    h += [f"{d} {s}" for d in domains for s in suffixes]
+    h += _domain_headers(layout, ela, old=old, current=current)
 
     if not ela and era >= LAYOUTS.index("2022-23"):
         h.append("Assessment Language" if fy27 else "Diagnostic Language")
@@ -120,6 +110,22 @@ def layout_headers(layout: str, subject: str) -> list[str]:
     if layout == "2024-25":
         h += _PROJECTIONS
     return h
+
+
+def _domain_headers(layout: str, ela: bool, *, old: bool, current: bool) -> list[str]:
+    """Scale score, placement (and, after 2019-20, relative placement) of each domain in the layout."""
+    if ela:
+        domains = [_DOMAIN_TITLES[d] for d in ELA_DOMAINS[:4]]
+        if current:
+            domains += ["Comprehension: Overall", "Comprehension: Literature", "Comprehension: Informational Text"]
+        elif layout == "2022-23":
+            domains += [f"Reading Comprehension: {p}" for p in ("Overall", "Literature", "Informational Text")]
+        else:
+            domains += ["Reading Comprehension: Literature", "Reading Comprehension: Informational Text"]
+    else:
+        domains = [_DOMAIN_TITLES[d] for d in MATH_DOMAINS]
+    suffixes = ["Scale Score", "Placement"] + ([] if old else ["Relative Placement"])
+    return [f"{d} {s}" for d in domains for s in suffixes]
 
 
 # --- formatting -----------------------------------------------------------------------------
@@ -243,6 +249,31 @@ def _measure(values: np.ndarray, unit: str, below: str) -> pl.Series:
     ).to_series()
 
 
+class _Students(NamedTuple):
+    """Per-student draws: grade, how many tests, the first test's window, ability, name indexes."""
+
+    grade: np.ndarray
+    n_tests: np.ndarray
+    first_window: np.ndarray
+    mid: np.ndarray  # the mid-on-grade-level scale score of the grade
+    ability: np.ndarray
+    last_i: np.ndarray
+    first_i: np.ndarray
+
+
+class _Tests(NamedTuple):
+    """One entry per test: its student's index, the index of that student's first test, its number and window."""
+
+    stu: np.ndarray
+    starts: np.ndarray
+    test_no: np.ndarray
+    window: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return len(self.stu)
+
+
 def synthetic_diagnostics(
     n_students: int,
     academic_year: int,
@@ -257,61 +288,99 @@ def synthetic_diagnostics(
     """
     if subject not in ("ela", "math"):
         raise ValueError(f"subject must be 'ela' or 'math', not {subject!r}")
+    # Every draw below comes from this generator in a fixed order: the same seed gives the same file.
     rng = np.random.default_rng([seed, academic_year, 0 if subject == "ela" else 1])
     if student_ids is None:
         ids = 100_001 + np.arange(n_students, dtype=np.int64)
     else:
         ids = np.asarray(pl.Series(student_ids).cast(pl.Int64).to_numpy())[:n_students]
-        n_students = len(ids)
+    students = _draw_students(rng, len(ids))
+    tests = _expand_tests(students)
+    completion, start = _draw_dates(rng, academic_year, tests)
+    score = np.clip(
+        np.rint(students.ability[tests.stu] + 12 * tests.window + rng.normal(0, 8, tests.n)), 100, 800
+    ).astype(np.int32)
+    df = _base_frame(rng, ids, students, tests, academic_year, (start, completion), score)
+    g, mid = students.grade[tests.stu], students.mid[tests.stu]
+    df = _with_growth(rng, df, score, score[tests.starts][tests.stu], g, mid)
+    df, domains = _with_measure(df, subject, score)
+    df = _with_domains(rng, df, domains, score, mid, g)
+    return df.drop("_rel", "_g").sort("student_id", "completion_date")
 
+
+def _draw_students(rng: np.random.Generator, n_students: int) -> _Students:
     grade = rng.choice(np.arange(0, 13), size=n_students, p=np.r_[np.full(9, 0.96 / 9), np.full(4, 0.01)])
     n_tests = rng.choice([1, 2, 3], size=n_students, p=[0.2, 0.3, 0.5])
     first_window = (rng.random(n_students) * (4 - n_tests)).astype(np.int64)
     mid = 400 + 28 * grade
     ability = mid + rng.normal(-20, 40, n_students)
     last_i, first_i = rng.integers(0, len(_LAST), n_students), rng.integers(0, len(_FIRST), n_students)
-    school = (ids % len(_SCHOOLS)).astype(np.int64)
+    return _Students(grade, n_tests, first_window, mid, ability, last_i, first_i)
 
-    stu = np.repeat(np.arange(n_students), n_tests)
+
+def _expand_tests(students: _Students) -> _Tests:
+    n_tests = students.n_tests
+    stu = np.repeat(np.arange(len(n_tests)), n_tests)
     starts = np.cumsum(n_tests) - n_tests
     test_no = np.arange(len(stu)) - np.repeat(starts, n_tests)
-    window = first_window[stu] + test_no
-    n = len(stu)
+    return _Tests(stu, starts, test_no, students.first_window[stu] + test_no)
 
+
+def _draw_dates(rng: np.random.Generator, academic_year: int, tests: _Tests) -> tuple[np.ndarray, np.ndarray]:
+    """Completion days inside each test's window, start days up to three days earlier (as day numbers)."""
     bounds = _window_bounds(academic_year)
     lo = np.array([(b[0] - date(1970, 1, 1)).days for b in bounds])
     span = np.array([(b[1] - b[0]).days + 1 for b in bounds])
-    completion = lo[window] + (rng.random(n) * span[window]).astype(np.int64)
+    completion = lo[tests.window] + (rng.random(tests.n) * span[tests.window]).astype(np.int64)
     year_start = (date(academic_year, 7, 1) - date(1970, 1, 1)).days
-    start = np.maximum(completion - rng.integers(0, 4, n), year_start)
+    start = np.maximum(completion - rng.integers(0, 4, tests.n), year_start)
+    return completion, start
 
-    g = grade[stu]
-    score = np.clip(np.rint(ability[stu] + 12 * window + rng.normal(0, 8, n)), 100, 800).astype(np.int32)
-    rel_idx = _relative_index(score - mid[stu])
-    baseline_score = score[starts][stu]
 
-    df = pl.DataFrame({
+def _base_frame(
+    rng: np.random.Generator,
+    ids: np.ndarray,
+    students: _Students,
+    tests: _Tests,
+    academic_year: int,
+    start_completion: tuple[np.ndarray, np.ndarray],
+    score: np.ndarray,
+) -> pl.DataFrame:
+    """Who, when, flags and the overall score columns (plus helper columns ``_rel`` and ``_g``)."""
+    stu, n = tests.stu, tests.n
+    g, mid = students.grade[stu], students.mid[stu]
+    start, completion = start_completion
+    rel_idx = _relative_index(score - mid)
+    school = (ids % len(_SCHOOLS)).astype(np.int64)
+    return pl.DataFrame({
         "student_id": ids[stu],
-        "last_name": np.array(_LAST)[last_i][stu],
-        "first_name": np.array(_FIRST)[first_i][stu],
+        "last_name": np.array(_LAST)[students.last_i][stu],
+        "first_name": np.array(_FIRST)[students.first_i][stu],
         "student_grade": g.astype(np.int32),
         "academic_year": np.full(n, academic_year, dtype=np.int32),
         "school_name": np.array(_SCHOOLS)[school][stu],
         "start_date": start.astype("datetime64[D]"),
         "completion_date": completion.astype("datetime64[D]"),
-        "is_baseline": test_no == 0,
-        "is_most_recent": test_no == n_tests[stu] - 1,
+        "is_baseline": tests.test_no == 0,
+        "is_most_recent": tests.test_no == students.n_tests[stu] - 1,
         "duration_min": rng.integers(10, 121, n).astype(np.int32),
         "overall_scale_score": score,
-        "percentile": np.clip(np.rint(50 + 0.9 * (score - mid[stu]) + rng.normal(0, 6, n)), 1, 99).astype(np.int32),
+        "percentile": np.clip(np.rint(50 + 0.9 * (score - mid) + rng.normal(0, 6, n)), 1, 99).astype(np.int32),
         "grouping": (5 - rel_idx).astype(np.int32),
         "_rel": rel_idx,
         "_g": g,
     })
-    rush = rng.random(n)
+
+
+def _with_growth(
+    rng: np.random.Generator, df: pl.DataFrame, score: np.ndarray, baseline_score: np.ndarray, g: np.ndarray,
+    mid: np.ndarray,
+) -> pl.DataFrame:  # fmt: skip
+    """Rush flags, placements and the growth measures (gain since the baseline test, typical and stretch)."""
+    rush = rng.random(len(score))
     typical = np.maximum(30 - 2 * g, 8).astype(np.int32)
     gain = np.maximum(score - baseline_score, 0).astype(np.int32)
-    df = df.with_columns(
+    return df.with_columns(
         pl.when(pl.Series(rush < 0.03)).then(pl.lit("Yellow Rush Flag"))
         .when(pl.Series(rush < 0.04)).then(pl.lit("Red Rush Flag")).alias("rush_flag"),
         _placement(pl.col("_g"), pl.col("_rel")).alias("overall_placement"),
@@ -322,8 +391,12 @@ def synthetic_diagnostics(
         pl.Series("annual_stretch_growth_measure", (typical * 1.8).astype(np.int32)),
         pl.Series("percent_progress_to_annual_typical_growth", (100 * gain // typical).astype(np.int32)),
         pl.Series("percent_progress_to_annual_stretch_growth", (100 * gain // (typical * 1.8).astype(np.int32)).astype(np.int32)),
-        pl.Series("mid_on_grade_level_scale_score", mid[stu].astype(np.int32)),
+        pl.Series("mid_on_grade_level_scale_score", mid.astype(np.int32)),
     )
+
+
+def _with_measure(df: pl.DataFrame, subject: str, score: np.ndarray) -> tuple[pl.DataFrame, Sequence[str]]:
+    """The Lexile (ELA) or Quantile (math) measure and range; returns the subject's domains too."""
     if subject == "ela":
         lexile = np.rint((score - 420) * 4.2 / 5).astype(np.int64) * 5
         df = df.with_columns(
@@ -331,20 +404,25 @@ def synthetic_diagnostics(
             pl.concat_str(_measure(lexile - 100, "L", "BR"), _measure(lexile + 50, "L", "BR"), separator="-")
             .alias("lexile_range"),
         )
-        domains = ELA_DOMAINS
-    else:
-        quantile = np.rint((score - 390) * 5 / 5).astype(np.int64) * 5
-        df = df.with_columns(
-            _measure(quantile, "Q", "EM").alias("quantile_measure"),
-            pl.concat_str(_measure(quantile - 50, "Q", "EM"), _measure(quantile + 50, "Q", "EM"), separator="-")
-            .alias("quantile_range"),
-        )
-        domains = MATH_DOMAINS
+        return df, ELA_DOMAINS
+    quantile = np.rint((score - 390) * 5 / 5).astype(np.int64) * 5
+    df = df.with_columns(
+        _measure(quantile, "Q", "EM").alias("quantile_measure"),
+        pl.concat_str(_measure(quantile - 50, "Q", "EM"), _measure(quantile + 50, "Q", "EM"), separator="-")
+        .alias("quantile_range"),
+    )
+    return df, MATH_DOMAINS
 
+
+def _with_domains(
+    rng: np.random.Generator, df: pl.DataFrame, domains: Sequence[str], score: np.ndarray, mid: np.ndarray,
+    g: np.ndarray,
+) -> pl.DataFrame:  # fmt: skip
+    """Scale score, placement and relative placement per domain, near the overall score."""
     foundational = {"phonological_awareness", "phonics", "high_frequency_words"}
     for d in domains:
-        d_score = np.clip(np.rint(score + rng.normal(0, 15, n)), 100, 800).astype(np.int32)
-        d_rel = _relative_index(d_score - mid[stu])
+        d_score = np.clip(np.rint(score + rng.normal(0, 15, len(score))), 100, 800).astype(np.int32)
+        d_rel = _relative_index(d_score - mid)
         # Older readers are no longer tested on foundational skills: vendor blanks the score.
         surpassed = (g >= 3) & (d in foundational)
         df = df.with_columns(
@@ -355,7 +433,7 @@ def synthetic_diagnostics(
             .replace_strict(dict(enumerate(RELATIVE_PLACEMENTS)), return_dtype=pl.Utf8)
             .alias(f"{d}_relative_placement"),
         )
-    return df.drop("_rel", "_g").sort("student_id", "completion_date")
+    return df
 
 
 def _relative_index(diff: np.ndarray) -> np.ndarray:

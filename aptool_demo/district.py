@@ -1,8 +1,9 @@
-"""A small deterministic synthetic district for the demo and the tests.
+"""A small deterministic synthetic district for the demo and the tests, and its i-Ready export tree.
 
-The same students appear in every source (i-Ready files now, the Aeries simulator later), the
-files follow the real vendor layouts and names, and a few rows carry the data-quality problems
-the reference warns about, so the demo shows the quarantine at work.
+The same students appear in every source (the i-Ready files written here, and the Aeries simulator,
+which builds its district from this one), the files follow the real vendor layouts and names, and a
+few rows carry the data-quality problems the reference warns about, so the demo shows the quarantine
+at work.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import polars as pl
 
-from aptool_assets.demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
 
 FIRST_NAMES = ["Ana", "Ben", "Cora", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nia"]
 LAST_NAMES = ["Arroyo", "Baker", "Chen", "Diaz", "Evans", "Fong", "Garcia", "Hughes", "Ito", "Jones", "Khan", "Lopez"]
@@ -29,16 +30,15 @@ REGION = "ca-demo_usd"
 
 @dataclass(frozen=True)
 class SyntheticDistrict:
+    """The district's schools and students for one school year (start year)."""
+
     school_year: int
     schools: pl.DataFrame  # school_code, school_name, low_grade, high_grade
     students: pl.DataFrame  # student_id, school_code, school_name, grade, first_name, last_name
 
-    @property
-    def student_ids(self) -> pl.Series:
-        return self.students.get_column("student_id")
-
 
 def build_district(school_year: int, students_per_school: int = 40, seed: int = 20251) -> SyntheticDistrict:
+    """``students_per_school`` students at each school of ``SCHOOLS``, with random grades and names (seeded)."""
     rng = random.Random(seed)
     rows = []
     next_id = 100_001

@@ -1,0 +1,147 @@
+"""``aptool demo``: the whole platform on the synthetic district, with no configuration at all.
+
+Builds the district, writes its i-Ready exports, serves them over local SFTP and its Aeries data from
+the simulator, runs every asset into an embedded DuckDB warehouse under ``--home``, prints what was
+loaded and computed, and optionally opens the Dagster UI on the same instance. The product's CLI calls
+``run_demo`` lazily, so the product itself never depends on this package.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+from aptool_assets.definitions import build_resources
+from aptool_assets.runner import run_pipeline
+from aptool_assets.settings import Settings
+from aptool_assets.vocabulary import school_year_bounds
+from aptool_assets.storage.warehouse import open_warehouse
+from aptool_demo.district import build_district, write_iready_exports
+from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
+from aptool_demo.simulator import RunningSimulator, build_sim_district, start_simulator
+
+INSTANCE_YAML = """# Written by `aptool demo`: local storage under this folder.
+telemetry:
+  enabled: false
+"""
+
+
+def run_demo(
+    args: argparse.Namespace, *, open_instance: Callable[[], Any], report_failures: Callable[[Any, bool], int]
+) -> int:
+    """Run the demo for ``args`` (``home``, ``year``, ``ui``, ``debug``); the exit code of the command.
+
+    ``open_instance`` and ``report_failures`` are the CLI's own, so the demo opens its Dagster instance
+    and reports a failed step exactly as ``aptool run`` does.
+    """
+    home = Path(args.home).resolve()
+    sftp_root = home / "sftp"
+    if sftp_root.exists():
+        shutil.rmtree(sftp_root)
+    settings = Settings.from_env({} if args.year is None else {"APTOOL_SCHOOL_YEAR": str(args.year)})
+    school_year = settings.school_year
+    district = build_district(school_year)
+    files = write_iready_exports(district, sftp_root)
+    print(f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
+          f"{len(files)} i-Ready files under {sftp_root}")
+
+    server = start_local_sftp_server(sftp_root, home / "sftp-server")
+    print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
+    # Attendance through the as-of date (the whole year for a past year), on the same students.
+    through = min(settings.as_of_date, school_year_bounds(school_year)[1])
+    simulator = start_simulator(build_sim_district(district, through=through))
+    print(f"demo: Aeries simulator on {simulator.base_url} (attendance through {through})")
+    try:
+        env = _demo_env(home, server, simulator, through, school_year)
+        os.environ.update(env)
+        _write_instance_yaml(Path(env["DAGSTER_HOME"]))
+        with open_instance() as instance:
+            summary = run_pipeline(instance=instance, resources=build_resources())
+        print("\nSteps")
+        print(summary.table())
+        _print_demo_summary(summary, env["APTOOL_DATABASE_URL"])
+        if not summary.ok:
+            return report_failures(summary, args.debug)
+        if args.ui:
+            _serve_ui(env)
+    finally:
+        simulator.stop()
+        server.stop()
+    return 0
+
+
+def _demo_env(
+    home: Path, server: LocalSFTPServer, simulator: RunningSimulator, through: date, school_year: int
+) -> dict[str, str]:
+    """The settings that point the platform at the local servers and at state under ``home``."""
+    return {
+        **server.env(),
+        "AERIES_BASE_URL": simulator.base_url,
+        "AERIES_CERT": simulator.cert,
+        "APTOOL_AS_OF_DATE": through.isoformat(),
+        "DAGSTER_HOME": str(home / "dagster"),
+        "APTOOL_DATABASE_URL": f"duckdb:///{home / 'warehouse.duckdb'}",
+        "APTOOL_LANDING_DIR": str(home / "landing"),
+        "APTOOL_SCHOOL_YEAR": str(school_year),
+    }
+
+
+def _write_instance_yaml(dagster_home: Path) -> None:
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    instance_yaml = dagster_home / "dagster.yaml"
+    if not instance_yaml.exists():
+        instance_yaml.write_text(INSTANCE_YAML)
+
+
+def _serve_ui(env: dict[str, str]) -> None:
+    """``dagster dev`` on the demo's instance until Ctrl-C (the servers stay up meanwhile)."""
+    print("demo: starting the Dagster UI on http://127.0.0.1:3000 (Ctrl-C to stop)")
+    subprocess.run(
+        [sys.executable, "-m", "dagster", "dev", "-m", "aptool_assets.definitions", "-h", "127.0.0.1", "-p", "3000"],
+        env={**os.environ, **env},
+        check=False,
+    )
+
+
+def _print_demo_summary(summary, warehouse_url: str) -> None:
+    wh = open_warehouse(warehouse_url)
+    print("\nSummary")
+    print(f"  {'partition':<14} {'loaded':>7} {'rejected':>9}")
+    for step in summary.steps:
+        if step.step == "iready_diagnostic_results" and step.ok:
+            meta = step.metadata
+            loaded = getattr(meta.get("dagster/row_count"), "value", None)
+            rejected = getattr(meta.get("rows_rejected"), "value", None)
+            print(f"  {step.partition:<14} {loaded:>7} {rejected:>9}")
+    reasons = wh.query(
+        "SELECT split_part(reason, ':', 1) AS reason, count(*) AS n FROM aptool.iready_rejected_rows "
+        "GROUP BY 1 ORDER BY 1"
+    )
+    for reason, n in reasons.iter_rows():
+        print(f"  rejected: {reason}: {n}")
+    tiers = wh.query(
+        "SELECT attendance_tier, count(*) AS n, sum(CASE WHEN is_chronically_absent THEN 1 ELSE 0 END) AS chronic "
+        f"FROM aptool.student_attendance_summary WHERE school_year = {int(summary.school_year)} GROUP BY 1 ORDER BY 1"
+    )
+    chronic = sum(c for _, _, c in tiers.iter_rows())
+    print(f"  attendance {summary.school_year}: " + ", ".join(f"{t} {n}" for t, n, _ in tiers.iter_rows())
+          + f"; chronically absent {chronic}")
+    risk = wh.query(
+        "SELECT overall_risk, count(*) AS n FROM aptool.student_academic_risk WHERE school_year = "
+        f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"
+    )
+    print(f"  academic risk {summary.school_year}: " + ", ".join(f"{r} {n}" for r, n in risk.iter_rows()))
+    top = wh.query(
+        "SELECT school_code, student_id, reasons FROM aptool.student_intervention_ranking "
+        f"WHERE school_year = {int(summary.school_year)} AND rank = 1 ORDER BY school_code"
+    )
+    for school, student, reasons in top.iter_rows():
+        print(f"  school {school}: first for outreach is student {student} ({reasons})")
+    print(f"  warehouse: {warehouse_url}")
