@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from aptool_demo.calendars import instructional_days
 from aptool_demo.history import HISTORY_COUNTS, count_day, summary_record
 from aptool_demo.records import enrollment_row, grade_fields, student_record
+from aptool_assets.vocabulary import school_year_of
 
 LOCAL_TIMEZONE = "America/Los_Angeles"
 
@@ -125,7 +126,7 @@ class SimDistrict:
                 record["FirstName"] = first_name
             if last_name:
                 record["LastName"] = last_name
-            self.enrollment.append(enrollment_row(record, str(_school_year_of(enter_date)), enter_date, None, ""))
+            self.enrollment.append(enrollment_row(record, str(school_year_of(enter_date)), enter_date, None, ""))
             when = at or self.now()
             self.record_change("student", record, when)
             self.record_change("enrollment", record, when)
@@ -204,6 +205,3 @@ class SimDistrict:
         self.students.append(record)
         return record
 
-
-def _school_year_of(day: date) -> int:
-    return day.year if day.month >= 7 else day.year - 1
