@@ -17,15 +17,13 @@ from aptool_assets.rules.attendance import (
     ABSENCE_CATEGORIES,
     ABSENCE_CODES_SCHEMA,
     ATTENDANCE_SCHEMA,
-    CALENDAR_SCHEMA,
-    ENROLLMENT_SCHEMA,
     SUMMARY_SCHEMA,
     attendance_tier_expr,
     categorize_attendance,
-    instructional_days,
     student_attendance_summary,
     truancy_letter_level_expr,
 )
+from aptool_assets.rules.enrollment import CALENDAR_SCHEMA, ENROLLMENT_SCHEMA, instructional_days
 from aptool_assets.vocabulary import TIERS
 
 YEAR = 2025

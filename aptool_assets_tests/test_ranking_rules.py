@@ -16,13 +16,12 @@ from aptool_assets.rules.academic import RISK_BY_RELATIVE_PLACEMENT
 from aptool_assets.rules.ranking import (
     DEFAULT_WEIGHTS,
     RANKING_SCHEMA,
-    REASON_COLUMNS,
     PriorityWeights,
     intervention_ranking,
     priority_score_expr,
     ranking_problems,
-    reasons_expr,
 )
+from aptool_assets.rules.reasons import REASON_COLUMNS, reasons_expr
 from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER
 
 YEAR = 2025

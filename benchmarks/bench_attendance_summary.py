@@ -41,15 +41,14 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptool_assets.rules.attendance import (  # noqa: E402
+from aptool_assets.rules.attendance import (
     ABSENCE_CODES_SCHEMA,
     ATTENDANCE_SCHEMA,
-    CALENDAR_SCHEMA,
-    ENROLLMENT_SCHEMA,
     PERIOD_CODES_DTYPE,
     SUMMARY_SCHEMA,
     student_attendance_summary,
 )
+from aptool_assets.rules.enrollment import CALENDAR_SCHEMA, ENROLLMENT_SCHEMA
 
 SCHOOL_YEAR = 2025
 YEAR_START, YEAR_END = date(2025, 7, 1), date(2026, 6, 30)

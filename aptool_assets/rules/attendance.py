@@ -25,6 +25,13 @@ from datetime import date
 
 import polars as pl
 
+from aptool_assets.rules.enrollment import (
+    STUDENT_KEY,
+    conform,
+    count_school_days,
+    enrolled_spans,
+    instructional_days,
+)
 from aptool_assets.rules.period_codes import PERIOD_CODE
 from aptool_assets.vocabulary import (
     CHRONIC_MIN_DAYS_ENROLLED,
@@ -45,9 +52,6 @@ ABSENCE_CATEGORIES: tuple[str, ...] = (
     "present",
     "partial",
 )
-
-INSTRUCTIONAL_HOLIDAY_CODES: tuple[str, ...] = ("", "%")
-"""Regular day and minimum day; every other Aeries HolidayCode (#, @, +, $, ...) is not a school day."""
 
 FULL_DAY_ABSENCE_CATEGORIES: tuple[str, ...] = (
     "absent_unverified",
@@ -81,13 +85,6 @@ UNEXCUSED_TYPE_CODE = 3
 
 PERIOD_CODES_DTYPE = pl.List(PERIOD_CODE)
 
-CALENDAR_SCHEMA = {"school_code": pl.Int32, "calendar_date": pl.Date, "holiday_code": pl.Utf8}
-ENROLLMENT_SCHEMA = {
-    "student_id": pl.Int64,
-    "school_code": pl.Int32,
-    "enter_date": pl.Date,
-    "leave_date": pl.Date,
-}
 ABSENCE_CODES_SCHEMA = {
     "school_code": pl.Int32,
     "code": pl.Utf8,
@@ -133,15 +130,6 @@ SUMMARY_SCHEMA: dict[str, pl.DataType] = {
 }
 
 _DAY_KEY = ["student_id", "school_code", "calendar_date"]
-_STUDENT_KEY = ["student_id", "school_code"]
-
-
-def _conform(frame: pl.DataFrame, schema: dict[str, pl.DataType], name: str) -> pl.DataFrame:
-    """Cast the expected columns (an all-null or empty column may arrive untyped); keep the rest."""
-    missing = [col for col in schema if col not in frame.columns]
-    if missing:
-        raise ValueError(f"{name} frame lacks columns {missing}")
-    return frame.with_columns(pl.col(col).cast(dtype) for col, dtype in schema.items())
 
 
 def _blank_to_null(col: str) -> pl.Expr:
@@ -150,27 +138,11 @@ def _blank_to_null(col: str) -> pl.Expr:
     return pl.when(code == "").then(None).otherwise(code)
 
 
-def instructional_days(calendar: pl.DataFrame) -> pl.DataFrame:
-    """(school_code, calendar_date) of school days: HolidayCode '' (regular) or '%' (minimum day).
-
-    A null HolidayCode is read as '' (no holiday code = regular day), the same convention as
-    Aeries' empty strings. Duplicate calendar rows collapse; the result is sorted.
-    """
-    cal = _conform(calendar, CALENDAR_SCHEMA, "calendar")
-    holiday = pl.col("holiday_code").fill_null("").str.strip_chars()
-    return (
-        cal.filter(holiday.is_in(INSTRUCTIONAL_HOLIDAY_CODES) & pl.col("calendar_date").is_not_null())
-        .select("school_code", "calendar_date")
-        .unique()
-        .sort("school_code", "calendar_date")
-    )
-
-
 def _code_table(absence_codes: pl.DataFrame) -> pl.DataFrame:
     """One row per (school_code, code); null flags read as false, so nothing is invented."""
     flags = ["counts_for_ada", "is_suspension", "is_partial_day_truant", "is_temporarily_not_enrolled"]
     return (
-        _conform(absence_codes, ABSENCE_CODES_SCHEMA, "absence_codes")
+        conform(absence_codes, ABSENCE_CODES_SCHEMA, "absence_codes")
         .select(
             "school_code",
             _blank_to_null("code").alias("code"),
@@ -264,7 +236,7 @@ def categorize_attendance(attendance: pl.DataFrame, absence_codes: pl.DataFrame)
     added = ["absence_category", "is_full_day_absence", "is_truancy_day", "unknown_code"]
     attendance = attendance.drop(added, strict=False)  # re-categorizing replaces, never duplicates
     codes = _code_table(absence_codes)
-    frame = _conform(attendance, ATTENDANCE_SCHEMA, "attendance").with_row_index("_row")
+    frame = conform(attendance, ATTENDANCE_SCHEMA, "attendance").with_row_index("_row")
     frame = frame.with_columns(_blank_to_null("all_day_code").alias("_code"))
 
     frame = frame.join(
@@ -313,64 +285,6 @@ def truancy_letter_level_expr(count_col: str = "truancy_count") -> pl.Expr:
     return expr.alias("truancy_letter_level")
 
 
-def _enrolled_spans(enrollment: pl.DataFrame, year_start: date, as_of: date) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(roster, spans): who gets a summary row, and their disjoint enrolled date spans.
-
-    Roster: a stint at the school that overlaps the school year and starts on or before the
-    as-of date (a stint without an enter date is ignored). Spans: each stint clipped to [year start, as-of] (leave date inclusive, open
-    while null), then overlapping stints merged so a day is never counted twice.
-    """
-    stints = _conform(enrollment, ENROLLMENT_SCHEMA, "enrollment").filter(
-        pl.col("student_id").is_not_null()
-        & pl.col("school_code").is_not_null()
-        & (pl.col("enter_date") <= as_of)
-        & (pl.col("leave_date").is_null() | (pl.col("leave_date") >= year_start))
-    )
-    roster = stints.select(_STUDENT_KEY).unique()
-    spans = (
-        stints.select(
-            *_STUDENT_KEY,
-            pl.max_horizontal("enter_date", pl.lit(year_start)).cast(pl.Int32).alias("start"),
-            pl.min_horizontal(pl.col("leave_date").fill_null(as_of), pl.lit(as_of)).cast(pl.Int32).alias("end"),
-        )
-        .filter(pl.col("start") <= pl.col("end"))
-        .sort(*_STUDENT_KEY, "start", "end")
-    )
-    # Interval merge: a span opens a new group when it is the first of its (student, school)
-    # or starts after the furthest end seen so far in it. The running max must restart per
-    # (student, school); instead of a slow window (`.over`), ends are lifted by the pair's
-    # ordinal so one global cum_max never carries over from the previous pair.
-    new_pair = pl.any_horizontal(pl.col(c) != pl.col(c).shift(1) for c in _STUDENT_KEY).fill_null(True)
-    pair = new_pair.cum_sum().cast(pl.Int64) * (1 << 32)
-    furthest_end = (pair + pl.col("end")).cum_max().shift(1)
-    opens_group = new_pair | (pair + pl.col("start") > furthest_end)
-    spans = (
-        spans.with_columns(opens_group.cum_sum().alias("_group"))
-        .group_by("_group")
-        .agg(pl.col(*_STUDENT_KEY).first(), pl.col("start").min(), pl.col("end").max())
-        .drop("_group")
-    )
-    return roster, spans
-
-
-def _school_day_key(school: pl.Expr, day_number: pl.Expr) -> pl.Expr:
-    """Sortable Int64 key of (school, day): school in the high bits, day (offset to ≥ 0) below."""
-    return school.cast(pl.Int64) * (1 << 32) + day_number.cast(pl.Int64) + (1 << 31)
-
-
-def _count_school_days(spans: pl.DataFrame, school_days: pl.DataFrame) -> pl.Series:
-    """Instructional days of the span's school within [start, end], by two binary searches."""
-    keys = school_days.select(_school_day_key(pl.col("school_code"), pl.col("calendar_date").cast(pl.Int32))).to_series()
-    keys = keys.sort()
-    bounds = spans.select(
-        _school_day_key(pl.col("school_code"), pl.col("start")).alias("lo"),
-        _school_day_key(pl.col("school_code"), pl.col("end")).alias("hi"),
-    )
-    after_hi = keys.search_sorted(bounds["hi"], side="right").cast(pl.Int64)
-    before_lo = keys.search_sorted(bounds["lo"], side="left").cast(pl.Int64)
-    return (after_hi - before_lo).alias("school_days")
-
-
 def chronically_absent_expr(absent: str = "days_absent", enrolled: str = "days_enrolled") -> pl.Expr:
     """Absent on at least ``CHRONIC_RATE`` of at least ``CHRONIC_MIN_DAYS_ENROLLED`` enrolled days.
 
@@ -395,12 +309,12 @@ def _coded_enrolled_days(
     """Coded rows that count: on an instructional day of their school, inside a merged enrolled span
     (already clipped to the year and the as-of date). A repeated (student, school, date): the last wins."""
     return (
-        _conform(attendance_days, ATTENDANCE_DAYS_SCHEMA, "attendance_days")
+        conform(attendance_days, ATTENDANCE_DAYS_SCHEMA, "attendance_days")
         .select(*_DAY_KEY, "absence_category", "is_truancy_day")
         .filter(pl.col("calendar_date").is_between(year_start, as_of))
         .unique(subset=_DAY_KEY, keep="last")  # "last" in input order; output order is free
         .join(school_days, on=["school_code", "calendar_date"], how="semi")
-        .join(spans.select(*_STUDENT_KEY, "start", "end"), on=_STUDENT_KEY, how="inner")
+        .join(spans.select(*STUDENT_KEY, "start", "end"), on=STUDENT_KEY, how="inner")
         .filter(pl.col("calendar_date").cast(pl.Int32).is_between(pl.col("start"), pl.col("end")))
     )
 
@@ -412,7 +326,7 @@ def _day_counts(coded: pl.DataFrame) -> pl.DataFrame:
     def days(name: str) -> pl.Expr:
         return (category == name).fill_null(False).sum()
 
-    return coded.group_by(_STUDENT_KEY).agg(
+    return coded.group_by(STUDENT_KEY).agg(
         days("not_enrolled").alias("_not_enrolled"),
         days("absent_excused").alias("days_excused"),
         days("absent_unexcused").alias("days_unexcused"),
@@ -443,15 +357,15 @@ def summary_from_attendance_days(
     as_of = min(as_of_date, year_end)  # contract §2: the as-of date is capped at the year's end
 
     school_days = instructional_days(calendar)
-    roster, spans = _enrolled_spans(enrollment, year_start, as_of)
-    spans = spans.with_columns(_count_school_days(spans, school_days))
-    span_days = spans.group_by(_STUDENT_KEY).agg(pl.col("school_days").sum().alias("_span_days"))
+    roster, spans = enrolled_spans(enrollment, year_start, as_of)
+    spans = spans.with_columns(count_school_days(spans, school_days))
+    span_days = spans.group_by(STUDENT_KEY).agg(pl.col("school_days").sum().alias("_span_days"))
     counts = _day_counts(_coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of))
-    count_cols = [c for c in counts.columns if c not in _STUDENT_KEY]
+    count_cols = [c for c in counts.columns if c not in STUDENT_KEY]
 
     out = (
-        roster.join(span_days, on=_STUDENT_KEY, how="left")
-        .join(counts, on=_STUDENT_KEY, how="left")
+        roster.join(span_days, on=STUDENT_KEY, how="left")
+        .join(counts, on=STUDENT_KEY, how="left")
         .with_columns(pl.col("_span_days", *count_cols).fill_null(0).cast(pl.Int32))
         .with_columns(
             (pl.col("_span_days") - pl.col("_not_enrolled")).alias("days_enrolled"),
