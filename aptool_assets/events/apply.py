@@ -167,24 +167,12 @@ def _last_pull(cells: pl.DataFrame, pulls: pl.DataFrame) -> pl.DataFrame:
     return keyed.join(covering, on=CELL_KEY, how="left")
 
 
-def apply_attendance(
-    wh: Warehouse, events: pl.DataFrame, known: pl.DataFrame, now: dt.datetime, result: ApplyResult
-) -> list[TableWrite]:
-    """Attendance events → the writes of ``attendance_days``, the cell clock and the audit trail."""
-    ev = events.filter(pl.col("event_type").is_in(ATTENDANCE_TYPES))
-    if ev.height == 0:
-        return []
-    ev = _drop_unknown(ev, known, _RECORD, result, "at that school")
-    latest, older = latest_first(ev, CELL_KEY)
-    result.superseded += older.get_column("event_id").to_list()
-
-    dates = latest.get_column("calendar_date")
-    schools = latest.get_column("school_code").unique().to_list()
-    students = latest.get_column("student_id").unique().to_list()
-    near = {"school_code": AnyOf(schools), "student_id": AnyOf(students)}
+def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, schools: list[int]) -> pl.DataFrame:
+    """The latest event per cell, flagged ``_wins`` when it is newer than the cell's clock (the last event
+    applied to it) and than the last pull covering its day."""
     clock = wh.read_table(ATTENDANCE_EVENT_CELLS, where=near).join(latest.select(CELL_KEY), on=CELL_KEY, how="semi")
     pulls = wh.read_table(ATTENDANCE_PULLS, where={"school_code": AnyOf(schools)})
-    candidates = (
+    return (
         latest.join(
             clock.select(*CELL_KEY, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")),
             on=CELL_KEY,
@@ -199,11 +187,28 @@ def apply_attendance(
             ).alias("_wins")
         )
     )  # fmt: skip
+
+
+def apply_attendance(
+    wh: Warehouse, events: pl.DataFrame, known: pl.DataFrame, now: dt.datetime, result: ApplyResult
+) -> list[TableWrite]:
+    """Attendance events → the writes of ``attendance_days``, the cell clock and the audit trail."""
+    ev = events.filter(pl.col("event_type").is_in(ATTENDANCE_TYPES))
+    if ev.height == 0:
+        return []
+    ev = _drop_unknown(ev, known, _RECORD, result, "at that school")
+    latest, older = latest_first(ev, CELL_KEY)
+    result.superseded += older.get_column("event_id").to_list()
+
+    schools = latest.get_column("school_code").unique().to_list()
+    near = {"school_code": AnyOf(schools), "student_id": AnyOf(latest.get_column("student_id").unique().to_list())}
+    candidates = _with_winner_flag(wh, latest, near, schools)
     winners = candidates.filter("_wins")
     result.superseded += candidates.filter(~pl.col("_wins")).get_column("event_id").to_list()
     result.applied += winners.get_column("event_id").to_list()
 
-    days = wh.read_table(ATTENDANCE_DAYS, where={**near, "calendar_date": AnyOf(dates.unique().to_list())})
+    dates = latest.get_column("calendar_date").unique().to_list()
+    days = wh.read_table(ATTENDANCE_DAYS, where={**near, "calendar_date": AnyOf(dates)})
     days = days.join(winners.select(DAY_KEY).unique(), on=DAY_KEY, how="semi")
     before = stored_cells(days)
     writes = [_corrections(ev, winners, before, now)] if ev["event_type"].eq("attendance.corrected").any() else []

@@ -125,6 +125,32 @@ class ServiceGuard:
             return None
 
 
+def _guarded_attempt(
+    fn: Callable[[], T], guard: ServiceGuard | None, operation: str, statuses: list[int | None]
+) -> Callable[[], T]:
+    """One attempt: refused while the breaker is open; its outcome recorded on the guard."""
+
+    def attempt() -> T:
+        if guard is not None:
+            guard.check()
+        try:
+            result = fn()
+        except TransientError as exc:
+            statuses.append(getattr(exc, "status", None))
+            if guard is not None and not isinstance(exc, RateLimitedError):
+                guard.failure(f"{type(exc).__name__} during {operation}")
+            raise
+        except AuthError as exc:
+            if guard is not None and exc.blocks_credential:
+                guard.auth_refused(f"{exc.refusal} during {operation}")
+            raise
+        if guard is not None:
+            guard.success()
+        return result
+
+    return attempt
+
+
 def call_guarded(
     fn: Callable[[], T],
     *,
@@ -148,25 +174,7 @@ def call_guarded(
     ``operation`` ("GET /api/v5/schools", "list on host:22") names the request in reasons and logs.
     """
     statuses: list[int | None] = []
-
-    def attempt() -> T:
-        if guard is not None:
-            guard.check()
-        try:
-            result = fn()
-        except TransientError as exc:
-            statuses.append(getattr(exc, "status", None))
-            if guard is not None and not isinstance(exc, RateLimitedError):
-                guard.failure(f"{type(exc).__name__} during {operation}")
-            raise
-        except AuthError as exc:
-            if guard is not None and exc.blocks_credential:
-                guard.auth_refused(f"{exc.refusal} during {operation}")
-            raise
-        if guard is not None:
-            guard.success()
-        return result
-
+    attempt = _guarded_attempt(fn, guard, operation, statuses)
     try:
         return call_with_retry(
             attempt,

@@ -356,6 +356,23 @@ def _set_aside(
     return work, rejected_parts
 
 
+def _published(
+    work: pl.DataFrame, subject: str, source_file: str, loaded_at: datetime, windows: AssessmentWindows
+) -> pl.DataFrame:
+    """The kept rows in the published columns, with the file's subject, lineage and assessment window."""
+    constants = {
+        "subject": pl.lit(subject, pl.Utf8),
+        "source_file": pl.lit(source_file, pl.Utf8),
+        "loaded_at": pl.lit(loaded_at, UTC_TS),
+    }
+    return work.select(
+        constants[c].alias(c) if c in constants
+        else assessment_window_expr(windows) if c == "assessment_window"
+        else pl.col(c)
+        for c in COLUMN_NAMES
+    )  # fmt: skip
+
+
 def parse_diagnostic_file(
     source: bytes | str | os.PathLike,
     *,
@@ -393,17 +410,7 @@ def parse_diagnostic_file(
     del raw, src, typed
 
     work, rejected_parts = _set_aside(work, repeats, _row_checks(failed, expected_academic_year), source_file)
-    constants = {
-        "subject": pl.lit(subject, pl.Utf8),
-        "source_file": pl.lit(source_file, pl.Utf8),
-        "loaded_at": pl.lit(loaded_at, UTC_TS),
-    }
-    results = work.select(
-        constants[c].alias(c) if c in constants
-        else assessment_window_expr(windows) if c == "assessment_window"
-        else pl.col(c)
-        for c in COLUMN_NAMES
-    )  # fmt: skip
+    results = _published(work, subject, source_file, loaded_at, windows)
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
     failures = schema_failure_cases(results, key_unique=False)  # key repeats were settled above
