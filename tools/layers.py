@@ -193,9 +193,11 @@ def mermaid(edges: dict[str, set[str]]) -> str:
 
 
 def docstring_line(path: Path) -> str:
-    """The first sentence-line of a module's docstring (what the file is for)."""
-    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
-    return doc.strip().splitlines()[0] if doc.strip() else ""
+    """The first sentence of a module's docstring (what the file is for), on one line."""
+    doc = (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
+    paragraph = " ".join(line.strip() for line in doc.split("\n\n")[0].splitlines())
+    sentence, dot, _ = paragraph.partition(". ")
+    return sentence + dot.strip()
 
 
 def code_map(package: str) -> str:
