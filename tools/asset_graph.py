@@ -12,7 +12,6 @@ here, from the asset kinds. Run it after a change to the graph, as with ``make s
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -199,22 +198,10 @@ def render() -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"replace the generated block in {DOC.relative_to(ROOT)}")
-    args = parser.parse_args()
+    from layers import print_or_write  # tools/ is on sys.path when this file runs as a script
+
     os.environ.setdefault("DAGSTER_HOME", "")
-    block = render()
-    if not args.write:
-        print(block)
-        return 0
-    text = DOC.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        print(f"{DOC}: markers not found; add them where the block belongs", file=sys.stderr)
-        return 1
-    DOC.write_text(text[:start] + block + text[end + len(END):])
-    print(f"updated {DOC.relative_to(ROOT)}")
-    return 0
+    return print_or_write(render(), BEGIN, END, DOC, description=__doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

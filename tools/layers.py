@@ -223,22 +223,22 @@ def render() -> str:
     return "\n\n".join([BEGIN, mermaid(edges), code_map(PACKAGE), code_map(DEMO), END])
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help=f"replace the generated block in {DOC.relative_to(ROOT)}")
-    args = parser.parse_args()
-    block = render()
-    if not args.write:
+def print_or_write(block: str, begin: str, end: str, doc: Path = DOC, description: str = "") -> int:
+    """The command line of a generator of a block of ``doc``: print ``block``, or with ``--write`` put it
+    between the ``begin`` and ``end`` markers (shared by tools/asset_graph.py)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--write", action="store_true", help=f"replace the generated block in {doc.relative_to(ROOT)}")
+    if not parser.parse_args().write:
         print(block)
         return 0
-    text = DOC.read_text()
-    start, end = text.find(BEGIN), text.find(END)
-    if start < 0 or end < 0:
-        raise SystemExit(f"{DOC}: no generated block ({BEGIN} … {END}); add the two markers where it belongs")
-    DOC.write_text(text[:start] + block + text[end + len(END) :])
-    print(f"wrote {DOC.relative_to(ROOT)}")
+    text = doc.read_text()
+    start, stop = text.find(begin), text.find(end)
+    if start < 0 or stop < 0:
+        raise SystemExit(f"{doc}: no generated block ({begin} … {end}); add the two markers where it belongs")
+    doc.write_text(text[:start] + block + text[stop + len(end) :])
+    print(f"wrote {doc.relative_to(ROOT)}")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(print_or_write(render(), BEGIN, END, description=__doc__.splitlines()[0]))

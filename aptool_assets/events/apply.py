@@ -42,7 +42,8 @@ from aptool_assets.rules.attendance_cells import (
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.inbox import InboxEvent
 from aptool_assets.storage.sync_state import sync_state
-from aptool_assets.storage.warehouse import UTC_TS, AnyOf, TableWrite, Warehouse
+from aptool_assets.storage.warehouse import AnyOf, TableWrite, Warehouse
+from aptool_assets.vocabulary import UTC_TS
 
 ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
 STUDENT_TYPES = ("student.enrolled", "student.withdrawn")

@@ -11,7 +11,8 @@ import datetime as dt
 
 import polars as pl
 
-from aptool_assets.storage.warehouse import UTC_TS, TableSpec, TableWrite
+from aptool_assets.storage.warehouse import TableSpec, TableWrite
+from aptool_assets.vocabulary import UTC_TS
 
 
 SYNC_STATE = TableSpec(

@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 from aptool_assets.storage.backends import database_target
 from aptool_assets.storage.warehouse.base import (
     SCHEMA,
-    UTC_TS,
     AnyOf,
     Between,
     TableSpec,
@@ -27,7 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SCHEMA",
-    "UTC_TS",
     "AnyOf",
     "Between",
     "DuckDBWarehouse",

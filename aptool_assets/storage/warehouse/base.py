@@ -18,7 +18,7 @@ from typing import Any
 import polars as pl
 
 SCHEMA = "aptool"
-UTC_TS = pl.Datetime("us", "UTC")  # every timestamptz column: microseconds, UTC
+
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 
@@ -230,6 +230,29 @@ class Warehouse(ABC):
         if w.delete:
             return w.df.select([pl.col(k).cast(w.table.columns[k], strict=True) for k in w.table.key]).unique()
         return w.table.conform(w.df)
+
+    def key_index_sql(self, table: TableSpec) -> list[str]:
+        """Statements that index the table's key (none where the backend does not need one)."""
+        return []
+
+    def ensure_on(self, con: Any, table: TableSpec) -> None:
+        """Create the schema and table on ``con`` if missing, index its key, and add the columns the spec
+        gained since (``con``: a DB-API connection of the backend, inside the caller's transaction)."""
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+        con.execute(self.create_table_sql(table))
+        for statement in self.key_index_sql(table):
+            con.execute(statement)
+        existing = {
+            row[0]
+            for row in con.execute(
+                "SELECT column_name FROM information_schema.columns "
+                f"WHERE table_schema = {self.placeholder} AND table_name = {self.placeholder}",
+                [SCHEMA, table.name],
+            ).fetchall()
+        }
+        for col in table.columns:
+            if col not in existing:
+                con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
 
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)

@@ -91,29 +91,15 @@ class DuckDBWarehouse(Warehouse):
             ).fetchone()
         return bool(row and row[0])
 
-    def _ensure(self, con: duckdb.DuckDBPyConnection, table: TableSpec) -> None:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        con.execute(self.create_table_sql(table))
-        existing = {
-            r[0]
-            for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = ? AND table_name = ?",
-                [SCHEMA, table.name],
-            ).fetchall()
-        }
-        for col in table.columns:
-            if col not in existing:
-                con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
-
     def ensure_table(self, table: TableSpec) -> None:
         with self._connect() as con:
-            self._ensure(con, table)
+            self.ensure_on(con, table)
 
     def write(self, *writes: TableWrite) -> dict[str, int]:
         counts: dict[str, int] = {}
         with self._connect() as con:
             for w in writes:  # DDL first: DuckDB DDL inside the data transaction is fine, but keep it simple
-                self._ensure(con, w.table)
+                self.ensure_on(con, w.table)
             con.execute("BEGIN TRANSACTION")
             try:
                 for i, w in enumerate(writes):

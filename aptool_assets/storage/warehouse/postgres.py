@@ -117,30 +117,17 @@ class PostgresWarehouse(Warehouse):
         )
         return bool(df.item(0, 0))
 
-    def _ensure(self, con: psycopg.Connection, table: TableSpec) -> None:
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        con.execute(self.create_table_sql(table))
-        if table.key:
-            con.execute(
-                f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({', '.join(table.key)})"
-            )
-        existing = {
-            r[0]
-            for r in con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = %s AND table_name = %s",
-                [SCHEMA, table.name],
-            ).fetchall()
-        }
-        for col in table.columns:
-            if col not in existing:
-                con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
+    def key_index_sql(self, table: TableSpec) -> list[str]:
+        if not table.key:
+            return []
+        return [f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({', '.join(table.key)})"]
 
     def ensure_table(self, table: TableSpec) -> None:
         def run() -> None:
             with self._connect() as con:
                 # Serialise concurrent first-time DDL from parallel steps.
                 con.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [table.qualified])
-                self._ensure(con, table)
+                self.ensure_on(con, table)
 
         self._retrying(run, f"create {table.qualified}")
 
