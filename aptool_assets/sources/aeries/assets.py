@@ -6,6 +6,8 @@ school year of attendance costs about schools × months requests.
 
 import datetime as dt
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -125,54 +127,6 @@ def schools(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse
     return dg.MaterializeResult(metadata=table_metadata(SCHOOLS, df.height, {"real_schools": len(real), **meta}))
 
 
-@aeries_asset(
-    ABSENCE_CODES,
-    description="aptool.absence_codes: each school's absence-code table (TypeCode and flags). Categories "
-    "are always derived from these definitions, never from hard-coded letters.",
-)
-def absence_codes(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
-    wh = warehouse.get()
-    codes = real_school_codes(wh)
-    df, meta = pull_per_school(
-        aeries, codes, lambda c, sc: frames.absence_codes_frame(c.absence_codes(sc)), frames.absence_codes_frame([])
-    )
-    df = df.with_columns(pl.lit(_now()).alias("source_updated_at"))
-    wh.write(TableWrite(ABSENCE_CODES, df), sync_state("aeries", "absence_codes", detail=f"{df.height} codes"))
-    return dg.MaterializeResult(metadata=table_metadata(ABSENCE_CODES, df.height, meta))
-
-
-@aeries_asset(
-    SCHOOL_CALENDAR,
-    description="aptool.school_calendar: every calendar day of every school for the school year; "
-    "instructional days are HolidayCode '' (regular) or '%' (minimum day).",
-    partitions_def=school_year_partitions,
-)
-def school_calendar(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
-    year = int(context.partition_key)
-    wh = warehouse.get()
-    codes = real_school_codes(wh)
-    first, last = school_year_bounds(year)
-    df, meta = pull_per_school(
-        aeries, codes, lambda c, sc: frames.calendar_frame(c.calendar(sc)), frames.calendar_frame([]), year
-    )
-    df = (
-        df.filter(pl.col("calendar_date").is_between(first, last))
-        .with_columns(
-            pl.lit(year, pl.Int32).alias("school_year"),
-            pl.col("holiday_code").is_in(["", "%"]).alias("is_instructional"),
-        )
-    )
-    wh.write(TableWrite(SCHOOL_CALENDAR, df, {"school_year": year}), sync_state("aeries", f"school_calendar/{year}"))
-    days = df.filter(pl.col("is_instructional")).group_by("school_code").len()
-    return dg.MaterializeResult(
-        metadata=table_metadata(
-            SCHOOL_CALENDAR,
-            df.height,
-            {"instructional_days_by_school": counts_table({str(k): v for k, v in days.iter_rows()}, "school"), **meta},
-        )
-    )
-
-
 class StudentsConfig(dg.Config):
     """Empty: refresh every school's roster. Otherwise [school_code, student_id] pairs from the change feed:
     only those schools are pulled and only those students' rows are merged."""
@@ -224,30 +178,6 @@ def students(
                 **meta,
             },
         )
-    )
-
-
-@aeries_asset(
-    ENROLLMENT,
-    description="aptool.enrollment: enrollment-history stints of the school year per school (a mid-year "
-    "transfer gives a row at each school); the basis of days enrolled.",
-    partitions_def=school_year_partitions,
-)
-def enrollment(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
-    year = int(context.partition_key)
-    wh = warehouse.get()
-    codes = real_school_codes(wh)
-    df, meta = pull_per_school(
-        aeries, codes, lambda c, sc: frames.enrollment_frame(c.enrollment(sc, year)), frames.enrollment_frame([]), year
-    )
-    df = (
-        df.filter(pl.col("academic_year") == year)
-        .unique(subset=list(ENROLLMENT.key), keep="last", maintain_order=True)
-        .with_columns(pl.lit(_now()).alias("source_updated_at"))
-    )
-    wh.write(TableWrite(ENROLLMENT, df, {"academic_year": year}), sync_state("aeries", f"enrollment/{year}"))
-    return dg.MaterializeResult(
-        metadata=table_metadata(ENROLLMENT, df.height, {"students": df.get_column("student_id").n_unique(), **meta})
     )
 
 
@@ -366,35 +296,114 @@ def build_attendance_days(day_partitions: dg.PartitionsDefinition) -> dg.AssetsD
     )(attendance_days)
 
 
-@aeries_asset(
-    ATTENDANCE_HISTORY_SUMMARY,
-    description="aptool.attendance_history_summary: Aeries' own per-student attendance totals as pulled. "
-    "Aeries recomputes them nightly, so they lag; used to reconcile the computed summary.",
-    partitions_def=school_year_partitions,
+@dataclass(frozen=True)
+class SchoolPull:
+    """One Aeries table pulled school by school, one request per school: what to ask for, how the rows are
+    shaped, and which slice they replace (the school year's, when ``year_column`` partitions the table)."""
+
+    table: TableSpec
+    description: str
+    fetch: Callable[[AeriesClient, int, int | None], Any]  # (client, school_code, school year) → records
+    frame: Callable[[Any], pl.DataFrame]  # records → typed frame; frame([]) is the empty one
+    shape: Callable[[pl.DataFrame, int | None], pl.DataFrame] = lambda df, year: df
+    year_column: str | None = None
+    noun: str | None = None  # what a row is, for aptool.sync_state's detail ("12 codes")
+    metadata: Callable[[pl.DataFrame], dict] = lambda df: {}
+
+
+def build_school_pull(spec: SchoolPull) -> dg.AssetsDefinition:
+    """The asset that pulls ``spec.table``: every real school, bounded concurrency, one transaction."""
+
+    def pull(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
+        year = int(context.partition_key) if spec.year_column else None
+        wh = warehouse.get()
+        df, meta = pull_per_school(
+            aeries, real_school_codes(wh), lambda c, sc: spec.frame(spec.fetch(c, sc, year)), spec.frame([]), year
+        )
+        df = spec.shape(df, year)
+        entity = spec.table.name if year is None else f"{spec.table.name}/{year}"
+        detail = f"{df.height} {spec.noun}" if spec.noun else None
+        wh.write(
+            TableWrite(spec.table, df, {} if year is None else {spec.year_column: year}),
+            sync_state("aeries", entity, detail=detail),
+        )
+        return dg.MaterializeResult(metadata=table_metadata(spec.table, df.height, {**spec.metadata(df), **meta}))
+
+    pull.__name__ = spec.table.name
+    partitions = school_year_partitions if spec.year_column else None
+    return aeries_asset(spec.table, description=spec.description, partitions_def=partitions)(pull)
+
+
+def _pulled_now(df: pl.DataFrame, year: int | None = None) -> pl.DataFrame:
+    return df.with_columns(pl.lit(_now()).alias("source_updated_at"))
+
+
+def _of_year(column: str, key: tuple[str, ...]) -> Callable[[pl.DataFrame, int | None], pl.DataFrame]:
+    """Rows of the partition's year only, the last of any repeated key, stamped with the pull time."""
+    return lambda df, year: _pulled_now(
+        df.filter(pl.col(column) == year).unique(subset=list(key), keep="last", maintain_order=True)
+    )
+
+
+def _calendar_of_year(df: pl.DataFrame, year: int | None) -> pl.DataFrame:
+    first, last = school_year_bounds(year)
+    return df.filter(pl.col("calendar_date").is_between(first, last)).with_columns(
+        pl.lit(year, pl.Int32).alias("school_year"),
+        pl.col("holiday_code").is_in(["", "%"]).alias("is_instructional"),
+    )
+
+
+def _instructional_days_by_school(df: pl.DataFrame) -> dict:
+    days = df.filter(pl.col("is_instructional")).group_by("school_code").len()
+    return {"instructional_days_by_school": counts_table({str(k): v for k, v in days.iter_rows()}, "school")}
+
+
+absence_codes = build_school_pull(
+    SchoolPull(
+        ABSENCE_CODES,
+        description="aptool.absence_codes: each school's absence-code table (TypeCode and flags). Categories "
+        "are always derived from these definitions, never from hard-coded letters.",
+        fetch=lambda client, school, year: client.absence_codes(school),
+        frame=frames.absence_codes_frame,
+        shape=_pulled_now,
+        noun="codes",
+    )
 )
-def attendance_history_summary(
-    context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource
-):
-    year = int(context.partition_key)
-    wh = warehouse.get()
-    codes = real_school_codes(wh)
-    df, meta = pull_per_school(
-        aeries,
-        codes,
-        lambda c, sc: frames.history_summary_frame(c.attendance_history_summary(sc, year)),
-        frames.history_summary_frame([]),
-        year,
+school_calendar = build_school_pull(
+    SchoolPull(
+        SCHOOL_CALENDAR,
+        description="aptool.school_calendar: every calendar day of every school for the school year; "
+        "instructional days are HolidayCode '' (regular) or '%' (minimum day).",
+        fetch=lambda client, school, year: client.calendar(school),
+        frame=frames.calendar_frame,
+        shape=_calendar_of_year,
+        year_column="school_year",
+        metadata=_instructional_days_by_school,
     )
-    df = (
-        df.filter(pl.col("school_year") == year)
-        .unique(subset=list(ATTENDANCE_HISTORY_SUMMARY.key), keep="last", maintain_order=True)
-        .with_columns(pl.lit(_now()).alias("source_updated_at"))
+)
+enrollment = build_school_pull(
+    SchoolPull(
+        ENROLLMENT,
+        description="aptool.enrollment: enrollment-history stints of the school year per school (a mid-year "
+        "transfer gives a row at each school); the basis of days enrolled.",
+        fetch=lambda client, school, year: client.enrollment(school, year),
+        frame=frames.enrollment_frame,
+        shape=_of_year("academic_year", ENROLLMENT.key),
+        year_column="academic_year",
+        metadata=lambda df: {"students": df.get_column("student_id").n_unique()},
     )
-    wh.write(
-        TableWrite(ATTENDANCE_HISTORY_SUMMARY, df, {"school_year": year}),
-        sync_state("aeries", f"attendance_history_summary/{year}"),
+)
+attendance_history_summary = build_school_pull(
+    SchoolPull(
+        ATTENDANCE_HISTORY_SUMMARY,
+        description="aptool.attendance_history_summary: Aeries' own per-student attendance totals as pulled. "
+        "Aeries recomputes them nightly, so they lag; used to reconcile the computed summary.",
+        fetch=lambda client, school, year: client.attendance_history_summary(school, year),
+        frame=frames.history_summary_frame,
+        shape=_of_year("school_year", ATTENDANCE_HISTORY_SUMMARY.key),
+        year_column="school_year",
     )
-    return dg.MaterializeResult(metadata=table_metadata(ATTENDANCE_HISTORY_SUMMARY, df.height, meta))
+)
 
 
 def build_aeries_assets(day_partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
