@@ -47,7 +47,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_pipeline(only=args.only, year=args.year, instance=instance)
     except (PipelineError, ConfigurationError) as exc:
         return _fail(str(exc))  # these already say which setting to fix
-    except Exception as exc:  # noqa: BLE001 - one line for operators; --debug shows the traceback
+    except Exception as exc:
         if args.debug:
             raise
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
@@ -92,8 +92,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
                 print("no dead letters")
             for r in rows:
                 replayed = f"  replayed {r['replayed_at']}" if r.get("replayed_at") else ""
-                print(f"{r['event_id']}  {r['event_type']}  attempts={r['attempts']}  "
-                      f"last_failed={r['last_failed_at']}  reason: {r['reason']}{replayed}")  # fmt: skip
+                print(
+                    f"{r['event_id']}  {r['event_type']}  attempts={r['attempts']}  "
+                    f"last_failed={r['last_failed_at']}  reason: {r['reason']}{replayed}"
+                )
             return 0
         if args.action == "show":
             if len(args.ids) != 1:
@@ -104,7 +106,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
             print(json.dumps(detail, indent=2, default=str))
             return 0
         requeued = inbox.replay(args.ids or None)
-        print(f"requeued {len(requeued)} event(s) for the next apply run" + (f": {', '.join(requeued)}" if requeued else ""))
+        print(
+            f"requeued {len(requeued)} event(s) for the next apply run"
+            + (f": {', '.join(requeued)}" if requeued else "")
+        )
         return 0
 
 
@@ -149,8 +154,10 @@ def cmd_failed_operations(args: argparse.Namespace) -> int:
                 print("no failed operations" + ("" if args.all else " pending"))
             for op in rows:
                 done = "  resolved" if op.get("resolved_at") else ""
-                print(f"{op['id']}  {op['service']}  {op['operation']}  {op['error_type']}  "
-                      f"x{op['occurrences']}: {op['message']}{done}")  # fmt: skip
+                print(
+                    f"{op['id']}  {op['service']}  {op['operation']}  {op['error_type']}  "
+                    f"x{op['occurrences']}: {op['message']}{done}"
+                )
             return 0
         ids = [int(i) for i in args.ids] if args.ids else None
         print(f"marked {store.resolve_failed_operations(ids)} failed operation(s) resolved")
@@ -174,8 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize everything for the school year from the configured sources")
     run.add_argument("--only", choices=["iready", "aeries"], default=None)
     run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
-    run.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                     help="as `aptool --debug run`: Dagster's log, and the full error of a failed step")  # fmt: skip
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="as `aptool --debug run`: Dagster's log, and the full error of a failed step",
+    )
     run.set_defaults(func=cmd_run)
 
     webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
-from typing import Optional
 
 import dagster as dg
 
@@ -23,15 +22,15 @@ class PlatformResource(dg.ConfigurableResource):
     """
 
     timezone: str = DEFAULT_TIMEZONE
-    school_year: Optional[int] = None
-    as_of_date: Optional[str] = None
-    landing_dir: Optional[str] = None
-    assessment_windows: Optional[str] = None  # "MM-DD,MM-DD": last day of BOY and of MOY
+    school_year: int | None = None
+    as_of_date: str | None = None
+    landing_dir: str | None = None
+    assessment_windows: str | None = None  # "MM-DD,MM-DD": last day of BOY and of MOY
     iready_max_rejected_ratio: float = 0.05
     iready_freshness_hours: float = 48.0
     reconcile_tolerance_days: int = 2
     recent_attendance_school_days: int = 14
-    priority_weights: Optional[str] = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
+    priority_weights: str | None = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
     unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
 
     @classmethod

@@ -16,7 +16,6 @@ import dagster as dg
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
-from aptool_assets.vocabulary import school_year_bounds
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,
@@ -28,6 +27,8 @@ from aptool_assets.sources.aeries.assets import (
 )
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
+from aptool_assets.vocabulary import school_year_bounds
+
 
 class PipelineError(RuntimeError):
     """A step failed; the message is one line an operator can act on."""
@@ -71,7 +72,7 @@ class RunSummary:
         names = [s.label or f"{s.step} {s.partition}".strip() for s in self.steps]
         width = max([len("step"), *map(len, names)])
         lines = [f"  {'step':<{width}}  {'status':<7}  {'rows':>8}  {'rejected':>8}  {'seconds':>7}"]
-        for name, s in zip(names, self.steps):
+        for name, s in zip(names, self.steps, strict=True):
             rows = "–" if s.rows is None else str(s.rows)
             rejected = "–" if s.rejected is None else str(s.rejected)
             seconds = "–" if s.skipped else f"{s.seconds:.1f}"
@@ -119,34 +120,62 @@ def _failure_reason(result: dg.ExecuteInJobResult) -> tuple[str, str]:
 FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern, re.IGNORECASE), fix)
     for pattern, fix in (
-        (r"BreakerOpen|circuit breaker open",
-         "the service failed repeatedly and is paused until the half-open time shown; fix the cause in parentheses, "
-         "then run again after that time"),
-        (r"AeriesAuthError|HTTP 40[13]\b",
-         "check AERIES_CERT (the district's 32-character certificate) and that it may read this endpoint in Aeries"),
-        (r"AeriesMaintenance|HTTP 503",
-         "Aeries is down for maintenance; run again later (the published tables are unchanged)"),
-        (r"Aeries(Unavailable|Connection|Timeout|Server|RateLimited)",
-         "check AERIES_BASE_URL and that Aeries answers from this machine, then run again"),
-        (r"AeriesResponseError",
-         "Aeries answered in an unexpected shape; check AERIES_BASE_URL points at the district's Aeries root"),
-        (r"SFTPHostKeyError|host key",
-         "trust the server's key once: ssh-keyscan into a file, check its fingerprint, set IREADY_SFTP_KNOWN_HOSTS (README)"),
-        (r"SFTPAuthentication|Authentication failed",
-         "check IREADY_SFTP_USERNAME and IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY"),
-        (r"SFTP(Unavailable|Transient)|Connection refused|timed out",
-         "check IREADY_SFTP_HOST and IREADY_SFTP_PORT and that the server answers from this machine, then run again"),
-        (r"check file_accepted",
-         "the file is quarantined with a .reason.txt under APTOOL_LANDING_DIR/quarantine/iready; ask the vendor for a "
-         "corrected export (the published results are unchanged)"),
-        (r"check summary_reconciles_with_aeries",
-         "compare the named student IDs in Aeries; differences within APTOOL_RECONCILE_TOLERANCE_DAYS are only a warning"),
-        (r"Could not set lock|database is locked|conflicting lock",
-         "another process holds the DuckDB file (e.g. dagster dev); stop it or point APTOOL_DATABASE_URL elsewhere"),
-        (r"psycopg|OperationalError|connection to server",
-         "check APTOOL_DATABASE_URL and that the database accepts connections from this machine"),
-        (r"Permission denied|No space left",
-         "check the permissions and free space of APTOOL_LANDING_DIR and DAGSTER_HOME"),
+        (
+            r"BreakerOpen|circuit breaker open",
+            "the service failed repeatedly and is paused until the half-open time shown; fix the cause in parentheses, "
+            "then run again after that time",
+        ),
+        (
+            r"AeriesAuthError|HTTP 40[13]\b",
+            "check AERIES_CERT (the district's 32-character certificate) and that it may read this endpoint in Aeries",
+        ),
+        (
+            r"AeriesMaintenance|HTTP 503",
+            "Aeries is down for maintenance; run again later (the published tables are unchanged)",
+        ),
+        (
+            r"Aeries(Unavailable|Connection|Timeout|Server|RateLimited)",
+            "check AERIES_BASE_URL and that Aeries answers from this machine, then run again",
+        ),
+        (
+            r"AeriesResponseError",
+            "Aeries answered in an unexpected shape; check AERIES_BASE_URL points at the district's Aeries root",
+        ),
+        (
+            r"SFTPHostKeyError|host key",
+            "trust the server's key once: ssh-keyscan into a file, check its fingerprint, "
+            "set IREADY_SFTP_KNOWN_HOSTS (README)",
+        ),
+        (
+            r"SFTPAuthentication|Authentication failed",
+            "check IREADY_SFTP_USERNAME and IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY",
+        ),
+        (
+            r"SFTP(Unavailable|Transient)|Connection refused|timed out",
+            "check IREADY_SFTP_HOST and IREADY_SFTP_PORT and that the server answers from this machine, then run again",
+        ),
+        (
+            r"check file_accepted",
+            "the file is quarantined with a .reason.txt under APTOOL_LANDING_DIR/quarantine/iready; "
+            "ask the vendor for a corrected export (the published results are unchanged)",
+        ),
+        (
+            r"check summary_reconciles_with_aeries",
+            "compare the named student IDs in Aeries; differences within APTOOL_RECONCILE_TOLERANCE_DAYS "
+            "are only a warning",
+        ),
+        (
+            r"Could not set lock|database is locked|conflicting lock",
+            "another process holds the DuckDB file (e.g. dagster dev); stop it or point APTOOL_DATABASE_URL elsewhere",
+        ),
+        (
+            r"psycopg|OperationalError|connection to server",
+            "check APTOOL_DATABASE_URL and that the database accepts connections from this machine",
+        ),
+        (
+            r"Permission denied|No space left",
+            "check the permissions and free space of APTOOL_LANDING_DIR and DAGSTER_HOME",
+        ),
     )
 )
 DEFAULT_FIX = "run again with --debug for Dagster's log and the traceback"
@@ -207,13 +236,20 @@ def run_pipeline(
         echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
         return runner.summary
     year_key = str(settings.school_year)
-    if runner.stage("academic risk", "student_academic_risk", dg.AssetSelection.assets(ACADEMIC_RISK_KEY), year_key,
-                    lambda m: f"{_value(m, 'dagster/row_count')} students"):  # fmt: skip
+    if runner.stage(
+        "academic risk",
+        "student_academic_risk",
+        dg.AssetSelection.assets(ACADEMIC_RISK_KEY),
+        year_key,
+        lambda m: f"{_value(m, 'dagster/row_count')} students",
+    ):
         runner.stage(
-            "intervention ranking", "student_intervention_ranking",
-            dg.AssetSelection.assets(INTERVENTION_RANKING_KEY), year_key,
+            "intervention ranking",
+            "student_intervention_ranking",
+            dg.AssetSelection.assets(INTERVENTION_RANKING_KEY),
+            year_key,
             lambda m: f"{_value(m, 'dagster/row_count')} students ranked in {_value(m, 'schools')} schools",
-        )  # fmt: skip
+        )
     else:
         runner.skip("intervention ranking", "student_intervention_ranking")
     return runner.summary
@@ -255,12 +291,22 @@ class _Runner:
             if len(counts) > 1:  # several tables in one step: say how many rows each got
                 meta["rows_by_table"] = ", ".join(f"{t} {n}" for t, n in per_table.items() if n is not None)
             detail = describe(meta) if describe else "ok"
-            outcome = StepOutcome(step, partition_label, True, detail, meta, label=label, seconds=seconds,
-                                  rows=sum(counts) if counts else None, rejected=sum(rejected) if rejected else None)  # fmt: skip
+            outcome = StepOutcome(
+                step,
+                partition_label,
+                True,
+                detail,
+                meta,
+                label=label,
+                seconds=seconds,
+                rows=sum(counts) if counts else None,
+                rejected=sum(rejected) if rejected else None,
+            )
         else:
             detail, error = _failure_reason(result)
-            outcome = StepOutcome(step, partition_label, False, detail, label=label, seconds=seconds,
-                                  fix=fix_for(detail), error=error)  # fmt: skip
+            outcome = StepOutcome(
+                step, partition_label, False, detail, label=label, seconds=seconds, fix=fix_for(detail), error=error
+            )
         self.summary.steps.append(outcome)
         self.echo(f"  [{outcome.status}] {label}: {detail} ({seconds:.1f} s)")
         return result.success
@@ -278,27 +324,52 @@ class _Runner:
             counts = m.get("rows_by_table") or _value(m, "dagster/row_count")
             return f"{counts} rows, {_value(m, 'aeries_requests')} requests"
 
-        ok = self.stage("schools, absence codes, students", "aeries_reference",
-                        dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY), None, rows)  # fmt: skip
-        ok = ok and self.stage("calendar, enrollment, Aeries totals", "aeries_year",
-                               dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY), str(year), rows)  # fmt: skip
-        ok = ok and self.stage(f"attendance {first}..{last}", "attendance_days",
-                               dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY), None, rows,
-                               tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()})  # fmt: skip
+        ok = self.stage(
+            "schools, absence codes, students",
+            "aeries_reference",
+            dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY),
+            None,
+            rows,
+        )
+        ok = ok and self.stage(
+            "calendar, enrollment, Aeries totals",
+            "aeries_year",
+            dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY),
+            str(year),
+            rows,
+        )
+        ok = ok and self.stage(
+            f"attendance {first}..{last}",
+            "attendance_days",
+            dg.AssetSelection.assets(ATTENDANCE_DAYS_KEY),
+            None,
+            rows,
+            tags={RANGE_START: first.isoformat(), RANGE_END: last.isoformat()},
+        )
         if not ok:
             ran = {s.step for s in self.summary.steps}
-            later = (("calendar, enrollment, Aeries totals", "aeries_year"), (f"attendance {first}..{last}", "attendance_days"))
+            later = (
+                ("calendar, enrollment, Aeries totals", "aeries_year"),
+                (f"attendance {first}..{last}", "attendance_days"),
+            )
             for label, step in later:
                 if step not in ran:
                     self.skip(label, step)
             self.skip("attendance summary", "student_attendance_summary")
-            self.echo("  [skipped] attendance summary: an earlier Aeries step failed; the published summary is unchanged")
+            self.echo(
+                "  [skipped] attendance summary: an earlier Aeries step failed; the published summary is unchanged"
+            )
             return
         self.stage(
-            "attendance summary", "student_attendance_summary",
-            dg.AssetSelection.assets(STUDENT_ATTENDANCE_SUMMARY_KEY), str(year),
-            lambda m: f"{_value(m, 'dagster/row_count')} student-school rows, {_value(m, 'chronically_absent')} chronically absent",
-        )  # fmt: skip
+            "attendance summary",
+            "student_attendance_summary",
+            dg.AssetSelection.assets(STUDENT_ATTENDANCE_SUMMARY_KEY),
+            str(year),
+            lambda m: (
+                f"{_value(m, 'dagster/row_count')} student-school rows, "
+                f"{_value(m, 'chronically_absent')} chronically absent"
+            ),
+        )
 
     def iready(self, school_year: int) -> None:
         sftp = self.resources["iready_sftp"]
@@ -308,12 +379,16 @@ class _Runner:
                 "IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY (see README)"
             )
         files = [f for f in diagnostic_files(sftp.list_files(), school_year) if f.remote.size > 0]
-        partitions = sorted({(f.school_year, f.subject) for f in files}, key=lambda p: (p[0] != school_year, -p[0], p[1]))
+        partitions = sorted(
+            {(f.school_year, f.subject) for f in files}, key=lambda p: (p[0] != school_year, -p[0], p[1])
+        )
         self.echo(f"i-Ready: {len(files)} diagnostic file(s) on the server → {len(partitions)} partition(s)")
         self.ensure_school_years(y for y, _ in partitions)
         for y, subject in partitions:
             self.stage(
-                f"i-Ready {y} {subject}", "iready_diagnostic_results", dg.AssetSelection.groups("iready"),
+                f"i-Ready {y} {subject}",
+                "iready_diagnostic_results",
+                dg.AssetSelection.groups("iready"),
                 year_subject_key(y, subject),
                 lambda m: f"{_value(m, 'dagster/row_count')} rows loaded, {_value(m, 'rows_rejected')} rejected",
-            )  # fmt: skip
+            )

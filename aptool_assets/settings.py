@@ -50,13 +50,17 @@ def parse_timezone(name: str) -> str:
     try:
         ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError) as exc:  # a folder name such as "Pacific" is an OSError
-        raise ConfigurationError(f"APTOOL_TIMEZONE={name!r} is not an IANA time zone (e.g. America/Los_Angeles)") from exc
+        raise ConfigurationError(
+            f"APTOOL_TIMEZONE={name!r} is not an IANA time zone (e.g. America/Los_Angeles)"
+        ) from exc
     return name
 
 
 def parse_school_year(text: str) -> int:
     if not text.isdigit() or not 2000 <= int(text) <= 2100:
-        raise ConfigurationError(f"APTOOL_SCHOOL_YEAR={text!r} must be the school year's start year, e.g. 2025 for 2025-26")
+        raise ConfigurationError(
+            f"APTOOL_SCHOOL_YEAR={text!r} must be the school year's start year, e.g. 2025 for 2025-26"
+        )
     return int(text)
 
 
@@ -89,7 +93,10 @@ ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "as_of_date": ("APTOOL_AS_OF_DATE", parse_as_of_date),
     "landing_dir": ("APTOOL_LANDING_DIR", str),
     "assessment_windows": ("APTOOL_ASSESSMENT_WINDOWS", _checked_windows),
-    "iready_max_rejected_ratio": ("APTOOL_IREADY_MAX_REJECTED_RATIO", _number("APTOOL_IREADY_MAX_REJECTED_RATIO", float)),
+    "iready_max_rejected_ratio": (
+        "APTOOL_IREADY_MAX_REJECTED_RATIO",
+        _number("APTOOL_IREADY_MAX_REJECTED_RATIO", float),
+    ),
     "iready_freshness_hours": ("APTOOL_IREADY_FRESHNESS_HOURS", _number("APTOOL_IREADY_FRESHNESS_HOURS", float)),
     "reconcile_tolerance_days": ("APTOOL_RECONCILE_TOLERANCE_DAYS", _number("APTOOL_RECONCILE_TOLERANCE_DAYS", int)),
     "recent_attendance_school_days": ("APTOOL_RECENT_ATTENDANCE_DAYS", _number("APTOOL_RECENT_ATTENDANCE_DAYS", int)),

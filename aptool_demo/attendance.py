@@ -49,7 +49,7 @@ class _Sheet:
 
     def full_day(self, i: int, meaning: str) -> None:
         letter = self.letters[meaning]
-        periods = {p: letter for p in PERIOD_SCHOOL_PERIODS} if self.period_school else {}
+        periods = dict.fromkeys(PERIOD_SCHOOL_PERIODS, letter) if self.period_school else {}
         self.out[self.days[i]] = {"all_day": letter, "periods": periods}
 
 
@@ -104,7 +104,7 @@ def _profiles(student_ids: list[int], rng: random.Random) -> dict[int, _Profile]
 def _choose_specials(rng: random.Random, candidates: list[int]) -> _Specials:
     specials = rng.sample(candidates, min(10, len(candidates)))
     return _Specials(
-        truants=dict(zip(specials[0:3], (4, 7, 10))),
+        truants=dict(zip(specials[0:3], (4, 7, 10), strict=False)),
         suspended_out=specials[3:6],
         suspended_in=specials[6:8],
         not_enrolled=specials[8:10],
@@ -208,9 +208,11 @@ def _pick(rng: random.Random, n_days: int, count: int, taken: set[int]) -> list[
 def _enrolled_on(sim: SimDistrict, row: dict, code: int, day: date) -> bool:
     """Whether an enrollment row is a current-year stint at ``code`` that covers ``day``."""
     return (
-        row["SchoolCode"] == code and row["AcademicYear"] == str(sim.school_year) and row["EnterDate"] <= day
+        row["SchoolCode"] == code
+        and row["AcademicYear"] == str(sim.school_year)
+        and row["EnterDate"] <= day
         and (row["LeaveDate"] is None or row["LeaveDate"] >= day)
-    )  # fmt: skip
+    )
 
 
 def _field_trip(sim: SimDistrict, rng: random.Random, through: date) -> None:

@@ -33,14 +33,31 @@ _TYPE_DESCRIPTIONS = {
     9: "Verified Unexcused Tardy",
 }
 STANDARD_LETTERS = {
-    "unverified": "A", "excused": "E", "illness": "I", "unexcused": "U", "tardy": "T",
-    "late30": "L", "oss": "S", "iss": "N", "tne": "G", "activity": "K",
-}  # fmt: skip
+    "unverified": "A",
+    "excused": "E",
+    "illness": "I",
+    "unexcused": "U",
+    "tardy": "T",
+    "late30": "L",
+    "oss": "S",
+    "iss": "N",
+    "tne": "G",
+    "activity": "K",
+}
 # One school keeps its own table: same meanings, different (and clashing) letters.
 ALTERNATE_LETTERS = {
-    "unverified": "U", "excused": "X", "illness": "I", "unexcused": "N", "tardy": "L",
-    "late30": "B", "oss": "S", "iss": "Q", "tne": "W", "activity": "A", "truant": "T",
-}  # fmt: skip
+    "unverified": "U",
+    "excused": "X",
+    "illness": "I",
+    "unexcused": "N",
+    "tardy": "L",
+    "late30": "B",
+    "oss": "S",
+    "iss": "Q",
+    "tne": "W",
+    "activity": "A",
+    "truant": "T",
+}
 ALTERNATE_LETTER_SCHOOL = 102
 
 

@@ -72,9 +72,9 @@ def _records(district: SyntheticDistrict, academic_year: int, subject: str, seed
     roster = tested.select(
         "student_id", "school_name", "first_name", "last_name", pl.col("grade").alias("student_grade")
     )
-    return records.drop([c for c in ("school_name", "first_name", "last_name", "student_grade") if c in records.columns]).join(
-        roster, on="student_id", how="left"
-    )
+    return records.drop(
+        [c for c in ("school_name", "first_name", "last_name", "student_grade") if c in records.columns]
+    ).join(roster, on="student_id", how="left")
 
 
 def append_invalid_rows(path: Path) -> None:
@@ -104,8 +104,10 @@ def write_iready_exports(district: SyntheticDistrict, sftp_root: Path) -> list[P
     written = []
     for subject, seed in (("ela", 11), ("math", 12)):
         if fy27:
-            name = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv" if subject == "ela" else (
-                "i-ready_inform_results_math_CONFIDENTIAL.csv"
+            name = (
+                "i-ready_inform_results_reading_english_CONFIDENTIAL.csv"
+                if subject == "ela"
+                else ("i-ready_inform_results_math_CONFIDENTIAL.csv")
             )
             layout = "2026-27"
         else:

@@ -7,9 +7,15 @@ runs, so clients learn that the summaries lag the attendance they could read dir
 from __future__ import annotations
 
 HISTORY_COUNTS = (
-    "DaysEnrolled", "DaysAbsence", "DaysExcused", "DaysUnexcused", "DaysTardy",
-    "DaysOfTruancy", "DaysSuspension", "DaysInSchoolSuspension",
-)  # fmt: skip
+    "DaysEnrolled",
+    "DaysAbsence",
+    "DaysExcused",
+    "DaysUnexcused",
+    "DaysTardy",
+    "DaysOfTruancy",
+    "DaysSuspension",
+    "DaysInSchoolSuspension",
+)
 
 
 def count_day(counts: dict[str, int], entry: dict | None, table: dict[str, dict]) -> None:

@@ -48,8 +48,15 @@ _DOMAIN_TITLES = {
 }
 
 _DEMOGRAPHICS = [
-    "Hispanic or Latino", "Race", "English Language Learner", "Special Education",
-    "Economically Disadvantaged", "Migrant", "Class(es)", "Class Teacher(s)", "Report Group(s)",
+    "Hispanic or Latino",
+    "Race",
+    "English Language Learner",
+    "Special Education",
+    "Economically Disadvantaged",
+    "Migrant",
+    "Class(es)",
+    "Class Teacher(s)",
+    "Report Group(s)",
 ]
 _PROJECTIONS = [
     "Proficiency if Student Shows No Additional Growth",
@@ -78,13 +85,17 @@ def layout_headers(layout: str, subject: str) -> list[str]:
         h += _DEMOGRAPHICS
     h += ["Start Date", "Completion Date"]
     h.append(
-        "Baseline Assessment (Y/N)" if fy27
-        else "Baseline Diagnostic (Y/N)" if era >= LAYOUTS.index("2022-23")
+        "Baseline Assessment (Y/N)"
+        if fy27
+        else "Baseline Diagnostic (Y/N)"
+        if era >= LAYOUTS.index("2022-23")
         else "Diagnostic used to establish Growth Measures (Y/N)"
     )
     h.append(
-        "Most Recent Assessment YTD (Y/N)" if fy27
-        else "Most Recent Diagnostic YTD (Y/N)" if current
+        "Most Recent Assessment YTD (Y/N)"
+        if fy27
+        else "Most Recent Diagnostic YTD (Y/N)"
+        if current
         else "Most Recent Diagnostic (Y/N)"
     )
     h += ["Time on Task (minutes)" if layout == "2019-20" else "Duration (min)", "Rush Flag"]
@@ -211,7 +222,7 @@ def write_diagnostic_csv(
         else:
             expr = pl.lit(_DEFAULTS.get(field), dtype=pl.Utf8)
         exprs.append(expr.alias(header))
-    out = frame.select(exprs) if frame.height else pl.DataFrame(schema={h: pl.Utf8 for h in headers})
+    out = frame.select(exprs) if frame.height else pl.DataFrame(schema=dict.fromkeys(headers, pl.Utf8))
 
     terminator = "\r\n" if crlf else "\n"
     out.write_csv(path, include_bom=bom, line_terminator=terminator, quote_style="necessary", null_value="")
@@ -223,12 +234,49 @@ def write_diagnostic_csv(
 
 # --- synthetic data -------------------------------------------------------------------------
 
-_LAST = ["Rivera", "Nguyen", "Okafor", "Smith", "Garcia", "Kowalski", "Haddad", "Tanaka", "Begay", "Murphy",
-         "Chen", "Johnson", "Delgado", "Ivanova", "Mensah", "Larsen"]
-_FIRST = ["Ava", "Mateo", "Zoe", "Liam", "Sofia", "Kai", "Amara", "Noah", "Maya", "Ezra", "Lena", "Omar",
-          "Ivy", "Diego", "Nia", "Theo"]
-_SCHOOLS = ["Cedar Grove Elementary School", "Harbor View Middle School", "Sunrise K-8 Academy",
-            "Maple Street Elementary School", "Riverside Middle School"]
+_LAST = [
+    "Rivera",
+    "Nguyen",
+    "Okafor",
+    "Smith",
+    "Garcia",
+    "Kowalski",
+    "Haddad",
+    "Tanaka",
+    "Begay",
+    "Murphy",
+    "Chen",
+    "Johnson",
+    "Delgado",
+    "Ivanova",
+    "Mensah",
+    "Larsen",
+]
+_FIRST = [
+    "Ava",
+    "Mateo",
+    "Zoe",
+    "Liam",
+    "Sofia",
+    "Kai",
+    "Amara",
+    "Noah",
+    "Maya",
+    "Ezra",
+    "Lena",
+    "Omar",
+    "Ivy",
+    "Diego",
+    "Nia",
+    "Theo",
+]
+_SCHOOLS = [
+    "Cedar Grove Elementary School",
+    "Harbor View Middle School",
+    "Sunrise K-8 Academy",
+    "Maple Street Elementary School",
+    "Riverside Middle School",
+]
 _WINDOW_RANGES = (((8, 10), (11, 15)), ((11, 16), (3, 1)), ((3, 2), (6, 10)))  # BOY, MOY, EOY
 
 
@@ -352,45 +400,58 @@ def _base_frame(
     start, completion = start_completion
     rel_idx = _relative_index(score - mid)
     school = (ids % len(_SCHOOLS)).astype(np.int64)
-    return pl.DataFrame({
-        "student_id": ids[stu],
-        "last_name": np.array(_LAST)[students.last_i][stu],
-        "first_name": np.array(_FIRST)[students.first_i][stu],
-        "student_grade": g.astype(np.int32),
-        "academic_year": np.full(n, academic_year, dtype=np.int32),
-        "school_name": np.array(_SCHOOLS)[school][stu],
-        "start_date": start.astype("datetime64[D]"),
-        "completion_date": completion.astype("datetime64[D]"),
-        "is_baseline": tests.test_no == 0,
-        "is_most_recent": tests.test_no == students.n_tests[stu] - 1,
-        "duration_min": rng.integers(10, 121, n).astype(np.int32),
-        "overall_scale_score": score,
-        "percentile": np.clip(np.rint(50 + 0.9 * (score - mid) + rng.normal(0, 6, n)), 1, 99).astype(np.int32),
-        "grouping": (5 - rel_idx).astype(np.int32),
-        "_rel": rel_idx,
-        "_g": g,
-    })
+    return pl.DataFrame(
+        {
+            "student_id": ids[stu],
+            "last_name": np.array(_LAST)[students.last_i][stu],
+            "first_name": np.array(_FIRST)[students.first_i][stu],
+            "student_grade": g.astype(np.int32),
+            "academic_year": np.full(n, academic_year, dtype=np.int32),
+            "school_name": np.array(_SCHOOLS)[school][stu],
+            "start_date": start.astype("datetime64[D]"),
+            "completion_date": completion.astype("datetime64[D]"),
+            "is_baseline": tests.test_no == 0,
+            "is_most_recent": tests.test_no == students.n_tests[stu] - 1,
+            "duration_min": rng.integers(10, 121, n).astype(np.int32),
+            "overall_scale_score": score,
+            "percentile": np.clip(np.rint(50 + 0.9 * (score - mid) + rng.normal(0, 6, n)), 1, 99).astype(np.int32),
+            "grouping": (5 - rel_idx).astype(np.int32),
+            "_rel": rel_idx,
+            "_g": g,
+        }
+    )
 
 
 def _with_growth(
-    rng: np.random.Generator, df: pl.DataFrame, score: np.ndarray, baseline_score: np.ndarray, g: np.ndarray,
+    rng: np.random.Generator,
+    df: pl.DataFrame,
+    score: np.ndarray,
+    baseline_score: np.ndarray,
+    g: np.ndarray,
     mid: np.ndarray,
-) -> pl.DataFrame:  # fmt: skip
+) -> pl.DataFrame:
     """Rush flags, placements and the growth measures (gain since the baseline test, typical and stretch)."""
     rush = rng.random(len(score))
     typical = np.maximum(30 - 2 * g, 8).astype(np.int32)
     gain = np.maximum(score - baseline_score, 0).astype(np.int32)
     return df.with_columns(
-        pl.when(pl.Series(rush < 0.03)).then(pl.lit("Yellow Rush Flag"))
-        .when(pl.Series(rush < 0.04)).then(pl.lit("Red Rush Flag")).alias("rush_flag"),
+        pl.when(pl.Series(rush < 0.03))
+        .then(pl.lit("Yellow Rush Flag"))
+        .when(pl.Series(rush < 0.04))
+        .then(pl.lit("Red Rush Flag"))
+        .alias("rush_flag"),
         _placement(pl.col("_g"), pl.col("_rel")).alias("overall_placement"),
-        pl.col("_rel").replace_strict(dict(enumerate(RELATIVE_PLACEMENTS)), return_dtype=pl.Utf8)
+        pl.col("_rel")
+        .replace_strict(dict(enumerate(RELATIVE_PLACEMENTS)), return_dtype=pl.Utf8)
         .alias("overall_relative_placement"),
         pl.Series("diagnostic_gain", gain),
         pl.Series("annual_typical_growth_measure", typical),
         pl.Series("annual_stretch_growth_measure", (typical * 1.8).astype(np.int32)),
         pl.Series("percent_progress_to_annual_typical_growth", (100 * gain // typical).astype(np.int32)),
-        pl.Series("percent_progress_to_annual_stretch_growth", (100 * gain // (typical * 1.8).astype(np.int32)).astype(np.int32)),
+        pl.Series(
+            "percent_progress_to_annual_stretch_growth",
+            (100 * gain // (typical * 1.8).astype(np.int32)).astype(np.int32),
+        ),
         pl.Series("mid_on_grade_level_scale_score", mid.astype(np.int32)),
     )
 
@@ -401,23 +462,29 @@ def _with_measure(df: pl.DataFrame, subject: str, score: np.ndarray) -> tuple[pl
         lexile = np.rint((score - 420) * 4.2 / 5).astype(np.int64) * 5
         df = df.with_columns(
             _measure(lexile, "L", "BR").alias("lexile_measure"),
-            pl.concat_str(_measure(lexile - 100, "L", "BR"), _measure(lexile + 50, "L", "BR"), separator="-")
-            .alias("lexile_range"),
+            pl.concat_str(_measure(lexile - 100, "L", "BR"), _measure(lexile + 50, "L", "BR"), separator="-").alias(
+                "lexile_range"
+            ),
         )
         return df, ELA_DOMAINS
     quantile = np.rint((score - 390) * 5 / 5).astype(np.int64) * 5
     df = df.with_columns(
         _measure(quantile, "Q", "EM").alias("quantile_measure"),
-        pl.concat_str(_measure(quantile - 50, "Q", "EM"), _measure(quantile + 50, "Q", "EM"), separator="-")
-        .alias("quantile_range"),
+        pl.concat_str(_measure(quantile - 50, "Q", "EM"), _measure(quantile + 50, "Q", "EM"), separator="-").alias(
+            "quantile_range"
+        ),
     )
     return df, MATH_DOMAINS
 
 
 def _with_domains(
-    rng: np.random.Generator, df: pl.DataFrame, domains: Sequence[str], score: np.ndarray, mid: np.ndarray,
+    rng: np.random.Generator,
+    df: pl.DataFrame,
+    domains: Sequence[str],
+    score: np.ndarray,
+    mid: np.ndarray,
     g: np.ndarray,
-) -> pl.DataFrame:  # fmt: skip
+) -> pl.DataFrame:
     """Scale score, placement and relative placement per domain, near the overall score."""
     foundational = {"phonological_awareness", "phonics", "high_frequency_words"}
     for d in domains:
@@ -427,9 +494,13 @@ def _with_domains(
         surpassed = (g >= 3) & (d in foundational)
         df = df.with_columns(
             pl.when(~pl.Series(surpassed)).then(pl.Series(d_score)).alias(f"{d}_scale_score"),
-            pl.when(pl.Series(surpassed)).then(pl.lit("Surpassed Level"))
-            .otherwise(_placement(pl.col("_g"), pl.Series(d_rel))).alias(f"{d}_placement"),
-            pl.when(pl.Series(surpassed)).then(pl.lit(0)).otherwise(pl.Series(d_rel))
+            pl.when(pl.Series(surpassed))
+            .then(pl.lit("Surpassed Level"))
+            .otherwise(_placement(pl.col("_g"), pl.Series(d_rel)))
+            .alias(f"{d}_placement"),
+            pl.when(pl.Series(surpassed))
+            .then(pl.lit(0))
+            .otherwise(pl.Series(d_rel))
             .replace_strict(dict(enumerate(RELATIVE_PLACEMENTS)), return_dtype=pl.Utf8)
             .alias(f"{d}_relative_placement"),
         )
@@ -443,12 +514,15 @@ def _relative_index(diff: np.ndarray) -> np.ndarray:
 
 def _placement(grade: pl.Expr, rel: pl.Expr) -> pl.Expr:
     """Vendor placement text: 'Mid 5', 'Early 5' on grade, 'Grade 3' below it ('K' for 0)."""
+
     def g_text(e: pl.Expr) -> pl.Expr:
         return pl.when(e <= 0).then(pl.lit("K")).otherwise(e.cast(pl.Utf8))
 
     below = pl.max_horizontal(grade - (rel - 1), pl.lit(0))
     return (
-        pl.when(rel == 0).then(pl.concat_str(pl.lit("Mid "), g_text(grade)))
-        .when(rel == 1).then(pl.concat_str(pl.lit("Early "), g_text(grade)))
+        pl.when(rel == 0)
+        .then(pl.concat_str(pl.lit("Mid "), g_text(grade)))
+        .when(rel == 1)
+        .then(pl.concat_str(pl.lit("Early "), g_text(grade)))
         .otherwise(pl.concat_str(pl.lit("Grade "), g_text(below)))
     )

@@ -125,10 +125,16 @@ def _pre_enrolled_for_next_year(sim: SimDistrict, rising: dict | None, days: lis
         return
     numbers = [r["StudentNumber"] for r in sim.students if r["SchoolCode"] == PERIOD_ATTENDANCE_SCHOOL]
     pre = student_record(
-        random.Random(rising["StudentID"]), rising["StudentID"], PERIOD_ATTENDANCE_SCHOOL,
-        max(numbers, default=0) + 1, rising["Grade"] + 1, rising["FirstName"], rising["LastName"], sim.school_year,
+        random.Random(rising["StudentID"]),
+        rising["StudentID"],
+        PERIOD_ATTENDANCE_SCHOOL,
+        max(numbers, default=0) + 1,
+        rising["Grade"] + 1,
+        rising["FirstName"],
+        rising["LastName"],
+        sim.school_year,
         school_enter=first_school_day(sim.school_year + 1),
-    )  # fmt: skip
+    )
     pre.update({k: rising[k] for k in ("StateStudentID", "Birthdate", "Gender", "DistrictEnterDate", "FamilyKey")})
     pre["InactiveStatusCode"] = "*"
     sim.students.append(pre)
@@ -142,9 +148,7 @@ def _late_enrollee(sim: SimDistrict, late: dict | None, days: list[date]) -> Non
     late_day = days[min(14, len(days) - 1)]
     late.update({"SchoolEnterDate": late_day, "DistrictEnterDate": late_day})
     current = str(sim.school_year)
-    sim.enrollment = [
-        r for r in sim.enrollment if r["StudentID"] != late["StudentID"] or r["AcademicYear"] == current
-    ]
+    sim.enrollment = [r for r in sim.enrollment if r["StudentID"] != late["StudentID"] or r["AcademicYear"] == current]
     for row in sim.enrollment:
         if row["StudentID"] == late["StudentID"]:
             row["EnterDate"] = late_day

@@ -17,10 +17,22 @@ from aptool_demo.district import SCHOOLS
 PERIOD_ATTENDANCE_SCHOOL = 201
 
 GRADE_LONG = {
-    -2: "Preschool", -1: "Transitional Kindergarten", 0: "Kindergarten", 1: "First Grade", 2: "Second Grade",
-    3: "Third Grade", 4: "Fourth Grade", 5: "Fifth Grade", 6: "Sixth Grade", 7: "Seventh Grade",
-    8: "Eighth Grade", 9: "Ninth Grade", 10: "Tenth Grade", 11: "Eleventh Grade", 12: "Twelfth Grade",
-}  # fmt: skip
+    -2: "Preschool",
+    -1: "Transitional Kindergarten",
+    0: "Kindergarten",
+    1: "First Grade",
+    2: "Second Grade",
+    3: "Third Grade",
+    4: "Fourth Grade",
+    5: "Fifth Grade",
+    6: "Sixth Grade",
+    7: "Seventh Grade",
+    8: "Eighth Grade",
+    9: "Ninth Grade",
+    10: "Tenth Grade",
+    11: "Eleventh Grade",
+    12: "Twelfth Grade",
+}
 _STREETS = ["Oak St", "Madrone Ave", "Cedar Ln", "Valley View Dr", "Mission Blvd", "Alder Ct", "Juniper Way"]
 
 
@@ -62,19 +74,27 @@ def student_record(
     school_enter = school_enter or first_school_day(school_year)
     # Three blocks of consecutive keys, built (and drawn from rng) in record order.
     record = {
-        **_student_identity(rng, student_id, school_code, student_number, grade, first_name, last_name, spanish,
-                            birthdate),
+        **_student_identity(
+            rng, student_id, school_code, student_number, grade, first_name, last_name, spanish, birthdate
+        ),
         **_student_contact(rng, first_name, last_name, street, spanish),
         **_student_schooling(rng, student_id, school_code, school_enter, district_enter or school_enter, spanish),
-    }  # fmt: skip
+    }
     record.update(grade_fields(grade, school_code))
     return record
 
 
 def _student_identity(
-    rng: random.Random, student_id: int, school_code: int, student_number: int, grade: int, first_name: str,
-    last_name: str, spanish: bool, birthdate: date,
-) -> dict:  # fmt: skip
+    rng: random.Random,
+    student_id: int,
+    school_code: int,
+    student_number: int,
+    grade: int,
+    first_name: str,
+    last_name: str,
+    spanish: bool,
+    birthdate: date,
+) -> dict:
     """StudentID … Birthdate."""
     return {
         "StudentID": student_id,
@@ -260,13 +280,34 @@ def _terms(school_year: int) -> list[dict]:
     end = date(school_year + 1, 6, 12)
     mid = date(school_year + 1, 1, 9)
     return [
-        {"FirstHalfEndDate": None, "SecondHalfStartDate": None, "TrackTerms": [], "TermCode": "F",
-         "TermDescription": "Fall", "StartDate": first, "EndDate": mid - timedelta(days=1)},
-        {"FirstHalfEndDate": None, "SecondHalfStartDate": None, "TrackTerms": [], "TermCode": "S",
-         "TermDescription": "Spring", "StartDate": mid, "EndDate": end},
-        {"FirstHalfEndDate": None, "SecondHalfStartDate": None, "TrackTerms": [], "TermCode": "Y",
-         "TermDescription": "Year", "StartDate": first, "EndDate": end},
-    ]  # fmt: skip
+        {
+            "FirstHalfEndDate": None,
+            "SecondHalfStartDate": None,
+            "TrackTerms": [],
+            "TermCode": "F",
+            "TermDescription": "Fall",
+            "StartDate": first,
+            "EndDate": mid - timedelta(days=1),
+        },
+        {
+            "FirstHalfEndDate": None,
+            "SecondHalfStartDate": None,
+            "TrackTerms": [],
+            "TermCode": "S",
+            "TermDescription": "Spring",
+            "StartDate": mid,
+            "EndDate": end,
+        },
+        {
+            "FirstHalfEndDate": None,
+            "SecondHalfStartDate": None,
+            "TrackTerms": [],
+            "TermCode": "Y",
+            "TermDescription": "Year",
+            "StartDate": first,
+            "EndDate": end,
+        },
+    ]
 
 
 def staff_record(staff_id: int, school_code: int, first: str, last: str, title: str, rng: random.Random) -> dict:

@@ -203,10 +203,19 @@ class Api:
             return []
         table_code, field_code, codes = found
         return [
-            {"Table": table_code, "Field": field_code, "Code": code, "Description": description, "Category": "",
-             "SortOrder": i, "Status": "", "AeriesCode": "", "NumericValue": 0.0}
+            {
+                "Table": table_code,
+                "Field": field_code,
+                "Code": code,
+                "Description": description,
+                "Category": "",
+                "SortOrder": i,
+                "Status": "",
+                "AeriesCode": "",
+                "NumericValue": 0.0,
+            }
             for i, (code, description) in enumerate(codes)
-        ]  # fmt: skip
+        ]
 
     def _staff_list(self, query: dict) -> list[dict]:
         filters = {k: v for k, v in query.items() if k not in ("databaseyear", "cert")}

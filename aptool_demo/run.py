@@ -21,8 +21,8 @@ from typing import Any
 from aptool_assets.definitions import build_resources
 from aptool_assets.runner import run_pipeline
 from aptool_assets.settings import Settings
-from aptool_assets.vocabulary import school_year_bounds
 from aptool_assets.storage.warehouse import open_warehouse
+from aptool_assets.vocabulary import school_year_bounds
 from aptool_demo.district import build_district, write_iready_exports
 from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
 from aptool_demo.simulator import RunningSimulator, build_sim_district, start_simulator
@@ -49,8 +49,10 @@ def run_demo(
     school_year = settings.school_year
     district = build_district(school_year)
     files = write_iready_exports(district, sftp_root)
-    print(f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
-          f"{len(files)} i-Ready files under {sftp_root}")
+    print(
+        f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
+        f"{len(files)} i-Ready files under {sftp_root}"
+    )
 
     server = start_local_sftp_server(sftp_root, home / "sftp-server")
     print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
@@ -131,8 +133,11 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
         f"FROM aptool.student_attendance_summary WHERE school_year = {int(summary.school_year)} GROUP BY 1 ORDER BY 1"
     )
     chronic = sum(c for _, _, c in tiers.iter_rows())
-    print(f"  attendance {summary.school_year}: " + ", ".join(f"{t} {n}" for t, n, _ in tiers.iter_rows())
-          + f"; chronically absent {chronic}")
+    print(
+        f"  attendance {summary.school_year}: "
+        + ", ".join(f"{t} {n}" for t, n, _ in tiers.iter_rows())
+        + f"; chronically absent {chronic}"
+    )
     risk = wh.query(
         "SELECT overall_risk, count(*) AS n FROM aptool.student_academic_risk WHERE school_year = "
         f"{int(summary.school_year)} GROUP BY 1 ORDER BY 1"

@@ -7,6 +7,7 @@ logs every request (method, path, status, query, Accept header; never the certif
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -51,18 +52,18 @@ class _Server(ThreadingHTTPServer):
         self.connections_lock = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
 
-    def process_request(self, request, client_address):  # noqa: ANN001 - socketserver's signature
+    def process_request(self, request, client_address):
         with self.connections_lock:
             self.open_connections.add(request)
         super().process_request(request, client_address)
 
-    def handle_error(self, request, client_address):  # noqa: ANN001
+    def handle_error(self, request, client_address):
         """A client that timed out or hung up is normal here; anything else goes to the log, not stderr."""
         exc = sys.exc_info()[1]
         if not isinstance(exc, OSError):
             log.exception("Aeries simulator failed to answer a request")
 
-    def shutdown_request(self, request):  # noqa: ANN001
+    def shutdown_request(self, request):
         with self.connections_lock:
             self.open_connections.discard(request)
         super().shutdown_request(request)
@@ -79,10 +80,10 @@ class _Handler(BaseHTTPRequestHandler):
         # Headers and body go out in separate writes; without this, Nagle + delayed ACK add ~40 ms each.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+    def do_GET(self) -> None:
         self.server.sim._serve(self)  # type: ignore[attr-defined]
 
-    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # noqa: N815
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_GET  # noqa: N815 - http.server's method names
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the requests list is the log
         pass
@@ -139,10 +140,8 @@ class RunningSimulator:
         self._server.shutdown()
         with self._server.connections_lock:
             for conn in list(self._server.open_connections):
-                try:
+                with contextlib.suppress(OSError):
                     conn.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
         self._server.server_close()
         self._thread.join(timeout=5)
 
@@ -180,7 +179,7 @@ class RunningSimulator:
         try:
             status, payload = self._route(exchange)
             body = _dumps(payload)
-        except Exception:  # noqa: BLE001 - answer as ASP.NET does rather than hang up
+        except Exception:
             log.exception("Aeries simulator failed on %s %s", exchange.method, exchange.path)
             status, body = 500, _dumps({"Message": "An error has occurred."})
         if fault == "invalid_json":
@@ -206,7 +205,7 @@ class RunningSimulator:
             return 404, {"Message": "Not Found"}
         rel = path[len(prefix) :].strip("/")
         query = {k.lower(): v for k, v in parse_qsl(exchange.raw_query, keep_blank_values=True)}
-        uri = f"{self.base_url}{path[len(BASE_PATH):]}"
+        uri = f"{self.base_url}{path[len(BASE_PATH) :]}"
         return self._api.handle(exchange.method, rel, query, exchange.handler.headers, uri)
 
     def _log_request(self, entry: tuple[str, str, int], meta: dict[str, Any]) -> None:

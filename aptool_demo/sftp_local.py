@@ -101,4 +101,3 @@ def write_known_hosts(work_dir: Path, port: int, host_public_key: str) -> Path:
     known_hosts = work_dir / "known_hosts"
     known_hosts.write_text(f"[{HOST}]:{port} {host_public_key}\n")
     return known_hosts
-

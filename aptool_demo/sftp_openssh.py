@@ -73,9 +73,7 @@ def start_openssh(
     )
 
 
-def _login_user(
-    as_root: bool, username: str | None, password: str | None, cleanups: list[Callable[[], None]]
-) -> str:
+def _login_user(as_root: bool, username: str | None, password: str | None, cleanups: list[Callable[[], None]]) -> str:
     """The account sshd will log in; a system user created for it adds its removal to ``cleanups``."""
     if as_root:
         Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)  # privilege separation dir
@@ -118,10 +116,15 @@ def _launch(
         config = work_dir / "sshd_config"
         config.write_text(
             _sshd_config(
-                port=port, work_dir=work_dir, host_key=keys.host_key, authorized_keys=keys.authorized_keys,
-                username=username, password=password, version=version,
+                port=port,
+                work_dir=work_dir,
+                host_key=keys.host_key,
+                authorized_keys=keys.authorized_keys,
+                username=username,
+                password=password,
+                version=version,
             )
-        )  # fmt: skip
+        )
         with stderr_path.open("ab") as stderr:
             proc = subprocess.Popen(
                 [sshd, "-D", "-e", "-f", str(config), "-E", str(log_path)],
@@ -175,9 +178,19 @@ def _prepare_system_user(username: str | None, password: str | None) -> tuple[st
     if entry is None:
         shell = next((s for s in ("/usr/sbin/nologin", "/sbin/nologin") if os.path.exists(s)), "/bin/false")
         result = _run_admin(
-            [_admin_tool("useradd"), "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", shell, "--comment", USER_COMMENT, username]
-        )  # fmt: skip
+            [
+                _admin_tool("useradd"),
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                shell,
+                "--comment",
+                USER_COMMENT,
+                username,
+            ]
+        )
         if result.returncode != 0:
             raise RuntimeError(f"useradd {username} failed: {result.stderr.strip()}")
         created = True
@@ -218,9 +231,15 @@ def _check_readable_by(username: str, paths: list[Path]) -> None:
 
 
 def _sshd_config(
-    *, port: int, work_dir: Path, host_key: Path, authorized_keys: Path, username: str, password: bool,
+    *,
+    port: int,
+    work_dir: Path,
+    host_key: Path,
+    authorized_keys: Path,
+    username: str,
+    password: bool,
     version: tuple[int, int],
-) -> str:  # fmt: skip
+) -> str:
     lines = [
         f"ListenAddress {HOST}",
         f"Port {port}",
@@ -259,7 +278,6 @@ def _tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
-
 def _wait_for_port(port: int, proc: subprocess.Popen[bytes]) -> bool:
     """True once sshd accepts connections; False if it exited first; raises if it never listens."""
     deadline = time.monotonic() + _START_TIMEOUT_S
@@ -283,4 +301,3 @@ def _terminate(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-

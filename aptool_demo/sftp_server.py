@@ -61,4 +61,3 @@ def start_local_sftp_server(
         server = start_paramiko(served_dir, work_dir, username, password)
     atexit.register(server.stop)  # no orphaned sshd or system user if a caller forgets stop()
     return server
-

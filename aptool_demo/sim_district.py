@@ -15,10 +15,10 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from aptool_assets.vocabulary import school_year_of
 from aptool_demo.calendars import instructional_days
 from aptool_demo.history import HISTORY_COUNTS, count_day, summary_record
 from aptool_demo.records import enrollment_row, grade_fields, student_record
-from aptool_assets.vocabulary import school_year_of
 
 LOCAL_TIMEZONE = "America/Los_Angeles"
 
@@ -204,4 +204,3 @@ class SimDistrict:
         record = template | {"SchoolCode": school_code, "StudentNumber": 1 + max(numbers, default=0)}
         self.students.append(record)
         return record
-

@@ -14,15 +14,15 @@ import time
 import dagster as dg
 
 from aptool_assets import definitions
-from aptool_demo.district import build_district
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, SCHOOLS_KEY, month_windows
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.frames import is_real_school_code
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
-from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_demo.district import build_district
+from aptool_demo.simulator import build_sim_district, start_simulator
 
 YEAR = 2025
 FIRST, LAST = dt.date(YEAR, 7, 1), dt.date(YEAR + 1, 6, 30)
@@ -33,7 +33,11 @@ def main() -> int:
 
     district = build_district(YEAR, students_per_school=200)
     sim = build_sim_district(district, through=LAST)
-    with start_simulator(sim) as running, dg.DagsterInstance.ephemeral() as instance, tempfile.TemporaryDirectory() as tmp:
+    with (
+        start_simulator(sim) as running,
+        dg.DagsterInstance.ephemeral() as instance,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         resources = {
             "aeries": AeriesResource(base_url=running.base_url, cert=running.cert),
             "warehouse": WarehouseResource(database_url=f"duckdb:///{tmp}/bench.duckdb"),
@@ -42,8 +46,13 @@ def main() -> int:
         }
         all_defs = [*definitions.ASSETS, *definitions.ASSET_CHECKS]
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the figures, not the event log
-        dg.materialize(all_defs, selection=[SCHOOLS_KEY, ABSENCE_CODES_KEY], resources=resources, instance=instance,
-                       run_config=quiet)
+        dg.materialize(
+            all_defs,
+            selection=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
+            resources=resources,
+            instance=instance,
+            run_config=quiet,
+        )
         running.reset_stats()
         started = time.perf_counter()
         result = dg.materialize(
@@ -64,9 +73,14 @@ def main() -> int:
             for e in result.get_asset_materialization_events()
         )
     print(f"full-year attendance pull {FIRST}..{LAST}: {students} students, {schools} schools, {months} month windows")
-    print(f"  requests: {len(requests)} (schools × months = {schools * months}); a per-student pull would need "
-          f"{students * months}")
-    print(f"  rows published: {rows}; wall time {elapsed:.2f}s (run, ranged over {(LAST - FIRST).days + 1} daily partitions)")
+    print(
+        f"  requests: {len(requests)} (schools × months = {schools * months}); a per-student pull would need "
+        f"{students * months}"
+    )
+    print(
+        f"  rows published: {rows}; wall time {elapsed:.2f}s "
+        f"(run, ranged over {(LAST - FIRST).days + 1} daily partitions)"
+    )
     return 0 if len(requests) == schools * months else 1
 
 

@@ -32,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import date, timedelta
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +94,15 @@ def make_calendar(rng: np.random.Generator, schools: np.ndarray) -> pl.DataFrame
         codes[holidays] = rng.choice(["#", "#", "#", "$", "+", "@"], size=holidays.size)
         school_days = np.setdiff1d(candidates, holidays)[:180]
         codes[school_days] = np.where(rng.random(school_days.size) < 0.08, "%", "")
-        frames.append(pl.DataFrame({"school_code": np.full(all_days.size, school, dtype=np.int32),
-                                    "calendar_date": all_days, "holiday_code": codes.astype(str)}))
+        frames.append(
+            pl.DataFrame(
+                {
+                    "school_code": np.full(all_days.size, school, dtype=np.int32),
+                    "calendar_date": all_days,
+                    "holiday_code": codes.astype(str),
+                }
+            )
+        )
     return pl.concat(frames).cast(CALENDAR_SCHEMA)
 
 
@@ -133,16 +140,19 @@ def make_enrollment(rng: np.random.Generator, n_students: int, schools: np.ndarr
     stints = pl.DataFrame({"student_id": ids, "school_code": home, "enter_date": enter, "leave_date": leave})
 
     new_school = (home + 1 + rng.integers(0, schools.size - 1, n_students) - schools[0]) % schools.size + schools[0]
-    moved = pl.DataFrame({"student_id": ids, "school_code": new_school,
-                          "enter_date": move + rng.integers(1, 6, n_students),
-                          "leave_date": np.full(n_students, np.datetime64("NaT"), dtype="datetime64[D]")})
+    moved = pl.DataFrame(
+        {
+            "student_id": ids,
+            "school_code": new_school,
+            "enter_date": move + rng.integers(1, 6, n_students),
+            "leave_date": np.full(n_students, np.datetime64("NaT"), dtype="datetime64[D]"),
+        }
+    )
     duplicate = rng.random(n_students) < 0.01  # a re-entered stint overlapping the open one
     again = stints.filter(pl.Series(duplicate)).with_columns(
         (pl.col("enter_date") + pl.duration(days=30)).alias("enter_date")
     )
-    return pl.concat([stints, moved.filter(pl.Series(transfer)), again], how="vertical_relaxed").cast(
-        ENROLLMENT_SCHEMA
-    )
+    return pl.concat([stints, moved.filter(pl.Series(transfer)), again], how="vertical_relaxed").cast(ENROLLMENT_SCHEMA)
 
 
 def make_attendance(rng: np.random.Generator, calendar, enrollment, codes, period_schools) -> pl.DataFrame:
@@ -229,8 +239,16 @@ def generate(n_students: int, n_schools: int, seed: int) -> dict[str, pl.DataFra
 # --- the pandas baseline -------------------------------------------------------------------------
 
 FULL_DAY = ["absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school"]
-TYPE_CATEGORY = {1: "absent_unverified", 2: "absent_excused", 3: "absent_unexcused", 4: "present",
-                 6: "present", 5: "tardy", 8: "tardy", 9: "tardy"}
+TYPE_CATEGORY = {
+    1: "absent_unverified",
+    2: "absent_excused",
+    3: "absent_unexcused",
+    4: "present",
+    6: "present",
+    5: "tardy",
+    8: "tardy",
+    9: "tardy",
+}
 KEY = ["student_id", "school_code"]
 DAY = ["student_id", "school_code", "calendar_date"]
 
@@ -257,8 +275,9 @@ def pandas_summary(calendar, enrollment, attendance, absence_codes, school_year,
     att = att.merge(codes, on=["school_code", "code"], how="left")
     periods = att[["row", "school_code", "period_codes"]].explode("period_codes").dropna(subset=["period_codes"])
     periods["code"] = [(p["code"] or "").strip() for p in periods["period_codes"]]
-    periods = periods[periods["code"] != ""].merge(codes[["school_code", "code", "truant"]],
-                                                   on=["school_code", "code"], how="left")
+    periods = periods[periods["code"] != ""].merge(
+        codes[["school_code", "code", "truant"]], on=["school_code", "code"], how="left"
+    )
     periods["truant"] = periods["truant"].eq(True)
     period_truant = periods.groupby("row")["truant"].any()
     has_code = att["code"] != ""
@@ -268,22 +287,28 @@ def pandas_summary(calendar, enrollment, attendance, absence_codes, school_year,
     tne = att["is_temporarily_not_enrolled"].eq(True)
     att["category"] = np.select(
         [~has_code & att["row"].isin(periods["row"]), ~has_code | ~known, tne, suspension & ~ada, suspension],
-        [pd.Series("partial", index=att.index), pd.Series(None, index=att.index, dtype=object),
-         "not_enrolled", "suspension_out_of_school", "suspension_in_school"],
+        [
+            pd.Series("partial", index=att.index),
+            pd.Series(None, index=att.index, dtype=object),
+            "not_enrolled",
+            "suspension_out_of_school",
+            "suspension_in_school",
+        ],
         default=att["type_code"].map(TYPE_CATEGORY),
     )
     all_day_truant = known & att["truant"].eq(True)
-    att["truancy"] = (all_day_truant | att["row"].map(period_truant).eq(True)) & (
-        att["category"] != "not_enrolled"
-    )
+    att["truancy"] = (all_day_truant | att["row"].map(period_truant).eq(True)) & (att["category"] != "not_enrolled")
     att = att.drop_duplicates(DAY, keep="last")[[*DAY, "category", "truancy"]]
 
     # Explode enrolled days.
-    stints = enrollment[(enrollment["enter_date"] <= as_of)
-                        & (enrollment["leave_date"].isna() | (enrollment["leave_date"] >= year_start))]
+    stints = enrollment[
+        (enrollment["enter_date"] <= as_of)
+        & (enrollment["leave_date"].isna() | (enrollment["leave_date"] >= year_start))
+    ]
     roster = stints[KEY].drop_duplicates()
-    stints = stints.assign(start=stints["enter_date"].clip(lower=year_start),
-                           end=stints["leave_date"].fillna(as_of).clip(upper=as_of))
+    stints = stints.assign(
+        start=stints["enter_date"].clip(lower=year_start), end=stints["leave_date"].fillna(as_of).clip(upper=as_of)
+    )
     days = stints[[*KEY, "start", "end"]].merge(school_days, on="school_code")
     days = days[(days["calendar_date"] >= days["start"]) & (days["calendar_date"] <= days["end"])]
     days = days[DAY].drop_duplicates()
@@ -291,24 +316,29 @@ def pandas_summary(calendar, enrollment, attendance, absence_codes, school_year,
     days = days.merge(att, on=DAY, how="left")
     days = days[days["category"] != "not_enrolled"]
     category = days["category"]
-    per_student = days.assign(
-        absent=category.isin(FULL_DAY),
-        excused=category == "absent_excused",
-        unexcused=category == "absent_unexcused",
-        unverified=category == "absent_unverified",
-        oss=category == "suspension_out_of_school",
-        iss=category == "suspension_in_school",
-        truant=days["truancy"].eq(True),
-    ).groupby(KEY).agg(
-        days_enrolled=("calendar_date", "size"),
-        days_absent=("absent", "sum"),
-        days_excused=("excused", "sum"),
-        days_unexcused=("unexcused", "sum"),
-        days_unverified=("unverified", "sum"),
-        days_suspension_out_of_school=("oss", "sum"),
-        days_suspension_in_school=("iss", "sum"),
-        truancy_count=("truant", "sum"),
-    ).reset_index()
+    per_student = (
+        days.assign(
+            absent=category.isin(FULL_DAY),
+            excused=category == "absent_excused",
+            unexcused=category == "absent_unexcused",
+            unverified=category == "absent_unverified",
+            oss=category == "suspension_out_of_school",
+            iss=category == "suspension_in_school",
+            truant=days["truancy"].eq(True),
+        )
+        .groupby(KEY)
+        .agg(
+            days_enrolled=("calendar_date", "size"),
+            days_absent=("absent", "sum"),
+            days_excused=("excused", "sum"),
+            days_unexcused=("unexcused", "sum"),
+            days_unverified=("unverified", "sum"),
+            days_suspension_out_of_school=("oss", "sum"),
+            days_suspension_in_school=("iss", "sum"),
+            truancy_count=("truant", "sum"),
+        )
+        .reset_index()
+    )
 
     out = roster.merge(per_student, on=KEY, how="left")
     counts = [c for c in per_student.columns if c not in KEY]
@@ -317,7 +347,8 @@ def pandas_summary(calendar, enrollment, attendance, absence_codes, school_year,
     out["is_chronically_absent"] = (out["days_absent"] * 10 >= out["days_enrolled"]) & (out["days_enrolled"] >= 31)
     rate = out["absence_rate"]
     out["attendance_tier"] = np.select(
-        [rate >= 0.20, rate >= 0.10, rate >= 0.05], ["severe_chronic", "moderate_chronic", "at_risk"],
+        [rate >= 0.20, rate >= 0.10, rate >= 0.05],
+        ["severe_chronic", "moderate_chronic", "at_risk"],
         default="satisfactory",
     )
     truancy = out["truancy_count"]
@@ -390,8 +421,11 @@ def worker(kind: str, data_dir: Path, repeats: int) -> None:
     if kind == "pandas":
         result = pl.from_pandas(result).with_columns(pl.col("as_of_date").cast(pl.Date)).cast(SUMMARY_SCHEMA)
     result.write_parquet(data_dir / f"result_{kind}.parquet")
-    print(json.dumps({"times": times, "rss_before_mb": memory.before_mb, "peak_mb": memory.peak_mb,
-                      "method": memory.method}))
+    print(
+        json.dumps(
+            {"times": times, "rss_before_mb": memory.before_mb, "peak_mb": memory.peak_mb, "method": memory.method}
+        )
+    )
 
 
 def run_worker(kind: str, data_dir: Path, repeats: int) -> dict:
@@ -399,7 +433,10 @@ def run_worker(kind: str, data_dir: Path, repeats: int) -> dict:
     env.setdefault("POLARS_MAX_THREADS", "2")
     proc = subprocess.run(
         [sys.executable, __file__, "--worker", kind, "--data", str(data_dir), "--repeats", str(repeats)],
-        capture_output=True, text=True, env=env, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
     )
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr)
@@ -443,22 +480,33 @@ def main() -> int:
     speedup = best_slow / best_fast
     threads = os.environ.get("POLARS_MAX_THREADS", "2")
 
-    print(f"district      {args.students:,} students, {args.schools} schools, seed {args.seed} "
-          f"(generated in {generated_in:.1f} s)")
-    print(f"input rows    calendar {frames['calendar'].height:,}  enrollment {frames['enrollment'].height:,}  "
-          f"codes {frames['absence_codes'].height:,}  attendance {attendance.height:,} "
-          f"({period_rows:,} with period codes, {period_only:,} period-only)")
+    print(
+        f"district      {args.students:,} students, {args.schools} schools, seed {args.seed} "
+        f"(generated in {generated_in:.1f} s)"
+    )
+    print(
+        f"input rows    calendar {frames['calendar'].height:,}  enrollment {frames['enrollment'].height:,}  "
+        f"codes {frames['absence_codes'].height:,}  attendance {attendance.height:,} "
+        f"({period_rows:,} with period codes, {period_only:,} period-only)"
+    )
     print(f"student-days  {student_days:,} enrolled (coded: {attendance.height / student_days:.1%})")
-    print(f"summary rows  {ours.height:,} (chronic {ours['is_chronically_absent'].sum():,}, "
-          f"truancy letter ≥1 {(ours['truancy_letter_level'] > 0).sum():,})")
-    print(f"polars        best {best_fast:.3f} s of {len(fast['times'])} "
-          f"({', '.join(f'{t:.3f}' for t in fast['times'])}), POLARS_MAX_THREADS={threads}, {os.cpu_count()} CPUs")
-    print(f"pandas        best {best_slow:.3f} s of {len(slow['times'])} "
-          f"({', '.join(f'{t:.3f}' for t in slow['times'])})")
+    print(
+        f"summary rows  {ours.height:,} (chronic {ours['is_chronically_absent'].sum():,}, "
+        f"truancy letter ≥1 {(ours['truancy_letter_level'] > 0).sum():,})"
+    )
+    print(
+        f"polars        best {best_fast:.3f} s of {len(fast['times'])} "
+        f"({', '.join(f'{t:.3f}' for t in fast['times'])}), POLARS_MAX_THREADS={threads}, {os.cpu_count()} CPUs"
+    )
+    print(
+        f"pandas        best {best_slow:.3f} s of {len(slow['times'])} ({', '.join(f'{t:.3f}' for t in slow['times'])})"
+    )
     print(f"speed-up      {speedup:.1f}x")
     for name, m in (("polars", fast), ("pandas", slow)):
-        print(f"memory {name:<7}peak RSS {m['peak_mb']:,.0f} MB with inputs loaded ({m['rss_before_mb']:,.0f} MB "
-              f"before the runs) → {m['peak_mb'] - m['rss_before_mb']:,.0f} MB extra")
+        print(
+            f"memory {name:<7}peak RSS {m['peak_mb']:,.0f} MB with inputs loaded ({m['rss_before_mb']:,.0f} MB "
+            f"before the runs) → {m['peak_mb'] - m['rss_before_mb']:,.0f} MB extra"
+        )
     print(f"memory method {fast['method']}; each implementation in its own subprocess")
     print(f"results       {'identical' if identical else 'DIFFERENT'} (polars vs pandas, all columns)")
 

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import polars as pl  # noqa: E402
+import polars as pl
 
-from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv  # noqa: E402
-from aptool_assets.sources.iready.parser import parse_diagnostic_file  # noqa: E402
+from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
+from aptool_assets.sources.iready.parser import parse_diagnostic_file
 from aptool_assets.sources.iready.schemas import (
     CELL_COLUMNS,
     DOMAIN_RELATIVE_PLACEMENTS,
@@ -37,7 +37,7 @@ from aptool_assets.sources.iready.schemas import (
     header_key,
 )
 from aptool_assets.tables.iready import DOMAINS, PUBLISHED_COLUMNS
-from aptool_assets.rules.academic import RELATIVE_PLACEMENTS  # noqa: E402
+from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
 
 MAX_FLOOR_RATIO = 3.0
 MIN_SPEEDUP = 20.0
@@ -117,7 +117,7 @@ def naive_per_record(path: Path, subject: str = "ela") -> tuple[list[dict], list
     with open(path, encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh)
         fields = {h: HEADER_ALIASES.get(header_key(h)) for h in reader.fieldnames or []}
-        raw = [row for row in reader]  # extractFile: every record in memory
+        raw = list(reader)  # extractFile: every record in memory
     loaded: list[dict] = []
     rejected: list[tuple[int, str]] = []
     seen_rows: set[tuple] = set()
@@ -176,6 +176,7 @@ def _expect_rows(n: int) -> Callable[[object], None]:
             assert len(loaded) == n and not rejected, rejected[:5]
         else:
             assert result.results.height == n and result.rejected.is_empty(), result.rejected_by_reason
+
     return check
 
 
@@ -183,8 +184,12 @@ def main(argv: list[str] | None = None) -> int:
     args = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     args.add_argument("--rows", type=int, default=200_000)
     args.add_argument("--runs", type=int, default=3, help="rounds of the naive port (about 6 s each)")
-    args.add_argument("--fast-runs", type=int, default=7,
-                      help="rounds of (a) and (b): under half a second each, so more rounds steady their best")
+    args.add_argument(
+        "--fast-runs",
+        type=int,
+        default=7,
+        help="rounds of (a) and (b): under half a second each, so more rounds steady their best",
+    )
     opts = args.parse_args(argv)
 
     with tempfile.TemporaryDirectory(prefix="bench_iready_") as tmp:
@@ -202,22 +207,29 @@ def main(argv: list[str] | None = None) -> int:
         written = time.perf_counter() - t0
         del records
         size_mb = path.stat().st_size / 1e6
-        print(f"file: {opts.rows:,} rows, {len(pl.read_csv(path, n_rows=0).columns)} columns, {size_mb:.1f} MB "
-              f"(generated in {generated:.2f} s, written in {written:.2f} s)")
+        print(
+            f"file: {opts.rows:,} rows, {len(pl.read_csv(path, n_rows=0).columns)} columns, {size_mb:.1f} MB "
+            f"(generated in {generated:.2f} s, written in {written:.2f} s)"
+        )
 
         expect = _expect_rows(opts.rows)
         floor, parse = best_of(
             opts.fast_runs,
             (lambda: pl.read_csv(path), expect),
-            (lambda: parse_diagnostic_file(
-                path, subject="ela", source_file=path.name, expected_academic_year=ACADEMIC_YEAR
-            ), expect),
+            (
+                lambda: parse_diagnostic_file(
+                    path, subject="ela", source_file=path.name, expected_academic_year=ACADEMIC_YEAR
+                ),
+                expect,
+            ),
         )
         [naive] = best_of(opts.runs, (lambda: naive_per_record(path), expect))
 
     floor_ratio, speedup = parse / floor, naive / parse
     print(f"(a) polars.read_csv (floor)      {floor:8.3f} s")
-    print(f"(b) parse_diagnostic_file        {parse:8.3f} s   b/a = {floor_ratio:5.2f}  (target <= {MAX_FLOOR_RATIO:g})")
+    print(
+        f"(b) parse_diagnostic_file        {parse:8.3f} s   b/a = {floor_ratio:5.2f}  (target <= {MAX_FLOOR_RATIO:g})"
+    )
     print(f"(c) naive per-record port        {naive:8.3f} s   c/b = {speedup:5.1f}  (target >= {MIN_SPEEDUP:g})")
     failed = []
     if floor_ratio > MAX_FLOOR_RATIO:

@@ -50,9 +50,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS  # noqa: E402
-from aptool_assets.storage.warehouse.postgres import PostgresWarehouse  # noqa: E402
-from aptool_assets.storage.warehouse import TableWrite  # noqa: E402
+from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.storage.warehouse.postgres import PostgresWarehouse
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 MAX_B_OVER_A = 1.5
@@ -63,14 +63,15 @@ SEED = 20250813
 TABLE = ATTENDANCE_DAYS.qualified
 COLS = ", ".join(ATTENDANCE_DAYS.columns)
 # Exactly the loader's CSV dialect (PostgresWarehouse._copy_into).
-CSV_OPTS = dict(include_header=False, null_value="", datetime_format="%Y-%m-%dT%H:%M:%S%.f%:z")
+CSV_OPTS = {"include_header": False, "null_value": "", "datetime_format": "%Y-%m-%dT%H:%M:%S%.f%:z"}
 
 # ---------------------------------------------------------------------------------------------
 # Data
 # ---------------------------------------------------------------------------------------------
 
-SCHOOL_CODES = np.array([1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 101, 102, 103, 104, 201, 202, 301],
-                        dtype=np.int32)
+SCHOOL_CODES = np.array(
+    [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 101, 102, 103, 104, 201, 202, 301], dtype=np.int32
+)
 # category, weight, all-day codes it may carry (None = period-level only), full-day absence?
 CATEGORIES = [
     ("absent_excused", 0.24, ["E", "I", "M"], True),
@@ -154,8 +155,10 @@ def generate(n: int, seed: int = SEED, students: int = 30_000) -> pl.DataFrame:
     cat_names = pl.Series("c", [c for c, _, _, _ in CATEGORIES])
     base = base.with_columns(code=pl.lit(all_day).gather(pl.col("code_idx")))
     letter = (
-        pl.when(pl.col("cat_idx") <= 2).then(pl.col("code"))
-        .when(pl.col("cat_idx") == 6).then(pl.lit("T"))
+        pl.when(pl.col("cat_idx") <= 2)
+        .then(pl.col("code"))
+        .when(pl.col("cat_idx") == 6)
+        .then(pl.lit("T"))
         .otherwise(pl.col("letter"))
     )
     periods = pl.int_ranges(pl.col("first_period") + 1, pl.col("first_period") + 1 + pl.col("n_periods"))
@@ -225,7 +228,7 @@ def naive_insert(url: str, df: pl.DataFrame, batch: int = NAIVE_BATCH) -> None:
     with psycopg.connect(url) as con:
         rows = df.iter_rows()
         while True:
-            chunk = [v for _, row in zip(range(batch), rows) for v in row]
+            chunk = [v for _, row in zip(range(batch), rows, strict=False) for v in row]
             if not chunk:
                 break
             k = len(chunk) // ncols
@@ -250,10 +253,12 @@ def main() -> int:
     gen_s = time.perf_counter() - t0
     n = df.height
     assert df.select(ATTENDANCE_DAYS.key).is_unique().all(), "generated keys must be unique"
-    print(f"generated {n:,} attendance_days rows in {gen_s:.2f}s "
-          f"({df['student_id'].n_unique():,} students, {df['school_code'].n_unique()} schools, "
-          f"{df['calendar_date'].n_unique()} days, {df['period_codes'].is_not_null().sum():,} with period_codes, "
-          f"{(df['source'] == 'webhook').sum():,} from webhooks)")
+    print(
+        f"generated {n:,} attendance_days rows in {gen_s:.2f}s "
+        f"({df['student_id'].n_unique():,} students, {df['school_code'].n_unique()} schools, "
+        f"{df['calendar_date'].n_unique()} days, {df['period_codes'].is_not_null().sum():,} with period_codes, "
+        f"{(df['source'] == 'webhook').sum():,} from webhooks)"
+    )
 
     db = f"aptool_bench_{uuid.uuid4().hex[:10]}"
     url = f"{ADMIN_URL.rsplit('/', 1)[0]}/{db}"
@@ -296,8 +301,11 @@ def main() -> int:
                 c_note = f"measured over all {n:,} rows"
             else:
                 c = projected
-                c_note = (f"EXTRAPOLATED linearly from {head.height:,} rows in {c_slice:.2f}s"
-                          if head.height < n else f"measured over all {n:,} rows")
+                c_note = (
+                    f"EXTRAPOLATED linearly from {head.height:,} rows in {c_slice:.2f}s"
+                    if head.height < n
+                    else f"measured over all {n:,} rows"
+                )
             print(f"  naive: {c_note}")
             assert count(url) == (n if "measured" in c_note else head.height)
 

@@ -31,9 +31,9 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aptool_demo.district import build_district  # noqa: E402
-from aptool_assets.events.signatures import sign  # noqa: E402
-from aptool_demo.simulator import build_sim_district, start_simulator  # noqa: E402
+from aptool_assets.events.signatures import sign  # noqa: E402 - the module puts the repository on sys.path first
+from aptool_demo.district import build_district  # noqa: E402 - the module puts the repository on sys.path first
+from aptool_demo.simulator import build_sim_district, start_simulator  # noqa: E402 - the module puts the repository on sys.path first
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TARGET_S = 60.0
@@ -92,14 +92,23 @@ def main() -> int:
         port = free_port()
         logs = home / "logs"
         logs.mkdir()
-        procs.append(subprocess.Popen(
-            [str(BIN / "dagster-daemon"), "run", "-m", "aptool_assets.definitions"], env=env, cwd=REPO,
-            stdout=open(logs / "daemon.log", "w"), stderr=subprocess.STDOUT,
-        ))  # fmt: skip
-        procs.append(subprocess.Popen(
-            [str(BIN / "aptool"), "webhooks", "serve", "--host", "127.0.0.1", "--port", str(port)], env=env,
-            stdout=open(logs / "receiver.log", "w"), stderr=subprocess.STDOUT,
-        ))  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "dagster-daemon"), "run", "-m", "aptool_assets.definitions"],
+                env=env,
+                cwd=REPO,
+                stdout=open(logs / "daemon.log", "w"),  # noqa: SIM115 - the child writes to it until it is stopped
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [str(BIN / "aptool"), "webhooks", "serve", "--host", "127.0.0.1", "--port", str(port)],
+                env=env,
+                stdout=open(logs / "receiver.log", "w"),  # noqa: SIM115 - as above
+                stderr=subprocess.STDOUT,
+            )
+        )
         client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10)
         wait_for(lambda: _ok(client), 60, "the receiver")
 
@@ -116,10 +125,12 @@ def main() -> int:
                 """,
                 [THROUGH - dt.timedelta(days=10), THROUGH],
             ).fetchall()
-            codes = dict(con.execute(
-                "SELECT school_code, min(code) FROM aptool.absence_codes WHERE type_code = 3 AND NOT is_suspension "
-                "GROUP BY school_code"
-            ).fetchall())  # fmt: skip
+            codes = dict(
+                con.execute(
+                    "SELECT school_code, min(code) FROM aptool.absence_codes WHERE type_code = 3 AND NOT is_suspension "
+                    "GROUP BY school_code"
+                ).fetchall()
+            )
         picked, seen = [], set()
         for student, school, day in candidates:
             if student not in seen and school in codes:
@@ -132,24 +143,35 @@ def main() -> int:
         for student, school, day in picked:
             with psycopg.connect(url, autocommit=True) as con:
                 before = con.execute(
-                    "SELECT days_unexcused FROM aptool.student_attendance_summary WHERE student_id = %s AND school_code = %s",
+                    "SELECT days_unexcused FROM aptool.student_attendance_summary "
+                    "WHERE student_id = %s AND school_code = %s",
                     [student, school],
                 ).fetchone()[0]
             event_id = f"latency-{uuid.uuid4().hex[:12]}"
-            body = json.dumps({
-                "eventId": event_id, "eventType": "attendance.updated",
-                "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "data": {"studentId": student, "schoolId": school, "date": day.isoformat(), "period": None,
-                         "attendanceCode": codes[school]},
-            }).encode()  # fmt: skip
-            response = client.post("/webhooks/aeries", content=body,
-                                   headers={"X-Aeries-Signature": sign(body, secret),
-                                            "Content-Type": "application/json"})  # fmt: skip
+            body = json.dumps(
+                {
+                    "eventId": event_id,
+                    "eventType": "attendance.updated",
+                    "timestamp": dt.datetime.now(dt.UTC).isoformat(),
+                    "data": {
+                        "studentId": student,
+                        "schoolId": school,
+                        "date": day.isoformat(),
+                        "period": None,
+                        "attendanceCode": codes[school],
+                    },
+                }
+            ).encode()
+            response = client.post(
+                "/webhooks/aeries",
+                content=body,
+                headers={"X-Aeries-Signature": sign(body, secret), "Content-Type": "application/json"},
+            )
             assert response.status_code == 200 and response.json()["status"] == "accepted", response.text
-            accepted_at = dt.datetime.now(dt.timezone.utc)
+            accepted_at = dt.datetime.now(dt.UTC)
             start = time.monotonic()
 
-            def updated() -> bool:
+            def updated(student=student, school=school, accepted_at=accepted_at, before=before) -> bool:
                 with psycopg.connect(url, autocommit=True) as con:
                     row = con.execute(
                         "SELECT r.computed_at, s.days_unexcused FROM aptool.student_intervention_ranking r "
@@ -164,8 +186,10 @@ def main() -> int:
             print(f"event {event_id} (student {student}, school {school}): ranking updated after {latencies[-1]:.1f} s")
 
         worst = max(latencies)
-        print(f"\nevent → updated ranking: worst {worst:.1f} s, mean {sum(latencies) / len(latencies):.1f} s "
-              f"over {len(latencies)} events (target < {TARGET_S:.0f} s)")  # fmt: skip
+        print(
+            f"\nevent → updated ranking: worst {worst:.1f} s, mean {sum(latencies) / len(latencies):.1f} s "
+            f"over {len(latencies)} events (target < {TARGET_S:.0f} s)"
+        )
         return 0 if worst < TARGET_S else 1
     finally:
         for proc in procs:

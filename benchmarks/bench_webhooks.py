@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -36,7 +37,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -44,7 +45,7 @@ import psycopg
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from aptool_assets.events.signatures import sign  # noqa: E402
+from aptool_assets.events.signatures import sign  # noqa: E402 - the module puts the repository on sys.path first
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 SECRET = os.environ.get("BENCH_SECRET") or "bench-secret-" + uuid.uuid4().hex[:8]
@@ -80,25 +81,32 @@ def postgres_backend_cpu(dbname: str) -> float:
     with psycopg.connect(ADMIN_URL, autocommit=True) as con:
         pids = [r[0] for r in con.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s", (dbname,))]
     for pid in pids:
-        try:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
             total += cpu_seconds(pid)
-        except (FileNotFoundError, ProcessLookupError):
-            pass
     return total
 
 
 def make_bodies(n: int, run: str) -> list[tuple[bytes, bytes]]:
     """Signed request bodies, prepared up front so the client spends its CPU on HTTP."""
-    ts = datetime.now(timezone.utc).isoformat()
+    ts = datetime.now(UTC).isoformat()
     out = []
     for i in range(n):
-        body = json.dumps({
-            "eventId": f"{run}-{i}",
-            "eventType": "attendance.updated",
-            "timestamp": ts,
-            "data": {"studentId": 100000 + i % 5000, "schoolId": 994, "date": "2025-10-01",
-                     "period": None if i % 3 else str(i % 7), "attendanceCode": "A", "minutes": 0},
-        }, separators=(",", ":")).encode()
+        body = json.dumps(
+            {
+                "eventId": f"{run}-{i}",
+                "eventType": "attendance.updated",
+                "timestamp": ts,
+                "data": {
+                    "studentId": 100000 + i % 5000,
+                    "schoolId": 994,
+                    "date": "2025-10-01",
+                    "period": None if i % 3 else str(i % 7),
+                    "attendanceCode": "A",
+                    "minutes": 0,
+                },
+            },
+            separators=(",", ":"),
+        ).encode()
         out.append((body, sign(body, SECRET).encode()))
     return out
 
@@ -117,9 +125,15 @@ class RawClient:
 
     async def post(self, body: bytes, signature: bytes) -> tuple[int, bytes]:
         head = (
-            b"POST " + PATH.encode() + b" HTTP/1.1\r\nHost: " + self.host.encode()
-            + b"\r\nContent-Type: application/json\r\nX-Aeries-Signature: " + signature
-            + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+            b"POST "
+            + PATH.encode()
+            + b" HTTP/1.1\r\nHost: "
+            + self.host.encode()
+            + b"\r\nContent-Type: application/json\r\nX-Aeries-Signature: "
+            + signature
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
         )
         self.writer.write(head + body)
         status_line = await self.reader.readline()
@@ -139,8 +153,15 @@ class RawClient:
             self.writer.close()
 
 
-async def drive(host: str, port: int, bodies: list[tuple[bytes, bytes]], connections: int, seconds: float,
-                warmup: float, client_kind: str) -> dict:
+async def drive(
+    host: str,
+    port: int,
+    bodies: list[tuple[bytes, bytes]],
+    connections: int,
+    seconds: float,
+    warmup: float,
+    client_kind: str,
+) -> dict:
     latencies: list[float] = []
     outcomes: dict[str, int] = {}
     accepted_total = 0
@@ -177,9 +198,11 @@ async def drive(host: str, port: int, bodies: list[tuple[bytes, bytes]], connect
 
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         async with httpx.AsyncClient(base_url=f"http://{host}:{port}", limits=limits, timeout=30) as client:
+
             async def post(body, sig):
-                r = await client.post(PATH, content=body, headers={"X-Aeries-Signature": sig.decode(),
-                                                                  "Content-Type": "application/json"})
+                r = await client.post(
+                    PATH, content=body, headers={"X-Aeries-Signature": sig.decode(), "Content-Type": "application/json"}
+                )
                 return r.status_code, r.content
 
             await asyncio.gather(*[client.get("/healthz") for _ in range(connections)])
@@ -192,8 +215,13 @@ async def drive(host: str, port: int, bodies: list[tuple[bytes, bytes]], connect
         await asyncio.gather(*[worker(c.post) for c in clients])
         for c in clients:
             await c.close()
-    return {"latencies": latencies, "outcomes": outcomes, "accepted_total": accepted_total,
-            "sent": next_index, "measured_s": last_done - measure_from}
+    return {
+        "latencies": latencies,
+        "outcomes": outcomes,
+        "accepted_total": accepted_total,
+        "sent": next_index,
+        "measured_s": last_done - measure_from,
+    }
 
 
 def main() -> int:
@@ -223,11 +251,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as home:
         log_path = Path(home) / "receiver.log"
         env = {**os.environ, "APTOOL_WEBHOOK_SECRET": SECRET, "DAGSTER_HOME": home}
-        code = (f"from aptool_assets.events.app import serve; "
-                f"serve(host='127.0.0.1', port={port}, database_url={url!r})")
+        code = f"from aptool_assets.events.app import serve; serve(host='127.0.0.1', port={port}, database_url={url!r})"
         with open(log_path, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=env, stdout=log,
-                                    stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-c", code], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         try:
             import httpx
 
@@ -247,8 +275,9 @@ def main() -> int:
             bodies = make_bodies(int((args.seconds + args.warmup) * 6000), run)
             server_cpu0, pg_cpu0 = cpu_seconds(proc.pid), postgres_backend_cpu(dbname)
             (busy0, total0), client_cpu0, wall0 = machine_cpu(), time.process_time(), time.perf_counter()
-            result = asyncio.run(drive("127.0.0.1", port, bodies, args.connections, args.seconds, args.warmup,
-                                       args.client))
+            result = asyncio.run(
+                drive("127.0.0.1", port, bodies, args.connections, args.seconds, args.warmup, args.client)
+            )
             wall = time.perf_counter() - wall0
             server_cpu = cpu_seconds(proc.pid) - server_cpu0
             pg_cpu = postgres_backend_cpu(dbname) - pg_cpu0
@@ -279,23 +308,31 @@ def main() -> int:
     others = {k: v for k, v in result["outcomes"].items() if k != "accepted"}
     cores = os.cpu_count() or 1
 
-    print(f"webhook receiver → PostgreSQL inbox ({args.connections} connections, {args.client} client, "
-          f"{args.seconds:.0f} s measured after {args.warmup:.1f} s warm-up, {cores} cores; "
-          f"synchronous_commit={sync_commit}, fsync={fsync})")
+    print(
+        f"webhook receiver → PostgreSQL inbox ({args.connections} connections, {args.client} client, "
+        f"{args.seconds:.0f} s measured after {args.warmup:.1f} s warm-up, {cores} cores; "
+        f"synchronous_commit={sync_commit}, fsync={fsync})"
+    )
     print(f"  accepted: {n} events, {rate:,.0f} events/s   (target ≥ {TARGET_RATE:,.0f})")
     print(f"  latency:  p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {mx:.1f} ms   (target p99 < {TARGET_P99_MS:.0f} ms)")
     if others:
         print(f"  other responses: {others}")
     durable = stored == result["accepted_total"]
-    print(f"  stored in aptool.webhook_events: {stored} ({pending} pending) for {result['accepted_total']} "
-          f"'accepted' answers incl. warm-up: {'match' if durable else 'MISMATCH'}")
+    print(
+        f"  stored in aptool.webhook_events: {stored} ({pending} pending) for {result['accepted_total']} "
+        f"'accepted' answers incl. warm-up: {'match' if durable else 'MISMATCH'}"
+    )
     ours = server_cpu + client_cpu + pg_cpu
     other = max(0.0, machine_busy - ours)
-    print(f"  CPU over {wall:.1f} s wall: receiver {server_cpu:.1f} s ({server_cpu / wall:.0%} of a core), "
-          f"client {client_cpu:.1f} s ({client_cpu / wall:.0%}), PostgreSQL backends {pg_cpu:.1f} s "
-          f"({pg_cpu / wall:.0%})")
-    print(f"  machine: {machine_busy / machine_total:.0%} of {cores} cores busy; processes outside this benchmark "
-          f"(incl. PostgreSQL's WAL writer, kernel) used {other:.1f} s ({other / wall:.0%} of a core)")
+    print(
+        f"  CPU over {wall:.1f} s wall: receiver {server_cpu:.1f} s ({server_cpu / wall:.0%} of a core), "
+        f"client {client_cpu:.1f} s ({client_cpu / wall:.0%}), PostgreSQL backends {pg_cpu:.1f} s "
+        f"({pg_cpu / wall:.0%})"
+    )
+    print(
+        f"  machine: {machine_busy / machine_total:.0%} of {cores} cores busy; processes outside this benchmark "
+        f"(incl. PostgreSQL's WAL writer, kernel) used {other:.1f} s ({other / wall:.0%} of a core)"
+    )
     if result["sent"]:
         print(f"  receiver CPU per request: {server_cpu / result['sent'] * 1e6:.0f} µs")
 
@@ -313,12 +350,17 @@ def main() -> int:
             reasons.append("non-accepted responses")
         if not durable:
             reasons.append("stored rows do not match the accepted answers")
-        busiest = max((server_cpu, "the receiver process (one Python event loop: HMAC, JSON, starlette, psycopg)"),
-                      (client_cpu, "the benchmark client"), (pg_cpu, "PostgreSQL backends"))
+        busiest = max(
+            (server_cpu, "the receiver process (one Python event loop: HMAC, JSON, starlette, psycopg)"),
+            (client_cpu, "the benchmark client"),
+            (pg_cpu, "PostgreSQL backends"),
+        )
         print("FAIL: " + "; ".join(reasons))
-        print(f"  limit: {busiest[1]} used {busiest[0] / wall:.0%} of a core (one Python thread saturates at 100%); "
-              f"the machine was {machine_busy / machine_total:.0%} busy, {other / wall:.0%} of a core of it "
-              f"outside this benchmark")
+        print(
+            f"  limit: {busiest[1]} used {busiest[0] / wall:.0%} of a core (one Python thread saturates at 100%); "
+            f"the machine was {machine_busy / machine_total:.0%} busy, {other / wall:.0%} of a core of it "
+            f"outside this benchmark"
+        )
     return rc
 
 

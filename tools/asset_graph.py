@@ -65,9 +65,7 @@ def collect(defs) -> dict:
         checks = sorted(node.check_keys, key=lambda c: c.name)
         blocking = {c.name for c in checks if graph.get_check_spec(c).blocking}
         check_deps = sorted(
-            (dep.asset_key.to_user_string(), c.name)
-            for c in checks
-            for dep in graph.get_check_spec(c).additional_deps
+            (dep.asset_key.to_user_string(), c.name) for c in checks for dep in graph.get_check_spec(c).additional_deps
         )
         assets[key.to_user_string()] = {
             "check_deps": check_deps,
@@ -105,7 +103,7 @@ def collect(defs) -> dict:
             targets = [f"no runs: {(s.description or '').split('. ')[0].rstrip('.')}"]
         triggers.append((kind, s.name, f"every {s.minimum_interval_seconds} s", targets))
     apply_label = APPLY_LABEL
-    for kind, name, _, targets in triggers:
+    for _kind, name, _, targets in triggers:
         if "inbox" in name and targets and not targets[0].startswith("no runs"):
             apply_label = f"{name} → {', '.join(targets)}"
     return {"assets": assets, "jobs": jobs, "triggers": triggers, "apply_label": apply_label}

@@ -64,8 +64,10 @@ def _table(states: list[BreakerStatus]) -> str:
     lines = ["| breaker | state | failures in window | opened | half-opens | reason |", "|---|---|---:|---|---|---|"]
     for s in states:
         meta = s.as_metadata()
-        lines.append(f"| {s.service} | {s.state} | {s.failures_in_window}/{s.failure_threshold} | {meta['opened_at']} "
-                     f"| {meta['half_open_at']} | {meta['reason']} |")
+        lines.append(
+            f"| {s.service} | {s.state} | {s.failures_in_window}/{s.failure_threshold} | {meta['opened_at']} "
+            f"| {meta['half_open_at']} | {meta['reason']} |"
+        )
     return "\n".join(lines)
 
 

@@ -79,8 +79,9 @@ def _int(entry: object) -> int:
         return 0
 
 
-def processing_report(instance: dg.DagsterInstance, run: dg.DagsterRun, dead_letters: int | None = None
-                      ) -> ProcessingReport:
+def processing_report(
+    instance: dg.DagsterInstance, run: dg.DagsterRun, dead_letters: int | None = None
+) -> ProcessingReport:
     """Sum the run's materialization metadata: rows loaded (row counts), rows rejected, files selected."""
     report = ProcessingReport(run.run_id, run.job_name, partition=run.tags.get("dagster/partition"))
     mats = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records

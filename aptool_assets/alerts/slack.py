@@ -14,7 +14,7 @@ import logging
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import dagster as dg
 from pydantic import Field
@@ -56,7 +56,9 @@ class Alert:
         if self.lines:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(self.lines)[:2900]}})
         if self.link:
-            blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{self.link}|Open in Dagster>"}]})
+            blocks.append(
+                {"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{self.link}|Open in Dagster>"}]}
+            )
         return {"text": self.text()[:3000], "blocks": blocks}
 
 
@@ -67,14 +69,14 @@ class AlertPostError(RuntimeError):
 class AlertResource(dg.ConfigurableResource):
     """Where alerts go: ``webhook_url`` (from ``APTOOL_ALERT_WEBHOOK_URL``) or, unset, the log only."""
 
-    webhook_url: Optional[str] = Field(default=None, repr=False, description="APTOOL_ALERT_WEBHOOK_URL (secret)")
+    webhook_url: str | None = Field(default=None, repr=False, description="APTOOL_ALERT_WEBHOOK_URL (secret)")
     timeout_s: float = 10.0
     reports: Literal["every_run", "issues_only"] = Field(
         default="every_run",
         description="APTOOL_ALERT_REPORTS: post a processing report after every successful run, or only "
         "when rows were rejected, checks failed or dead letters are pending",
     )
-    ui_url: Optional[str] = Field(default=None, description="APTOOL_DAGSTER_UI_URL, for links to runs")
+    ui_url: str | None = Field(default=None, description="APTOOL_DAGSTER_UI_URL, for links to runs")
 
     def run_link(self, run_id: str) -> str | None:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None

@@ -62,8 +62,7 @@ SECRET_ENV = "APTOOL_WEBHOOK_SECRET"
 
 
 def _json(status: int, body: dict) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status_code=status,
-                    media_type="application/json")
+    return Response(json.dumps(body, separators=(",", ":")).encode(), status_code=status, media_type="application/json")
 
 
 def _error(status: int, message: str) -> Response:
@@ -78,8 +77,14 @@ async def _read_body(request: Request, max_body: int) -> bytes:
         if not declared.strip().isdigit():
             raise Rejection(400, "malformed Content-Length", "400")
         if int(declared) > max_body:
-            raise Rejection(413, f"body over {max_body} bytes", "413",
-                            "webhook rejected: body of %s bytes over %d", declared.strip(), max_body)
+            raise Rejection(
+                413,
+                f"body over {max_body} bytes",
+                "413",
+                "webhook rejected: body of %s bytes over %d",
+                declared.strip(),
+                max_body,
+            )
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
@@ -91,9 +96,13 @@ async def _read_body(request: Request, max_body: int) -> bytes:
 def _check_signature(raw: bytes, request: Request, secret: str) -> None:
     """2. signature: HMAC-SHA256 of the raw bytes (constant-time compare)."""
     if not verify(raw, request.headers.get("x-aeries-signature"), secret):
-        raise Rejection(401, "bad or missing signature", "401 signature",
-                        "webhook rejected: bad or missing signature (client %s)",
-                        request.client.host if request.client else "?")
+        raise Rejection(
+            401,
+            "bad or missing signature",
+            "401 signature",
+            "webhook rejected: bad or missing signature (client %s)",
+            request.client.host if request.client else "?",
+        )
 
 
 async def _store(inbox: Inbox, event: Event, raw: bytes) -> str:
@@ -106,22 +115,42 @@ async def _store(inbox: Inbox, event: Event, raw: bytes) -> str:
             outcome = await inbox.astore_dead_letter(
                 event.event_id, event.event_type, event.timestamp, event.body, raw, UNSUPPORTED_TYPE_REASON
             )
-    except Exception as exc:  # noqa: BLE001 - the sender must retry; never acknowledge
-        raise Rejection(503, "inbox unavailable, retry later", "503",
-                        "webhook %s (%s) not stored: inbox unavailable (%s)", for_log(event.event_id),
-                        for_log(event.event_type), type(exc).__name__, level=logging.ERROR) from exc
+    except Exception as exc:
+        raise Rejection(
+            503,
+            "inbox unavailable, retry later",
+            "503",
+            "webhook %s (%s) not stored: inbox unavailable (%s)",
+            for_log(event.event_id),
+            for_log(event.event_type),
+            type(exc).__name__,
+            level=logging.ERROR,
+        ) from exc
     if outcome != "duplicate" and not event.supported:
-        raise Rejection(422, "unsupported event type (stored as a dead letter)", "422 dead-lettered",
-                        "webhook %s (%s): unsupported event type, dead-lettered", for_log(event.event_id),
-                        for_log(event.event_type))
+        raise Rejection(
+            422,
+            "unsupported event type (stored as a dead letter)",
+            "422 dead-lettered",
+            "webhook %s (%s): unsupported event type, dead-lettered",
+            for_log(event.event_id),
+            for_log(event.event_type),
+        )
     return outcome
 
 
 class _Receiver:
     """The receiver's handlers over one inbox, and the outcome tally behind the periodic summary."""
 
-    def __init__(self, inbox: Inbox, secret: str, max_body: int, replay_window: dt.timedelta,
-                 future_skew: dt.timedelta, now: Callable[[], dt.datetime], summary_interval: float) -> None:
+    def __init__(
+        self,
+        inbox: Inbox,
+        secret: str,
+        max_body: int,
+        replay_window: dt.timedelta,
+        future_skew: dt.timedelta,
+        now: Callable[[], dt.datetime],
+        summary_interval: float,
+    ) -> None:
         self.inbox = inbox
         self.secret = secret
         self.max_body = max_body
@@ -156,8 +185,9 @@ class _Receiver:
 
     def log_summary(self) -> None:
         if self.tally:
-            logger.info("webhooks since the last summary: %s",
-                        ", ".join(f"{k} {v}" for k, v in sorted(self.tally.items())))
+            logger.info(
+                "webhooks since the last summary: %s", ", ".join(f"{k} {v}" for k, v in sorted(self.tally.items()))
+            )
             self.tally.clear()
 
     async def summaries(self) -> None:
@@ -198,7 +228,7 @@ def create_app(
     """
     if not secret:
         raise ValueError(f"a webhook secret is required ({SECRET_ENV})")
-    now = clock or (lambda: dt.datetime.now(dt.timezone.utc))
+    now = clock or (lambda: dt.datetime.now(dt.UTC))
     receiver = _Receiver(inbox, secret, max_body, replay_window, future_skew, now, summary_interval)
     return Starlette(
         routes=[
@@ -217,8 +247,7 @@ def _fastest(module: str, name: str, fallback: str) -> str:
     return name
 
 
-def serve(host: str = "127.0.0.1", port: int = 8787, database_url: str | None = None,
-          log_level: str = "info") -> None:
+def serve(host: str = "127.0.0.1", port: int = 8787, database_url: str | None = None, log_level: str = "info") -> None:
     """Run the receiver (``aptool webhooks serve``) until interrupted.
 
     ``log_level="debug"`` adds one log line per accepted/duplicate event (ID, type, outcome).

@@ -27,9 +27,6 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from aptool_assets.events.validation import data_problem
-from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
-from aptool_assets.vocabulary import school_year_expr
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS_LOCK
 from aptool_assets.rules.attendance_cells import (
     ALL_DAY,
     CELL_KEY,
@@ -39,11 +36,12 @@ from aptool_assets.rules.attendance_cells import (
     overlay_cells,
     stored_cells,
 )
-from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.inbox import InboxEvent
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import AnyOf, TableWrite, Warehouse
-from aptool_assets.vocabulary import UTC_TS
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ATTENDANCE_DAYS_LOCK, ENROLLMENT, STUDENTS
+from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.vocabulary import UTC_TS, school_year_expr
 
 ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
 STUDENT_TYPES = ("student.enrolled", "student.withdrawn")
@@ -106,8 +104,10 @@ def event_frame(events: Iterable[InboxEvent]) -> tuple[pl.DataFrame, dict[str, s
     rows, invalid = [], {}
     for ev in events:
         d = ev.data
-        problem = data_problem(ev.event_type, d) if ev.event_type in (*ATTENDANCE_TYPES, *STUDENT_TYPES) else (
-            "unsupported event type"
+        problem = (
+            data_problem(ev.event_type, d)
+            if ev.event_type in (*ATTENDANCE_TYPES, *STUDENT_TYPES)
+            else ("unsupported event type")
         )
         grade = _as_int(d.get("grade"))
         if problem is None and ev.event_type == "student.enrolled" and (grade is None or not -2 <= grade <= 18):
@@ -116,24 +116,26 @@ def event_frame(events: Iterable[InboxEvent]) -> tuple[pl.DataFrame, dict[str, s
             invalid[ev.event_id] = problem
             continue
         corrected = ev.event_type == "attendance.corrected"
-        rows.append({
-            "seq": ev.seq,
-            "event_id": ev.event_id,
-            "event_type": ev.event_type,
-            "event_timestamp": ev.event_timestamp.astimezone(dt.timezone.utc),
-            "student_id": _as_int(d.get("studentId")),
-            "school_code": _as_int(d.get("schoolId")),
-            "calendar_date": _as_date(d.get("date")),
-            "period": (d.get("period") or ALL_DAY) if ev.event_type in ATTENDANCE_TYPES else None,
-            "code": d.get("newCode") if corrected else d.get("attendanceCode"),
-            "original_code": d.get("originalCode"),
-            "reason": d.get("reason"),
-            "corrected_by": str(d["correctedBy"]) if d.get("correctedBy") is not None else None,
-            "grade": _as_int(d.get("grade")),
-            "enter_date": _as_date(d.get("enterDate")),
-            "leave_date": _as_date(d.get("leaveDate")),
-            "exit_reason": d.get("exitReason") if isinstance(d.get("exitReason"), str) else None,
-        })
+        rows.append(
+            {
+                "seq": ev.seq,
+                "event_id": ev.event_id,
+                "event_type": ev.event_type,
+                "event_timestamp": ev.event_timestamp.astimezone(dt.UTC),
+                "student_id": _as_int(d.get("studentId")),
+                "school_code": _as_int(d.get("schoolId")),
+                "calendar_date": _as_date(d.get("date")),
+                "period": (d.get("period") or ALL_DAY) if ev.event_type in ATTENDANCE_TYPES else None,
+                "code": d.get("newCode") if corrected else d.get("attendanceCode"),
+                "original_code": d.get("originalCode"),
+                "reason": d.get("reason"),
+                "corrected_by": str(d["correctedBy"]) if d.get("correctedBy") is not None else None,
+                "grade": _as_int(d.get("grade")),
+                "enter_date": _as_date(d.get("enterDate")),
+                "leave_date": _as_date(d.get("leaveDate")),
+                "exit_reason": d.get("exitReason") if isinstance(d.get("exitReason"), str) else None,
+            }
+        )
     return pl.DataFrame(rows, schema=EVENT_SCHEMA), invalid
 
 
@@ -175,19 +177,24 @@ def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, schools: 
     pulls = wh.read_table(ATTENDANCE_PULLS, where={"school_code": AnyOf(schools)})
     return (
         latest.join(
-            clock.select(*CELL_KEY, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")),
+            clock.select(
+                *CELL_KEY, pl.col("event_id").alias("_clock_id"), pl.col("event_timestamp").alias("_clock_ts")
+            ),
             on=CELL_KEY,
             how="left",
         )
         .join(_last_pull(latest, pulls), on=CELL_KEY, how="left")
         .with_columns(
             (
-                (pl.col("_clock_id").is_null() | (pl.col("_clock_id") == pl.col("event_id"))
-                 | _newer("event_timestamp", "event_id", "_clock_ts", "_clock_id"))
+                (
+                    pl.col("_clock_id").is_null()
+                    | (pl.col("_clock_id") == pl.col("event_id"))
+                    | _newer("event_timestamp", "event_id", "_clock_ts", "_clock_id")
+                )
                 & (pl.col("pulled_at").is_null() | (pl.col("event_timestamp") > pl.col("pulled_at")))
             ).alias("_wins")
         )
-    )  # fmt: skip
+    )
 
 
 def apply_attendance(
@@ -219,17 +226,22 @@ def apply_attendance(
     touched_days = winners.select(DAY_KEY).unique()
     merged = days_from_cells(overlay_cells(before, winners))
     stamp = (
-        winners.group_by(DAY_KEY).agg(pl.col("event_timestamp").max().alias("_ts"))
+        winners.group_by(DAY_KEY)
+        .agg(pl.col("event_timestamp").max().alias("_ts"))
         .join(days.select(*DAY_KEY, pl.col("source_updated_at").alias("_stored")), on=DAY_KEY, how="left")
         .select(*DAY_KEY, pl.max_horizontal("_ts", "_stored").alias("_ts"))
-    )  # fmt: skip
+    )
     codes = wh.read_table(ABSENCE_CODES, where={"school_code": AnyOf(schools)})
     rows = attendance_day_rows(merged.join(stamp, on=DAY_KEY, how="left"), codes, pl.col("_ts"), "webhook")
     cleared = touched_days.join(rows.select(DAY_KEY), on=DAY_KEY, how="anti")
     clock_rows = winners.select(
-        *CELL_KEY, pl.col("code").fill_null(""), "event_id", "event_type", "event_timestamp",
+        *CELL_KEY,
+        pl.col("code").fill_null(""),
+        "event_id",
+        "event_type",
+        "event_timestamp",
         pl.lit(now, dtype=UTC_TS).alias("applied_at"),
-    )  # fmt: skip
+    )
     result.touched = pl.concat([result.touched, _touched(touched_days)], how="vertical_relaxed")
     result.touched_dates += touched_days.get_column("calendar_date").unique().to_list()
     return [
@@ -247,13 +259,24 @@ def _corrections(ev: pl.DataFrame, winners: pl.DataFrame, before: pl.DataFrame, 
         ev.filter(pl.col("event_type") == "attendance.corrected")
         .join(before.rename({"code": "code_before"}), on=CELL_KEY, how="left")
         .select(
-            "event_id", "student_id", "school_code", "calendar_date", "period", "original_code",
-            pl.col("code").alias("new_code"), "code_before", "reason", "corrected_by", "event_timestamp",
-            pl.when(pl.col("event_id").is_in(won.implode())).then(pl.lit("applied")).otherwise(pl.lit("superseded"))
+            "event_id",
+            "student_id",
+            "school_code",
+            "calendar_date",
+            "period",
+            "original_code",
+            pl.col("code").alias("new_code"),
+            "code_before",
+            "reason",
+            "corrected_by",
+            "event_timestamp",
+            pl.when(pl.col("event_id").is_in(won.implode()))
+            .then(pl.lit("applied"))
+            .otherwise(pl.lit("superseded"))
             .alias("outcome"),
             pl.lit(now, dtype=UTC_TS).alias("recorded_at"),
         )
-    )  # fmt: skip
+    )
     return TableWrite(ATTENDANCE_CORRECTIONS, audit, replace_where=None, upsert=True)
 
 
@@ -261,26 +284,25 @@ def _corrections(ev: pl.DataFrame, winners: pl.DataFrame, before: pl.DataFrame, 
 # Student records
 
 
-def apply_students(
-    wh: Warehouse, events: pl.DataFrame, roster: pl.DataFrame, result: ApplyResult
-) -> list[TableWrite]:
+def apply_students(wh: Warehouse, events: pl.DataFrame, roster: pl.DataFrame, result: ApplyResult) -> list[TableWrite]:
     """Enrolled/withdrawn events → the writes of ``aptool.students`` and ``aptool.enrollment``."""
     ev = events.filter(pl.col("event_type").is_in(STUDENT_TYPES))
     if ev.height == 0:
         return []
     # An enrolment may be at a new school, but the student must be known somewhere (names, numbers
     # come from the roster); a withdrawal needs the record at that school.
-    enrolled = _drop_unknown(ev.filter(pl.col("event_type") == "student.enrolled"), roster, ["student_id"], result,
-                             "in the roster")  # fmt: skip
-    withdrawn = _drop_unknown(ev.filter(pl.col("event_type") == "student.withdrawn"), roster, _RECORD, result,
-                              "at that school")  # fmt: skip
+    enrolled = _drop_unknown(
+        ev.filter(pl.col("event_type") == "student.enrolled"), roster, ["student_id"], result, "in the roster"
+    )
+    withdrawn = _drop_unknown(
+        ev.filter(pl.col("event_type") == "student.withdrawn"), roster, _RECORD, result, "at that school"
+    )
     latest, older = latest_first(pl.concat([enrolled, withdrawn]), _RECORD)
     result.superseded += older.get_column("event_id").to_list()
     current = roster.join(latest.select(_RECORD), on=_RECORD, how="semi")
-    candidates = latest.join(current.select(*_RECORD, pl.col("source_updated_at").alias("_stored")), on=_RECORD,
-                             how="left").with_columns(
-        (pl.col("_stored").is_null() | (pl.col("event_timestamp") > pl.col("_stored"))).alias("_wins")
-    )  # fmt: skip
+    candidates = latest.join(
+        current.select(*_RECORD, pl.col("source_updated_at").alias("_stored")), on=_RECORD, how="left"
+    ).with_columns((pl.col("_stored").is_null() | (pl.col("event_timestamp") > pl.col("_stored"))).alias("_wins"))
     winners = candidates.filter("_wins")
     result.superseded += candidates.filter(~pl.col("_wins")).get_column("event_id").to_list()
     result.applied += winners.get_column("event_id").to_list()
@@ -295,7 +317,10 @@ def apply_students(
     students = base.select(
         "student_id",
         "school_code",
-        *[pl.coalesce(c, f"{c}_any").alias(c) for c in ("student_number", "state_student_id", "first_name", "last_name")],
+        *[
+            pl.coalesce(c, f"{c}_any").alias(c)
+            for c in ("student_number", "state_student_id", "first_name", "last_name")
+        ],
         pl.when(is_enrol).then(pl.col("grade")).otherwise(pl.col("grade_stored")).alias("grade"),
         pl.when(is_enrol).then(pl.col("enter_date")).otherwise(pl.col("school_enter_date")).alias("school_enter_date"),
         pl.when(is_enrol).then(pl.lit(None, pl.Date)).otherwise(pl.col("leave_date")).alias("school_leave_date"),
@@ -305,10 +330,16 @@ def apply_students(
     )
     stints = _enrollment_stints(wh, winners)
     result.touched = pl.concat(
-        [result.touched, _touched(winners.select("student_id", "school_code",
-                                                 pl.coalesce("enter_date", "leave_date").alias("calendar_date")))],
+        [
+            result.touched,
+            _touched(
+                winners.select(
+                    "student_id", "school_code", pl.coalesce("enter_date", "leave_date").alias("calendar_date")
+                )
+            ),
+        ],
         how="vertical_relaxed",
-    )  # fmt: skip
+    )
     return [
         TableWrite(STUDENTS, students, replace_where=None, upsert=True, newer_column="source_updated_at"),
         TableWrite(ENROLLMENT, stints, replace_where=None, upsert=True),
@@ -319,28 +350,42 @@ def _enrollment_stints(wh: Warehouse, winners: pl.DataFrame) -> pl.DataFrame:
     """The enrollment stint an event opens (enrolled) or closes (withdrawn: the latest stint that
     started on or before the leave date)."""
     stored = wh.read_table(ENROLLMENT, where={"student_id": AnyOf(winners.get_column("student_id").unique().to_list())})
-    ev = winners.with_columns(
-        school_year_expr(pl.coalesce("enter_date", "leave_date")).alias("academic_year")
-    )
+    ev = winners.with_columns(school_year_expr(pl.coalesce("enter_date", "leave_date")).alias("academic_year"))
     opened = ev.filter(pl.col("event_type") == "student.enrolled").select(
-        "student_id", "school_code", "academic_year", "grade", "enter_date",
-        pl.lit(None, pl.Date).alias("leave_date"), pl.lit("").alias("exit_reason_code"),
+        "student_id",
+        "school_code",
+        "academic_year",
+        "grade",
+        "enter_date",
+        pl.lit(None, pl.Date).alias("leave_date"),
+        pl.lit("").alias("exit_reason_code"),
         pl.col("event_timestamp").alias("source_updated_at"),
-    )  # fmt: skip
+    )
     closed = (
         ev.filter(pl.col("event_type") == "student.withdrawn")
-        .select("student_id", "school_code", "academic_year", pl.col("leave_date").alias("_leave"), "exit_reason",
-                "event_timestamp")
+        .select(
+            "student_id",
+            "school_code",
+            "academic_year",
+            pl.col("leave_date").alias("_leave"),
+            "exit_reason",
+            "event_timestamp",
+        )
         .join(stored.drop("source_updated_at"), on=["student_id", "school_code", "academic_year"], how="inner")
         .filter(pl.col("enter_date") <= pl.col("_leave"))
         .sort("enter_date", descending=True)
         .unique(["student_id", "school_code", "academic_year"], keep="first")
         .select(
-            "student_id", "school_code", "academic_year", "grade", "enter_date", pl.col("_leave").alias("leave_date"),
+            "student_id",
+            "school_code",
+            "academic_year",
+            "grade",
+            "enter_date",
+            pl.col("_leave").alias("leave_date"),
             pl.col("exit_reason").fill_null("").alias("exit_reason_code"),
             pl.col("event_timestamp").alias("source_updated_at"),
         )
-    )  # fmt: skip
+    )
     return pl.concat([opened, closed], how="vertical_relaxed")
 
 
@@ -373,7 +418,7 @@ def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime |
     ``source_updated_at`` recognise them), so a run that dies after writing and before marking the
     inbox converges when the events are applied again.
     """
-    now = now or dt.datetime.now(dt.timezone.utc)
+    now = now or dt.datetime.now(dt.UTC)
     result = ApplyResult()
     frame, result.invalid = event_frame(events)
     if frame.height == 0:
@@ -387,11 +432,16 @@ def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime |
         known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
         writes += apply_attendance(wh, frame, known, now, result)
         # Even a batch that changed nothing is a sync: its events are settled.
-        writes.append(sync_state(
-            "webhooks", "events", cursor=f"seq {frame.get_column('seq').max()}", now=now,
-            last_modified=frame.get_column("event_timestamp").max(),
-            detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
-        ))  # fmt: skip
+        writes.append(
+            sync_state(
+                "webhooks",
+                "events",
+                cursor=f"seq {frame.get_column('seq').max()}",
+                now=now,
+                last_modified=frame.get_column("event_timestamp").max(),
+                detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
+            )
+        )
         result.rows_written = wh.write(*writes)
     result.touched = result.touched.unique()
     result.touched_dates = sorted(set(result.touched_dates))

@@ -50,7 +50,11 @@ def retry_delay(attempts: int) -> dt.timedelta:
 
 
 def settle_inbox(
-    inbox: Inbox, events: list[InboxEvent], result: ApplyResult, run_id: str | None, retry_for: dt.timedelta,
+    inbox: Inbox,
+    events: list[InboxEvent],
+    result: ApplyResult,
+    run_id: str | None,
+    retry_for: dt.timedelta,
     now: dt.datetime,
 ) -> dict[str, int]:
     """Record each event's fate; an unknown student's event waits with backoff until ``retry_for``
@@ -156,7 +160,9 @@ class ReplayConfig(dg.Config):
 
 
 @dg.op(description="Put dead letters back in the inbox as pending; the inbox sensor applies them.")
-def replay_dead_letter_events(context: dg.OpExecutionContext, config: ReplayConfig, inbox: WebhookInboxResource) -> None:
+def replay_dead_letter_events(
+    context: dg.OpExecutionContext, config: ReplayConfig, inbox: WebhookInboxResource
+) -> None:
     with inbox.session() as box:
         requeued = box.replay(config.event_ids or None)
     context.log.info(f"requeued {len(requeued)} dead letters: {requeued[:20]}")
@@ -169,5 +175,3 @@ def replay_dead_letter_events(context: dg.OpExecutionContext, config: ReplayConf
 )
 def replay_dead_letters_job():
     replay_dead_letter_events()
-
-

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Optional
 
 import dagster as dg
 
@@ -16,8 +15,8 @@ class WebhookInboxResource(dg.ConfigurableResource):
     embedded SQLite inbox (``APTOOL_INBOX_PATH`` or ``$DAGSTER_HOME/inbox.sqlite``) — exactly where
     ``aptool webhooks serve`` started with the same environment stores events."""
 
-    database_url: Optional[str] = None
-    inbox_path: Optional[str] = None
+    database_url: str | None = None
+    inbox_path: str | None = None
 
     def open(self) -> Inbox:
         # "" rather than None: the configured URL only, never a fallback to the environment.

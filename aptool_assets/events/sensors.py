@@ -1,6 +1,5 @@
 """The sensor that turns stored webhook events into runs of ``apply_webhook_events`` (contract §5)."""
 
-
 import hashlib
 
 import dagster as dg

@@ -30,7 +30,7 @@ def verify(body: bytes, header: str | None, secret: str) -> bool:
         return False
     value = header.strip()
     if value[: len(_PREFIX)].lower() == _PREFIX:
-        value = value[len(_PREFIX):]
+        value = value[len(_PREFIX) :]
     if len(value) != 64 or not _HEX.issuperset(value):
         return False
     expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()

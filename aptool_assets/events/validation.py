@@ -27,7 +27,14 @@ _SUPPORTED = frozenset(SUPPORTED_EVENT_TYPES)
 REQUIRED_DATA: dict[str, tuple[str, ...]] = {
     "attendance.updated": ("studentId", "schoolId", "date", "period", "attendanceCode"),
     "attendance.corrected": (
-        "studentId", "schoolId", "date", "period", "originalCode", "newCode", "reason", "correctedBy",
+        "studentId",
+        "schoolId",
+        "date",
+        "period",
+        "originalCode",
+        "newCode",
+        "reason",
+        "correctedBy",
     ),
     "student.enrolled": ("studentId", "schoolId", "grade", "enterDate"),
     "student.withdrawn": ("studentId", "schoolId", "leaveDate"),
@@ -97,8 +104,15 @@ class Rejection(Exception):
     ``tally`` label it counts under, and the log line (``log_message % log_args`` at ``level``;
     ``None``: not logged)."""
 
-    def __init__(self, status: int, message: str, tally: str, log_message: str | None = None, *log_args: object,
-                 level: int = logging.WARNING) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        tally: str,
+        log_message: str | None = None,
+        *log_args: object,
+        level: int = logging.WARNING,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -167,36 +181,58 @@ def _fields(body: dict) -> tuple[str, str, dt.datetime]:
     """4. fields: ``eventId``, ``eventType``, ``timestamp``, ``data`` and its contract keys."""
     event_id = body.get("eventId")
     if not _is_name(event_id, MAX_EVENT_ID_LENGTH) or not event_id.strip():
-        raise Rejection(400, f"eventId must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters",
-                        "400", "webhook rejected: missing or invalid eventId")
+        raise Rejection(
+            400,
+            f"eventId must be a non-empty string of at most {MAX_EVENT_ID_LENGTH} characters",
+            "400",
+            "webhook rejected: missing or invalid eventId",
+        )
     event_type = body.get("eventType")
     if not _is_name(event_type, MAX_EVENT_TYPE_LENGTH):
-        raise Rejection(400, "eventType must be a non-empty string", "400",
-                        "webhook %s rejected: missing or invalid eventType", for_log(event_id))
+        raise Rejection(
+            400,
+            "eventType must be a non-empty string",
+            "400",
+            "webhook %s rejected: missing or invalid eventType",
+            for_log(event_id),
+        )
     timestamp = _parse_timestamp(body.get("timestamp"))
     if timestamp is None:
-        raise Rejection(400, "timestamp must be ISO-8601 with a UTC offset", "400",
-                        "webhook %s rejected: missing or invalid timestamp", for_log(event_id))
+        raise Rejection(
+            400,
+            "timestamp must be ISO-8601 with a UTC offset",
+            "400",
+            "webhook %s rejected: missing or invalid timestamp",
+            for_log(event_id),
+        )
     data = body.get("data")
     if not isinstance(data, dict):
-        raise Rejection(400, "data must be an object", "400", "webhook %s rejected: data is not an object",
-                        for_log(event_id))
+        raise Rejection(
+            400, "data must be an object", "400", "webhook %s rejected: data is not an object", for_log(event_id)
+        )
     problem = data_problem(event_type, data)
     if problem:
-        raise Rejection(400, problem, "400", "webhook %s (%s) rejected: %s", for_log(event_id), for_log(event_type),
-                        problem)
+        raise Rejection(
+            400, problem, "400", "webhook %s (%s) rejected: %s", for_log(event_id), for_log(event_type), problem
+        )
     return event_id, event_type, timestamp
 
 
-def parse_event(raw: bytes, now: Callable[[], dt.datetime], replay_window: dt.timedelta,
-                future_skew: dt.timedelta) -> Event:
+def parse_event(
+    raw: bytes, now: Callable[[], dt.datetime], replay_window: dt.timedelta, future_skew: dt.timedelta
+) -> Event:
     """Steps 3-5 of the receiver over a signed body: JSON, fields, then the timestamp window
     (older than ``replay_window`` or more than ``future_skew`` ahead of ``now()`` → 401)."""
     body = _json_object(raw)
     event_id, event_type, timestamp = _fields(body)
     current = now()
     if timestamp < current - replay_window or timestamp > current + future_skew:
-        raise Rejection(401, "timestamp outside the accepted window (replayed or clock skew)", "401 replay window",
-                        "webhook %s (%s) rejected: timestamp outside the replay window", for_log(event_id),
-                        for_log(event_type))
+        raise Rejection(
+            401,
+            "timestamp outside the accepted window (replayed or clock skew)",
+            "401 replay window",
+            "webhook %s (%s) rejected: timestamp outside the replay window",
+            for_log(event_id),
+            for_log(event_type),
+        )
     return Event(event_id, event_type, timestamp, body)

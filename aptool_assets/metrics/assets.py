@@ -1,19 +1,15 @@
 """Derived metrics: academic risk (contract §4.2), from the published i-Ready results."""
 
-
 import dagster as dg
 import polars as pl
 
-from aptool_assets.vocabulary import clip_to_school_year
-
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
+from aptool_assets.metrics.compute import attendance_summary
+from aptool_assets.metrics.compute import ranking as compute_ranking
 from aptool_assets.metrics.plots import png_markdown, tier_distribution_png
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
 from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
-from aptool_assets.metrics.compute import attendance_summary
-from aptool_assets.metrics.compute import ranking as compute_ranking
 from aptool_assets.rules.ranking import PriorityWeights
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
@@ -22,12 +18,13 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     STUDENTS_KEY,
 )
-from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
-from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.tables.aeries import STUDENTS
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.vocabulary import clip_to_school_year
 
 GROUP = "metrics"
 ACADEMIC_RISK_KEY = dg.AssetKey(["aptool", STUDENT_ACADEMIC_RISK.name])
@@ -89,7 +86,6 @@ def student_academic_risk(context: dg.AssetExecutionContext, warehouse: Warehous
     )
 
 
-
 @dg.asset(
     key=STUDENT_ATTENDANCE_SUMMARY_KEY,
     group_name=GROUP,
@@ -124,7 +120,9 @@ def student_attendance_summary(
     summary = attendance_summary(wh, school_year, as_of)
     wh.write(TableWrite(STUDENT_ATTENDANCE_SUMMARY, summary, {"school_year": school_year}))
     chronic = int(summary.get_column("is_chronically_absent").sum()) if summary.height else 0
-    context.log.info(f"attendance summary {school_year} as of {as_of}: {summary.height} rows, {chronic} chronically absent")
+    context.log.info(
+        f"attendance summary {school_year} as of {as_of}: {summary.height} rows, {chronic} chronically absent"
+    )
     grades = wh.read_table(STUDENTS, columns=["student_id", "school_code", "grade"])
     return dg.MaterializeResult(
         metadata=table_metadata(STUDENT_ATTENDANCE_SUMMARY, summary.height, summary_metadata(summary, grades, as_of))
@@ -134,7 +132,9 @@ def student_attendance_summary(
 def summary_metadata(summary: pl.DataFrame, grades: pl.DataFrame, as_of) -> dict[str, object]:
     """What an operator checks after a run: counts, rates, a chart and a few IDs; nothing per student."""
     tiers = dict(summary.group_by("attendance_tier").len().iter_rows())
-    chronic = summary.filter(pl.col("is_chronically_absent")).sort("absence_rate", "student_id", descending=[True, False])
+    chronic = summary.filter(pl.col("is_chronically_absent")).sort(
+        "absence_rate", "student_id", descending=[True, False]
+    )
     return {
         "as_of_date": str(as_of),
         "chronically_absent": chronic.height,

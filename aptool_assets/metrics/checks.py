@@ -61,7 +61,11 @@ def summary_reconciles_with_aeries(
     tolerance = platform.reconcile_tolerance_days
     beyond = mismatched.filter(pl.max_horizontal("enrolled_diff", "absent_diff") > tolerance)
     severity = dg.AssetCheckSeverity.ERROR if beyond.height else dg.AssetCheckSeverity.WARN
-    worst = int(mismatched.select(pl.max_horizontal("enrolled_diff", "absent_diff").max()).item() or 0) if mismatched.height else 0
+    worst = (
+        int(mismatched.select(pl.max_horizontal("enrolled_diff", "absent_diff").max()).item() or 0)
+        if mismatched.height
+        else 0
+    )
     return dg.AssetCheckResult(
         passed=mismatched.height == 0,
         severity=severity,
@@ -78,8 +82,6 @@ def summary_reconciles_with_aeries(
             "student_id_sample": dg.MetadataValue.json(id_sample(beyond if beyond.height else mismatched)),
         },
     )
-
-
 
 
 @dg.asset_check(
@@ -122,8 +124,9 @@ def ranking_dense_and_monotone(
     problems = ranking_problems(df)
     return dg.AssetCheckResult(
         passed=not problems,
-        description="; ".join(problems[:10]) if problems else f"{df.height} students ranked in "
-        f"{df.get_column('school_code').n_unique() if df.height else 0} schools",
+        description="; ".join(problems[:10])
+        if problems
+        else f"{df.height} students ranked in {df.get_column('school_code').n_unique() if df.height else 0} schools",
         metadata={"rows": df.height, "problems": len(problems)},
     )
 

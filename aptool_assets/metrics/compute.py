@@ -12,15 +12,14 @@ import datetime as dt
 
 import polars as pl
 
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_INTERVENTION_RANKING
-from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
 from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
-from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 from aptool_assets.rules import period_codes
-from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
-from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR
+from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
+from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
 from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 
 _RECORD = ["student_id", "school_code"]
 
@@ -43,9 +42,12 @@ def attendance_summary(
     attendance = only(
         wh.read_table(ATTENDANCE_DAYS, where={"calendar_date": Between(first, last), **where_students})
     ).select(
-        "student_id", "school_code", "calendar_date", "all_day_code",
+        "student_id",
+        "school_code",
+        "calendar_date",
+        "all_day_code",
         period_codes.from_json(pl.col("period_codes")).alias("period_codes"),
-    )  # fmt: skip
+    )
     return compute_attendance_summary(
         calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
         enrollment=only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
@@ -89,19 +91,30 @@ def refresh_students(
         pairs = pairs.select(_RECORD).unique()
         schools = sorted(pairs.get_column("school_code").unique().to_list())
         fresh = attendance_summary(wh, school_year, as_of, pairs)
-        stored = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, "school_code": AnyOf(schools)})
+        stored = wh.read_table(
+            STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, "school_code": AnyOf(schools)}
+        )
         summary = pl.concat([stored.join(pairs, on=_RECORD, how="anti"), fresh], how="vertical_relaxed")
         ranked = ranking(wh, school_year, weights, schools, summary=summary)
         wh.write(
-            TableWrite(STUDENT_ATTENDANCE_SUMMARY, pairs.with_columns(pl.lit(school_year, pl.Int32).alias("school_year")),
-                       replace_where=None, delete=True),
+            TableWrite(
+                STUDENT_ATTENDANCE_SUMMARY,
+                pairs.with_columns(pl.lit(school_year, pl.Int32).alias("school_year")),
+                replace_where=None,
+                delete=True,
+            ),
             TableWrite(STUDENT_ATTENDANCE_SUMMARY, fresh, replace_where=None),
-            TableWrite(STUDENT_INTERVENTION_RANKING, ranked, {"school_year": school_year, "school_code": AnyOf(schools)}),
-        )  # fmt: skip
-        done[school_year] = {"students": pairs.height, "summary_rows": fresh.height, "schools": len(schools),
-                             "ranking_rows": ranked.height}  # fmt: skip
+            TableWrite(
+                STUDENT_INTERVENTION_RANKING, ranked, {"school_year": school_year, "school_code": AnyOf(schools)}
+            ),
+        )
+        done[school_year] = {
+            "students": pairs.height,
+            "summary_rows": fresh.height,
+            "schools": len(schools),
+            "ranking_rows": ranked.height,
+        }
     return done
-
 
 
 def refresh_after_events(wh: Warehouse, touched: pl.DataFrame, platform: PlatformResource) -> dict[int, dict[str, int]]:

@@ -29,7 +29,7 @@ def tier_counts_by_school(summary: pl.DataFrame) -> pl.DataFrame:
     lookup = {(sc, t): n for sc, t, n in counts.iter_rows()}
     for tier in TIERS:
         wide[tier] = [lookup.get((sc, tier), 0) for sc in wide["school_code"]]
-    return pl.DataFrame(wide, schema={"school_code": pl.Int64, **{t: pl.Int64 for t in TIERS}})
+    return pl.DataFrame(wide, schema={"school_code": pl.Int64, **dict.fromkeys(TIERS, pl.Int64)})
 
 
 def tier_distribution_png(summary: pl.DataFrame, title: str) -> bytes:
@@ -48,13 +48,18 @@ def tier_distribution_png(summary: pl.DataFrame, title: str) -> bytes:
     for tier in TIERS:
         values = wide.get_column(tier).to_list()
         ax.barh(schools, values, left=left, color=TIER_COLORS[tier], label=tier.replace("_", " "))
-        left = [a + b for a, b in zip(left, values)]
+        left = [a + b for a, b in zip(left, values, strict=True)]
     ax.invert_yaxis()  # first school on top, like the markdown tables
     ax.set_xlabel("students")
     ax.set_ylabel("school")
     ax.set_title(title, fontsize=10)
-    ax.legend(ncols=len(TIERS), fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.35 if schools else -0.2),
-              frameon=False)  # fmt: skip
+    ax.legend(
+        ncols=len(TIERS),
+        fontsize=8,
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if schools else -0.2),
+        frameon=False,
+    )
     ax.spines[["top", "right"]].set_visible(False)
     fig.tight_layout()
     buf = io.BytesIO()

@@ -6,9 +6,9 @@ Closed: requests go through; each failed request (5xx, timeout, dropped connecti
 half-opens), so a run stops hammering a server that is down and sensors skip with a reason.
 After ``half_open_after_s`` the breaker is half-open: exactly one caller (across all processes) gets
 a trial request; success closes it, failure opens it again. Other callers meanwhile wait up to
-``trial_wait_s`` for that outcome (the clients' concurrent per-school requests: 30 s) or fail at once. A trial whose process died is given up
-after another ``half_open_after_s``. ``open_for`` opens it for a fixed time (Aeries maintenance, a
-refused credential) regardless of counts.
+``trial_wait_s`` for that outcome (the clients' concurrent per-school requests: 30 s) or fail at once.
+A trial whose process died is given up after another ``half_open_after_s``. ``open_for`` opens it for a
+fixed time (Aeries maintenance, a refused credential) regardless of counts.
 
 The state lives in a :class:`~aptool_assets.resilience.store_api.BreakerStore` (PostgreSQL or
 SQLite, from :mod:`aptool_assets.storage.breakers`) that whoever builds the breaker hands in; if that
@@ -75,7 +75,7 @@ def settings_from_env(default: BreakerSettings, environ: dict | None = None) -> 
 
 
 def _utc(epoch: float | None) -> str:
-    return "-" if epoch is None else dt.datetime.fromtimestamp(epoch, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return "-" if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 @dataclass(frozen=True)
@@ -99,12 +99,16 @@ class BreakerStatus:
 
     def describe(self) -> str:
         if self.state == "closed":
-            return (f"{self.service} circuit breaker closed ({self.failures_in_window} of {self.failure_threshold} "
-                    f"failures within {self.window_s:g} s)")
+            return (
+                f"{self.service} circuit breaker closed ({self.failures_in_window} of {self.failure_threshold} "
+                f"failures within {self.window_s:g} s)"
+            )
         why = f" ({self.reason})" if self.reason else ""
         if self.state == "open":
-            return (f"{self.service} circuit breaker open since {_utc(self.opened_at)}{why}; "
-                    f"half-opens at {_utc(self.half_open_at)}")
+            return (
+                f"{self.service} circuit breaker open since {_utc(self.opened_at)}{why}; "
+                f"half-opens at {_utc(self.half_open_at)}"
+            )
         trial = "a trial request is in progress" if self.trial_in_progress else "the next request is a trial"
         return f"{self.service} circuit breaker half-open since {_utc(self.half_open_at)}{why}; {trial}"
 
@@ -132,8 +136,17 @@ class BreakerOpen(RuntimeError):
 
 
 def _closed_row(service: str, now: float) -> dict:
-    return {"service": service, "state": "closed", "failures": [], "opened_at": None, "half_open_at": None,
-            "reason": None, "trial_started_at": None, "times_opened": 0, "updated_at": now}
+    return {
+        "service": service,
+        "state": "closed",
+        "failures": [],
+        "opened_at": None,
+        "half_open_at": None,
+        "reason": None,
+        "trial_started_at": None,
+        "times_opened": 0,
+        "updated_at": now,
+    }
 
 
 class CircuitBreaker:
@@ -171,10 +184,23 @@ class CircuitBreaker:
         state: State = "closed"
         if row["state"] == "open":
             state = "open" if row["half_open_at"] is not None and now < row["half_open_at"] else "half_open"
-        trial = (state == "half_open" and row["trial_started_at"] is not None
-                 and now - row["trial_started_at"] < max(s.half_open_after_s, 1.0))
-        return BreakerStatus(s.service, state, len(recent), s.failure_threshold, s.window_s, row["opened_at"],
-                             row["half_open_at"], row["reason"], trial, row["times_opened"])
+        trial = (
+            state == "half_open"
+            and row["trial_started_at"] is not None
+            and now - row["trial_started_at"] < max(s.half_open_after_s, 1.0)
+        )
+        return BreakerStatus(
+            s.service,
+            state,
+            len(recent),
+            s.failure_threshold,
+            s.window_s,
+            row["opened_at"],
+            row["half_open_at"],
+            row["reason"],
+            trial,
+            row["times_opened"],
+        )
 
     def state(self) -> BreakerStatus:
         """The current state without changing it (sensors, the UI). Store errors read as closed."""
@@ -201,7 +227,7 @@ class CircuitBreaker:
         now = self._clock()
         try:
             row = self.store.read(self.service)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
             self._store_failed("read", exc)
             return
         status = self._status(row, now)
@@ -223,7 +249,7 @@ class CircuitBreaker:
 
         try:
             after = self.store.update(self.service, claim)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
             self._store_failed("update", exc)
             return
         if not claimed:
@@ -244,7 +270,7 @@ class CircuitBreaker:
             time.sleep(min(0.1, max(deadline - time.monotonic(), 0.0)))
             try:
                 status = self._status(self.store.read(self.service), self._clock())
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
                 self._store_failed("read", exc)
                 return
         if status.state != "closed":
@@ -269,12 +295,18 @@ class CircuitBreaker:
                 return None
             if self._status(current, now).state == "open":
                 return None  # opened again (e.g. maintenance) since this request started
-            return {**current, "state": "closed", "failures": [], "trial_started_at": None, "reason": None,
-                    "updated_at": now}
+            return {
+                **current,
+                "state": "closed",
+                "failures": [],
+                "trial_started_at": None,
+                "reason": None,
+                "updated_at": now,
+            }
 
         try:
             after = self.store.update(self.service, close)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
             self._store_failed("update", exc)
             return
         if after and after["state"] == "closed":
@@ -290,12 +322,14 @@ class CircuitBreaker:
             row = dict(current or _closed_row(s.service, now))
             status = self._status(row, now)
             failures = [t for t in row["failures"] if t > now - s.window_s] + [now]
-            row.update(failures=failures[-s.failure_threshold:], updated_at=now)
+            row.update(failures=failures[-s.failure_threshold :], updated_at=now)
             if status.state == "half_open":  # the trial failed: open again for a full period
                 return self._opened(row, now, s.half_open_after_s, f"trial request failed: {reason}")
             if status.state == "closed" and len(failures) >= s.failure_threshold:
                 return self._opened(
-                    row, now, s.half_open_after_s,
+                    row,
+                    now,
+                    s.half_open_after_s,
                     f"{len(failures)} failures within {s.window_s:g} s, last: {reason}",
                 )
             return row
@@ -317,24 +351,34 @@ class CircuitBreaker:
     def reset(self) -> BreakerStatus:
         """Close the breaker and forget its failures (an operator fixed the cause)."""
         now = self._clock()
-        return self._apply(lambda current: {**(current or _closed_row(self.service, now)),
-                                            **{k: v for k, v in _closed_row(self.service, now).items()
-                                               if k not in ("times_opened",)}}, now)
+        return self._apply(
+            lambda current: {
+                **(current or _closed_row(self.service, now)),
+                **{k: v for k, v in _closed_row(self.service, now).items() if k not in ("times_opened",)},
+            },
+            now,
+        )
 
     # -- internals -------------------------------------------------------------------------------
 
     def _opened(self, row: dict, now: float, seconds: float, reason: str) -> dict:
         was_open = row["state"] == "open"
-        row.update(state="open", opened_at=now if not was_open else (row["opened_at"] or now),
-                   half_open_at=now + seconds, reason=reason[:300], trial_started_at=None, updated_at=now,
-                   times_opened=row["times_opened"] + (0 if was_open else 1))
+        row.update(
+            state="open",
+            opened_at=now if not was_open else (row["opened_at"] or now),
+            half_open_at=now + seconds,
+            reason=reason[:300],
+            trial_started_at=None,
+            updated_at=now,
+            times_opened=row["times_opened"] + (0 if was_open else 1),
+        )
         return row
 
     def _apply(self, change: Callable[[dict | None], dict], now: float) -> BreakerStatus:
         try:
             before = self.store.read(self.service)
             after = self.store.update(self.service, change)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
             self._store_failed("update", exc)
             return self._status(None, now)
         status = self._status(after, now)
@@ -343,5 +387,10 @@ class CircuitBreaker:
         return status
 
     def _store_failed(self, what: str, exc: BaseException) -> None:
-        log.warning("%s circuit breaker: could not %s its state in %s (%s); letting requests through",
-                    self.service, what, self.store.describe(), type(exc).__name__)
+        log.warning(
+            "%s circuit breaker: could not %s its state in %s (%s); letting requests through",
+            self.service,
+            what,
+            self.store.describe(),
+            type(exc).__name__,
+        )

@@ -2,14 +2,15 @@
 
 Each class says what the platform does about an outside service's failure, whichever service it is:
 
-| class | example | what happens |
-|---|---|---|
-| :class:`RateLimitedError` | HTTP 429 | wait (Retry-After) and retry; flow control, not a breaker failure |
-| :class:`TransientError` | 5xx, timeout, dropped connection | retry with the service's policy; counts towards its breaker |
-| :class:`AuthError` | 401/403, refused SFTP login | no retry; the credential is blocked for a while; alert |
-| :class:`MaintenanceError` | 503 with a long Retry-After | no retry; the breaker opens for the maintenance back-off |
-| :class:`NotFoundError` | 404 on one object | log the ID and skip |
-| :class:`PermanentError` | malformed response, untrusted host key | no retry (neither the call nor the Dagster step); kept as a failed operation |
+- :class:`RateLimitedError` (HTTP 429): wait (Retry-After) and retry; flow control, not a breaker failure.
+- :class:`TransientError` (5xx, timeout, dropped connection): retry with the service's policy; counts
+  towards its breaker.
+- :class:`AuthError` (401/403, a refused SFTP login): no retry; the credential is blocked for a while; alert.
+- :class:`MaintenanceError` (503 with a long Retry-After): no retry; the breaker opens for the maintenance
+  back-off.
+- :class:`NotFoundError` (404 on one object): log the ID and skip.
+- :class:`PermanentError` (a malformed response, an untrusted host key): no retry, neither of the call nor
+  of the Dagster step; kept as a failed operation.
 
 Messages name endpoints, servers and IDs only: never a credential, never a student's name.
 """

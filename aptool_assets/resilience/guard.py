@@ -75,9 +75,12 @@ class ServiceGuard:
         self.breaker = CircuitBreaker(self.settings, self.store, clock=self.clock, trial_wait_s=self.trial_wait_s)
         self.auth = None
         if self.credential:
-            auth_settings = BreakerSettings(f"{self.settings.service}:auth:{self.credential}", failure_threshold=1,
-                                            window_s=max(self.auth_backoff_s, 1.0),
-                                            half_open_after_s=self.auth_backoff_s)
+            auth_settings = BreakerSettings(
+                f"{self.settings.service}:auth:{self.credential}",
+                failure_threshold=1,
+                window_s=max(self.auth_backoff_s, 1.0),
+                half_open_after_s=self.auth_backoff_s,
+            )
             self.auth = CircuitBreaker(auth_settings, self.store, clock=self.clock)
 
     @property
@@ -120,8 +123,12 @@ class ServiceGuard:
         try:
             return self.store.add_failed_operation(self.service, operation, type(exc).__name__, str(exc), context)
         except Exception as store_exc:  # noqa: BLE001 - the original error is what matters
-            log.warning("could not record a dead letter for %s in %s (%s)", operation, self.store.describe(),
-                        type(store_exc).__name__)
+            log.warning(
+                "could not record a dead letter for %s in %s (%s)",
+                operation,
+                self.store.describe(),
+                type(store_exc).__name__,
+            )
             return None
 
 

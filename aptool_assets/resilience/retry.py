@@ -36,10 +36,7 @@ class RetrySettings:
 
     def delay_s(self, failures: int, rng: random.Random | None = None) -> float:
         """Seconds to wait after the ``failures``-th failed attempt (1-based)."""
-        if self.backoff == "linear":
-            delay = self.base_delay_s * failures
-        else:
-            delay = self.base_delay_s * (2 ** (failures - 1))
+        delay = self.base_delay_s * failures if self.backoff == "linear" else self.base_delay_s * 2 ** (failures - 1)
         delay = min(delay, self.max_delay_s)
         if self.jitter:
             # "Equal jitter": keep half the delay, randomise the other half, so a burst of clients
@@ -122,7 +119,7 @@ def call_with_retry(
     while True:
         try:
             return fn()
-        except Exception as exc:  # noqa: BLE001 - classification is delegated to is_retryable
+        except Exception as exc:
             if not is_retryable(exc):
                 raise
             failures += 1

@@ -13,8 +13,17 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
-BREAKER_FIELDS = ("service", "state", "failures", "opened_at", "half_open_at", "reason", "trial_started_at",
-                  "times_opened", "updated_at")
+BREAKER_FIELDS = (
+    "service",
+    "state",
+    "failures",
+    "opened_at",
+    "half_open_at",
+    "reason",
+    "trial_started_at",
+    "times_opened",
+    "updated_at",
+)
 
 
 class BreakerStore(ABC):
@@ -35,8 +44,9 @@ class BreakerStore(ABC):
         """Atomically replace the row with ``change(current)``; ``None`` from ``change`` keeps it."""
 
     @abstractmethod
-    def add_failed_operation(self, service: str, operation: str, error_type: str, message: str,
-                             context: dict | None = None) -> int: ...
+    def add_failed_operation(
+        self, service: str, operation: str, error_type: str, message: str, context: dict | None = None
+    ) -> int: ...
 
     @abstractmethod
     def failed_operations(self, pending_only: bool = True) -> list[dict]: ...

@@ -202,9 +202,9 @@ def _category_expr(has_code: pl.Expr, known: pl.Expr) -> pl.Expr:
 def _truancy_expr(known: pl.Expr) -> pl.Expr:
     """Ed. Code 48260 day: an unexcused or partial-day-truant all-day code, or such a period code;
     never on a day the student was not enrolled (needs ``absence_category``)."""
-    all_day_truant = known & (
-        (pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")
-    ).fill_null(False)
+    all_day_truant = known & ((pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")).fill_null(
+        False
+    )
     return (all_day_truant | pl.col("_period_truant").fill_null(False)) & (
         pl.col("absence_category") != "not_enrolled"
     ).fill_null(True)
@@ -298,9 +298,7 @@ def chronically_absent_expr(absent: str = "days_absent", enrolled: str = "days_e
 
 def absence_rate_expr(absent: str = "days_absent", enrolled: str = "days_enrolled") -> pl.Expr:
     """Days absent / days enrolled (Float64); null without enrolled days."""
-    return (
-        pl.when(pl.col(enrolled) > 0).then(pl.col(absent) / pl.col(enrolled)).otherwise(None).cast(pl.Float64)
-    )
+    return pl.when(pl.col(enrolled) > 0).then(pl.col(absent) / pl.col(enrolled)).otherwise(None).cast(pl.Float64)
 
 
 def _coded_enrolled_days(

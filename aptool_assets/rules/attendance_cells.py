@@ -12,8 +12,8 @@ import datetime as dt
 
 import polars as pl
 
-from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.rules import period_codes
+from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.vocabulary import UTC_TS
 
 ALL_DAY = ""
@@ -44,9 +44,9 @@ def days_from_cells(cells: pl.DataFrame) -> pl.DataFrame:
         .sort(pl.col("period").str.len_chars(), "period")
         .group_by(DAY_KEY, maintain_order=True)
         .agg(
-            pl.struct(
-                pl.col("period"), pl.lit(None, pl.Int64).alias("section_number"), pl.col("code")
-            ).alias("period_codes")
+            pl.struct(pl.col("period"), pl.lit(None, pl.Int64).alias("section_number"), pl.col("code")).alias(
+                "period_codes"
+            )
         )
     )
     keys = coded.select(DAY_KEY).unique()

@@ -52,8 +52,9 @@ def enrolled_spans(enrollment: pl.DataFrame, year_start: date, as_of: date) -> t
     """(roster, spans): who gets a summary row, and their disjoint enrolled date spans.
 
     Roster: a stint at the school that overlaps the school year and starts on or before the
-    as-of date (a stint without an enter date is ignored). Spans: each stint clipped to [year start, as-of] (leave date inclusive, open
-    while null), then overlapping stints merged so a day is never counted twice.
+    as-of date (a stint without an enter date is ignored). Spans: each stint clipped to [year start,
+    as-of] (leave date inclusive, open while null), then overlapping stints merged so a day is never
+    counted twice.
     """
     stints = conform(enrollment, ENROLLMENT_SCHEMA, "enrollment").filter(
         pl.col("student_id").is_not_null()
@@ -95,7 +96,9 @@ def _school_day_key(school: pl.Expr, day_number: pl.Expr) -> pl.Expr:
 
 def count_school_days(spans: pl.DataFrame, school_days: pl.DataFrame) -> pl.Series:
     """Instructional days of the span's school within [start, end], by two binary searches."""
-    keys = school_days.select(_school_day_key(pl.col("school_code"), pl.col("calendar_date").cast(pl.Int32))).to_series()
+    keys = school_days.select(
+        _school_day_key(pl.col("school_code"), pl.col("calendar_date").cast(pl.Int32))
+    ).to_series()
     keys = keys.sort()
     bounds = spans.select(
         _school_day_key(pl.col("school_code"), pl.col("start")).alias("lo"),

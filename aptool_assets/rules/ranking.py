@@ -35,7 +35,6 @@ import polars as pl
 from aptool_assets.rules.reasons import clean_rate, reasons_expr
 from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER, UNKNOWN_RISK
 
-
 RANKING_SCHEMA: dict[str, pl.DataType] = {
     "school_year": pl.Int32(),
     "school_code": pl.Int32(),
@@ -202,19 +201,28 @@ def _inputs(summary: pl.DataFrame, academic_risk: pl.DataFrame, school_year: int
     tier and risk levels; raises ValueError (naming IDs) on a null or repeated key."""
     _require(summary, SUMMARY_COLUMNS, "summary")
     _require(academic_risk, RISK_COLUMNS, "academic_risk")
-    students = summary.select(SUMMARY_COLUMNS).with_columns(
-        pl.col("school_year").cast(pl.Int32),
-        pl.col("school_code").cast(pl.Int32),
-        pl.col("student_id").cast(pl.Int64),
-        pl.col("attendance_tier").cast(pl.Utf8),
-        clean_rate().alias("absence_rate"),
-        pl.col("is_chronically_absent").cast(pl.Boolean),
-    ).filter(pl.col("school_year") == school_year)
-    risk = academic_risk.select(RISK_COLUMNS).with_columns(
-        pl.col("school_year").cast(pl.Int32),
-        pl.col("student_id").cast(pl.Int64),
-        pl.col("overall_risk", "ela_relative_placement", "math_relative_placement").cast(pl.Utf8),
-    ).filter(pl.col("school_year") == school_year).drop("school_year")
+    students = (
+        summary.select(SUMMARY_COLUMNS)
+        .with_columns(
+            pl.col("school_year").cast(pl.Int32),
+            pl.col("school_code").cast(pl.Int32),
+            pl.col("student_id").cast(pl.Int64),
+            pl.col("attendance_tier").cast(pl.Utf8),
+            clean_rate().alias("absence_rate"),
+            pl.col("is_chronically_absent").cast(pl.Boolean),
+        )
+        .filter(pl.col("school_year") == school_year)
+    )
+    risk = (
+        academic_risk.select(RISK_COLUMNS)
+        .with_columns(
+            pl.col("school_year").cast(pl.Int32),
+            pl.col("student_id").cast(pl.Int64),
+            pl.col("overall_risk", "ela_relative_placement", "math_relative_placement").cast(pl.Utf8),
+        )
+        .filter(pl.col("school_year") == school_year)
+        .drop("school_year")
+    )
 
     null_keys = students.filter(pl.any_horizontal(pl.col(_KEY).is_null()))
     if null_keys.height:
@@ -292,7 +300,9 @@ def intervention_ranking(
 
 
 def _null_problems(df: pl.DataFrame, columns: Sequence[str]) -> list[str]:
-    problems = [f"{_n(nulls, 'row')} with a null {col}" for col in columns if (nulls := df.get_column(col).null_count())]
+    problems = [
+        f"{_n(nulls, 'row')} with a null {col}" for col in columns if (nulls := df.get_column(col).null_count())
+    ]
     if df.get_column("priority_score").dtype.is_float():
         nans = df.select(pl.col("priority_score").is_nan().sum()).item()
         if nans:

@@ -50,7 +50,7 @@ def _plural(count: pl.Expr, word: str) -> pl.Expr:
 
 
 def _attendance_reason() -> pl.Expr:
-    """"severe chronic absence 23% (14 of 60 days)", or "... , no enrolled days yet" for a null rate.
+    """ "severe chronic absence 23% (14 of 60 days)", or "... , no enrolled days yet" for a null rate.
 
     The percent is truncated, not rounded, so the shown number never crosses a tier bound
     (9.9% is at_risk and shows 9%, not 10%).
@@ -63,15 +63,22 @@ def _attendance_reason() -> pl.Expr:
     absent = pl.col("days_absent").cast(pl.Int64)
     enrolled = pl.col("days_enrolled").cast(pl.Int64)
     days = pl.concat_str(
-        [pl.lit(" ("), absent.cast(pl.Utf8), pl.lit(" of "), enrolled.cast(pl.Utf8), pl.lit(" "),
-         _plural(enrolled, "day"), pl.lit(")")]
+        [
+            pl.lit(" ("),
+            absent.cast(pl.Utf8),
+            pl.lit(" of "),
+            enrolled.cast(pl.Utf8),
+            pl.lit(" "),
+            _plural(enrolled, "day"),
+            pl.lit(")"),
+        ]
     )  # null (and so left out) when either count is null
     with_rate = pl.concat_str([words, pl.lit(" "), percent, pl.lit("%"), days.fill_null("")])
     return pl.when(rate.is_null()).then(words + pl.lit(", no enrolled days yet")).otherwise(with_rate)
 
 
 def _subject_below(subject: str) -> pl.Expr:
-    """"reading 2 grade levels below" for a below-grade placement, null when on grade or missing.
+    """ "reading 2 grade levels below" for a below-grade placement, null when on grade or missing.
 
     An unrecognized placement is quoted as delivered (lower-cased) rather than dropped.
     """
@@ -79,8 +86,9 @@ def _subject_below(subject: str) -> pl.Expr:
     words = (
         pl.when(placement.is_in(ON_GRADE_PLACEMENTS) | placement.is_null())
         .then(pl.lit(None, dtype=pl.Utf8))
-        .otherwise(placement.replace_strict(BELOW_GRADE_WORDS, default=placement.str.to_lowercase(),
-                                            return_dtype=pl.Utf8))
+        .otherwise(
+            placement.replace_strict(BELOW_GRADE_WORDS, default=placement.str.to_lowercase(), return_dtype=pl.Utf8)
+        )
     )
     return pl.lit(SUBJECT_WORDS[subject] + " ") + words
 
@@ -99,8 +107,7 @@ def _academic_reason() -> pl.Expr:
     math_ = pl.col("math_relative_placement")
     ela_below, math_below = _subject_below("ela"), _subject_below("math")
     missing = (
-        pl.when(ela.is_null()).then(pl.lit("no reading result"))
-        .when(math_.is_null()).then(pl.lit("no math result"))
+        pl.when(ela.is_null()).then(pl.lit("no reading result")).when(math_.is_null()).then(pl.lit("no math result"))
     )
     risk = pl.col("overall_risk").cast(pl.Utf8)
     return (
@@ -121,7 +128,7 @@ def _academic_reason() -> pl.Expr:
 
 
 def _truancy_reason() -> pl.Expr:
-    """"truancy letter 2 (7 days)" once a letter is due; nothing below letter 1."""
+    """ "truancy letter 2 (7 days)" once a letter is due; nothing below letter 1."""
     level = pl.col("truancy_letter_level").cast(pl.Int64)
     count = pl.col("truancy_count").cast(pl.Int64)
     days = pl.concat_str([pl.lit(" ("), count.cast(pl.Utf8), pl.lit(" "), _plural(count, "day"), pl.lit(")")])

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Optional
-
 import dagster as dg
 
 from aptool_assets.storage.backends import default_database_url
@@ -16,7 +14,7 @@ class WarehouseResource(dg.ConfigurableResource):
     The URL may carry a password, so the definitions pass it as ``EnvVar("APTOOL_DATABASE_URL")``.
     """
 
-    database_url: Optional[str] = None
+    database_url: str | None = None
 
     @property
     def url(self) -> str:

@@ -14,7 +14,6 @@ import polars as pl
 from aptool_assets.storage.warehouse import TableSpec, TableWrite
 from aptool_assets.vocabulary import UTC_TS
 
-
 SYNC_STATE = TableSpec(
     name="sync_state",
     columns={
@@ -43,7 +42,7 @@ def sync_state(
     row = {
         "source": source,
         "entity": entity,
-        "last_sync_at": now or dt.datetime.now(dt.timezone.utc),
+        "last_sync_at": now or dt.datetime.now(dt.UTC),
         "cursor": cursor,
         "last_modified": last_modified,
         "detail": detail,

@@ -134,7 +134,7 @@ ATTENDANCE_HISTORY_SUMMARY = TableSpec(
         "student_id": pl.Int64,
         "school_year": pl.Int32,
         "school_code": pl.Int32,
-        **{name: pl.Int32 for name in HISTORY_DAY_COLUMNS},
+        **dict.fromkeys(HISTORY_DAY_COLUMNS, pl.Int32),
         **PULLED,
     },
     key=("student_id", "school_year", "school_code"),

@@ -14,26 +14,26 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
-from aptool_assets.vocabulary import school_year_bounds, school_year_of
-from aptool_assets.tables import asset_key
-from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
-from aptool_assets.sources.aeries import frames
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS_LOCK
-from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.resilience.failures import fail_fast_on
+from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
+from aptool_assets.sources.aeries import frames
 from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
+from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.sync_state import sync_state
+from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite, Warehouse
+from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import (
     ABSENCE_CODES,
     ATTENDANCE_DAYS,
+    ATTENDANCE_DAYS_LOCK,
     ATTENDANCE_HISTORY_SUMMARY,
     ENROLLMENT,
     SCHOOL_CALENDAR,
     SCHOOLS,
     STUDENTS,
 )
-from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets.storage.sync_state import sync_state
-from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite, Warehouse
+from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.vocabulary import school_year_bounds, school_year_of
 
 GROUP = "aeries"
 OWNERS = ["team:district-data"]
@@ -53,7 +53,7 @@ HISTORY_KEY = asset_key(ATTENDANCE_HISTORY_SUMMARY)
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def real_school_codes(warehouse) -> list[int]:
@@ -217,7 +217,9 @@ def pull_attendance(
                 how="vertical_relaxed",
             )
 
-        part, year_meta = pull_per_school(aeries, school_codes, pull, frames.attendance_frame([], 0), database_year=year)
+        part, year_meta = pull_per_school(
+            aeries, school_codes, pull, frames.attendance_frame([], 0), database_year=year
+        )
         parts.append(part)
         meta["aeries_requests"] += year_meta["aeries_requests"]
     raw = pl.concat(parts, how="vertical_relaxed")
@@ -225,7 +227,12 @@ def pull_attendance(
 
 
 def publish_attendance_window(
-    wh: Warehouse, rows: pl.DataFrame, codes: pl.DataFrame, school_codes: list[int], first: dt.date, last: dt.date,
+    wh: Warehouse,
+    rows: pl.DataFrame,
+    codes: pl.DataFrame,
+    school_codes: list[int],
+    first: dt.date,
+    last: dt.date,
     pulled_at: dt.datetime,
 ) -> pl.DataFrame:
     """Replace the window with the pulled rows, laying back webhook cells newer than the pull; returns what
@@ -264,7 +271,7 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     if unknown.height:
         context.log.warning(
             f"{unknown.height} attendance rows carry codes missing from their school's code table: "
-            f"{sorted(set(zip(unknown['school_code'].to_list(), unknown['all_day_code'].to_list())))[:10]}"
+            f"{sorted(set(unknown.select('school_code', 'all_day_code').iter_rows()))[:10]}"
         )
     rows = publish_attendance_window(wh, rows, code_table, codes, first, last, pulled_at)
     by_category = dict(rows.group_by("absence_category").len().fill_null("unknown_code").iter_rows())

@@ -27,7 +27,8 @@ def students_key_unique(warehouse: WarehouseResource) -> dg.AssetCheckResult:
     dupes = duplicate_keys(df, STUDENTS.key)
     return dg.AssetCheckResult(
         passed=dupes.height == 0,
-        description=f"{df.height} rows, {dupes.height} duplicated keys" + (f"; student IDs {id_sample(dupes)}" if dupes.height else ""),
+        description=f"{df.height} rows, {dupes.height} duplicated keys"
+        + (f"; student IDs {id_sample(dupes)}" if dupes.height else ""),
         metadata={"duplicate_keys": dupes.height},
     )
 
@@ -41,7 +42,8 @@ def attendance_key_unique(context: dg.AssetCheckExecutionContext, warehouse: War
     dupes = duplicate_keys(df, ATTENDANCE_DAYS.key)
     return dg.AssetCheckResult(
         passed=dupes.height == 0,
-        description=f"{df.height} rows, {dupes.height} duplicated keys" + (f"; student IDs {id_sample(dupes)}" if dupes.height else ""),
+        description=f"{df.height} rows, {dupes.height} duplicated keys"
+        + (f"; student IDs {id_sample(dupes)}" if dupes.height else ""),
         metadata={"rows_checked": df.height, "duplicate_keys": dupes.height},
     )
 
@@ -61,7 +63,10 @@ def attendance_students_known(
         passed=orphans.height == 0,
         description=f"{orphans.height} student-school pairs with attendance but no student record"
         + (f"; student IDs {id_sample(orphans)}" if orphans.height else ""),
-        metadata={"unknown_student_records": orphans.height, "student_id_sample": dg.MetadataValue.json(id_sample(orphans))},
+        metadata={
+            "unknown_student_records": orphans.height,
+            "student_id_sample": dg.MetadataValue.json(id_sample(orphans)),
+        },
     )
 
 
@@ -71,15 +76,22 @@ def attendance_students_known(
 )
 def attendance_codes_known(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     wh = warehouse.get()
-    att = wh.read_table(ATTENDANCE_DAYS, where=_window(context), columns=["school_code", "all_day_code", "period_codes"])
-    used = pl.concat(
-        [
-            att.select("school_code", pl.col("all_day_code").alias("code")),
-            att.select("school_code", period_codes.from_json(pl.col("period_codes")).alias("p"))
-            .explode("p")
-            .select("school_code", pl.col("p").struct.field("code").alias("code")),
-        ]
-    ).drop_nulls().filter(pl.col("code") != "").unique()
+    att = wh.read_table(
+        ATTENDANCE_DAYS, where=_window(context), columns=["school_code", "all_day_code", "period_codes"]
+    )
+    used = (
+        pl.concat(
+            [
+                att.select("school_code", pl.col("all_day_code").alias("code")),
+                att.select("school_code", period_codes.from_json(pl.col("period_codes")).alias("p"))
+                .explode("p")
+                .select("school_code", pl.col("p").struct.field("code").alias("code")),
+            ]
+        )
+        .drop_nulls()
+        .filter(pl.col("code") != "")
+        .unique()
+    )
     codes = wh.read_table(ABSENCE_CODES, columns=["school_code", "code"])
     unknown = used.join(codes, on=["school_code", "code"], how="anti").sort(["school_code", "code"])
     pairs = [f"{sc}:{c}" for sc, c in unknown.head(ID_SAMPLE).iter_rows()]

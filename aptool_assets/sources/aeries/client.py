@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
-from typing import Any, Optional, TypeVar
+from datetime import UTC, date, datetime, timedelta, timezone
+from typing import Any, TypeVar
 
 import dagster as dg
 import httpx
@@ -136,8 +136,8 @@ def parse_retry_after(
         except (TypeError, ValueError, IndexError):
             return None
         if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - (now or datetime.now(timezone.utc))).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
     if not math.isfinite(seconds):
         return None
     seconds = max(seconds, 0.0)
@@ -246,9 +246,7 @@ class AeriesClient:
                 if start == 1:  # the server ignored paging and sent everything at once
                     log.warning("GET %s%s ignored paging: %d records in one response", API_PREFIX, path, len(page))
                     return page
-                raise AeriesResponseError(
-                    f"GET {API_PREFIX}{path}: records {start}-{end} returned {len(page)} records"
-                )
+                raise AeriesResponseError(f"GET {API_PREFIX}{path}: records {start}-{end} returned {len(page)} records")
             records.extend(page)
             if len(page) < self._page_size:
                 return records
@@ -399,7 +397,7 @@ class AeriesClient:
             raise AeriesAuthError.with_status(
                 status,
                 f"GET {full_path}: HTTP {status}{detail}; the certificate (AERIES_CERT) was refused or lacks the "
-                "security area this endpoint needs"
+                "security area this endpoint needs",
             )
         if status == 404:
             raise AeriesNotFoundError(f"GET {full_path}: HTTP 404{detail}")
@@ -434,9 +432,9 @@ class AeriesClient:
 class AeriesResource(GuardedResource):
     """Connection settings for one district's Aeries server; ``client()`` opens a pooled session."""
 
-    base_url: Optional[str] = Field(default=None, description="AERIES_BASE_URL, e.g. https://district.aeries.net/admin")
-    cert: Optional[str] = Field(default=None, repr=False, description="AERIES_CERT (wired from dagster.EnvVar)")
-    database_year: Optional[int] = Field(default=None, description="sent as DatabaseYear (start year) when set")
+    base_url: str | None = Field(default=None, description="AERIES_BASE_URL, e.g. https://district.aeries.net/admin")
+    cert: str | None = Field(default=None, repr=False, description="AERIES_CERT (wired from dagster.EnvVar)")
+    database_year: int | None = Field(default=None, description="sent as DatabaseYear (start year) when set")
     timeout_s: float = 30.0
     max_concurrency: int = 4
     page_size: int = 500

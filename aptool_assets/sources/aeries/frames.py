@@ -112,8 +112,15 @@ _DATA_CHANGE_FIELDS = _fields(
 HISTORY_DAY_FIELDS = dict(
     zip(
         (
-            "DaysEnrolled", "DaysPresent", "DaysAbsence", "DaysExcused", "DaysUnexcused", "DaysTardy",
-            "DaysOfTruancy", "DaysSuspension", "DaysInSchoolSuspension",
+            "DaysEnrolled",
+            "DaysPresent",
+            "DaysAbsence",
+            "DaysExcused",
+            "DaysUnexcused",
+            "DaysTardy",
+            "DaysOfTruancy",
+            "DaysSuspension",
+            "DaysInSchoolSuspension",
         ),
         HISTORY_DAY_COLUMNS,
         strict=True,
@@ -194,7 +201,7 @@ def _flat_frame(records: Any, fields: list[_Field], schema: dict[str, Any], endp
         return pl.DataFrame(schema=schema)
     sources = [f.source for f in fields]
     _require_keys(rows, sources, endpoint)
-    raw = pl.from_dicts(rows, schema={s: pl.Utf8 for s in sources}, strict=False)
+    raw = pl.from_dicts(rows, schema=dict.fromkeys(sources, pl.Utf8), strict=False)
     return pl.DataFrame([_convert(raw.get_column(f.source), f, endpoint) for f in fields])
 
 
@@ -213,8 +220,6 @@ def is_real_school() -> pl.Expr:
     return ~pl.col("school_code").is_in(sorted(PSEUDO_SCHOOL_CODES)) & (
         pl.col("inactive_status_code").fill_null("") == ""
     )
-
-
 
 
 def is_real_school_code(school_code: int, inactive_status_code: str | None = "") -> bool:
@@ -307,9 +312,9 @@ def attendance_frame(
         },
         schema=ATTENDANCE_SCHEMA,
     )
-    return frame.filter(
-        pl.col("all_day_code").is_not_null() | (pl.col("period_codes").list.len() > 0)
-    ).sort("student_id", "calendar_date")
+    return frame.filter(pl.col("all_day_code").is_not_null() | (pl.col("period_codes").list.len() > 0)).sort(
+        "student_id", "calendar_date"
+    )
 
 
 def history_summary_frame(

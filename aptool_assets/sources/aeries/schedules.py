@@ -8,12 +8,12 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import polars as pl
 
-from aptool_assets.resources import PlatformResource
-from aptool_assets.vocabulary import school_year_bounds
-from aptool_assets.sources.aeries.jobs import aeries_attendance_job, aeries_reference_job, aeries_year_job
-from aptool_assets.tables.aeries import SCHOOL_CALENDAR
 from aptool_assets.partitions import ATTENDANCE_START, school_year_requests
+from aptool_assets.resources import PlatformResource
+from aptool_assets.sources.aeries.jobs import aeries_attendance_job, aeries_reference_job, aeries_year_job
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.tables.aeries import SCHOOL_CALENDAR
+from aptool_assets.vocabulary import school_year_bounds
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"
@@ -21,7 +21,7 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 def _local_today(context: dg.ScheduleEvaluationContext, timezone: str) -> dt.date:
     """The district's date at the tick (ticks carry an aware time; a manual run uses now)."""
-    when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
     return when.astimezone(ZoneInfo(timezone)).date()
 
 
@@ -105,12 +105,15 @@ def _aeries_nightly_full_year(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule="20 3 * * *",
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly 03:20: re-pull the whole school year's attendance to date (one run, per school and month).",
+        description="Nightly 03:20: re-pull the whole school year's attendance to date "
+        "(one run, per school and month).",
     )
     def aeries_nightly_full_year(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
         today = _local_today(context, timezone)
         first, last = school_year_bounds(platform.settings().school_year)
-        return range_request(first, min(today, last), "nightly_full_year", context.scheduled_execution_time.strftime("%Y%m%d"))
+        return range_request(
+            first, min(today, last), "nightly_full_year", context.scheduled_execution_time.strftime("%Y%m%d")
+        )
 
     return aeries_nightly_full_year
 
@@ -127,11 +130,22 @@ def _aeries_nightly_year_sync(timezone: str) -> dg.ScheduleDefinition:
         year = platform.settings().school_year
         for req in school_year_requests(context.instance, [year]):
             context.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        return dg.RunRequest(run_key=f"aeries-year-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year))
+        return dg.RunRequest(
+            run_key=f"aeries-year-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year)
+        )
 
     return aeries_nightly_year_sync
 
 
 def build_aeries_schedules(timezone: str) -> list[dg.ScheduleDefinition]:
     """The Aeries schedules, ticking in the district's time zone."""
-    return [build(timezone) for build in (_aeries_recent_attendance, _aeries_hourly_safety_sync, _aeries_nightly_reference, _aeries_nightly_full_year, _aeries_nightly_year_sync)]
+    return [
+        build(timezone)
+        for build in (
+            _aeries_recent_attendance,
+            _aeries_hourly_safety_sync,
+            _aeries_nightly_reference,
+            _aeries_nightly_full_year,
+            _aeries_nightly_year_sync,
+        )
+    ]

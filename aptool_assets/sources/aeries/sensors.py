@@ -12,11 +12,11 @@ import json
 
 import dagster as dg
 
+from aptool_assets.partitions import school_year_requests
 from aptool_assets.resilience.breaker import BreakerOpen
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.jobs import aeries_student_changes_job, aeries_year_job
-from aptool_assets.partitions import school_year_requests
 
 AREAS = ("student", "enrollment")
 OVERLAP = dt.timedelta(minutes=10)
@@ -50,7 +50,11 @@ def aeries_student_changes_sensor(
     try:
         with aeries.client() as client:
             now = server_now(client.system_info())
-            since = dt.datetime.fromisoformat(cursor["server_time"]) - OVERLAP if "server_time" in cursor else now - FIRST_LOOKBACK
+            since = (
+                dt.datetime.fromisoformat(cursor["server_time"]) - OVERLAP
+                if "server_time" in cursor
+                else now - FIRST_LOOKBACK
+            )
             by_area = {area: client.student_data_changes(area, since) for area in AREAS}
     except BreakerOpen as exc:  # opened during this poll or by a run meanwhile; the cursor stays
         return dg.SkipReason(str(exc))
@@ -58,7 +62,9 @@ def aeries_student_changes_sensor(
     new_cursor = json.dumps({"server_time": now.isoformat(timespec="seconds")})
     context.log.info(f"{len(changes)} changed student records since {since:%Y-%m-%d %H:%M} (server time)")
     if not changes:
-        return dg.SensorResult(skip_reason=f"no student or enrollment changes since {since:%Y-%m-%d %H:%M}", cursor=new_cursor)
+        return dg.SensorResult(
+            skip_reason=f"no student or enrollment changes since {since:%Y-%m-%d %H:%M}", cursor=new_cursor
+        )
     digest = hashlib.sha1(json.dumps(changes).encode(), usedforsecurity=False).hexdigest()[:16]
     tags = {"aptool/trigger": "student_data_changes", "aptool/changed_records": str(len(changes))}
     requests = [

@@ -4,7 +4,6 @@ Both are partitioned by school year × subject, because the vendor delivers one 
 per subject and year and rewrites it nightly: a partition is replaced as a whole, atomically.
 """
 
-
 import datetime as dt
 from pathlib import Path
 
@@ -13,17 +12,17 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_subject_partitions, split_year_subject_key
+from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.resources import PlatformResource
+from aptool_assets.rules.academic import AssessmentWindows
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
-from aptool_assets.rules.academic import AssessmentWindows
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
-from aptool_assets.resilience.failures import fail_fast_on
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
 
 GROUP = "iready"
 RAW_FILES_KEY = dg.AssetKey(["iready", "raw_diagnostic_files"])
@@ -33,7 +32,7 @@ OWNERS = ["team:district-data"]
 
 
 def _utc(epoch: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    return dt.datetime.fromtimestamp(epoch, dt.UTC)
 
 
 def _landing_rows(landing: PartitionLanding, run_id: str, now: dt.datetime) -> pl.DataFrame:
@@ -129,7 +128,7 @@ def raw_diagnostic_files(
         context.log.info(f"{len(files)} diagnostic files on the server; landing {subject} {school_year}")
         landing = land_partition(sftp, files, settings.landing_dir, school_year, subject)
 
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     run_id = context.run.run_id
     writes = [
         TableWrite(
@@ -142,7 +141,9 @@ def raw_diagnostic_files(
     if problems:
         quarantined = _quarantine_refused(context, landing, settings.landing_dir, run_id, now)
         writes.append(
-            TableWrite(QUARANTINED_FILES, quarantined, {"run_id": run_id, "school_year": school_year, "subject": subject})
+            TableWrite(
+                QUARANTINED_FILES, quarantined, {"run_id": run_id, "school_year": school_year, "subject": subject}
+            )
         )
     warehouse.get().write(*writes)
 
@@ -247,7 +248,7 @@ def iready_diagnostic_results(
             "materialize iready/raw_diagnostic_files for this partition first"
         )
 
-    loaded_at = dt.datetime.now(dt.timezone.utc)
+    loaded_at = dt.datetime.now(dt.UTC)
     parsed = _parse_landed_files(context, files, school_year, subject, platform.settings().windows, loaded_at)
     result_df = parsed.results
     rejected_df = parsed.rejected.with_columns(
@@ -260,8 +261,12 @@ def iready_diagnostic_results(
     wh.write(
         TableWrite(DIAGNOSTIC_RESULTS, result_df, slice_),
         TableWrite(REJECTED_ROWS, rejected_df, slice_),
-        sync_state("iready", f"diagnostic_results/{school_year}/{subject}", cursor=source_files_cursor,
-                   detail=f"{result_df.height} rows loaded, {rejected_df.height} rejected"),
+        sync_state(
+            "iready",
+            f"diagnostic_results/{school_year}/{subject}",
+            cursor=source_files_cursor,
+            detail=f"{result_df.height} rows loaded, {rejected_df.height} rejected",
+        ),
     )
 
     by_reason = (
@@ -269,7 +274,7 @@ def iready_diagnostic_results(
         .len()
         .iter_rows()
     )
-    reasons = {code: n for code, n in by_reason}
+    reasons = dict(by_reason)
     if parsed.unknown_columns:
         context.log.warning(f"unknown columns kept out of the table: {sorted(parsed.unknown_columns)}")
     return dg.MaterializeResult(

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 import polars as pl
 
-from aptool_assets.sources.iready.schemas import ACADEMIC_YEAR_MAX, ACADEMIC_YEAR_MIN, CELL_COLUMNS, GRADE_MAX, GRADE_MIN
+from aptool_assets.sources.iready.schemas import (
+    ACADEMIC_YEAR_MAX,
+    ACADEMIC_YEAR_MIN,
+    CELL_COLUMNS,
+    GRADE_MAX,
+    GRADE_MIN,
+)
 from aptool_assets.tables.iready import DOMAINS, GROWTH_INT_COLUMNS, PUBLISHED_COLUMNS
 
 # Clean files take a fast path (plain casts, no trimming). A column falls back to the slower,
@@ -16,13 +22,21 @@ from aptool_assets.tables.iready import DOMAINS, GROWTH_INT_COLUMNS, PUBLISHED_C
 # per distinct value and mapped back.
 
 _INT_FIELDS: tuple[str, ...] = (
-    "duration_min", "overall_scale_score", "percentile", "grouping", *GROWTH_INT_COLUMNS,
+    "duration_min",
+    "overall_scale_score",
+    "percentile",
+    "grouping",
+    *GROWTH_INT_COLUMNS,
     *(f"{d}_scale_score" for d in DOMAINS),
 )
 _TEXT_FIELDS: tuple[str, ...] = tuple(c for c in CELL_COLUMNS if PUBLISHED_COLUMNS[c] == pl.Utf8)
 _DISTINCT_FIELDS: dict[str, pl.DataType] = {
-    "academic_year": pl.Int32(), "start_date": pl.Date(), "completion_date": pl.Date(),
-    "student_grade": pl.Int32(), "is_baseline": pl.Boolean(), "is_most_recent": pl.Boolean(),
+    "academic_year": pl.Int32(),
+    "start_date": pl.Date(),
+    "completion_date": pl.Date(),
+    "student_grade": pl.Int32(),
+    "is_baseline": pl.Boolean(),
+    "is_most_recent": pl.Boolean(),
 }
 
 
@@ -78,8 +92,12 @@ def _parse_flag(raw: pl.Expr) -> pl.Expr:
 
 
 _DISTINCT_PARSERS = {
-    "academic_year": parse_year, "start_date": _parse_date, "completion_date": _parse_date,
-    "student_grade": _parse_grade, "is_baseline": _parse_flag, "is_most_recent": _parse_flag,
+    "academic_year": parse_year,
+    "start_date": _parse_date,
+    "completion_date": _parse_date,
+    "student_grade": _parse_grade,
+    "is_baseline": _parse_flag,
+    "is_most_recent": _parse_flag,
 }
 
 

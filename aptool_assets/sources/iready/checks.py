@@ -4,7 +4,6 @@ Each check looks at the partition just materialized (or the whole table when run
 from the UI) and names what is wrong with IDs and counts, never names.
 """
 
-
 import datetime as dt
 
 import dagster as dg
@@ -15,8 +14,8 @@ from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
 from aptool_assets.sources.iready.schemas import validate_results
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, REJECTED_ROWS
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, REJECTED_ROWS
 
 SAMPLE = 10
 
@@ -61,9 +60,7 @@ def key_unique(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResou
 
 
 @dg.asset_check(asset=DIAGNOSTIC_RESULTS_KEY, description="Overall and domain scale scores lie within 100–800.")
-def scale_scores_in_range(
-    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
-) -> dg.AssetCheckResult:
+def scale_scores_in_range(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     where = _slice(context)
     score_cols = [c for c in DIAGNOSTIC_RESULTS.columns if c.endswith("scale_score")]
     df = warehouse.get().read_table(DIAGNOSTIC_RESULTS, where=where, columns=["student_id", *score_cols])
@@ -122,14 +119,16 @@ def rejected_ratio_below_threshold(
     asset=DIAGNOSTIC_RESULTS_KEY,
     description="The current school year's results were loaded recently (the vendor rewrites files nightly).",
 )
-def fresh(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource) -> dg.AssetCheckResult:
+def fresh(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.AssetCheckResult:
     settings = platform.settings()
     df = warehouse.get().read_table(
         DIAGNOSTIC_RESULTS, where={"academic_year": settings.school_year}, columns=["loaded_at"]
     )
     latest = df.get_column("loaded_at").max() if df.height else None
     limit = dt.timedelta(hours=platform.iready_freshness_hours)
-    age = dt.datetime.now(dt.timezone.utc) - latest if latest else None
+    age = dt.datetime.now(dt.UTC) - latest if latest else None
     return dg.AssetCheckResult(
         passed=age is not None and age <= limit,
         severity=dg.AssetCheckSeverity.WARN,

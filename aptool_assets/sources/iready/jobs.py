@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dagster as dg
 
-
 iready_sync_job = dg.define_asset_job(
     name="iready_sync",
     selection=dg.AssetSelection.groups("iready"),

@@ -60,7 +60,7 @@ class PartitionLanding:
         by_region: dict[str, list[LandingDecision]] = defaultdict(list)
         for d in self.decisions:
             by_region[d.file.region].append(d)
-        for region, decisions in sorted(by_region.items()):
+        for _region, decisions in sorted(by_region.items()):
             if any(d.loadable for d in decisions):
                 continue
             blocking = [d for d in decisions if d.status in ("unreadable", "stale")] or decisions
@@ -116,7 +116,9 @@ def land_partition(
                 decisions.append(LandingDecision(f, None, "empty", "zero-byte file (vendor still writing, or no data)"))
                 continue
             if chosen:
-                decisions.append(LandingDecision(f, None, "superseded", "a newer file for the same partition was loaded"))
+                decisions.append(
+                    LandingDecision(f, None, "superseded", "a newer file for the same partition was loaded")
+                )
                 continue
             landed = downloader.download(f.remote.path, target)
             status, detail = sniff(landed.local_path, subject, f.remote.path, school_year)
@@ -136,7 +138,7 @@ def quarantine(decision: LandingDecision, quarantine_dir: Path) -> Path:
     quarantine_dir.mkdir(parents=True, exist_ok=True)
     dest = quarantine_dir / decision.landed.local_path.name
     shutil.copy2(decision.landed.local_path, dest)
-    stamp = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     dest.with_suffix(dest.suffix + ".reason.txt").write_text(
         f"{stamp}\nremote: {decision.file.remote.path}\nsha256: {decision.landed.sha256}\nreason: {decision.detail}\n"
     )

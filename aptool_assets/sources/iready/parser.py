@@ -24,13 +24,10 @@ from aptool_assets.rules.academic import (
     AssessmentWindows,
     assessment_window_expr,
 )
+from aptool_assets.sources.iready.cells import convert_cells, parse_year
 from aptool_assets.sources.iready.schemas import (
-    ACADEMIC_YEAR_MAX,
-    ACADEMIC_YEAR_MIN,
     CELL_COLUMNS,
     DOMAIN_RELATIVE_PLACEMENTS,
-    GRADE_MAX,
-    GRADE_MIN,
     HEADER_ALIASES,
     PERCENTILE_MAX,
     PERCENTILE_MIN,
@@ -42,15 +39,13 @@ from aptool_assets.sources.iready.schemas import (
     required_header,
     schema_failure_cases,
 )
-from aptool_assets.sources.iready.cells import convert_cells, parse_year
-from aptool_assets.vocabulary import UTC_TS
 from aptool_assets.tables.iready import (
     COLUMN_NAMES,
     DOMAINS,
     GROWTH_INT_COLUMNS,
     KEY_COLUMNS,
-    PUBLISHED_COLUMNS,
 )
+from aptool_assets.vocabulary import UTC_TS
 
 __all__ = [
     "DiagnosticFileError",
@@ -131,7 +126,7 @@ def _read_text_csv(source: bytes | str | os.PathLike, source_file: str) -> pl.Da
             raise DiagnosticFileError(f"{source_file}: cannot be read ({type(exc).__name__})") from None
         if empty:
             raise DiagnosticFileError(f"{source_file}: the file is empty (no header row)")
-    options = dict(infer_schema=False, quote_char='"', raise_if_empty=True)
+    options = {"infer_schema": False, "quote_char": '"', "raise_if_empty": True}
     try:
         try:
             return pl.read_csv(data, encoding="utf8", **options)
@@ -212,11 +207,13 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
     missing("academic_year")
     unconverted("academic_year", "invalid_academic_year", detail=False)
     if expected_academic_year is not None:
-        checks.append(_Check(
-            "academic_year_mismatch",
-            c("academic_year") != expected_academic_year,
-            _text("academic_year_mismatch: ", c("academic_year")),
-        ))
+        checks.append(
+            _Check(
+                "academic_year_mismatch",
+                c("academic_year") != expected_academic_year,
+                _text("academic_year_mismatch: ", c("academic_year")),
+            )
+        )
     missing("completion_date")
     unconverted("completion_date", "invalid_date")
     unconverted("start_date", "invalid_date")
@@ -319,10 +316,15 @@ def _read_cells(source: bytes | str | os.PathLike, source_file: str) -> tuple[pl
     if blank.any():
         raw = raw.filter(~blank)
     src = raw.select(
-        (pl.coalesce(mapped[f]) if len(mapped.get(f, ())) > 1 else pl.col(mapped[f][0]) if f in mapped
-         else pl.lit(None, pl.Utf8)).alias(f)
+        (
+            pl.coalesce(mapped[f])
+            if len(mapped.get(f, ())) > 1
+            else pl.col(mapped[f][0])
+            if f in mapped
+            else pl.lit(None, pl.Utf8)
+        ).alias(f)
         for f in CELL_COLUMNS
-    )  # fmt: skip
+    )
     return raw, src, unknown
 
 
@@ -366,11 +368,13 @@ def _published(
         "loaded_at": pl.lit(loaded_at, UTC_TS),
     }
     return work.select(
-        constants[c].alias(c) if c in constants
-        else assessment_window_expr(windows) if c == "assessment_window"
+        constants[c].alias(c)
+        if c in constants
+        else assessment_window_expr(windows)
+        if c == "assessment_window"
         else pl.col(c)
         for c in COLUMN_NAMES
-    )  # fmt: skip
+    )
 
 
 def parse_diagnostic_file(

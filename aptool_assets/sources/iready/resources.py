@@ -11,6 +11,7 @@ rejected credential or host key fails at once, because retrying cannot fix it an
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import os
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Optional, TypeVar
+from typing import TypeVar
 
 import dagster as dg
 import paramiko
@@ -103,7 +104,7 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
     def __init__(self, host: str, port: int, known_hosts: Path):
         self._host, self._port, self._known_hosts = host, port, known_hosts
 
-    def missing_host_key(self, client, hostname, key):  # noqa: ANN001 - paramiko's signature
+    def missing_host_key(self, client, hostname, key):
         missing = "" if self._known_hosts.is_file() else " (the file does not exist)"
         raise SFTPHostKeyError(
             f"host key for {hostname} is not in the known_hosts file {self._known_hosts}{missing}; "
@@ -116,11 +117,11 @@ class _RejectUnknownHost(paramiko.RejectPolicy):
 class IReadySFTPResource(GuardedResource):
     """Connection settings for the i-Ready SFTP server; ``session()`` opens one reusable connection."""
 
-    host: Optional[str] = None
+    host: str | None = None
     port: int = 22
-    username: Optional[str] = None
-    password: Optional[str] = Field(default=None, repr=False, description="IREADY_SFTP_PASSWORD")
-    private_key_path: Optional[str] = Field(default=None, description="path to an ed25519/rsa/ecdsa private key")
+    username: str | None = None
+    password: str | None = Field(default=None, repr=False, description="IREADY_SFTP_PASSWORD")
+    private_key_path: str | None = Field(default=None, description="path to an ed25519/rsa/ecdsa private key")
     known_hosts_path: str = "~/.ssh/known_hosts"
     remote_dir: str = "/exports"
     connect_timeout_s: float = 15.0
@@ -132,14 +133,12 @@ class IReadySFTPResource(GuardedResource):
     def credential_parts(self) -> tuple[object, ...]:
         key_material: object = self.private_key_path
         if self.private_key_path:
-            try:  # the key's content, so a replaced key file counts as a new credential
+            with contextlib.suppress(OSError):  # the key's content: a replaced key file is a new credential
                 key_material = hashlib.sha256(Path(self.private_key_path).expanduser().read_bytes()).hexdigest()
-            except OSError:
-                pass
         return (self.host, self.port, self.username, self.password, key_material)
 
     @contextmanager
-    def session(self) -> Iterator["SFTPSession"]:
+    def session(self) -> Iterator[SFTPSession]:
         """Connect (with retries) and yield a session; the connection is closed on exit."""
         if not self.is_configured():
             missing = [
@@ -215,7 +214,7 @@ class IReadySFTPResource(GuardedResource):
             try:
                 # HostKeys.load (not client.load_host_keys) so paramiko never considers saving to it.
                 client.get_host_keys().load(str(known_hosts))
-            except Exception as exc:  # noqa: BLE001 - unreadable or malformed file
+            except Exception as exc:
                 raise SFTPHostKeyError(
                     f"could not read the known_hosts file {known_hosts} ({type(exc).__name__}: {exc})"
                 ) from exc

@@ -6,23 +6,22 @@
   window's final results are in before reports are pulled.
 """
 
-
 import datetime as dt
 from collections import defaultdict
 
 import dagster as dg
 import polars as pl
 
+from aptool_assets.partitions import school_year_requests
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
-from aptool_assets.vocabulary import school_year_of
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
 from aptool_assets.sources.iready.jobs import iready_sync_job
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.sources.iready.sensors import partition_run_requests
-from aptool_assets.partitions import school_year_requests
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES
+from aptool_assets.vocabulary import school_year_of
 
 NOT_CONFIGURED = "i-Ready SFTP is not configured"
 
@@ -129,17 +128,20 @@ def _iready_assessment_window_close(timezone: str, windows: AssessmentWindows) -
         cron_schedule=window_close_crons(windows),
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="The day after each assessment window (BOY, MOY, EOY) closes: re-process that window's school year.",
+        description="The day after each assessment window (BOY, MOY, EOY) closes: "
+        "re-process that window's school year.",
     )
     def iready_assessment_window_close(
         context: dg.ScheduleEvaluationContext, iready_sftp: IReadySFTPResource, platform: PlatformResource
     ):
         if not iready_sftp.is_configured():
             return dg.SkipReason(NOT_CONFIGURED)
-        when = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+        when = context.scheduled_execution_time or dt.datetime.now(dt.UTC)
         year = school_year_of((when - dt.timedelta(days=1)).date())  # July 1 closes the previous year's EOY
         files = [
-            f for f in diagnostic_files(iready_sftp.list_files(), platform.settings().school_year) if f.school_year == year
+            f
+            for f in diagnostic_files(iready_sftp.list_files(), platform.settings().school_year)
+            if f.school_year == year
         ]
         return _start_runs(context, _group(files), "assessment_window_close")
 
@@ -148,5 +150,8 @@ def _iready_assessment_window_close(timezone: str, windows: AssessmentWindows) -
 
 def build_iready_schedules(timezone: str, windows: AssessmentWindows = DEFAULT_WINDOWS) -> list[dg.ScheduleDefinition]:
     """The i-Ready safety-net schedules, ticking in the district's time zone after its assessment windows."""
-    return [_iready_daily_unprocessed_check(timezone), _iready_weekly_full_resync(timezone),
-            _iready_assessment_window_close(timezone, windows)]
+    return [
+        _iready_daily_unprocessed_check(timezone),
+        _iready_weekly_full_resync(timezone),
+        _iready_assessment_window_close(timezone, windows),
+    ]

@@ -7,7 +7,6 @@ asset check, so "valid" means the same thing in both places.
 from __future__ import annotations
 
 import copy
-
 import re
 
 import pandera.polars as pa
@@ -19,7 +18,6 @@ from aptool_assets.tables.iready import (
     COLUMN_NAMES,
     DIAGNOSTIC_RESULTS,
     DOMAINS,
-    GROWTH_INT_COLUMNS,
     KEY_COLUMNS,
     PUBLISHED_COLUMNS,
 )
@@ -163,9 +161,7 @@ PII_FIELDS: frozenset[str] = frozenset(_PII_HEADERS)
 VENDOR_HEADERS: dict[str, tuple[str, ...]] = {**_PUBLISHED_HEADERS, **_PII_HEADERS, **_OTHER_HEADERS}
 """Canonical field → the vendor header spellings that carry it (newest first)."""
 
-HEADER_ALIASES: dict[str, str] = {
-    header_key(h): field for field, headers in VENDOR_HEADERS.items() for h in headers
-}
+HEADER_ALIASES: dict[str, str] = {header_key(h): field for field, headers in VENDOR_HEADERS.items() for h in headers}
 """Normalised header key (see :func:`header_key`) → canonical field."""
 
 assert len(HEADER_ALIASES) == sum(len(h) for h in VENDOR_HEADERS.values()), "alias collision"
@@ -248,10 +244,22 @@ def schema_failure_cases(df: pl.DataFrame, *, key_unique: bool = True) -> pl.Dat
         return exc.failure_cases
     except SchemaError as exc:  # non-lazy paths (e.g. wrong object type) still raise singly
         return pl.DataFrame(
-            {"failure_case": [None], "schema_context": ["DataFrameSchema"], "column": [None],
-             "check": [str(exc)], "check_number": [None], "index": [None]},
-            schema={"failure_case": pl.Utf8, "schema_context": pl.Utf8, "column": pl.Utf8,
-                    "check": pl.Utf8, "check_number": pl.Int32, "index": pl.Int32},
+            {
+                "failure_case": [None],
+                "schema_context": ["DataFrameSchema"],
+                "column": [None],
+                "check": [str(exc)],
+                "check_number": [None],
+                "index": [None],
+            },
+            schema={
+                "failure_case": pl.Utf8,
+                "schema_context": pl.Utf8,
+                "column": pl.Utf8,
+                "check": pl.Utf8,
+                "check_number": pl.Int32,
+                "index": pl.Int32,
+            },
         )
     return None
 

@@ -7,7 +7,6 @@ requested. One run per partition per tick, keyed by the fingerprints it covers, 
 tick never launches the same load twice.
 """
 
-
 import hashlib
 import json
 from collections import defaultdict
@@ -26,9 +25,9 @@ SENSOR_INTERVAL_S = 300
 
 
 def run_key_for(school_year: int, subject: str, files: Iterable[DiagnosticFile]) -> str:
-    digest = hashlib.sha1(
-        json.dumps(sorted(f.fingerprint for f in files)).encode(), usedforsecurity=False
-    ).hexdigest()[:16]
+    digest = hashlib.sha1(json.dumps(sorted(f.fingerprint for f in files)).encode(), usedforsecurity=False).hexdigest()[
+        :16
+    ]
     return f"iready-{school_year}-{subject}-{digest}"
 
 

@@ -31,7 +31,7 @@ MAX_MESSAGE = 500
 
 
 def as_datetime(value: float | None) -> dt.datetime | None:
-    return None if value is None else dt.datetime.fromtimestamp(value, dt.timezone.utc)
+    return None if value is None else dt.datetime.fromtimestamp(value, dt.UTC)
 
 
 def as_epoch(value: Any) -> float | None:

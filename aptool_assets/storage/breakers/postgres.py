@@ -27,20 +27,27 @@ class PostgresBreakerStore(BreakerStore):
         from psycopg.rows import dict_row
 
         if self._con is None or self._con.closed:
-            con = psycopg.connect(self.url, autocommit=True, row_factory=dict_row,
-                                  connect_timeout=self.connect_timeout_s, application_name="aptool-breakers")
+            con = psycopg.connect(
+                self.url,
+                autocommit=True,
+                row_factory=dict_row,
+                connect_timeout=self.connect_timeout_s,
+                application_name="aptool-breakers",
+            )
             with con.transaction():
                 # Serialise first-time creation: concurrent CREATE … IF NOT EXISTS can still collide.
                 con.execute("SELECT pg_advisory_xact_lock(hashtext('aptool.circuit_breakers'))")
                 con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
                 con.execute(
-                    "CREATE TABLE IF NOT EXISTS aptool.circuit_breakers (service text PRIMARY KEY, state text NOT NULL, "
-                    "failures jsonb NOT NULL DEFAULT '[]', opened_at timestamptz, half_open_at timestamptz, reason text, "
-                    "trial_started_at timestamptz, times_opened integer NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL)"
+                    "CREATE TABLE IF NOT EXISTS aptool.circuit_breakers (service text PRIMARY KEY, "
+                    "state text NOT NULL, failures jsonb NOT NULL DEFAULT '[]', opened_at timestamptz, "
+                    "half_open_at timestamptz, reason text, trial_started_at timestamptz, "
+                    "times_opened integer NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL)"
                 )
                 con.execute(
-                    "CREATE TABLE IF NOT EXISTS aptool.failed_operations (id bigserial PRIMARY KEY, service text NOT NULL, "
-                    "operation text NOT NULL, error_type text NOT NULL, message text, context jsonb, "
+                    "CREATE TABLE IF NOT EXISTS aptool.failed_operations (id bigserial PRIMARY KEY, "
+                    "service text NOT NULL, operation text NOT NULL, error_type text NOT NULL, message text, "
+                    "context jsonb, "
                     "occurred_at timestamptz NOT NULL DEFAULT now(), resolved_at timestamptz, "
                     "occurrences integer NOT NULL DEFAULT 1, last_occurred_at timestamptz)"
                 )
@@ -60,7 +67,9 @@ class PostgresBreakerStore(BreakerStore):
                 return fn(self._connection())
 
     def read(self, service):
-        raw = self._run(lambda c: c.execute("SELECT * FROM aptool.circuit_breakers WHERE service = %s", (service,)).fetchone())
+        raw = self._run(
+            lambda c: c.execute("SELECT * FROM aptool.circuit_breakers WHERE service = %s", (service,)).fetchone()
+        )
         return row_from_db(raw) if raw else None
 
     def read_all(self):
@@ -75,7 +84,9 @@ class PostgresBreakerStore(BreakerStore):
                     "ON CONFLICT (service) DO NOTHING RETURNING service",
                     (service,),
                 )
-                raw = con.execute("SELECT * FROM aptool.circuit_breakers WHERE service = %s FOR UPDATE", (service,)).fetchone()
+                raw = con.execute(
+                    "SELECT * FROM aptool.circuit_breakers WHERE service = %s FOR UPDATE", (service,)
+                ).fetchone()
                 current = row_from_db(raw)
                 new = change(current)
                 if new is not None:
@@ -83,9 +94,17 @@ class PostgresBreakerStore(BreakerStore):
                         "UPDATE aptool.circuit_breakers SET state = %s, failures = %s::jsonb, opened_at = %s, "
                         "half_open_at = %s, reason = %s, trial_started_at = %s, times_opened = %s, updated_at = %s "
                         "WHERE service = %s",
-                        (new["state"], json.dumps(new["failures"]), as_datetime(new["opened_at"]),
-                         as_datetime(new["half_open_at"]), new["reason"], as_datetime(new["trial_started_at"]),
-                         new["times_opened"], as_datetime(new["updated_at"]), service),
+                        (
+                            new["state"],
+                            json.dumps(new["failures"]),
+                            as_datetime(new["opened_at"]),
+                            as_datetime(new["half_open_at"]),
+                            new["reason"],
+                            as_datetime(new["trial_started_at"]),
+                            new["times_opened"],
+                            as_datetime(new["updated_at"]),
+                            service,
+                        ),
                     )
                 return new if new is not None else current
 
@@ -106,11 +125,13 @@ class PostgresBreakerStore(BreakerStore):
                 ).fetchone()
                 if same:
                     return int(same["id"])
-                return int(con.execute(
-                    "INSERT INTO aptool.failed_operations (service, operation, error_type, message, context, "
-                    "last_occurred_at) VALUES (%s, %s, %s, %s, %s::jsonb, now()) RETURNING id",
-                    params,
-                ).fetchone()["id"])
+                return int(
+                    con.execute(
+                        "INSERT INTO aptool.failed_operations (service, operation, error_type, message, context, "
+                        "last_occurred_at) VALUES (%s, %s, %s, %s, %s::jsonb, now()) RETURNING id",
+                        params,
+                    ).fetchone()["id"]
+                )
 
         return self._run(txn)
 

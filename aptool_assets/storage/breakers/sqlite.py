@@ -83,8 +83,11 @@ class SqliteBreakerStore(BreakerStore):
                     (service, operation, error_type, message),
                 ).fetchone()
                 if same:
-                    con.execute("UPDATE failed_operations SET occurrences = occurrences + 1, last_occurred_at = ?, "
-                                "context = ? WHERE id = ?", (now, json.dumps(context or {}), same["id"]))
+                    con.execute(
+                        "UPDATE failed_operations SET occurrences = occurrences + 1, last_occurred_at = ?, "
+                        "context = ? WHERE id = ?",
+                        (now, json.dumps(context or {}), same["id"]),
+                    )
                     row_id = int(same["id"])
                 else:
                     cur = con.execute(
@@ -114,7 +117,9 @@ class SqliteBreakerStore(BreakerStore):
         with self._lock:
             con = self._connection()
             if ids is None:
-                cur = con.execute("UPDATE failed_operations SET resolved_at = ? WHERE resolved_at IS NULL", (time.time(),))
+                cur = con.execute(
+                    "UPDATE failed_operations SET resolved_at = ? WHERE resolved_at IS NULL", (time.time(),)
+                )
             else:
                 marks = ", ".join("?" * len(ids)) or "NULL"
                 cur = con.execute(

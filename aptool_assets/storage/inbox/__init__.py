@@ -24,8 +24,7 @@ __all__ = [
 ]
 
 
-def open_inbox(database_url: str | None = None, *, path: str | os.PathLike | None = None,
-               pool_size: int = 32) -> Inbox:
+def open_inbox(database_url: str | None = None, *, path: str | os.PathLike | None = None, pool_size: int = 32) -> Inbox:
     """The inbox that goes with the AP Tool database.
 
     ``postgresql://…`` → :class:`PostgresInbox` in that database (schema ``aptool``, an async pool of

@@ -80,7 +80,7 @@ class InboxEvent:
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _check_event_args(event_id: Any, event_type: Any, event_timestamp: Any) -> None:
@@ -109,10 +109,18 @@ _DEAD_COLS = (
     "d.event_id, d.event_type, d.reason, d.attempts, d.first_failed_at, d.last_failed_at, d.replayed_at, "
     "d.replay_count, w.seq, w.status, w.received_at"
 )
-DATETIME_KEYS = frozenset({
-    "event_timestamp", "received_at", "next_attempt_at", "first_failed_at", "applied_at", "updated_at",
-    "last_failed_at", "replayed_at",
-})
+DATETIME_KEYS = frozenset(
+    {
+        "event_timestamp",
+        "received_at",
+        "next_attempt_at",
+        "first_failed_at",
+        "applied_at",
+        "updated_at",
+        "last_failed_at",
+        "replayed_at",
+    }
+)
 _CHUNK = 500
 
 
@@ -148,13 +156,15 @@ class Inbox(ABC):
         """Run :data:`_insert_sql` once; ``accepted`` when a row was inserted."""
 
     @abstractmethod
-    async def astore(self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict,
-                     raw_body: bytes) -> str:
+    async def astore(
+        self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes
+    ) -> str:
         """:meth:`store` for the receiver's event loop (never blocks it)."""
 
     @abstractmethod
-    async def astore_dead_letter(self, event_id: str, event_type: str, event_timestamp: dt.datetime,
-                                 payload: dict, raw_body: bytes, reason: str) -> str:
+    async def astore_dead_letter(
+        self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes, reason: str
+    ) -> str:
         """:meth:`store_dead_letter` for the receiver's event loop."""
 
     @abstractmethod
@@ -173,10 +183,10 @@ class Inbox(ABC):
         """Where the inbox lives, safe to log (no password)."""
         return self.backend
 
-    async def aopen(self) -> None:
+    async def aopen(self) -> None:  # noqa: B027 - an optional hook: stores without async resources keep it empty
         """Open async resources inside the serving event loop (the receiver's lifespan)."""
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # noqa: B027 - an optional hook, like aopen
         """Close async resources opened by :meth:`aopen` / :meth:`astore`."""
 
     def _p(self, sql: str) -> str:
@@ -199,14 +209,16 @@ class Inbox(ABC):
         now = utcnow()
         return (event_id, event_type, event_timestamp, now, _payload_text(payload), bytes(raw_body), now)
 
-    def store(self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict,
-              raw_body: bytes) -> str:
+    def store(
+        self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes
+    ) -> str:
         """Store an event as ``pending``: ``"accepted"``, or ``"duplicate"`` if ``event_id`` is
         already in the inbox (whatever its status). Committed and durable when it returns."""
         return self._insert_event(self._insert_params(event_id, event_type, event_timestamp, payload, raw_body))
 
-    def store_dead_letter(self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict,
-                          raw_body: bytes, reason: str) -> str:
+    def store_dead_letter(
+        self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes, reason: str
+    ) -> str:
         """Store an event that cannot be applied (an unsupported type) straight as a dead letter:
         a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events`` row, in
         one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
@@ -214,19 +226,25 @@ class Inbox(ABC):
         now = utcnow()
         text = _payload_text(payload)
         with self._transaction() as cur:
-            cur.execute(self._p(
-                f"INSERT INTO {self.events_table} (event_id, event_type, event_timestamp, received_at, payload, "
-                f"raw_body, status, attempts, last_error, first_failed_at, updated_at) "
-                f"VALUES (%s, %s, %s, %s, %s, %s, 'dead_letter', 0, %s, %s, %s) "
-                f"ON CONFLICT (event_id) DO NOTHING RETURNING seq"
-            ), (event_id, event_type, event_timestamp, now, text, bytes(raw_body), reason, now, now))
+            cur.execute(
+                self._p(
+                    f"INSERT INTO {self.events_table} (event_id, event_type, event_timestamp, received_at, payload, "
+                    f"raw_body, status, attempts, last_error, first_failed_at, updated_at) "
+                    f"VALUES (%s, %s, %s, %s, %s, %s, 'dead_letter', 0, %s, %s, %s) "
+                    f"ON CONFLICT (event_id) DO NOTHING RETURNING seq"
+                ),
+                (event_id, event_type, event_timestamp, now, text, bytes(raw_body), reason, now, now),
+            )
             if not cur.fetchall():
                 return "duplicate"
-            cur.execute(self._p(
-                f"INSERT INTO {self.dead_letters_table} (event_id, event_type, payload, reason, attempts, "
-                f"first_failed_at, last_failed_at, replayed_at, replay_count) "
-                f"VALUES (%s, %s, %s, %s, 0, %s, %s, NULL, 0) ON CONFLICT (event_id) DO NOTHING"
-            ), (event_id, event_type, text, reason, now, now))
+            cur.execute(
+                self._p(
+                    f"INSERT INTO {self.dead_letters_table} (event_id, event_type, payload, reason, attempts, "
+                    f"first_failed_at, last_failed_at, replayed_at, replay_count) "
+                    f"VALUES (%s, %s, %s, %s, 0, %s, %s, NULL, 0) ON CONFLICT (event_id) DO NOTHING"
+                ),
+                (event_id, event_type, text, reason, now, now),
+            )
         return "accepted"
 
     def pending(self, limit: int = 500, now: dt.datetime | None = None) -> list[InboxEvent]:
@@ -253,23 +271,29 @@ class Inbox(ABC):
         now = utcnow()
         with self._transaction() as cur:
             for i in range(0, len(ids), _CHUNK):
-                chunk = ids[i:i + _CHUNK]
-                cur.execute(self._p(
-                    f"UPDATE {self.events_table} SET status = %s, applied_at = %s, run_id = %s, "
-                    f"next_attempt_at = NULL, updated_at = %s "
-                    f"WHERE status = 'pending' AND event_id IN ({self._in(len(chunk))})"
-                ), (outcome, now, run_id, now, *chunk))
+                chunk = ids[i : i + _CHUNK]
+                cur.execute(
+                    self._p(
+                        f"UPDATE {self.events_table} SET status = %s, applied_at = %s, run_id = %s, "
+                        f"next_attempt_at = NULL, updated_at = %s "
+                        f"WHERE status = 'pending' AND event_id IN ({self._in(len(chunk))})"
+                    ),
+                    (outcome, now, run_id, now, *chunk),
+                )
 
     def mark_retry(self, event_id: str, error: str, next_attempt_at: dt.datetime) -> bool:
         """Record a failed attempt (``attempts += 1``, ``last_error``) and when to try again.
         True when the event was pending (and so was updated)."""
         now = utcnow()
         with self._transaction() as cur:
-            cur.execute(self._p(
-                f"UPDATE {self.events_table} SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s, "
-                f"first_failed_at = COALESCE(first_failed_at, %s), updated_at = %s "
-                f"WHERE event_id = %s AND status = 'pending' RETURNING seq"
-            ), (error, next_attempt_at, now, now, event_id))
+            cur.execute(
+                self._p(
+                    f"UPDATE {self.events_table} SET attempts = attempts + 1, last_error = %s, next_attempt_at = %s, "
+                    f"first_failed_at = COALESCE(first_failed_at, %s), updated_at = %s "
+                    f"WHERE event_id = %s AND status = 'pending' RETURNING seq"
+                ),
+                (error, next_attempt_at, now, now, event_id),
+            )
             return bool(cur.fetchall())
 
     def dead_letter(self, event_id: str, reason: str) -> bool:
@@ -278,21 +302,27 @@ class Inbox(ABC):
         reason; ``replayed_at``/``replay_count`` kept from earlier cycles). True when it was pending."""
         now = utcnow()
         with self._transaction() as cur:
-            cur.execute(self._p(
-                f"UPDATE {self.events_table} SET status = 'dead_letter', attempts = attempts + 1, last_error = %s, "
-                f"next_attempt_at = NULL, first_failed_at = COALESCE(first_failed_at, %s), updated_at = %s "
-                f"WHERE event_id = %s AND status = 'pending' RETURNING seq"
-            ), (reason, now, now, event_id))
+            cur.execute(
+                self._p(
+                    f"UPDATE {self.events_table} SET status = 'dead_letter', attempts = attempts + 1, last_error = %s, "
+                    f"next_attempt_at = NULL, first_failed_at = COALESCE(first_failed_at, %s), updated_at = %s "
+                    f"WHERE event_id = %s AND status = 'pending' RETURNING seq"
+                ),
+                (reason, now, now, event_id),
+            )
             if not cur.fetchall():
                 return False
-            cur.execute(self._p(
-                f"INSERT INTO {self.dead_letters_table} (event_id, event_type, payload, reason, attempts, "
-                f"first_failed_at, last_failed_at, replayed_at, replay_count) "
-                f"SELECT event_id, event_type, payload, %s, attempts, COALESCE(first_failed_at, %s), %s, NULL, 0 "
-                f"FROM {self.events_table} WHERE event_id = %s "
-                f"ON CONFLICT (event_id) DO UPDATE SET reason = excluded.reason, attempts = excluded.attempts, "
-                f"last_failed_at = excluded.last_failed_at"
-            ), (reason, now, now, event_id))
+            cur.execute(
+                self._p(
+                    f"INSERT INTO {self.dead_letters_table} (event_id, event_type, payload, reason, attempts, "
+                    f"first_failed_at, last_failed_at, replayed_at, replay_count) "
+                    f"SELECT event_id, event_type, payload, %s, attempts, COALESCE(first_failed_at, %s), %s, NULL, 0 "
+                    f"FROM {self.events_table} WHERE event_id = %s "
+                    f"ON CONFLICT (event_id) DO UPDATE SET reason = excluded.reason, attempts = excluded.attempts, "
+                    f"last_failed_at = excluded.last_failed_at"
+                ),
+                (reason, now, now, event_id),
+            )
         return True
 
     def dead_letters(self, include_replayed: bool = False) -> list[dict]:
@@ -327,9 +357,9 @@ class Inbox(ABC):
 
     def replay(self, event_ids: Sequence[str] | None = None) -> list[str]:
         """Put dead letters back to ``pending`` (attempts reset, ``replayed_at`` = now,
-        ``replay_count`` += 1; the event's retry period starts afresh). ``None`` replays every event currently dead-lettered. Events
-        that are not dead letters (pending, applied, unknown, already replayed) are left alone,
-        so replaying twice is a no-op. Returns the ids actually requeued, in arrival order."""
+        ``replay_count`` += 1; the event's retry period starts afresh). ``None`` replays every event
+        currently dead-lettered. Events that are not dead letters (pending, applied, unknown, already
+        replayed) are left alone, so replaying twice is a no-op. Returns the ids actually requeued, in arrival order."""
         now = utcnow()
         requeued: list[tuple[int, str]] = []
         with self._transaction() as cur:
@@ -337,31 +367,36 @@ class Inbox(ABC):
                 batches: list[list[str] | None] = [None]
             else:
                 ids = list(dict.fromkeys(event_ids))
-                batches = [ids[i:i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
+                batches = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
             for batch in batches:
                 filter_sql, params = "", ()
                 if batch is not None:
                     filter_sql, params = f" AND event_id IN ({self._in(len(batch))})", tuple(batch)
-                cur.execute(self._p(
-                    f"UPDATE {self.events_table} SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
-                    f"first_failed_at = NULL, updated_at = %s WHERE status = 'dead_letter'{filter_sql} "
-                    f"RETURNING seq, event_id"
-                ), (now, *params))
+                cur.execute(
+                    self._p(
+                        f"UPDATE {self.events_table} SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
+                        f"first_failed_at = NULL, updated_at = %s WHERE status = 'dead_letter'{filter_sql} "
+                        f"RETURNING seq, event_id"
+                    ),
+                    (now, *params),
+                )
                 requeued.extend((r["seq"], r["event_id"]) for r in cur.fetchall())
             done = [eid for _, eid in sorted(requeued)]
             for i in range(0, len(done), _CHUNK):
-                chunk = done[i:i + _CHUNK]
-                cur.execute(self._p(
-                    f"UPDATE {self.dead_letters_table} SET replayed_at = %s, replay_count = replay_count + 1 "
-                    f"WHERE event_id IN ({self._in(len(chunk))})"
-                ), (now, *chunk))
+                chunk = done[i : i + _CHUNK]
+                cur.execute(
+                    self._p(
+                        f"UPDATE {self.dead_letters_table} SET replayed_at = %s, replay_count = replay_count + 1 "
+                        f"WHERE event_id IN ({self._in(len(chunk))})"
+                    ),
+                    (now, *chunk),
+                )
         return done
 
     def event(self, event_id: str) -> dict | None:
         """What happened to event X: its inbox row (status, attempts, errors, when applied, by
         which run, payload) and ``dead_letter`` (the dead-letter row or None)."""
-        rows = self._query(self._p(f"SELECT {_EVENT_COLS} FROM {self.events_table} WHERE event_id = %s"),
-                           (event_id,))
+        rows = self._query(self._p(f"SELECT {_EVENT_COLS} FROM {self.events_table} WHERE event_id = %s"), (event_id,))
         if not rows:
             return None
         out = self._decode(rows[0])

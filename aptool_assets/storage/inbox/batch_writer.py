@@ -39,7 +39,7 @@ class PgBatchWriter:
 
     def _kick(self) -> None:
         while self._queue and self._inflight < self.max_inflight:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
             self._inflight += 1
             task = asyncio.get_running_loop().create_task(self._flush(batch))
             self._tasks.add(task)
@@ -74,7 +74,7 @@ class PgBatchWriter:
             for event_id, params in unique.items():
                 try:
                     inserted |= await self._insert([params])
-                except Exception as one_exc:  # noqa: BLE001
+                except Exception as one_exc:  # noqa: BLE001 - each caller gets its own error
                     failed[event_id] = one_exc
             for params, fut in batch:
                 if params[0] in failed and not fut.done():

@@ -5,6 +5,7 @@ with group commit (:mod:`.batch_writer`) for the receiver. psycopg is imported o
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -29,8 +30,15 @@ class PostgresInbox(Inbox):
     events_table = "aptool.webhook_events"
     dead_letters_table = "aptool.dead_letter_events"
 
-    def __init__(self, url: str, *, pool_size: int = 32, connect_timeout: float = 5.0,
-                 acquire_timeout: float = 10.0, health_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 32,
+        connect_timeout: float = 5.0,
+        acquire_timeout: float = 10.0,
+        health_timeout: float = 2.0,
+    ) -> None:
         self.url = url
         self.pool_size = pool_size
         self.connect_timeout = connect_timeout
@@ -91,8 +99,15 @@ class PostgresInbox(Inbox):
                     from psycopg_pool import ConnectionPool
 
                     pool = ConnectionPool(
-                        self.url, min_size=1, max_size=4, kwargs=self._conn_kwargs(), configure=self._configure,
-                        open=False, timeout=self.acquire_timeout, max_idle=300, name="aptool-inbox-sync",
+                        self.url,
+                        min_size=1,
+                        max_size=4,
+                        kwargs=self._conn_kwargs(),
+                        configure=self._configure,
+                        open=False,
+                        timeout=self.acquire_timeout,
+                        max_idle=300,
+                        name="aptool-inbox-sync",
                     )
                     pool.open(wait=False)
                     self._pool = pool
@@ -111,8 +126,14 @@ class PostgresInbox(Inbox):
                 from psycopg_pool import AsyncConnectionPool
 
                 pool = AsyncConnectionPool(
-                    self.url, min_size=min(4, self.pool_size), max_size=self.pool_size, kwargs=self._conn_kwargs(),
-                    configure=self._aconfigure, open=False, timeout=self.acquire_timeout, max_idle=300,
+                    self.url,
+                    min_size=min(4, self.pool_size),
+                    max_size=self.pool_size,
+                    kwargs=self._conn_kwargs(),
+                    configure=self._aconfigure,
+                    open=False,
+                    timeout=self.acquire_timeout,
+                    max_idle=300,
                     name="aptool-inbox-async",
                 )
                 await pool.open(wait=False)
@@ -138,10 +159,8 @@ class PostgresInbox(Inbox):
         if apool is not None:
             loop = self._apool_loop
             if loop is not None and loop.is_running() and not _in_loop(loop):
-                try:
+                with contextlib.suppress(Exception):  # best effort at shutdown
                     asyncio.run_coroutine_threadsafe(apool.close(timeout=5), loop).result(10)
-                except Exception:  # noqa: BLE001 - best effort at shutdown
-                    pass
 
     def setup(self) -> None:
         import psycopg
@@ -191,10 +210,14 @@ class PostgresInbox(Inbox):
                 )
                 """
             )
-            con.execute("COMMENT ON TABLE aptool.webhook_events IS "
-                        "'Durable webhook inbox: one row per eventId received (contract section 5)'")
-            con.execute("COMMENT ON TABLE aptool.dead_letter_events IS "
-                        "'Webhook events that could not be applied, with reason and replay history'")
+            con.execute(
+                "COMMENT ON TABLE aptool.webhook_events IS "
+                "'Durable webhook inbox: one row per eventId received (contract section 5)'"
+            )
+            con.execute(
+                "COMMENT ON TABLE aptool.dead_letter_events IS "
+                "'Webhook events that could not be applied, with reason and replay history'"
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
@@ -240,7 +263,7 @@ class PostgresInbox(Inbox):
         if len(rows) == 1:  # the plain statement is cheaper to bind than six one-element arrays
             sql, params = self._sql_insert_returning_id, rows[0]
         else:
-            sql, params = self._sql_insert_batch, [list(column) for column in zip(*(r[:6] for r in rows))]
+            sql, params = self._sql_insert_batch, [list(column) for column in zip(*(r[:6] for r in rows), strict=True)]
         for attempt in (1, 2):
             try:
                 async with self._apool.connection() as con:

@@ -23,7 +23,7 @@ def _iso(value: dt.datetime) -> str:
     # One fixed UTC format, so text comparison in SQL is time comparison.
     if value.tzinfo is None:
         raise ValueError("datetimes stored in the inbox must be timezone-aware")
-    return value.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def _sqlite_param(value: Any) -> Any:

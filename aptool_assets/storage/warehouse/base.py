@@ -209,7 +209,9 @@ class Warehouse(ABC):
         """Statements that merge ``stage`` into the target by key (portable DuckDB/PostgreSQL SQL)."""
         t = w.table
         match = " AND ".join(f"t.{k} = s.{k}" for k in t.key)
-        newer = f" AND (t.{w.newer_column} IS NULL OR s.{w.newer_column} >= t.{w.newer_column})" if w.newer_column else ""
+        newer = (
+            f" AND (t.{w.newer_column} IS NULL OR s.{w.newer_column} >= t.{w.newer_column})" if w.newer_column else ""
+        )
         cols = ", ".join(t.columns)
         s_cols = ", ".join(f"s.{c}" for c in t.columns)
         return [

@@ -3,9 +3,9 @@
 Rows arrive by COPY and every write publishes in one transaction: a slice replace deletes its slice
 and copies straight into the table; a merge copies into a transaction-local stage first; a
 whole-table replace is loaded beforehand (in parallel) into a shadow table that the transaction
-swaps in. Readers never see a partial table and a killed load leaves the previous version in place. Transient database errors (connection refused or dropped, serialization
-failures, deadlocks) retry the whole transaction with the database policy; the write is a
-replace-where, so a retry is idempotent.
+swaps in. Readers never see a partial table and a killed load leaves the previous version in place.
+Transient database errors (connection refused or dropped, serialization failures, deadlocks) retry the
+whole transaction with the database policy; the write is a replace-where, so a retry is idempotent.
 """
 
 from __future__ import annotations
@@ -14,14 +14,14 @@ import contextlib
 import io
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import polars as pl
 import psycopg
-from psycopg import sql
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
@@ -54,8 +54,12 @@ class PostgresWarehouse(Warehouse):
     placeholder = "%s"
 
     def __init__(
-        self, url: str, retry: RetrySettings = DATABASE_RETRY, connect_timeout_s: int = 10,
-        copy_workers: int | None = None, rows_per_worker: int = 200_000,
+        self,
+        url: str,
+        retry: RetrySettings = DATABASE_RETRY,
+        connect_timeout_s: int = 10,
+        copy_workers: int | None = None,
+        rows_per_worker: int = 200_000,
     ):
         self.url = url
         self.retry = retry
@@ -97,7 +101,7 @@ class PostgresWarehouse(Warehouse):
                 names = [d.name for d in cur.description or []]
                 rows = cur.fetchall()
             if not rows:
-                return pl.DataFrame(schema={n: pl.Null for n in names})
+                return pl.DataFrame(schema=dict.fromkeys(names, pl.Null))
             return pl.DataFrame(rows, schema=names, orient="row", infer_schema_length=None)
 
         return self._retrying(run, "warehouse query")
@@ -132,7 +136,11 @@ class PostgresWarehouse(Warehouse):
         self._retrying(run, f"create {table.qualified}")
 
     def _copy_into(
-        self, con: psycopg.Connection, target: str, table: TableSpec, df: pl.DataFrame,
+        self,
+        con: psycopg.Connection,
+        target: str,
+        table: TableSpec,
+        df: pl.DataFrame,
         columns: Sequence[str] | None = None,
     ) -> None:
         if df.height == 0:
@@ -252,7 +260,10 @@ class PostgresWarehouse(Warehouse):
         return swapped
 
     def _apply(
-        self, con: psycopg.Connection, prepared: list[tuple[TableWrite, pl.DataFrame]], swapped: set[int],
+        self,
+        con: psycopg.Connection,
+        prepared: list[tuple[TableWrite, pl.DataFrame]],
+        swapped: set[int],
         counts: dict[str, int],
     ) -> None:
         """The writes of one publishing transaction, in order."""
@@ -268,9 +279,7 @@ class PostgresWarehouse(Warehouse):
             elif w.upsert:
                 # Merge: rows go to a transaction-local stage, then replace older stored rows.
                 stage = f"_stage_{w.table.name}_{i}"
-                con.execute(
-                    f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP"
-                )
+                con.execute(f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP")
                 self._copy_into(con, stage, w.table, df)
                 for stmt in self.merge_sql(w, stage):
                     con.execute(stmt)
