@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install demo ui test test-fast bench snapshot clean
+.PHONY: install lint format demo ui test test-fast bench snapshot clean
 
 install: $(VENV)/.installed
 
@@ -13,13 +13,21 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+lint: install          ## ruff: lint and formatting (make format rewrites the files)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
 demo: install          ## the whole platform on a synthetic district, embedded DuckDB, no configuration
 	$(BIN)/aptool demo
 
 ui: install            ## the demo, then the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/aptool demo --ui
 
-test: install          ## every test: needs PostgreSQL on 127.0.0.1:5432 and OpenSSH sshd (see .ci/run)
+test: lint             ## lint first, then every test: needs PostgreSQL on 127.0.0.1:5432 and OpenSSH sshd (see .ci/run)
 	$(BIN)/pytest
 
 test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
