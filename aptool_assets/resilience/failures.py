@@ -13,6 +13,8 @@ from typing import TypeVar
 
 import dagster as dg
 
+from aptool_assets.resilience.errors import NO_STEP_RETRY
+
 F = TypeVar("F", bound=Callable)
 
 
@@ -30,3 +32,7 @@ def fail_fast_on(*permanent: type[BaseException]) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+fail_fast = fail_fast_on(*NO_STEP_RETRY)
+"""The taxonomy's refused credentials and permanent errors (whichever client raised them) end the step."""

@@ -14,10 +14,10 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
-from aptool_assets.resilience.failures import fail_fast_on
+from aptool_assets.resilience.failures import fail_fast
 from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.sources.aeries import frames
-from aptool_assets.sources.aeries.client import AeriesAuthError, AeriesClient, AeriesResource, AeriesResponseError
+from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite, Warehouse
@@ -39,8 +39,6 @@ GROUP = "aeries"
 OWNERS = ["team:district-data"]
 KINDS = {"aeries", "polars", "duckdb", "postgres"}
 RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-# A refused certificate or a malformed response is not retried by the step policy either.
-fail_fast = fail_fast_on(AeriesAuthError, AeriesResponseError)
 
 
 SCHOOLS_KEY = asset_key(SCHOOLS)

@@ -12,13 +12,13 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_subject_partitions, split_year_subject_key
-from aptool_assets.resilience.failures import fail_fast_on
+from aptool_assets.resilience.failures import fail_fast
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import AssessmentWindows
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
-from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPAuthenticationError, SFTPHostKeyError
+from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite
@@ -114,7 +114,7 @@ def _files_markdown(landing: PartitionLanding) -> str:
     ],
     retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.PLUS_MINUS),
 )
-@fail_fast_on(SFTPAuthenticationError, SFTPHostKeyError)
+@fail_fast
 def raw_diagnostic_files(
     context: dg.AssetExecutionContext,
     iready_sftp: IReadySFTPResource,
