@@ -309,6 +309,7 @@ def run_materialization(plan: dict[str, Any]) -> None:
     import dagster as dg
 
     from aptool_assets import definitions
+    from aptool_assets.resilience.policy import AERIES_POLICY
     from aptool_assets.resources import PlatformResource
     from aptool_assets.sources.aeries.client import AeriesResource
     from aptool_assets.storage.resources import WarehouseResource
@@ -372,7 +373,6 @@ def _hold_publish(table: str) -> None:
 _CHILD = r"""
 import json, sys
 from aptool_assets_tests.fault_tools import run_materialization
-from aptool_assets.resilience.policy import AERIES_POLICY
 run_materialization(json.loads(sys.argv[1]))
 """
 
