@@ -64,8 +64,9 @@ def test_definitions_load():
 
 def test_asset_graph_matches_snapshot():
     current = json.loads(json.dumps(graph_snapshot()))
-    if os.environ.get("APTOOL_UPDATE_SNAPSHOT") or not SNAPSHOT.exists():
+    if os.environ.get("APTOOL_UPDATE_SNAPSHOT"):
         SNAPSHOT.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
+    assert SNAPSHOT.exists(), f"no accepted asset graph at {SNAPSHOT}: run `make snapshot` and commit it"
     expected = json.loads(SNAPSHOT.read_text())
     assert current == expected, (
         "the asset graph changed; if this was intended run `make snapshot` and commit "
