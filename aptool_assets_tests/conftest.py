@@ -1,4 +1,5 @@
-"""Shared fixtures: the warehouse on both backends, the real sshd (sftp_fixtures)."""
+"""Shared fixtures: the warehouse on both backends, the real sshd (sftp_fixtures); closed sensor and
+schedule evaluations."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import dagster as dg
 import psycopg
 import pytest
 
@@ -61,31 +63,6 @@ def throwaway_database(prefix: str) -> Iterator[str]:
 
 
 @pytest.fixture(autouse=True)
-def _no_stale_defs_state_storage(monkeypatch):
-    """Dagster keeps the current instance's defs-state storage in a ContextVar. When an instance is
-    entered and exited in different contexts (Dagster internals, threads), the variable can keep the
-    storage of an instance that is gone, and the next Definitions load fails with "Attempted to
-    resolve undefined DagsterInstance weakref" (seen once in two CI runs). The platform has no
-    state-backed components, so in tests a storage whose instance is gone counts as none."""
-    from dagster._core.errors import DagsterInvariantViolationError
-    from dagster._core.storage.defs_state.base import DefsStateStorage
-
-    current = DefsStateStorage.get
-
-    def live_only(cls):
-        storage = current()
-        if storage is None:
-            return None
-        try:
-            storage._instance  # noqa: B018 - resolves the weakref
-        except DagsterInvariantViolationError:
-            return None
-        return storage
-
-    monkeypatch.setattr(DefsStateStorage, "get", classmethod(live_only))
-
-
-@pytest.fixture(autouse=True)
 def _own_breaker_store(tmp_path_factory, monkeypatch):
     """Circuit-breaker state is shared across processes by design; each test gets its own SQLite store
     (outside tmp_path, which tests use as a landing directory)."""
@@ -122,6 +99,29 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.sftp)
         if "postgres_url" in fixtures:
             item.add_marker(pytest.mark.postgres)
+
+
+def evaluate_schedule(schedule: dg.ScheduleDefinition, **context_args):
+    """``schedule`` evaluated once on ``dg.build_schedule_context(**context_args)``, the context closed afterwards.
+
+    A schedule context keeps only the instance's ref; when the schedule or its resources need the instance,
+    the context makes a DagsterInstance of its own from the ref and enters it on the context's exit stack,
+    which only ``with`` closes. Entering an instance points Dagster's process-wide defs-state ContextVar at
+    that instance's storage (the test's instance's storage is what it restores on exit). Left open, a context
+    with resources is in a reference cycle with that instance, so only the garbage collector finalizes it,
+    after the test's instance has exited: the restore then brings back the storage of a closed instance, and
+    the next Definitions load fails with "Attempted to resolve undefined DagsterInstance weakref".
+    """
+    with dg.build_schedule_context(**context_args) as context:
+        return schedule(context)
+
+
+def evaluate_sensor(sensor: dg.SensorDefinition, **context_args):
+    """``sensor`` evaluated once on ``dg.build_sensor_context(**context_args)``, the context closed afterwards:
+    its resources (and, built from an ``instance_ref``, its own DagsterInstance; see :func:`evaluate_schedule`)
+    are torn down before the test goes on."""
+    with dg.build_sensor_context(**context_args) as context:
+        return sensor(context)
 
 
 def with_default_resources(**given):

@@ -43,6 +43,7 @@ def disable_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     ``materialize``/``execute_in_process`` always use Dagster's ``execute_in_process_executor`` with retries
     enabled and ignore executor config, so the executor it creates is swapped for the test.
     """
+    # Private: no public API turns off step retries for materialize()/execute_in_process (executor config is ignored).
     from dagster._core.definitions.executor_definition import execute_in_process_executor
     from dagster._core.execution.retries import RetryMode
     from dagster._core.executor.in_process import InProcessExecutor

@@ -30,7 +30,7 @@ from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets_tests.conftest import with_default_resources
+from aptool_assets_tests.conftest import evaluate_sensor, with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse
 from aptool_assets.resilience.policy import AERIES_POLICY
 
@@ -182,15 +182,15 @@ def test_repulling_one_day_picks_up_a_back_dated_correction_and_leaves_other_day
 def test_change_feed_sensor_repulls_only_changed_students(env):
     env.full_sync()
     sensor_resources = {"aeries": env.resources["aeries"], "platform": env.resources["platform"]}
-    ctx = dg.build_sensor_context(resources=sensor_resources, instance=env.instance)
-    first = aeries_student_changes_sensor(ctx)
+    first = evaluate_sensor(aeries_student_changes_sensor, resources=sensor_resources, instance=env.instance)
     cursor = first.cursor
 
     record = env.sim.district.students[0]
     sid, sc = record["StudentID"], record["SchoolCode"]
     env.sim.district.withdraw(sid, sc, dt.date(2026, 3, 12))
-    ctx = dg.build_sensor_context(cursor=cursor, resources=sensor_resources, instance=env.instance)
-    result = aeries_student_changes_sensor(ctx)
+    result = evaluate_sensor(
+        aeries_student_changes_sensor, cursor=cursor, resources=sensor_resources, instance=env.instance
+    )
     students_run = next(r for r in result.run_requests if r.job_name == "aeries_student_changes")
     changed = students_run.run_config["ops"]["aptool__students"]["config"]["changed"]
     assert [sc, sid] in changed

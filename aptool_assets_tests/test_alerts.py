@@ -11,6 +11,8 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from aptool_assets.alerts.slack import Alert, AlertResource
 from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.client import AeriesAuthError
+from aptool_assets_tests.conftest import evaluate_sensor
 
 NAMES = re.compile(r"\b(" + "|".join(FIRST_NAMES + LAST_NAMES) + r")\b")
 
@@ -131,20 +134,25 @@ def failing_job():
     parse_row()
 
 
-def _failure_context(instance, result, resources):
+@contextmanager
+def _failure_context(instance, result, resources) -> Iterator[dg.RunFailureSensorContext]:
+    """The run-failure context the daemon would build; both contexts (and the resources they open) are
+    closed afterwards."""
     run = instance.get_run_by_id(result.run_id)
     failure_event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    return dg.build_run_status_sensor_context(
+    with dg.build_run_status_sensor_context(
         sensor_name="alert_on_run_failure", dagster_event=failure_event, dagster_instance=instance,
         dagster_run=run, resources=resources,
-    ).for_run_failure()
+    ) as status_context, status_context.for_run_failure() as failure_context:
+        yield failure_context
 
 
 def test_run_failure_alert_names_steps_and_our_errors_but_withholds_other_messages(webhook):
     with dg.instance_for_test() as instance:
         result = failing_job.execute_in_process(instance=instance, raise_on_error=False)
         assert not result.success
-        alert_on_run_failure(_failure_context(instance, result, {"alerts": AlertResource(webhook_url=webhook.url)}))
+        with _failure_context(instance, result, {"alerts": AlertResource(webhook_url=webhook.url)}) as context:
+            alert_on_run_failure(context)
     (payload,) = webhook.posts
     text = _text(payload)
     assert payload["text"].startswith("[ERROR] Run failed: failing_job")
@@ -203,11 +211,11 @@ def test_processing_report_after_a_successful_run(webhook):
         assert report.checks_failed == ["aptool/iready_diagnostic_results:scale_scores_in_range"]
         assert report.dead_letters_pending == dead_letters_pending() == 1
         success_event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
-        context = dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="processing_report_on_success", dagster_event=success_event, dagster_instance=instance,
             dagster_run=run, resources={"alerts": AlertResource(webhook_url=webhook.url)},
-        )
-        processing_report_on_success(context)
+        ) as context:
+            processing_report_on_success(context)
     (payload,) = webhook.posts
     fields = {f["text"].split("\n")[0].strip("*"): f["text"].split("\n")[1]
               for block in payload["blocks"] for f in block.get("fields", [])}
@@ -225,10 +233,11 @@ def test_issues_only_reports_skip_a_clean_run(webhook):
         result = defs.resolve_job_def("clean").execute_in_process(instance=instance)
         run = instance.get_run_by_id(result.run_id)
         event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
-        outcome = processing_report_on_success(dg.build_run_status_sensor_context(
+        with dg.build_run_status_sensor_context(
             sensor_name="processing_report_on_success", dagster_event=event, dagster_instance=instance,
             dagster_run=run, resources={"alerts": AlertResource(webhook_url=webhook.url, reports="issues_only")},
-        ))
+        ) as context:
+            outcome = processing_report_on_success(context)
     assert isinstance(outcome, dg.SkipReason) and webhook.posts == []
 
 
@@ -249,12 +258,12 @@ def test_breaker_alerts_go_to_the_webhook_when_a_breaker_opens(webhook):
     resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(),
                  "alerts": AlertResource(webhook_url=webhook.url)}
     with dg.instance_for_test() as instance:
-        first = circuit_breakers_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        first = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources)
         assert webhook.posts == []  # all closed: nothing to say
         guard = aeries.guard()
         guard.maintenance("HTTP 503 with a long Retry-After on GET /api/v5/schools")
         guard.store.close()
-        circuit_breakers_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor))
+        evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources, cursor=first.cursor)
     (payload,) = webhook.posts
     assert payload["text"].startswith("[ERROR] Circuit breaker open: aeries")
     assert "maintenance" in _text(payload)

@@ -35,7 +35,7 @@ from aptool_assets.sources.aeries.client import (
 from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
 from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
-from aptool_assets_tests.conftest import schema_reset
+from aptool_assets_tests.conftest import evaluate_sensor, schema_reset
 
 YEAR = 2025
 SETTINGS = BreakerSettings("aeries", failure_threshold=10, window_s=300.0, half_open_after_s=60.0)
@@ -461,14 +461,16 @@ def test_sensors_skip_with_the_reason_while_a_breaker_is_open(sim, aeries, tmp_p
     sftp_guard.breaker.open_for(300, "5 failures within 600 s")
     sftp_guard.store.close()
     with dg.instance_for_test() as instance:
-        result = aeries_student_changes_sensor(
-            dg.build_sensor_context(instance=instance, resources={"aeries": aeries, "platform": PlatformResource()})
+        result = evaluate_sensor(
+            aeries_student_changes_sensor,
+            instance=instance,
+            resources={"aeries": aeries, "platform": PlatformResource()},
         )
         assert isinstance(result, dg.SkipReason)
         assert "aeries circuit breaker open" in result.skip_message and "half-opens at" in result.skip_message
         assert sim.requests == []  # skipped without asking Aeries
-        result = iready_sftp_sensor(
-            dg.build_sensor_context(instance=instance, resources={"iready_sftp": sftp, "platform": PlatformResource()})
+        result = evaluate_sensor(
+            iready_sftp_sensor, instance=instance, resources={"iready_sftp": sftp, "platform": PlatformResource()}
         )
         assert isinstance(result, dg.SkipReason) and "iready circuit breaker open" in result.skip_message
 
@@ -479,19 +481,15 @@ def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
 
     resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(), "alerts": AlertResource()}
     with dg.instance_for_test() as instance:
-        first = circuit_breakers_sensor(dg.build_sensor_context(instance=instance, resources=resources))
+        first = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources)
         assert "aeries circuit breaker closed" in first.skip_reason.skip_message
         assert [e.asset_key for e in first.asset_events] == [CIRCUIT_BREAKERS_KEY]  # first tick records the state
-        same = circuit_breakers_sensor(
-            dg.build_sensor_context(instance=instance, resources=resources, cursor=first.cursor)
-        )
+        same = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources, cursor=first.cursor)
         assert same.asset_events == []
         guard = aeries.guard()
         guard.maintenance("HTTP 503 with a long Retry-After on GET /api/v5/schools")
         guard.store.close()
-        changed = circuit_breakers_sensor(
-            dg.build_sensor_context(instance=instance, resources=resources, cursor=same.cursor)
-        )
+        changed = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources, cursor=same.cursor)
         (observation,) = changed.asset_events
         assert observation.metadata["aeries/state"].value == "open"
         assert observation.metadata["iready/state"].value == "closed"

@@ -12,7 +12,7 @@ from aptool_assets.partitions import year_subject_key
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.schedules import window_close_crons
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets_tests.conftest import with_default_resources
+from aptool_assets_tests.conftest import evaluate_schedule, with_default_resources
 from aptool_assets_tests.iready_helpers import write_file
 
 YEAR = 2026
@@ -41,8 +41,7 @@ def env(sftp_server, sftp_test_dir, tmp_path):
 
 
 def evaluate(schedule, instance, resources, when: dt.datetime):
-    ctx = dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=when)
-    return schedule(ctx)
+    return evaluate_schedule(schedule, instance=instance, resources=resources, scheduled_execution_time=when)
 
 
 def partition_keys(result) -> list[str]:

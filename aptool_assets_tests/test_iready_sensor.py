@@ -11,6 +11,7 @@ import pytest
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.sources.iready.sensors import iready_sftp_sensor
+from aptool_assets_tests.conftest import evaluate_sensor
 from aptool_assets_tests.iready_helpers import write_file, year_dir
 
 YEAR = 2026
@@ -32,8 +33,7 @@ def tick(sftp_server, sftp_test_dir, instance):
     }
 
     def _tick(cursor: str | None):
-        ctx = dg.build_sensor_context(cursor=cursor, resources=resources, instance=instance)
-        result = iready_sftp_sensor(ctx)
+        result = evaluate_sensor(iready_sftp_sensor, cursor=cursor, resources=resources, instance=instance)
         return result, result.cursor if isinstance(result, dg.SensorResult) else cursor
 
     return _tick
@@ -112,10 +112,10 @@ def test_run_keys_are_idempotent_for_the_same_files(tick, sftp_test_dir):
 
 
 def test_unconfigured_sftp_skips_with_a_reason(instance):
-    ctx = dg.build_sensor_context(
+    result = evaluate_sensor(
+        iready_sftp_sensor,
         resources={"iready_sftp": IReadySFTPResource(), "platform": PlatformResource(school_year=YEAR)},
         instance=instance,
     )
-    result = iready_sftp_sensor(ctx)
     assert isinstance(result, dg.SkipReason)
     assert "IREADY_SFTP_HOST" in result.skip_message

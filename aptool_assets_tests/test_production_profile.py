@@ -21,11 +21,13 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+# Private, no public equivalent: `dagster job launch`'s run creation (no public API makes a run of a remote job),
 from dagster._cli.job import _create_run
+# the in-process workspace built from workspace.yaml (public is only the webserver/daemon CLIs loading it),
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+# and the queue daemon's own loop (public is only the `dagster-daemon run` process, which never stops by itself).
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
-from dagster._grpc.types import GetCurrentRunsResult
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from aptool_assets import definitions
@@ -267,12 +269,9 @@ def drain_code_server(instance, location, timeout_s: float = 60) -> None:
     The code server checks on finished run workers through the instance; if the test's Dagster
     database were dropped first, that check would fail and leave the server running.
     """
-    def current_runs() -> list[str]:
-        return dg.deserialize_value(location.client.get_current_runs(), GetCurrentRunsResult).current_runs
-
     deadline = time.monotonic() + timeout_s
-    for run_id in current_runs():
+    for run_id in location.get_current_runs():
         if not instance.get_run_by_id(run_id).is_finished:
             instance.run_launcher.terminate(run_id)
-    while current_runs() and time.monotonic() < deadline:
+    while location.get_current_runs() and time.monotonic() < deadline:
         time.sleep(0.2)

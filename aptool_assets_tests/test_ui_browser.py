@@ -21,7 +21,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import dagster as dg
 import polars as pl
 import pytest
 
@@ -34,14 +33,7 @@ LOCATION = "aptool_assets.definitions"
 
 
 @pytest.fixture
-def live_instance():
-    """Definitions load under a live instance (Dagster keeps a process-wide state storage)."""
-    with dg.instance_for_test():
-        yield
-
-
-@pytest.fixture
-def asset_graph(live_instance):
+def asset_graph():
     return definitions.defs.resolve_asset_graph()
 
 
@@ -74,7 +66,7 @@ def test_every_asset_check_is_described(asset_graph):
     assert not missing, f"asset checks without a description: {missing}"
 
 
-def test_every_job_sensor_and_schedule_is_described(live_instance):
+def test_every_job_sensor_and_schedule_is_described():
     repo = definitions.defs.get_repository_def()
     missing = [
         f"{kind} {d.name}"

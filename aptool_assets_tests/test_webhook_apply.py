@@ -26,6 +26,7 @@ from aptool_assets.rules.attendance_cells import overlay_newer_cells
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets_tests.conftest import evaluate_sensor
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 3, 10, 16, 0, tzinfo=UTC)
@@ -319,20 +320,23 @@ def test_sensor_requests_one_run_per_inbox_state_and_waits_for_a_run_in_flight(t
     inbox_path = tmp_path / "inbox.sqlite"
     resource = WebhookInboxResource(inbox_path=str(inbox_path))
     with dg.instance_for_test() as instance:
-        ctx = dg.build_sensor_context(instance=instance, resources={"inbox": resource})
-        assert "no webhook events due" in webhook_inbox_sensor(ctx).skip_message
+
+        def tick():
+            return evaluate_sensor(webhook_inbox_sensor, instance=instance, resources={"inbox": resource})
+
+        assert "no webhook events due" in tick().skip_message
         box = resource.open()
         now = dt.datetime.now(UTC)
         for i in range(3):
             box.store(f"s-{i}", "attendance.updated", now, {"data": {}}, b"{}")
-        first = webhook_inbox_sensor(dg.build_sensor_context(instance=instance, resources={"inbox": resource}))
-        again = webhook_inbox_sensor(dg.build_sensor_context(instance=instance, resources={"inbox": resource}))
+        first = tick()
+        again = tick()
         assert first.run_key == again.run_key  # same state of the inbox, same idempotent key
         assert first.tags["aptool/events"] == "3"
         box.mark_retry("s-0", "unknown student", now - dt.timedelta(seconds=1))
-        assert webhook_inbox_sensor(dg.build_sensor_context(instance=instance, resources={"inbox": resource})).run_key != first.run_key
+        assert tick().run_key != first.run_key
         instance.create_run_for_job(apply_webhook_events_job, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED)
-        busy = webhook_inbox_sensor(dg.build_sensor_context(instance=instance, resources={"inbox": resource}))
+        busy = tick()
         assert "still applying" in busy.skip_message
         box.close()
 

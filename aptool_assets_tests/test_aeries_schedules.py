@@ -1,9 +1,4 @@
-"""Aeries schedules: which attendance window or school year each tick asks for.
-
-Named to run after the pipeline tests: Dagster 1.13 keeps a process-wide definitions-state storage
-that a closed test instance (here: schedule contexts) can leave behind for later materializations;
-see the session note.
-"""
+"""Aeries schedules: which attendance window or school year each tick asks for."""
 
 from __future__ import annotations
 
@@ -19,6 +14,7 @@ from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START, recen
 from aptool_assets.tables.aeries import SCHOOL_CALENDAR
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse
+from aptool_assets_tests.conftest import evaluate_schedule
 
 UTC = dt.timezone.utc
 SCHEDULES = {s.name: s for s in defs.schedules}
@@ -34,8 +30,8 @@ def instance():
         yield inst
 
 
-def context(instance, when: dt.datetime, **resources):
-    return dg.build_schedule_context(instance=instance, scheduled_execution_time=when, resources=resources or None)
+def tick(schedule, instance, when: dt.datetime, **resources):
+    return evaluate_schedule(schedule, instance=instance, scheduled_execution_time=when, resources=resources or None)
 
 
 def calendar(school_code: int, first: dt.date, days: int) -> pl.DataFrame:
@@ -70,11 +66,10 @@ def test_recent_window_counts_school_days_of_the_slowest_school():
 def test_recent_attendance_requests_one_ranged_run(instance, tmp_path):
     url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
     open_warehouse(url).write(TableWrite(SCHOOL_CALENDAR, calendar(101, dt.date(2026, 10, 1), 61)))
-    ctx = context(
-        instance, dt.datetime(2026, 11, 30, 18, tzinfo=UTC),  # 10:00 in Los Angeles
+    request = tick(
+        aeries_recent_attendance, instance, dt.datetime(2026, 11, 30, 18, tzinfo=UTC),  # 10:00 in Los Angeles
         warehouse=WarehouseResource(database_url=url), platform=PlatformResource(school_year=2026),
     )  # fmt: skip
-    request = aeries_recent_attendance(ctx)
     assert request.tags[RANGE_END] == "2026-11-30"
     assert request.tags[RANGE_START] == "2026-11-11"  # 14 school days back
     assert request.run_key.endswith("202611301800")
@@ -82,14 +77,14 @@ def test_recent_attendance_requests_one_ranged_run(instance, tmp_path):
 
 def test_hourly_sync_pulls_the_districts_today(instance):
     late_evening = dt.datetime(2026, 11, 30, 7, 30, tzinfo=UTC)  # still Nov 29 in Los Angeles
-    assert aeries_hourly_safety_sync(context(instance, late_evening)).partition_key == "2026-11-29"
+    assert tick(aeries_hourly_safety_sync, instance, late_evening).partition_key == "2026-11-29"
 
 
 def test_nightly_full_year_and_year_sync(instance):
     when = dt.datetime(2026, 11, 30, 11, 20, tzinfo=UTC)
     platform = PlatformResource(school_year=2026)
-    full = aeries_nightly_full_year(context(instance, when, platform=platform))
+    full = tick(aeries_nightly_full_year, instance, when, platform=platform)
     assert (full.tags[RANGE_START], full.tags[RANGE_END]) == ("2026-07-01", "2026-11-30")
-    year = aeries_nightly_year_sync(context(instance, when, platform=platform))
+    year = tick(aeries_nightly_year_sync, instance, when, platform=platform)
     assert year.partition_key == "2026"
     assert "2026" in instance.get_dynamic_partitions("school_year")
