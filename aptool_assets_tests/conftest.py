@@ -126,11 +126,10 @@ def evaluate_sensor(sensor: dg.SensorDefinition, **context_args):
 
 def with_default_resources(**given):
     """Every resource the definitions need: the ones a test configures, the rest unconfigured."""
+    from aptool_assets.events.resources import WebhookInboxResource
     from aptool_assets.resources import PlatformResource
     from aptool_assets.sources.aeries.client import AeriesResource
     from aptool_assets.sources.iready.resources import IReadySFTPResource
-
-    from aptool_assets.events.resources import WebhookInboxResource
 
     defaults = {
         "iready_sftp": IReadySFTPResource(),

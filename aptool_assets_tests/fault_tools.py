@@ -35,7 +35,6 @@ from aptool_assets_tests.child_process import ChildProcess
 REPO = Path(__file__).resolve().parents[1]
 
 
-
 def disable_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make in-process runs ignore step RetryPolicies (30-60 s apart): the faults suite tests the clients'
     own retries and the publish, so a failing step fails its run at once.
@@ -54,11 +53,20 @@ def disable_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
         lambda _ctx: InProcessExecutor(retries=RetryMode.DISABLED, marker_to_close=None),
     )
 
+
 # Columns stamped at load time (when, by which run): two loads of the same source differ only there.
 LOAD_STAMPS = frozenset(
-    {"source_updated_at", "last_sync_at", "landed_at", "quarantined_at", "rejected_at", "computed_at",
-     "loaded_at", "run_id"}
-)  # fmt: skip
+    {
+        "source_updated_at",
+        "last_sync_at",
+        "landed_at",
+        "quarantined_at",
+        "rejected_at",
+        "computed_at",
+        "loaded_at",
+        "run_id",
+    }
+)
 
 
 def table_state(wh: Warehouse, table: TableSpec, where: dict | None = None) -> tuple[int, str]:
@@ -206,8 +214,11 @@ def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
     mount = shutil.which("mount")
     if mount is None:
         pytest.skip("no mount(8): cannot make a small file system for the landing area")
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        [mount, "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()}); the ENOSPC test needs CAP_SYS_ADMIN")
     try:
@@ -320,7 +331,9 @@ def run_materialization(plan: dict[str, Any]) -> None:
     if target:
         _hold_publish(target)
     resources = with_default_resources(
-        aeries=AeriesResource(base_url=plan["aeries_url"], cert=plan["aeries_cert"], resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
+        aeries=AeriesResource(
+            base_url=plan["aeries_url"], cert=plan["aeries_cert"], resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)
+        ),
         warehouse=WarehouseResource(database_url=plan["warehouse_url"]),
         platform=PlatformResource(school_year=plan["school_year"], as_of_date=plan["as_of"]),
     )
@@ -343,7 +356,7 @@ def _hold_publish(table: str) -> None:
 
     real_apply = PostgresWarehouse._apply  # every statement of the publishing transaction (fails loudly if renamed)
 
-    def apply_then_hold(self, con, prepared, *args, **kwargs):  # noqa: ANN001
+    def apply_then_hold(self, con, prepared, *args, **kwargs):
         real_apply(self, con, prepared, *args, **kwargs)
         if any(w.table.name == table for w, _ in prepared):
             print(f"HOLDING aptool.{table} before COMMIT backend_pid={con.info.backend_pid}", flush=True)

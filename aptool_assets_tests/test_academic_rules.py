@@ -19,8 +19,10 @@ from aptool_assets.rules.academic import (
 
 
 def _windows(dates: list[date], year: int = 2024, windows: AssessmentWindows = DEFAULT_WINDOWS) -> list[str | None]:
-    df = pl.DataFrame({"completion_date": dates, "academic_year": [year] * len(dates)},
-                      schema={"completion_date": pl.Date, "academic_year": pl.Int32})
+    df = pl.DataFrame(
+        {"completion_date": dates, "academic_year": [year] * len(dates)},
+        schema={"completion_date": pl.Date, "academic_year": pl.Int32},
+    )
     return df.select(assessment_window_expr(windows)).to_series().to_list()
 
 
@@ -28,9 +30,14 @@ def _diag(rows: list[tuple]) -> pl.DataFrame:
     """rows: (student_id, subject, academic_year, completion_date, scale score, relative placement)."""
     return pl.DataFrame(
         rows,
-        schema={"student_id": pl.Int64, "subject": pl.Utf8, "academic_year": pl.Int32,
-                "completion_date": pl.Date, "overall_scale_score": pl.Int32,
-                "overall_relative_placement": pl.Utf8},
+        schema={
+            "student_id": pl.Int64,
+            "subject": pl.Utf8,
+            "academic_year": pl.Int32,
+            "completion_date": pl.Date,
+            "overall_scale_score": pl.Int32,
+            "overall_relative_placement": pl.Utf8,
+        },
         orient="row",
     )
 
@@ -57,14 +64,20 @@ def test_window_dates_outside_the_year_clamp_instead_of_wrapping():
 
 
 def test_window_accepts_datetime_columns():
-    df = pl.DataFrame({"completion_date": [datetime(2024, 11, 15, 23, 59), datetime(2024, 11, 16, 0, 1)],
-                       "academic_year": [2024, 2024]})
+    df = pl.DataFrame(
+        {
+            "completion_date": [datetime(2024, 11, 15, 23, 59), datetime(2024, 11, 16, 0, 1)],
+            "academic_year": [2024, 2024],
+        }
+    )
     assert df.select(assessment_window_expr()).to_series().to_list() == ["BOY", "MOY"]
 
 
 def test_window_nulls():
-    df = pl.DataFrame({"completion_date": [None, date(2024, 9, 1)], "academic_year": [2024, None]},
-                      schema={"completion_date": pl.Date, "academic_year": pl.Int32})
+    df = pl.DataFrame(
+        {"completion_date": [None, date(2024, 9, 1)], "academic_year": [2024, None]},
+        schema={"completion_date": pl.Date, "academic_year": pl.Int32},
+    )
     assert df.select(assessment_window_expr()).to_series().to_list() == [None, None]
 
 
@@ -93,11 +106,13 @@ def test_invalid_windows_are_refused(boy, moy):
 
 
 def test_latest_takes_latest_completion_date():
-    df = _diag([
-        (1, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
-        (1, "ela", 2024, date(2025, 1, 10), 450, "2 Grade Levels Below"),
-        (1, "ela", 2024, date(2024, 12, 1), 600, "Mid or Above Grade Level"),
-    ])
+    df = _diag(
+        [
+            (1, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
+            (1, "ela", 2024, date(2025, 1, 10), 450, "2 Grade Levels Below"),
+            (1, "ela", 2024, date(2024, 12, 1), 600, "Mid or Above Grade Level"),
+        ]
+    )
     out = latest_diagnostics(df)
     assert out.height == 1
     assert out.row(0, named=True)["completion_date"] == date(2025, 1, 10)
@@ -105,26 +120,33 @@ def test_latest_takes_latest_completion_date():
 
 
 def test_latest_tie_on_completion_date_takes_highest_score():
-    df = _diag([
-        (1, "math", 2024, date(2025, 1, 10), 480, "1 Grade Level Below"),
-        (1, "math", 2024, date(2025, 1, 10), 510, "Early On Grade Level"),
-        (1, "math", 2024, date(2025, 1, 10), 495, "1 Grade Level Below"),
-    ])
+    df = _diag(
+        [
+            (1, "math", 2024, date(2025, 1, 10), 480, "1 Grade Level Below"),
+            (1, "math", 2024, date(2025, 1, 10), 510, "Early On Grade Level"),
+            (1, "math", 2024, date(2025, 1, 10), 495, "1 Grade Level Below"),
+        ]
+    )
     out = latest_diagnostics(df)
     assert out.select("overall_scale_score", "overall_relative_placement").row(0) == (510, "Early On Grade Level")
 
 
 def test_latest_is_per_student_subject_and_year():
-    df = _diag([
-        (1, "ela", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level"),
-        (1, "math", 2024, date(2024, 9, 2), 510, "Mid or Above Grade Level"),
-        (1, "ela", 2023, date(2024, 5, 1), 490, "Mid or Above Grade Level"),
-        (2, "ela", 2024, date(2024, 9, 3), 400, "Mid or Above Grade Level"),
-    ])
+    df = _diag(
+        [
+            (1, "ela", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level"),
+            (1, "math", 2024, date(2024, 9, 2), 510, "Mid or Above Grade Level"),
+            (1, "ela", 2023, date(2024, 5, 1), 490, "Mid or Above Grade Level"),
+            (2, "ela", 2024, date(2024, 9, 3), 400, "Mid or Above Grade Level"),
+        ]
+    )
     out = latest_diagnostics(df)
     assert out.height == 4
     assert out.select("student_id", "subject", "academic_year").rows() == [
-        (1, "ela", 2023), (1, "ela", 2024), (1, "math", 2024), (2, "ela", 2024)
+        (1, "ela", 2023),
+        (1, "ela", 2024),
+        (1, "math", 2024),
+        (2, "ela", 2024),
     ]
 
 
@@ -155,12 +177,14 @@ def test_every_relative_placement_maps_to_its_risk(placement, risk):
 
 
 def test_overall_risk_is_the_worse_subject():
-    df = _diag([
-        (1, "ela", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level"),
-        (1, "math", 2024, date(2024, 9, 1), 500, "2 Grade Levels Below"),
-        (2, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
-        (2, "math", 2024, date(2024, 9, 1), 500, "Early On Grade Level"),
-    ])
+    df = _diag(
+        [
+            (1, "ela", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level"),
+            (1, "math", 2024, date(2024, 9, 1), 500, "2 Grade Levels Below"),
+            (2, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
+            (2, "math", 2024, date(2024, 9, 1), 500, "Early On Grade Level"),
+        ]
+    )
     out = student_academic_risk(df, 2024)
     assert out.select("student_id", "ela_risk", "math_risk", "overall_risk").rows() == [
         (1, "LOW", "HIGH", "HIGH"),
@@ -169,10 +193,12 @@ def test_overall_risk_is_the_worse_subject():
 
 
 def test_risk_uses_the_latest_diagnostic_per_subject():
-    df = _diag([
-        (1, "math", 2024, date(2024, 9, 1), 420, "3 or More Grade Levels Below"),
-        (1, "math", 2024, date(2025, 3, 2), 520, "Early On Grade Level"),
-    ])
+    df = _diag(
+        [
+            (1, "math", 2024, date(2024, 9, 1), 420, "3 or More Grade Levels Below"),
+            (1, "math", 2024, date(2025, 3, 2), 520, "Early On Grade Level"),
+        ]
+    )
     row = student_academic_risk(df, 2024).row(0, named=True)
     assert row["math_risk"] == "LOW"
     assert row["math_completion_date"] == date(2025, 3, 2)
@@ -180,10 +206,12 @@ def test_risk_uses_the_latest_diagnostic_per_subject():
 
 
 def test_roster_only_students_are_unknown_and_other_years_ignored():
-    df = _diag([
-        (1, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
-        (3, "ela", 2023, date(2024, 3, 1), 500, "3 or More Grade Levels Below"),  # last year: ignored
-    ])
+    df = _diag(
+        [
+            (1, "ela", 2024, date(2024, 9, 1), 500, "1 Grade Level Below"),
+            (3, "ela", 2023, date(2024, 3, 1), 500, "3 or More Grade Levels Below"),  # last year: ignored
+        ]
+    )
     roster = pl.Series([3, 2, 2, None], dtype=pl.Int64)
     out = student_academic_risk(df, 2024, roster_student_ids=roster)
     assert out.select("student_id", "overall_risk").rows() == [(1, "MEDIUM"), (2, "UNKNOWN"), (3, "UNKNOWN")]
@@ -201,11 +229,21 @@ def test_student_with_results_but_not_on_roster_is_kept():
 def test_risk_output_schema_and_empty_input():
     out = student_academic_risk(_diag([]), 2024)
     assert out.is_empty()
-    assert out.schema == pl.Schema({
-        "school_year": pl.Int32, "student_id": pl.Int64,
-        "ela_relative_placement": pl.Utf8, "math_relative_placement": pl.Utf8,
-        "ela_risk": pl.Utf8, "math_risk": pl.Utf8, "overall_risk": pl.Utf8,
-        "ela_completion_date": pl.Date, "math_completion_date": pl.Date,
-    })
+    assert out.schema == pl.Schema(
+        {
+            "school_year": pl.Int32,
+            "student_id": pl.Int64,
+            "ela_relative_placement": pl.Utf8,
+            "math_relative_placement": pl.Utf8,
+            "ela_risk": pl.Utf8,
+            "math_risk": pl.Utf8,
+            "overall_risk": pl.Utf8,
+            "ela_completion_date": pl.Date,
+            "math_completion_date": pl.Date,
+        }
+    )
     roster_only = student_academic_risk(_diag([]), 2024, pl.Series([5, 4]))
-    assert roster_only.select("school_year", "student_id", "overall_risk").rows() == [(2024, 4, "UNKNOWN"), (2024, 5, "UNKNOWN")]
+    assert roster_only.select("school_year", "student_id", "overall_risk").rows() == [
+        (2024, 4, "UNKNOWN"),
+        (2024, 5, "UNKNOWN"),
+    ]

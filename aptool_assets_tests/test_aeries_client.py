@@ -9,14 +9,14 @@ import logging
 import math
 import threading
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 
-from aptool_demo.district import SCHOOLS, build_district
+from aptool_assets.resilience.policy import AERIES_POLICY
 from aptool_assets.resilience.retry import RetryExhausted, RetrySettings
 from aptool_assets.sources.aeries.client import (
     AeriesAuthError,
@@ -51,8 +51,8 @@ from aptool_assets.sources.aeries.frames import (
     schools_frame,
     students_frame,
 )
+from aptool_demo.district import SCHOOLS, build_district
 from aptool_demo.simulator import FaultPlan, build_sim_district, start_simulator
-from aptool_assets.resilience.policy import AERIES_POLICY
 
 FIXTURES = Path("/work/shared/fixtures/aeries-demo")
 YEAR = 2025
@@ -222,7 +222,7 @@ def test_single_object_calls(sim, make_client):
 
 
 def test_parse_retry_after():
-    now = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+    now = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
     assert parse_retry_after("3", now) == 3.0
     assert parse_retry_after("0.25", now) == 0.25
     assert parse_retry_after(format_datetime(now + timedelta(seconds=90), usegmt=True), now) == 90.0
@@ -352,7 +352,7 @@ def test_student_data_changes_paths_and_time_zones(sim, district, make_client):
     # An aware time is converted with the server's own offset from /systeminfo.
     district.set_clock(datetime(2026, 1, 15, 9, 0))  # winter: UTC-8
     try:
-        client.student_data_changes("student", datetime(2026, 1, 15, 20, 30, tzinfo=timezone.utc))
+        client.student_data_changes("student", datetime(2026, 1, 15, 20, 30, tzinfo=UTC))
     finally:
         district.set_clock(None)
     assert sim.requests[-1][1].endswith("/StudentDataChanges/student/2026/1/15/12/30")
@@ -387,7 +387,9 @@ def test_frames_on_simulator_responses(sim, district, make_client):
     assert students.filter(pl.col("inactive_status_code") == "*").height == 1
     assert students.filter(~pl.col("is_active") & pl.col("school_leave_date").is_not_null()).height >= 2
     enrollment = enrollment_frame(client.enrollment(102, YEAR))
-    assert enrollment.schema == pl.Schema(ENROLLMENT_SCHEMA) and enrollment.get_column("academic_year").unique().to_list() == [YEAR]
+    assert enrollment.schema == pl.Schema(ENROLLMENT_SCHEMA) and enrollment.get_column(
+        "academic_year"
+    ).unique().to_list() == [YEAR]
     calendar = calendar_frame(client.calendar(201))
     assert calendar.schema == pl.Schema(CALENDAR_SCHEMA)
     assert calendar.filter(pl.col("holiday_code").is_in(["", "%"])).height == 180
@@ -415,7 +417,10 @@ def test_attendance_for_a_school_and_window(district, make_client):
         if start <= d <= end
     }
     got = {
-        (row["student_id"], row["calendar_date"]): (row["all_day_code"], {p["period"]: p["code"] for p in row["period_codes"]})
+        (row["student_id"], row["calendar_date"]): (
+            row["all_day_code"],
+            {p["period"]: p["code"] for p in row["period_codes"]},
+        )
         for row in frame.iter_rows(named=True)
     }
     assert got == expected
@@ -458,7 +463,14 @@ def test_unknown_fields_are_ignored_and_empty_responses_keep_their_schema(make_c
     assert students_frame(drifted).equals(students_frame(students))
     attendance = client.attendance(201, date(2025, 8, 1), THROUGH)
     drifted_att = [
-        r | {"Extra": 1, "AttendanceDays": [d | {"Minutes": 30, "Classes": [c | {"Teacher": "x"} for c in d["Classes"]]} for d in r["AttendanceDays"]]}
+        r
+        | {
+            "Extra": 1,
+            "AttendanceDays": [
+                d | {"Minutes": 30, "Classes": [c | {"Teacher": "x"} for c in d["Classes"]]}
+                for d in r["AttendanceDays"]
+            ],
+        }
         for r in attendance
     ]
     assert attendance_frame(drifted_att, 201).equals(attendance_frame(attendance, 201))
@@ -481,19 +493,45 @@ def test_frame_value_conventions():
     """Codes as strings, AcademicYear as a string, decimals as 34.0000, null and 0001-01-01 dates."""
     enrollment = enrollment_frame(
         [
-            {"StudentID": 5, "SchoolCode": 101, "AcademicYear": "2025", "Grade": 3, "EnterDate": "2025-08-13T00:00:00",
-             "LeaveDate": None, "ExitReasonCode": ""},
-            {"StudentID": 6, "SchoolCode": "102", "AcademicYear": 2025, "Grade": "4.0000",
-             "EnterDate": "2025-08-13T00:00:00", "LeaveDate": "0001-01-01T00:00:00", "ExitReasonCode": "T160"},
+            {
+                "StudentID": 5,
+                "SchoolCode": 101,
+                "AcademicYear": "2025",
+                "Grade": 3,
+                "EnterDate": "2025-08-13T00:00:00",
+                "LeaveDate": None,
+                "ExitReasonCode": "",
+            },
+            {
+                "StudentID": 6,
+                "SchoolCode": "102",
+                "AcademicYear": 2025,
+                "Grade": "4.0000",
+                "EnterDate": "2025-08-13T00:00:00",
+                "LeaveDate": "0001-01-01T00:00:00",
+                "ExitReasonCode": "T160",
+            },
         ]
-    )  # fmt: skip
+    )
     assert enrollment.get_column("academic_year").to_list() == [2025, 2025]
     assert enrollment.get_column("school_code").to_list() == [101, 102]
     assert enrollment.get_column("grade").to_list() == [3, 4]
     assert enrollment.get_column("leave_date").to_list() == [None, None]
     with pytest.raises(AeriesResponseError, match="EnterDate"):
-        enrollment_frame([{**enrollment.row(0, named=True), "StudentID": 1, "SchoolCode": 1, "AcademicYear": "2025",
-                           "Grade": 1, "EnterDate": None, "LeaveDate": None, "ExitReasonCode": ""}])  # fmt: skip
+        enrollment_frame(
+            [
+                {
+                    **enrollment.row(0, named=True),
+                    "StudentID": 1,
+                    "SchoolCode": 1,
+                    "AcademicYear": "2025",
+                    "Grade": 1,
+                    "EnterDate": None,
+                    "LeaveDate": None,
+                    "ExitReasonCode": "",
+                }
+            ]
+        )
 
 
 # -- resource -------------------------------------------------------------------------------------
@@ -502,11 +540,14 @@ def test_frame_value_conventions():
 def test_resource_opens_a_client_and_refuses_when_unconfigured(sim):
     unconfigured = AeriesResource()
     assert not unconfigured.is_configured()
-    with pytest.raises(AeriesError, match="AERIES_BASE_URL and AERIES_CERT"):
-        with unconfigured.client():
-            pass
-    resource = AeriesResource(base_url=sim.base_url + "/", cert=sim.cert, database_year=YEAR,
-                              resilience=AERIES_POLICY.but(retry_base_delay_s=0.001))
+    with pytest.raises(AeriesError, match="AERIES_BASE_URL and AERIES_CERT"), unconfigured.client():
+        pass
+    resource = AeriesResource(
+        base_url=sim.base_url + "/",
+        cert=sim.cert,
+        database_year=YEAR,
+        resilience=AERIES_POLICY.but(retry_base_delay_s=0.001),
+    )
     assert resource.is_configured() and sim.cert not in repr(resource)
     with resource.client() as client:
         assert client.system_info()["DatabaseYear"] == f"{YEAR}-{YEAR + 1}"

@@ -9,9 +9,8 @@ import polars as pl
 import pytest
 
 from aptool_assets import definitions
-from aptool_demo.district import build_district
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
-from aptool_assets.tables.metrics import STUDENT_INTERVENTION_RANKING
+from aptool_assets.resilience.policy import AERIES_POLICY
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
@@ -26,13 +25,13 @@ from aptool_assets.sources.aeries.assets import (
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
-from aptool_demo.simulator import build_sim_district, start_simulator
-from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets_tests.conftest import evaluate_sensor, with_default_resources
 from aptool_assets.storage.warehouse import open_warehouse
-from aptool_assets.resilience.policy import AERIES_POLICY
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
+from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets_tests.conftest import evaluate_sensor, with_default_resources
+from aptool_demo.district import build_district
+from aptool_demo.simulator import build_sim_district, start_simulator
 
 YEAR = 2025
 THROUGH = dt.date(2026, 3, 13)
@@ -53,7 +52,9 @@ class AeriesEnv:
         self.instance = instance
         self.warehouse = open_warehouse(warehouse_url)
         self.resources = with_default_resources(
-            aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
+            aeries=AeriesResource(
+                base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)
+            ),
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, as_of_date=THROUGH.isoformat()),
         )
@@ -95,7 +96,9 @@ def env(simulator, warehouse_url):
 def test_full_sync_publishes_students_attendance_and_summary(env):
     env.sim.reset_stats()
     env.full_sync()
-    checks = {e.check_name: e for r in (env.attendance_result, env.summary_result) for e in r.get_asset_check_evaluations()}
+    checks = {
+        e.check_name: e for r in (env.attendance_result, env.summary_result) for e in r.get_asset_check_evaluations()
+    }
     for name in ("attendance_key_unique", "attendance_students_known", "attendance_codes_known", "summary_rates_valid"):
         assert checks[name].passed, checks[name].description
 
@@ -146,7 +149,9 @@ def test_reconciliation_warns_while_aeries_totals_lag_and_passes_after_its_night
     enrolled = env.warehouse.read_table(STUDENT_ATTENDANCE_SUMMARY).filter(pl.col("school_code") == school)
     student = enrolled.sort("days_absent").item(0, "student_id")
     day = dt.date(2026, 3, 11)
-    unexcused = next(c for c, row in district.code_table(school).items() if row["TypeCode"] == 3 and not row["IsSuspension"])
+    unexcused = next(
+        c for c, row in district.code_table(school).items() if row["TypeCode"] == 3 and not row["IsSuspension"]
+    )
     district.set_attendance(school, student, day, all_day=unexcused)
     assert env.run(ATTENDANCE_DAYS_KEY, partition_key=day.isoformat()).success
     result = env.run(STUDENT_ATTENDANCE_SUMMARY_KEY, partition_key=str(YEAR))
@@ -173,9 +178,11 @@ def test_repulling_one_day_picks_up_a_back_dated_correction_and_leaves_other_day
 
     assert env.run(ATTENDANCE_DAYS_KEY, partition_key=day.isoformat()).success
     after = env.warehouse.read_table(ATTENDANCE_DAYS)
-    row = after.filter((pl.col("student_id") == student) & (pl.col("calendar_date") == day) & (pl.col("school_code") == school))
+    row = after.filter(
+        (pl.col("student_id") == student) & (pl.col("calendar_date") == day) & (pl.col("school_code") == school)
+    )
     assert row.item(0, "absence_category") == "absent_unexcused"
-    others = lambda df: df.filter(pl.col("calendar_date") != day).sort(ATTENDANCE_DAYS.key).drop("source_updated_at")  # noqa: E731
+    others = lambda df: df.filter(pl.col("calendar_date") != day).sort(ATTENDANCE_DAYS.key).drop("source_updated_at")  # noqa: E731 - a one-line view of the frame, used twice below
     assert others(after).equals(others(before))
 
 

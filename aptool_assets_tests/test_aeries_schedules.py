@@ -8,15 +8,15 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from aptool_assets.resources import PlatformResource
 from aptool_assets.definitions import defs
+from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START, recent_window_start
-from aptool_assets.tables.aeries import SCHOOL_CALENDAR
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse
+from aptool_assets.tables.aeries import SCHOOL_CALENDAR
 from aptool_assets_tests.conftest import evaluate_schedule
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SCHEDULES = {s.name: s for s in defs.schedules}
 aeries_hourly_safety_sync = SCHEDULES["aeries_hourly_safety_sync"]
 aeries_nightly_full_year = SCHEDULES["aeries_nightly_full_year"]
@@ -53,7 +53,10 @@ def test_recent_window_counts_school_days_of_the_slowest_school():
     cal = pl.concat([calendar(101, dt.date(2026, 11, 2), 30), calendar(102, dt.date(2026, 11, 2), 30)])
     # School 102 closed the week of Nov 23: its 5th-last school day lies further back.
     cal = cal.with_columns(
-        pl.when((pl.col("school_code") == 102) & pl.col("calendar_date").is_between(dt.date(2026, 11, 23), dt.date(2026, 11, 27)))
+        pl.when(
+            (pl.col("school_code") == 102)
+            & pl.col("calendar_date").is_between(dt.date(2026, 11, 23), dt.date(2026, 11, 27))
+        )
         .then(False)
         .otherwise(pl.col("is_instructional"))
         .alias("is_instructional")
@@ -67,9 +70,12 @@ def test_recent_attendance_requests_one_ranged_run(instance, tmp_path):
     url = f"duckdb:///{tmp_path / 'wh.duckdb'}"
     open_warehouse(url).write(TableWrite(SCHOOL_CALENDAR, calendar(101, dt.date(2026, 10, 1), 61)))
     request = tick(
-        aeries_recent_attendance, instance, dt.datetime(2026, 11, 30, 18, tzinfo=UTC),  # 10:00 in Los Angeles
-        warehouse=WarehouseResource(database_url=url), platform=PlatformResource(school_year=2026),
-    )  # fmt: skip
+        aeries_recent_attendance,
+        instance,
+        dt.datetime(2026, 11, 30, 18, tzinfo=UTC),  # 10:00 in Los Angeles
+        warehouse=WarehouseResource(database_url=url),
+        platform=PlatformResource(school_year=2026),
+    )
     assert request.tags[RANGE_END] == "2026-11-30"
     assert request.tags[RANGE_START] == "2026-11-11"  # 14 school days back
     assert request.run_key.endswith("202611301800")

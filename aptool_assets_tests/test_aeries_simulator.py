@@ -31,33 +31,132 @@ DATA_CHANGE_AREAS = ["student", "contact", "program", "test", "class", "enrollme
 # The recorded responses' key order (fixtures students.json, schools.json), so the shape test also runs
 # where the fixtures are not available; test_recorded_key_sets_match_these checks them against the files.
 STUDENT_KEYS = [
-    "StudentID", "OldStudentID", "CorrespondenceLanguageCode", "SchoolCode", "StudentNumber", "StateStudentID",
-    "LastName", "FirstName", "MiddleName", "LastNameAlias", "FirstNameAlias", "MiddleNameAlias", "Gender", "Grade",
-    "GradeLevelShortDescription", "GradeLevelLongDescription", "Birthdate", "ParentGuardianName", "HomePhone",
-    "StudentMobilePhone", "MailingAddress", "MailingAddressCity", "MailingAddressState", "MailingAddressZipCode",
-    "MailingAddressZipExt", "ResidenceAddress", "ResidenceAddressCity", "ResidenceAddressState",
-    "ResidenceAddressZipCode", "ResidenceAddressZipExt", "AddressVerified", "EthnicityCode", "RaceCode1", "RaceCode2",
-    "RaceCode3", "RaceCode4", "RaceCode5", "UserCode1", "UserCode2", "UserCode3", "UserCode4", "UserCode5",
-    "UserCode6", "UserCode7", "UserCode8", "UserCode9", "UserCode10", "UserCode11", "UserCode12", "UserCode13",
-    "SchoolEnterDate", "SchoolLeaveDate", "DistrictEnterDate", "CounselorNumber", "Track",
-    "AttendanceProgramCodePrimary", "AttendanceProgramCodeAdditional1", "AttendanceProgramCodeAdditional2",
-    "LockerNumber", "LowSchedulingPeriod", "HighSchedulingPeriod", "InactiveStatusCode", "FamilyKey",
-    "LanguageFluencyCode", "HomeLanguageCode", "ParentEdLevelCode", "ParentEmailAddress", "StudentEmailAddress",
-    "NetworkLoginID", "AtRiskPoints", "HomeRoomTeacherNumber", "NotificationPreferenceCode", "NextSchoolCode",
-    "NextGrade", "NextGradeLevelShortDescription", "NextGradeLevelLongDescription", "RecordsReleaseCode",
-]  # fmt: skip
+    "StudentID",
+    "OldStudentID",
+    "CorrespondenceLanguageCode",
+    "SchoolCode",
+    "StudentNumber",
+    "StateStudentID",
+    "LastName",
+    "FirstName",
+    "MiddleName",
+    "LastNameAlias",
+    "FirstNameAlias",
+    "MiddleNameAlias",
+    "Gender",
+    "Grade",
+    "GradeLevelShortDescription",
+    "GradeLevelLongDescription",
+    "Birthdate",
+    "ParentGuardianName",
+    "HomePhone",
+    "StudentMobilePhone",
+    "MailingAddress",
+    "MailingAddressCity",
+    "MailingAddressState",
+    "MailingAddressZipCode",
+    "MailingAddressZipExt",
+    "ResidenceAddress",
+    "ResidenceAddressCity",
+    "ResidenceAddressState",
+    "ResidenceAddressZipCode",
+    "ResidenceAddressZipExt",
+    "AddressVerified",
+    "EthnicityCode",
+    "RaceCode1",
+    "RaceCode2",
+    "RaceCode3",
+    "RaceCode4",
+    "RaceCode5",
+    "UserCode1",
+    "UserCode2",
+    "UserCode3",
+    "UserCode4",
+    "UserCode5",
+    "UserCode6",
+    "UserCode7",
+    "UserCode8",
+    "UserCode9",
+    "UserCode10",
+    "UserCode11",
+    "UserCode12",
+    "UserCode13",
+    "SchoolEnterDate",
+    "SchoolLeaveDate",
+    "DistrictEnterDate",
+    "CounselorNumber",
+    "Track",
+    "AttendanceProgramCodePrimary",
+    "AttendanceProgramCodeAdditional1",
+    "AttendanceProgramCodeAdditional2",
+    "LockerNumber",
+    "LowSchedulingPeriod",
+    "HighSchedulingPeriod",
+    "InactiveStatusCode",
+    "FamilyKey",
+    "LanguageFluencyCode",
+    "HomeLanguageCode",
+    "ParentEdLevelCode",
+    "ParentEmailAddress",
+    "StudentEmailAddress",
+    "NetworkLoginID",
+    "AtRiskPoints",
+    "HomeRoomTeacherNumber",
+    "NotificationPreferenceCode",
+    "NextSchoolCode",
+    "NextGrade",
+    "NextGradeLevelShortDescription",
+    "NextGradeLevelLongDescription",
+    "RecordsReleaseCode",
+]
 SCHOOL_KEYS = [
-    "RegionCode", "StateCharterNumber", "CharterStatusCode", "FederalTaxID",
-    "FederalInformationProcessingStandardsCode", "QualityRatingAndImprovementSystemParticipationCode",
-    "AccreditationStatusCode", "SchoolWebsite", "OrganizationCategoryCode", "SchoolCategoryCode",
-    "LocalEducationAgencyTypeCode", "TitleIPartACode", "NSLPStatusCode", "NCESSchoolID", "CollegeBoardSchoolCode",
-    "CampusEnrollmentTypeCode", "PreKSchoolTypeCode", "EarlyCollegeHighSchoolIndicator",
-    "ScienceTechnologyEngineeringAndMathematicsIndicator", "PathwaysInTechnologyIndicator", "ShortName", "Terms",
-    "SchoolCode", "Name", "InactiveStatusCode", "Address", "AddressCity", "AddressState", "AddressZipCode",
-    "AddressZipExt", "DoNotReport", "StateCountyID", "StateDistrictID", "StateSchoolID", "LowGradeLevel",
-    "HighGradeLevel", "PrincipalName", "PrincipalEmailAddress", "AttendancePeriod", "Tracks", "ScheduleType",
-    "SessionType", "AttendanceType", "AttendanceReporting", "ScheduleBasis", "PhoneNumber",
-]  # fmt: skip
+    "RegionCode",
+    "StateCharterNumber",
+    "CharterStatusCode",
+    "FederalTaxID",
+    "FederalInformationProcessingStandardsCode",
+    "QualityRatingAndImprovementSystemParticipationCode",
+    "AccreditationStatusCode",
+    "SchoolWebsite",
+    "OrganizationCategoryCode",
+    "SchoolCategoryCode",
+    "LocalEducationAgencyTypeCode",
+    "TitleIPartACode",
+    "NSLPStatusCode",
+    "NCESSchoolID",
+    "CollegeBoardSchoolCode",
+    "CampusEnrollmentTypeCode",
+    "PreKSchoolTypeCode",
+    "EarlyCollegeHighSchoolIndicator",
+    "ScienceTechnologyEngineeringAndMathematicsIndicator",
+    "PathwaysInTechnologyIndicator",
+    "ShortName",
+    "Terms",
+    "SchoolCode",
+    "Name",
+    "InactiveStatusCode",
+    "Address",
+    "AddressCity",
+    "AddressState",
+    "AddressZipCode",
+    "AddressZipExt",
+    "DoNotReport",
+    "StateCountyID",
+    "StateDistrictID",
+    "StateSchoolID",
+    "LowGradeLevel",
+    "HighGradeLevel",
+    "PrincipalName",
+    "PrincipalEmailAddress",
+    "AttendancePeriod",
+    "Tracks",
+    "ScheduleType",
+    "SessionType",
+    "AttendanceType",
+    "AttendanceReporting",
+    "ScheduleBasis",
+    "PhoneNumber",
+]
 
 
 def fresh_district() -> SimDistrict:
@@ -238,7 +337,9 @@ def test_attendance_is_negative_and_honours_the_window_inclusively(api, district
     assert {c["Period"]: c["AttendanceCode"] for c in classes} == per_student[sid][day]["periods"]
     # The window is inclusive at both ends and nothing outside it comes back.
     start, end = day - timedelta(days=7), day
-    body = api.get("/schools/201/attendance", params={"StartDate": f"{start:%Y%m%d}", "EndDate": f"{end:%Y%m%d}"}).json()
+    body = api.get(
+        "/schools/201/attendance", params={"StartDate": f"{start:%Y%m%d}", "EndDate": f"{end:%Y%m%d}"}
+    ).json()
     served = {(r["StudentID"], d["CalendarDate"][:10]) for r in body for d in r["AttendanceDays"]}
     expected = {(s, f"{d:%Y-%m-%d}") for s, days in per_student.items() for d in days if start <= d <= end}
     assert served == expected
@@ -248,9 +349,18 @@ def test_attendance_is_negative_and_honours_the_window_inclusively(api, district
 
 def test_absence_codes_cover_every_meaning_with_different_letters_at_one_school(api):
     tables = {code: api.get(f"/schools/{code}/AbsenceCodes").json() for code, *_ in SCHOOLS}
-    for code, rows in tables.items():
+    for rows in tables.values():
         assert all(len(r["AbsenceCode"]) == 1 and len(r["Title"]) <= 10 and len(r["Abbreviation"]) <= 3 for r in rows)
-        flags = [(r["TypeCode"], r["IsSuspension"], r["CountsForADA"], r["IsPartialDayTruant"], r["IsTemporarilyNotEnrolled"]) for r in rows]
+        flags = [
+            (
+                r["TypeCode"],
+                r["IsSuspension"],
+                r["CountsForADA"],
+                r["IsPartialDayTruant"],
+                r["IsTemporarilyNotEnrolled"],
+            )
+            for r in rows
+        ]
         assert any(f[0] == 1 for f in flags) and any(f[0] == 2 and not any(f[1:2] + f[3:]) for f in flags)
         assert any(f[0] == 3 for f in flags) and any(f[0] == 5 for f in flags)
         assert any(f[3] for f in flags)  # partial-day truant
@@ -266,7 +376,9 @@ def test_calendar_has_about_180_school_days_from_mid_august_to_early_june(api):
         rows = api.get(f"/schools/{code}/calendar").json()
         days = [date.fromisoformat(r["CalendarDate"][:10]) for r in rows]
         assert all(d.weekday() < 5 for d in days)  # weekends absent
-        assert date(YEAR, 8, 8) <= days[0] <= date(YEAR, 8, 20) and date(YEAR + 1, 5, 28) <= days[-1] <= date(YEAR + 1, 6, 12)
+        assert date(YEAR, 8, 8) <= days[0] <= date(YEAR, 8, 20) and date(YEAR + 1, 5, 28) <= days[-1] <= date(
+            YEAR + 1, 6, 12
+        )
         codes = Counter(r["HolidayCode"] for r in rows)
         assert codes[""] + codes["%"] == 180
         assert codes["%"] > 0 and codes["#"] > 0 and codes["@"] > 0
@@ -313,7 +425,15 @@ def test_attendance_is_realistic(district):
                     assert school_code == 201
                     continue
                 row = table[entry["all_day"]]
-                totals["oss" if row["IsSuspension"] and not row["CountsForADA"] else "iss" if row["IsSuspension"] else "tne" if row["IsTemporarilyNotEnrolled"] else row["TypeCode"]] += 1  # noqa: E501
+                totals[
+                    "oss"
+                    if row["IsSuspension"] and not row["CountsForADA"]
+                    else "iss"
+                    if row["IsSuspension"]
+                    else "tne"
+                    if row["IsTemporarilyNotEnrolled"]
+                    else row["TypeCode"]
+                ] += 1
     assert totals["period_only"] > 20 and totals["oss"] >= 2 and totals["iss"] >= 1 and totals["tne"] >= 2
     assert totals[5] > 20  # tardies
 
@@ -341,7 +461,11 @@ def test_attendance_stops_at_through_and_at_leave_dates(district):
 
 def test_history_summary_groups_by_school_and_includes_other_schools_rows(api, district):
     body = api.get(f"/schools/102/AttendanceHistory/summary/year/{YEAR}-{YEAR + 1}").json()
-    movers = [sid for sid, n in Counter((r["StudentID"]) for r in district.enrollment if r["AcademicYear"] == str(YEAR)).items() if n == 2]
+    movers = [
+        sid
+        for sid, n in Counter((r["StudentID"]) for r in district.enrollment if r["AcademicYear"] == str(YEAR)).items()
+        if n == 2
+    ]
     mover = next(r for r in body if r["StudentID"] == movers[0])
     assert sorted(h["SchoolCode"] for h in mover["HistorySummaries"]) == [101, 102]
     for record in body:
@@ -359,16 +483,19 @@ def test_history_lags_until_the_nightly_job_and_attendance_edits_skip_the_change
     with start_simulator(district) as sim:
         api = httpx.Client(base_url=f"{sim.base_url}/api/v5", headers={"AERIES-CERT": sim.cert})
         summary_path = f"/schools/101/AttendanceHistory/summary/year/{YEAR}-{YEAR + 1}"
-        feeds = lambda: {a: api.get(f"/StudentDataChanges/{a}/2000/1/1/0/0").json() for a in DATA_CHANGE_AREAS}  # noqa: E731
+        feeds = lambda: {a: api.get(f"/StudentDataChanges/{a}/2000/1/1/0/0").json() for a in DATA_CHANGE_AREAS}  # noqa: E731 - a one-line view of the frame, used twice below
         before_summary, before_feeds = api.get(summary_path).json(), feeds()
         day = instructional_days(district.calendars[101])[5]
         sid = next(
-            s for s in sorted(district.attendance[101]) if day not in district.attendance[101][s]
-            and district.student_record(s, 101)["InactiveStatusCode"] == ""
-        )  # fmt: skip
+            s
+            for s in sorted(district.attendance[101])
+            if day not in district.attendance[101][s] and district.student_record(s, 101)["InactiveStatusCode"] == ""
+        )
         unexcused = letters_for(101)["unexcused"]
         district.set_attendance(101, sid, day, unexcused)
-        served = api.get("/schools/101/attendance", params={"StartDate": f"{day:%Y%m%d}", "EndDate": f"{day:%Y%m%d}"}).json()
+        served = api.get(
+            "/schools/101/attendance", params={"StartDate": f"{day:%Y%m%d}", "EndDate": f"{day:%Y%m%d}"}
+        ).json()
         assert any(r["StudentID"] == sid for r in served)  # the detail call sees the edit at once
         assert api.get(summary_path).json() == before_summary  # the totals do not
         assert feeds() == before_feeds  # and no feed mentions it: Aeries has no attendance feed

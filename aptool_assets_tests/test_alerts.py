@@ -22,10 +22,10 @@ import pytest
 from aptool_assets.alerts.reports import dead_letters_pending, describe_error, processing_report
 from aptool_assets.alerts.sensors import alert_on_run_failure, processing_report_on_success
 from aptool_assets.alerts.slack import Alert, AlertResource
-from aptool_demo.district import FIRST_NAMES, LAST_NAMES
-from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.sources.aeries.client import AeriesAuthError
+from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets_tests.conftest import evaluate_sensor
+from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 
 NAMES = re.compile(r"\b(" + "|".join(FIRST_NAMES + LAST_NAMES) + r")\b")
 
@@ -42,7 +42,7 @@ class Inbox(ThreadingHTTPServer):
 
 
 class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
+    def do_POST(self):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         server: Inbox = self.server  # type: ignore[assignment]
         status = server.fail.pop(0) if server.fail else 200
@@ -82,8 +82,9 @@ def _text(payload: dict) -> str:
 
 def test_alert_is_posted_as_slack_json(webhook):
     alerts = AlertResource(webhook_url=webhook.url, ui_url="http://dagster.local:3000/")
-    assert alerts.send(Alert("Processing report: iready_sync", "warning", {"rows loaded": 12}, ("x",),
-                             alerts.run_link("abc")))
+    assert alerts.send(
+        Alert("Processing report: iready_sync", "warning", {"rows loaded": 12}, ("x",), alerts.run_link("abc"))
+    )
     (payload,) = webhook.posts
     assert payload["text"].startswith("[WARNING] Processing report: iready_sync")
     assert payload["blocks"][0]["text"]["type"] == "mrkdwn"
@@ -140,10 +141,16 @@ def _failure_context(instance, result, resources) -> Iterator[dg.RunFailureSenso
     closed afterwards."""
     run = instance.get_run_by_id(result.run_id)
     failure_event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
-    with dg.build_run_status_sensor_context(
-        sensor_name="alert_on_run_failure", dagster_event=failure_event, dagster_instance=instance,
-        dagster_run=run, resources=resources,
-    ) as status_context, status_context.for_run_failure() as failure_context:
+    with (
+        dg.build_run_status_sensor_context(
+            sensor_name="alert_on_run_failure",
+            dagster_event=failure_event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources=resources,
+        ) as status_context,
+        status_context.for_run_failure() as failure_context,
+    ):
         yield failure_context
 
 
@@ -212,13 +219,19 @@ def test_processing_report_after_a_successful_run(webhook):
         assert report.dead_letters_pending == dead_letters_pending() == 1
         success_event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
         with dg.build_run_status_sensor_context(
-            sensor_name="processing_report_on_success", dagster_event=success_event, dagster_instance=instance,
-            dagster_run=run, resources={"alerts": AlertResource(webhook_url=webhook.url)},
+            sensor_name="processing_report_on_success",
+            dagster_event=success_event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={"alerts": AlertResource(webhook_url=webhook.url)},
         ) as context:
             processing_report_on_success(context)
     (payload,) = webhook.posts
-    fields = {f["text"].split("\n")[0].strip("*"): f["text"].split("\n")[1]
-              for block in payload["blocks"] for f in block.get("fields", [])}
+    fields = {
+        f["text"].split("\n")[0].strip("*"): f["text"].split("\n")[1]
+        for block in payload["blocks"]
+        for f in block.get("fields", [])
+    }
     assert fields["files processed"] == "2" and fields["rows loaded"] == "1500"
     assert fields["rows rejected"] == "7" and fields["dead letters pending"] == "1"
     assert fields["assets materialized"] == "3"
@@ -234,8 +247,11 @@ def test_issues_only_reports_skip_a_clean_run(webhook):
         run = instance.get_run_by_id(result.run_id)
         event = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_SUCCESS)
         with dg.build_run_status_sensor_context(
-            sensor_name="processing_report_on_success", dagster_event=event, dagster_instance=instance,
-            dagster_run=run, resources={"alerts": AlertResource(webhook_url=webhook.url, reports="issues_only")},
+            sensor_name="processing_report_on_success",
+            dagster_event=event,
+            dagster_instance=instance,
+            dagster_run=run,
+            resources={"alerts": AlertResource(webhook_url=webhook.url, reports="issues_only")},
         ) as context:
             outcome = processing_report_on_success(context)
     assert isinstance(outcome, dg.SkipReason) and webhook.posts == []
@@ -255,8 +271,11 @@ def test_breaker_alerts_go_to_the_webhook_when_a_breaker_opens(webhook):
     from aptool_assets.sources.iready.resources import IReadySFTPResource
 
     aeries = AeriesResource(base_url="http://127.0.0.1:9/aeries", cert="c" * 32)
-    resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(),
-                 "alerts": AlertResource(webhook_url=webhook.url)}
+    resources = {
+        "aeries": aeries,
+        "iready_sftp": IReadySFTPResource(),
+        "alerts": AlertResource(webhook_url=webhook.url),
+    }
     with dg.instance_for_test() as instance:
         first = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources)
         assert webhook.posts == []  # all closed: nothing to say

@@ -69,8 +69,15 @@ STANDARD_CODES = [
 def attendance_frame(rows: list[tuple]) -> pl.DataFrame:
     """rows: (student_id, school_code, date, all_day_code, [period codes] or None)."""
     data = [
-        (sid, sc, d, code, None if periods is None else
-         [{"period": str(i + 1), "section_number": 1000 + i, "code": c} for i, c in enumerate(periods)])
+        (
+            sid,
+            sc,
+            d,
+            code,
+            None
+            if periods is None
+            else [{"period": str(i + 1), "section_number": 1000 + i, "code": c} for i, c in enumerate(periods)],
+        )
         for sid, sc, d, code, periods in rows
     ]
     return pl.DataFrame(data, schema=ATTENDANCE_SCHEMA, orient="row")
@@ -101,8 +108,9 @@ def summarize(
     return {(r["student_id"], r["school_code"]): r for r in out.iter_rows(named=True)}
 
 
-def one_school(n_days: int, absences: list[tuple], *, student: int = 1, codes: pl.DataFrame | None = None,
-               as_of: date = AS_OF) -> dict:
+def one_school(
+    n_days: int, absences: list[tuple], *, student: int = 1, codes: pl.DataFrame | None = None, as_of: date = AS_OF
+) -> dict:
     """The single summary row of one student enrolled all year at S1 with n_days school days.
 
     absences: (index into the school days, all-day code, period codes or None).
@@ -128,12 +136,14 @@ def absent_days(n: int, code: str = "U") -> list[tuple]:
 
 def test_minimum_days_count_and_holidays_do_not():
     days = weekdays(5)
-    cal = calendar_frame(S1, days[:3], {days[3]: "%", days[4]: "#", date(2025, 9, 8): "@",
-                                        date(2025, 9, 9): "+", date(2025, 9, 10): "$"})
+    cal = calendar_frame(
+        S1, days[:3], {days[3]: "%", days[4]: "#", date(2025, 9, 8): "@", date(2025, 9, 9): "+", date(2025, 9, 10): "$"}
+    )
     assert instructional_days(cal)["calendar_date"].to_list() == days[:4]
 
-    att = attendance_frame([(1, S1, days[4], "U", None), (1, S1, date(2025, 9, 9), "U", None),
-                            (1, S1, days[3], "U", None)])
+    att = attendance_frame(
+        [(1, S1, days[4], "U", None), (1, S1, date(2025, 9, 9), "U", None), (1, S1, days[3], "U", None)]
+    )
     row = summarize(calendar=cal, enrollment=enrollment_frame([(1, S1, FIRST_DAY, None)]), attendance=att)[(1, S1)]
     # 3 regular + 1 minimum day; the codes on the holiday and the conference day are ignored.
     assert (row["days_enrolled"], row["days_absent"], row["truancy_count"]) == (4, 1, 1)
@@ -159,8 +169,11 @@ def test_exactly_ten_percent_with_31_or_more_days_is_chronic():
 
 def test_just_under_ten_percent_is_not_chronic():
     days = [date(2025, 7, 1) + timedelta(days=i) for i in range(361)]  # every day a school day
-    row = summarize(calendar=calendar_frame(S1, days), enrollment=enrollment_frame([(1, S1, days[0], None)]),
-                    attendance=attendance_frame([(1, S1, d, "U", None) for d in days[:36]]))[(1, S1)]
+    row = summarize(
+        calendar=calendar_frame(S1, days),
+        enrollment=enrollment_frame([(1, S1, days[0], None)]),
+        attendance=attendance_frame([(1, S1, d, "U", None) for d in days[:36]]),
+    )[(1, S1)]
     assert (row["days_enrolled"], row["days_absent"]) == (361, 36)  # 9.97 %
     assert row["is_chronically_absent"] is False
     assert row["attendance_tier"] == "at_risk"
@@ -200,11 +213,23 @@ def test_tier_boundaries_through_the_summary(absent, enrolled, tier):
 
 def test_tier_expression_boundaries_and_null_rate():
     rates = [0.0, 0.0499999, 0.05, 0.0999999, 0.10, 0.1999999, 0.20, 1.0, None]
-    tiers = pl.DataFrame({"absence_rate": rates}, schema={"absence_rate": pl.Float64}).select(
-        attendance_tier_expr()
-    ).to_series().to_list()
-    assert tiers == ["satisfactory", "satisfactory", "at_risk", "at_risk", "moderate_chronic",
-                     "moderate_chronic", "severe_chronic", "severe_chronic", "satisfactory"]
+    tiers = (
+        pl.DataFrame({"absence_rate": rates}, schema={"absence_rate": pl.Float64})
+        .select(attendance_tier_expr())
+        .to_series()
+        .to_list()
+    )
+    assert tiers == [
+        "satisfactory",
+        "satisfactory",
+        "at_risk",
+        "at_risk",
+        "moderate_chronic",
+        "moderate_chronic",
+        "severe_chronic",
+        "severe_chronic",
+        "satisfactory",
+    ]
     assert set(tiers) <= set(TIERS)
 
 
@@ -232,13 +257,41 @@ def test_unverified_absences_count_as_absent():
 
 
 def test_each_count_column():
-    row = one_school(50, [(0, "A", None), (1, "E", None), (2, "E", None), (3, "U", None), (4, "S", None),
-                          (5, "I", None), (6, "T", None), (7, "P", None), (8, None, ["T"])])
-    assert {k: row[k] for k in ("days_unverified", "days_excused", "days_unexcused",
-                                "days_suspension_out_of_school", "days_suspension_in_school",
-                                "days_absent", "days_enrolled", "truancy_count")} == {
-        "days_unverified": 1, "days_excused": 2, "days_unexcused": 1, "days_suspension_out_of_school": 1,
-        "days_suspension_in_school": 1, "days_absent": 5, "days_enrolled": 50, "truancy_count": 1,
+    row = one_school(
+        50,
+        [
+            (0, "A", None),
+            (1, "E", None),
+            (2, "E", None),
+            (3, "U", None),
+            (4, "S", None),
+            (5, "I", None),
+            (6, "T", None),
+            (7, "P", None),
+            (8, None, ["T"]),
+        ],
+    )
+    assert {
+        k: row[k]
+        for k in (
+            "days_unverified",
+            "days_excused",
+            "days_unexcused",
+            "days_suspension_out_of_school",
+            "days_suspension_in_school",
+            "days_absent",
+            "days_enrolled",
+            "truancy_count",
+        )
+    } == {
+        "days_unverified": 1,
+        "days_excused": 2,
+        "days_unexcused": 1,
+        "days_suspension_out_of_school": 1,
+        "days_suspension_in_school": 1,
+        "days_absent": 5,
+        "days_enrolled": 50,
+        "truancy_count": 1,
     }
 
 
@@ -252,8 +305,12 @@ def test_temporarily_not_enrolled_days_reduce_enrolled_and_are_not_absences():
 def test_temporarily_not_enrolled_outside_enrollment_changes_nothing():
     days = weekdays(10)
     cal = calendar_frame(S1, days, {date(2025, 9, 20): "#"})
-    att = attendance_frame([(1, S1, date(2025, 9, 20), "G", None),  # holiday
-                            (1, S1, days[9], "G", None)])  # after the leave date
+    att = attendance_frame(
+        [
+            (1, S1, date(2025, 9, 20), "G", None),  # holiday
+            (1, S1, days[9], "G", None),
+        ]
+    )  # after the leave date
     row = summarize(calendar=cal, enrollment=enrollment_frame([(1, S1, FIRST_DAY, days[8])]), attendance=att)
     assert row[(1, S1)]["days_enrolled"] == 9
 
@@ -280,18 +337,31 @@ def test_category_order(type_code, ada, suspension, tne, category):
     codes = codes_frame(S1, [("X", type_code, ada, suspension, False, tne)])
     out = categorize_attendance(attendance_frame([(1, S1, FIRST_DAY, "X", None)]), codes)
     assert out["absence_category"].to_list() == [category]
-    assert out["is_full_day_absence"].to_list() == [category in {
-        "absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school"}]
+    assert out["is_full_day_absence"].to_list() == [
+        category in {"absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school"}
+    ]
     assert out["unknown_code"].to_list() == [None]
     assert category is None or category in ABSENCE_CATEGORIES
 
 
 def test_categorize_keeps_rows_columns_and_order():
-    att = attendance_frame([(3, S1, FIRST_DAY, "E", None), (1, S1, FIRST_DAY, "", ["T", ""]),
-                            (2, S1, FIRST_DAY, None, []), (1, S1, FIRST_DAY, " ", None)])
+    att = attendance_frame(
+        [
+            (3, S1, FIRST_DAY, "E", None),
+            (1, S1, FIRST_DAY, "", ["T", ""]),
+            (2, S1, FIRST_DAY, None, []),
+            (1, S1, FIRST_DAY, " ", None),
+        ]
+    )
     out = categorize_attendance(att.with_columns(pl.lit("x").alias("extra")), codes_frame(S1))
-    assert out.columns == [*ATTENDANCE_SCHEMA, "extra", "absence_category", "is_full_day_absence",
-                           "is_truancy_day", "unknown_code"]
+    assert out.columns == [
+        *ATTENDANCE_SCHEMA,
+        "extra",
+        "absence_category",
+        "is_full_day_absence",
+        "is_truancy_day",
+        "unknown_code",
+    ]
     assert out["student_id"].to_list() == [3, 1, 2, 1]
     # '' and ' ' are "no all-day code"; an empty period list is no period code at all.
     assert out["absence_category"].to_list() == ["absent_excused", "partial", None, None]
@@ -303,22 +373,27 @@ def test_categorize_keeps_rows_columns_and_order():
 
 def test_partial_days_are_not_absences_but_can_be_truancy():
     codes = codes_frame(S1)
-    att = attendance_frame([
-        (1, S1, FIRST_DAY, None, ["T"]),  # tardy in one period: partial, no truancy
-        (1, S1, FIRST_DAY + timedelta(1), None, ["U"]),  # unexcused period (TypeCode 3): truancy
-        (1, S1, FIRST_DAY + timedelta(2), None, ["B"]),  # IsPartialDayTruant period: truancy
-        (1, S1, FIRST_DAY + timedelta(3), None, ["U"] * 6),  # every period coded: still partial
-        (1, S1, FIRST_DAY + timedelta(4), "B", None),  # all-day code flagged partial-day truant
-        (1, S1, FIRST_DAY + timedelta(7), "E", ["E", "U"]),  # excused day with a cut period
-    ])
+    att = attendance_frame(
+        [
+            (1, S1, FIRST_DAY, None, ["T"]),  # tardy in one period: partial, no truancy
+            (1, S1, FIRST_DAY + timedelta(1), None, ["U"]),  # unexcused period (TypeCode 3): truancy
+            (1, S1, FIRST_DAY + timedelta(2), None, ["B"]),  # IsPartialDayTruant period: truancy
+            (1, S1, FIRST_DAY + timedelta(3), None, ["U"] * 6),  # every period coded: still partial
+            (1, S1, FIRST_DAY + timedelta(4), "B", None),  # all-day code flagged partial-day truant
+            (1, S1, FIRST_DAY + timedelta(7), "E", ["E", "U"]),  # excused day with a cut period
+        ]
+    )
     out = categorize_attendance(att, codes)
-    assert out["absence_category"].to_list() == ["partial", "partial", "partial", "partial", "tardy",
-                                                 "absent_excused"]
+    assert out["absence_category"].to_list() == ["partial", "partial", "partial", "partial", "tardy", "absent_excused"]
     assert out["is_truancy_day"].to_list() == [False, True, True, True, True, True]
     assert out["is_full_day_absence"].to_list() == [False, False, False, False, False, True]
 
-    result = summarize(calendar=calendar_frame(S1, weekdays(40)), attendance=att, codes=codes,
-                       enrollment=enrollment_frame([(1, S1, FIRST_DAY, None)]))[(1, S1)]
+    result = summarize(
+        calendar=calendar_frame(S1, weekdays(40)),
+        attendance=att,
+        codes=codes,
+        enrollment=enrollment_frame([(1, S1, FIRST_DAY, None)]),
+    )[(1, S1)]
     assert (result["days_absent"], result["days_excused"], result["truancy_count"]) == (1, 1, 5)
 
 
@@ -349,12 +424,16 @@ def test_mid_year_transfer_gives_one_row_per_school():
     days = weekdays(40)
     cal = pl.concat([calendar_frame(S1, days), calendar_frame(S2, days)])
     enr = enrollment_frame([(1, S1, FIRST_DAY, days[14]), (1, S2, days[15], None)])
-    att = attendance_frame([
-        (1, S1, days[3], "U", None), (1, S1, days[14], "E", None),
-        (1, S1, days[20], "U", None),  # coded at the old school after leaving: ignored
-        (1, S2, days[10], "U", None),  # coded at the new school before entering: ignored
-        (1, S2, days[15], "A", None), (1, S2, days[39], "S", None),
-    ])
+    att = attendance_frame(
+        [
+            (1, S1, days[3], "U", None),
+            (1, S1, days[14], "E", None),
+            (1, S1, days[20], "U", None),  # coded at the old school after leaving: ignored
+            (1, S2, days[10], "U", None),  # coded at the new school before entering: ignored
+            (1, S2, days[15], "A", None),
+            (1, S2, days[39], "S", None),
+        ]
+    )
     codes = pl.concat([codes_frame(S1), codes_frame(S2)])
     result = summarize(calendar=cal, enrollment=enr, attendance=att, codes=codes)
     assert set(result) == {(1, S1), (1, S2)}
@@ -367,23 +446,26 @@ def test_mid_year_transfer_gives_one_row_per_school():
 def test_withdrawal_leave_date_is_inclusive_and_later_days_do_not_count():
     days = weekdays(40)
     att = attendance_frame([(1, S1, days[9], "U", None), (1, S1, days[10], "U", None)])
-    row = summarize(calendar=calendar_frame(S1, days), attendance=att,
-                    enrollment=enrollment_frame([(1, S1, days[0], days[9])]))[(1, S1)]
+    row = summarize(
+        calendar=calendar_frame(S1, days), attendance=att, enrollment=enrollment_frame([(1, S1, days[0], days[9])])
+    )[(1, S1)]
     assert (row["days_enrolled"], row["days_absent"], row["truancy_count"]) == (10, 1, 1)
 
 
 def test_enter_date_is_inclusive():
     days = weekdays(10)
     att = attendance_frame([(1, S1, days[3], "U", None), (1, S1, days[4], "U", None)])
-    row = summarize(calendar=calendar_frame(S1, days), attendance=att,
-                    enrollment=enrollment_frame([(1, S1, days[4], None)]))[(1, S1)]
+    row = summarize(
+        calendar=calendar_frame(S1, days), attendance=att, enrollment=enrollment_frame([(1, S1, days[4], None)])
+    )[(1, S1)]
     assert (row["days_enrolled"], row["days_absent"]) == (6, 1)
 
 
 def test_overlapping_stints_count_each_day_once():
     days = weekdays(30)
-    enr = enrollment_frame([(1, S1, days[0], days[19]), (1, S1, days[10], None), (1, S1, days[5], days[8]),
-                            (1, S1, days[0], days[19])])
+    enr = enrollment_frame(
+        [(1, S1, days[0], days[19]), (1, S1, days[10], None), (1, S1, days[5], days[8]), (1, S1, days[0], days[19])]
+    )
     att = attendance_frame([(1, S1, days[12], "U", None)])
     result = summarize(calendar=calendar_frame(S1, days), enrollment=enr, attendance=att)
     assert len(result) == 1
@@ -399,16 +481,25 @@ def test_gap_between_stints_is_not_enrolled():
 
 
 def test_school_year_clipping_and_roster():
-    cal = calendar_frame(S1, [date(2025, 6, 20), date(2025, 6, 30), date(2025, 7, 1), date(2025, 9, 2),
-                              date(2026, 6, 30), date(2026, 7, 1)])
-    enr = enrollment_frame([
-        (1, S1, date(2024, 8, 15), None),  # enrolled since last year: counted from July 1
-        (2, S1, date(2024, 8, 15), date(2025, 6, 30)),  # left before the year: no row
-        (3, S1, date(2026, 7, 1), None),  # next year: no row
-        (4, S1, date(2025, 6, 1), date(2025, 7, 1)),  # overlaps the year by one day
-    ])
-    att = attendance_frame([(1, S1, date(2025, 6, 30), "U", None), (1, S1, date(2026, 7, 1), "U", None),
-                            (1, S1, date(2025, 7, 1), "E", None)])
+    cal = calendar_frame(
+        S1,
+        [date(2025, 6, 20), date(2025, 6, 30), date(2025, 7, 1), date(2025, 9, 2), date(2026, 6, 30), date(2026, 7, 1)],
+    )
+    enr = enrollment_frame(
+        [
+            (1, S1, date(2024, 8, 15), None),  # enrolled since last year: counted from July 1
+            (2, S1, date(2024, 8, 15), date(2025, 6, 30)),  # left before the year: no row
+            (3, S1, date(2026, 7, 1), None),  # next year: no row
+            (4, S1, date(2025, 6, 1), date(2025, 7, 1)),  # overlaps the year by one day
+        ]
+    )
+    att = attendance_frame(
+        [
+            (1, S1, date(2025, 6, 30), "U", None),
+            (1, S1, date(2026, 7, 1), "U", None),
+            (1, S1, date(2025, 7, 1), "E", None),
+        ]
+    )
     result = summarize(calendar=cal, enrollment=enr, attendance=att)
     assert set(result) == {(1, S1), (4, S1)}
     assert (result[(1, S1)]["days_enrolled"], result[(1, S1)]["days_absent"]) == (3, 1)
@@ -418,8 +509,9 @@ def test_school_year_clipping_and_roster():
 def test_codes_after_as_of_date_are_ignored():
     days = weekdays(40)
     as_of = days[19]
-    row = one_school(40, [(5, "U", None), (19, "U", None), (20, "U", None), (30, "S", None), (25, None, ["U"])],
-                     as_of=as_of)
+    row = one_school(
+        40, [(5, "U", None), (19, "U", None), (20, "U", None), (30, "S", None), (25, None, ["U"])], as_of=as_of
+    )
     assert row["days_enrolled"] == 20
     assert (row["days_absent"], row["truancy_count"]) == (2, 2)
     assert row["as_of_date"] == as_of
@@ -435,8 +527,11 @@ def test_student_entering_after_as_of_date_has_no_row():
 
 def test_as_of_date_after_year_end_is_capped():
     days = weekdays(10, start=date(2026, 6, 22))  # runs into July 2026
-    result = summarize(calendar=calendar_frame(S1, days), enrollment=enrollment_frame([(1, S1, days[0], None)]),
-                       as_of=date(2026, 12, 31))
+    result = summarize(
+        calendar=calendar_frame(S1, days),
+        enrollment=enrollment_frame([(1, S1, days[0], None)]),
+        as_of=date(2026, 12, 31),
+    )
     assert result[(1, S1)]["days_enrolled"] == 7  # June 22-30 weekdays
     assert result[(1, S1)]["as_of_date"] == date(2026, 6, 30)
 
@@ -466,13 +561,16 @@ def test_every_enrolled_day_not_enrolled_gives_null_rate():
 def test_same_letter_means_different_things_at_two_schools():
     days = weekdays(40)
     cal = pl.concat([calendar_frame(S1, days), calendar_frame(S2, days)])
-    codes = pl.concat([
-        codes_frame(S1, [("X", 3, False, False, False, False)]),  # unexcused at S1
-        codes_frame(S2, [("X", 6, True, True, False, False)]),  # in-school suspension at S2
-    ])
+    codes = pl.concat(
+        [
+            codes_frame(S1, [("X", 3, False, False, False, False)]),  # unexcused at S1
+            codes_frame(S2, [("X", 6, True, True, False, False)]),  # in-school suspension at S2
+        ]
+    )
     enr = enrollment_frame([(1, S1, FIRST_DAY, None), (2, S2, FIRST_DAY, None)])
-    att = attendance_frame([(1, S1, days[i], "X", None) for i in range(4)]
-                           + [(2, S2, days[i], "X", None) for i in range(4)])
+    att = attendance_frame(
+        [(1, S1, days[i], "X", None) for i in range(4)] + [(2, S2, days[i], "X", None) for i in range(4)]
+    )
     result = summarize(calendar=cal, enrollment=enr, attendance=att, codes=codes)
     a, b = result[(1, S1)], result[(2, S2)]
     assert (a["days_unexcused"], a["days_absent"], a["truancy_count"], a["is_chronically_absent"]) == (4, 4, 4, True)
@@ -481,15 +579,24 @@ def test_same_letter_means_different_things_at_two_schools():
 
 def test_unknown_code_neither_crashes_nor_counts():
     codes = codes_frame(S1)
-    att = attendance_frame([(1, S1, FIRST_DAY, "Z", None), (1, S1, FIRST_DAY + timedelta(1), None, ["Q", "T"]),
-                            (1, S1, FIRST_DAY + timedelta(2), "U", None)])
+    att = attendance_frame(
+        [
+            (1, S1, FIRST_DAY, "Z", None),
+            (1, S1, FIRST_DAY + timedelta(1), None, ["Q", "T"]),
+            (1, S1, FIRST_DAY + timedelta(2), "U", None),
+        ]
+    )
     out = categorize_attendance(att, codes)
     assert out["absence_category"].to_list() == [None, "partial", "absent_unexcused"]
     assert out["unknown_code"].to_list() == ["Z", "Q", None]
     assert out["is_truancy_day"].to_list() == [False, False, True]
 
-    row = summarize(calendar=calendar_frame(S1, weekdays(10)), enrollment=enrollment_frame([(1, S1, FIRST_DAY, None)]),
-                    attendance=att, codes=codes)[(1, S1)]
+    row = summarize(
+        calendar=calendar_frame(S1, weekdays(10)),
+        enrollment=enrollment_frame([(1, S1, FIRST_DAY, None)]),
+        attendance=att,
+        codes=codes,
+    )[(1, S1)]
     assert (row["days_enrolled"], row["days_absent"], row["truancy_count"]) == (10, 1, 1)
 
 
@@ -520,9 +627,12 @@ def test_summary_columns_and_dtypes():
 
 def test_empty_inputs():
     out = student_attendance_summary(
-        calendar=pl.DataFrame(schema=CALENDAR_SCHEMA), enrollment=pl.DataFrame(schema=ENROLLMENT_SCHEMA),
-        attendance=pl.DataFrame(schema=ATTENDANCE_SCHEMA), absence_codes=pl.DataFrame(schema=ABSENCE_CODES_SCHEMA),
-        school_year=YEAR, as_of_date=AS_OF,
+        calendar=pl.DataFrame(schema=CALENDAR_SCHEMA),
+        enrollment=pl.DataFrame(schema=ENROLLMENT_SCHEMA),
+        attendance=pl.DataFrame(schema=ATTENDANCE_SCHEMA),
+        absence_codes=pl.DataFrame(schema=ABSENCE_CODES_SCHEMA),
+        school_year=YEAR,
+        as_of_date=AS_OF,
     )
     assert out.height == 0
     assert out.schema == pl.Schema(SUMMARY_SCHEMA)
@@ -531,8 +641,16 @@ def test_empty_inputs():
 # --- property: fast == slow reference on random districts ------------------------------------
 
 FULL_DAY = {"absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school"}
-TYPE_CATEGORY = {1: "absent_unverified", 2: "absent_excused", 3: "absent_unexcused", 4: "present", 6: "present",
-                 5: "tardy", 8: "tardy", 9: "tardy"}
+TYPE_CATEGORY = {
+    1: "absent_unverified",
+    2: "absent_excused",
+    3: "absent_unexcused",
+    4: "present",
+    6: "present",
+    5: "tardy",
+    8: "tardy",
+    9: "tardy",
+}
 
 
 def _clean(code):
@@ -595,17 +713,32 @@ def reference_summary(calendar, enrollment, attendance, codes, school_year, as_o
 
         absent = sum(1 for c, _ in cats if c in FULL_DAY)
         rate = absent / len(days) if days else None
-        tier = ("satisfactory" if rate is None or rate < 0.05 else "at_risk" if rate < 0.10
-                else "moderate_chronic" if rate < 0.20 else "severe_chronic")
+        tier = (
+            "satisfactory"
+            if rate is None or rate < 0.05
+            else "at_risk"
+            if rate < 0.10
+            else "moderate_chronic"
+            if rate < 0.20
+            else "severe_chronic"
+        )
         truancy = sum(1 for _, t in cats if t)
         out[(sid, sc)] = {
-            "school_year": school_year, "student_id": sid, "school_code": sc, "as_of_date": as_of,
-            "days_enrolled": len(days), "days_absent": absent, "days_excused": n("absent_excused"),
-            "days_unexcused": n("absent_unexcused"), "days_unverified": n("absent_unverified"),
+            "school_year": school_year,
+            "student_id": sid,
+            "school_code": sc,
+            "as_of_date": as_of,
+            "days_enrolled": len(days),
+            "days_absent": absent,
+            "days_excused": n("absent_excused"),
+            "days_unexcused": n("absent_unexcused"),
+            "days_unverified": n("absent_unverified"),
             "days_suspension_out_of_school": n("suspension_out_of_school"),
-            "days_suspension_in_school": n("suspension_in_school"), "absence_rate": rate,
+            "days_suspension_in_school": n("suspension_in_school"),
+            "absence_rate": rate,
             "is_chronically_absent": rate is not None and rate >= 0.10 and len(days) >= 31,
-            "attendance_tier": tier, "truancy_count": truancy,
+            "attendance_tier": tier,
+            "truancy_count": truancy,
             "truancy_letter_level": 3 if truancy >= 9 else 2 if truancy >= 6 else 1 if truancy >= 3 else 0,
         }
     return out
@@ -629,8 +762,13 @@ def random_district(rng: random.Random):
     for sc in schools:
         for letter in letters:
             if rng.random() < 0.8:
-                codes[(sc, letter)] = (rng.choice([1, 2, 3, 3, 4, 5, 6, 7, 8, 9]), rng.random() < 0.5,
-                                       rng.random() < 0.15, rng.random() < 0.2, rng.random() < 0.1)
+                codes[(sc, letter)] = (
+                    rng.choice([1, 2, 3, 3, 4, 5, 6, 7, 8, 9]),
+                    rng.random() < 0.5,
+                    rng.random() < 0.15,
+                    rng.random() < 0.2,
+                    rng.random() < 0.1,
+                )
     code_rows = [(sc, c, *v) for (sc, c), v in codes.items()]
 
     def near_pool_day():
@@ -684,8 +822,11 @@ def test_fast_summary_equals_reference_on_random_districts(seed):
 
         fast = student_attendance_summary(
             calendar=pl.DataFrame(calendar, schema=CALENDAR_SCHEMA, orient="row"),
-            enrollment=enrollment_frame(enrollment), attendance=att, absence_codes=code_frame,
-            school_year=YEAR, as_of_date=as_of,
+            enrollment=enrollment_frame(enrollment),
+            attendance=att,
+            absence_codes=code_frame,
+            school_year=YEAR,
+            as_of_date=as_of,
         )
         assert fast.schema == pl.Schema(SUMMARY_SCHEMA)
         got = {(r["student_id"], r["school_code"]): r for r in fast.iter_rows(named=True)}

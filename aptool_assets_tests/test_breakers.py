@@ -20,10 +20,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import dagster as dg
 import pytest
 
-from aptool_demo.district import build_district
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
 from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY, aeries_policy, iready_policy
-from aptool_assets.resilience.retry import RetrySettings, retry_from_env, SFTP_RETRY
+from aptool_assets.resilience.retry import SFTP_RETRY, RetrySettings, retry_from_env
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import (
     AeriesAuthError,
@@ -32,10 +31,11 @@ from aptool_assets.sources.aeries.client import (
     AeriesResponseError,
     AeriesUnavailableError,
 )
-from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
 from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
 from aptool_assets_tests.conftest import evaluate_sensor, schema_reset
+from aptool_demo.district import build_district
+from aptool_demo.simulator import build_sim_district, start_simulator
 
 YEAR = 2025
 SETTINGS = BreakerSettings("aeries", failure_threshold=10, window_s=300.0, half_open_after_s=60.0)
@@ -254,8 +254,9 @@ CHILD = textwrap.dedent(
 
 
 def _child(target, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", CHILD, *target, *args], stdout=subprocess.PIPE,
-                            stdin=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, *target, *args], stdout=subprocess.PIPE, stdin=subprocess.PIPE, text=True, **kw
+    )
 
 
 def test_state_is_shared_across_processes(store_target):
@@ -325,8 +326,12 @@ def sim():
 def aeries(sim):
     sim.faults.__init__()
     sim.reset_stats()
-    return AeriesResource(base_url=sim.base_url, cert=sim.cert, database_year=YEAR,
-                          resilience=AERIES_POLICY.but(**FAST, breaker_failure_threshold=3))
+    return AeriesResource(
+        base_url=sim.base_url,
+        cert=sim.cert,
+        database_year=YEAR,
+        resilience=AERIES_POLICY.but(**FAST, breaker_failure_threshold=3),
+    )
 
 
 def _aeries_state(resource: AeriesResource):
@@ -367,7 +372,7 @@ def test_503_on_every_attempt_is_maintenance(sim, aeries):
 
 
 class _Maintenance(BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         self.server.hits += 1
         self.send_response(503)
         self.send_header("Retry-After", "3600")
@@ -434,10 +439,16 @@ def _closed_port() -> int:
 
 
 def test_sftp_refused_connections_open_the_iready_breaker(tmp_path):
-    resource = IReadySFTPResource(host="127.0.0.1", port=_closed_port(), username="district", password="pw",
-                                  known_hosts_path=str(tmp_path / "known_hosts"),
-                                  resilience=IREADY_POLICY.but(retry_max_attempts=3, retry_base_delay_s=0.001,
-                                                               retry_max_delay_s=0.001, breaker_failure_threshold=4))
+    resource = IReadySFTPResource(
+        host="127.0.0.1",
+        port=_closed_port(),
+        username="district",
+        password="pw",
+        known_hosts_path=str(tmp_path / "known_hosts"),
+        resilience=IREADY_POLICY.but(
+            retry_max_attempts=3, retry_base_delay_s=0.001, retry_max_delay_s=0.001, breaker_failure_threshold=4
+        ),
+    )
     with pytest.raises(SFTPUnavailableError):
         resource.list_files()  # 3 failures: still closed
     with pytest.raises(BreakerOpen) as caught:
@@ -476,8 +487,8 @@ def test_sensors_skip_with_the_reason_while_a_breaker_is_open(sim, aeries, tmp_p
 
 
 def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
-    from aptool_assets.alerts.slack import AlertResource
     from aptool_assets.alerts.breakers import CIRCUIT_BREAKERS_KEY, circuit_breakers_sensor
+    from aptool_assets.alerts.slack import AlertResource
 
     resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(), "alerts": AlertResource()}
     with dg.instance_for_test() as instance:
@@ -502,10 +513,18 @@ def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
 
 def test_settings_come_from_the_environment_with_the_designs_defaults():
     assert aeries_policy({}).model_dump() == {
-        "service": "aeries", "retry_max_attempts": 5, "retry_base_delay_s": 1.0, "retry_max_delay_s": 30.0,
-        "retry_backoff": "exponential", "retry_jitter": True, "circuit_breaker": True,
-        "breaker_failure_threshold": 10, "breaker_window_s": 300.0, "breaker_half_open_after_s": 60.0,
-        "maintenance_backoff_s": 1800.0, "auth_backoff_s": 1800.0,
+        "service": "aeries",
+        "retry_max_attempts": 5,
+        "retry_base_delay_s": 1.0,
+        "retry_max_delay_s": 30.0,
+        "retry_backoff": "exponential",
+        "retry_jitter": True,
+        "circuit_breaker": True,
+        "breaker_failure_threshold": 10,
+        "breaker_window_s": 300.0,
+        "breaker_half_open_after_s": 60.0,
+        "maintenance_backoff_s": 1800.0,
+        "auth_backoff_s": 1800.0,
     }
     sftp = iready_policy({"APTOOL_IREADY_BREAKER": "failures=7", "APTOOL_IREADY_RETRY": "max_s=90"})
     assert (sftp.breaker_failure_threshold, sftp.breaker_window_s, sftp.breaker_half_open_after_s) == (7, 600.0, 300.0)

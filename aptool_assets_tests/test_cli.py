@@ -43,7 +43,9 @@ def test_run_rejects_a_malformed_setting(tmp_path):
 
 
 def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_dir, tmp_path):
-    write_file(sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", 2026, "math", layout="2026-27")
+    write_file(
+        sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", 2026, "math", layout="2026-27"
+    )
     write_file(sftp_test_dir, "2025", "diagnostic_results_math_CONFIDENTIAL.csv", 2025, "math")
     env = clean_env(
         **{**sftp_server.env(), "IREADY_SFTP_REMOTE_DIR": sftp_server.remote_path(sftp_test_dir)},
@@ -102,17 +104,25 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     assert "[ok] attendance 2025-07-01..2025-10-17" in proc.stdout
     assert "[ok] attendance summary" in proc.stdout
     # Per table rows of a multi-asset step, and the step's time.
-    assert re.search(r"\[ok\] schools, absence codes, students: schools \d+, absence_codes \d+, students \d+ rows, "
-                     r"\d+ requests \(\d+\.\d s\)", proc.stdout), proc.stdout  # fmt: skip
+    assert re.search(
+        r"\[ok\] schools, absence codes, students: schools \d+, absence_codes \d+, students \d+ rows, "
+        r"\d+ requests \(\d+\.\d s\)",
+        proc.stdout,
+    ), proc.stdout
     wh = open_warehouse(f"duckdb:///{tmp_path / 'wh.duckdb'}")
     summary = wh.query("SELECT count(*) AS n, max(as_of_date) AS d FROM aptool.student_attendance_summary")
     assert summary.item(0, "n") > 0 and str(summary.item(0, "d")) == "2025-10-17"
 
     table = summary_rows(proc.stdout)
     assert list(table) == [
-        "schools, absence codes, students", "calendar, enrollment, Aeries totals", "attendance 2025-07-01..2025-10-17",
-        "attendance summary", "academic risk", "intervention ranking", "total",
-    ]  # fmt: skip
+        "schools, absence codes, students",
+        "calendar, enrollment, Aeries totals",
+        "attendance 2025-07-01..2025-10-17",
+        "attendance summary",
+        "academic risk",
+        "intervention ranking",
+        "total",
+    ]
     assert all(status == "ok" for status, *_ in table.values()), table
     assert table["attendance summary"][1] == str(summary.item(0, "n"))  # the rows it published
     attendance_rows = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
@@ -126,7 +136,10 @@ def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aerie
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "401" in lines[0], proc.stderr
-    assert lines[0].startswith("aptool: error: schools, absence codes, students: ") and "Fix: check AERIES_CERT" in lines[0]
+    assert (
+        lines[0].startswith("aptool: error: schools, absence codes, students: ")
+        and "Fix: check AERIES_CERT" in lines[0]
+    )
     assert wrong not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     # The table says what ran, what failed and what was left alone.
@@ -156,12 +169,25 @@ def test_failure_fixes_and_summary_table():
     assert "APTOOL_DATABASE_URL" in fix_for("IOException: Could not set lock on file wh.duckdb")
     assert fix_for("ZeroDivisionError: division by zero") == DEFAULT_FIX
 
-    summary = RunSummary(2025, [
-        StepOutcome("iready_diagnostic_results", "2025 math", True, "ok", label="i-Ready 2025 math", seconds=1.25,
-                    rows=240, rejected=2),
-        StepOutcome("attendance_days", "", False, "boom", label="attendance", seconds=0.5),
-        StepOutcome("student_academic_risk", "", False, "an earlier step failed", label="academic risk", skipped=True),
-    ])  # fmt: skip
+    summary = RunSummary(
+        2025,
+        [
+            StepOutcome(
+                "iready_diagnostic_results",
+                "2025 math",
+                True,
+                "ok",
+                label="i-Ready 2025 math",
+                seconds=1.25,
+                rows=240,
+                rejected=2,
+            ),
+            StepOutcome("attendance_days", "", False, "boom", label="attendance", seconds=0.5),
+            StepOutcome(
+                "student_academic_risk", "", False, "an earlier step failed", label="academic risk", skipped=True
+            ),
+        ],
+    )
     assert [s.step for s in summary.failures] == ["attendance_days"]  # skipped is not a failure
     lines = summary.table().splitlines()
     assert re.match(r"\s+step\s+status\s+rows\s+rejected\s+seconds$", lines[0])
@@ -201,8 +227,13 @@ def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
     monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
     with open_inbox() as inbox:
         inbox.setup()
-        payload = {"eventId": "evt-1", "eventType": "grade.changed", "timestamp": "2026-11-29T08:00:00-08:00", "data": {}}
-        when = dt.datetime(2026, 11, 29, 16, tzinfo=dt.timezone.utc)
+        payload = {
+            "eventId": "evt-1",
+            "eventType": "grade.changed",
+            "timestamp": "2026-11-29T08:00:00-08:00",
+            "data": {},
+        }
+        when = dt.datetime(2026, 11, 29, 16, tzinfo=dt.UTC)
         inbox.store_dead_letter("evt-1", "grade.changed", when, payload, b"{}", "unsupported event type grade.changed")
 
     env = clean_env(APTOOL_INBOX_PATH=inbox_path)
@@ -225,8 +256,13 @@ def test_breakers_and_failed_operations_from_the_command_line(tmp_path):
     path = tmp_path / "breakers.sqlite"
     store = SqliteBreakerStore(path)
     CircuitBreaker(AERIES_BREAKER, store).open_for(1800, "HTTP 503 on all 5 attempts of GET /api/v5/schools")
-    store.add_failed_operation("aeries", "GET /api/v5/schools/101/students", "AeriesResponseError",
-                               "invalid JSON", {"endpoint": "/api/v5/schools/101/students"})  # fmt: skip
+    store.add_failed_operation(
+        "aeries",
+        "GET /api/v5/schools/101/students",
+        "AeriesResponseError",
+        "invalid JSON",
+        {"endpoint": "/api/v5/schools/101/students"},
+    )
     store.close()
     env = clean_env(APTOOL_BREAKER_PATH=str(path))
 

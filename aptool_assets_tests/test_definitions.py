@@ -42,19 +42,13 @@ def graph_snapshot() -> dict:
             "kinds": sorted(node.kinds),
             "automation": type(node.automation_condition).__name__ if node.automation_condition else None,
             "checks": sorted(c.name for c in node.check_keys),
-            "blocking_checks": sorted(
-                c.name for c in node.check_keys if graph.get(c).blocking
-            ),
+            "blocking_checks": sorted(c.name for c in node.check_keys if graph.get(c).blocking),
         }
     return {
         "assets": assets,
         "jobs": sorted(j.name for j in repo.get_all_jobs() if not j.name.startswith("__")),
-        "sensors": sorted(
-            (s.name, str(s.default_status.value)) for s in repo.sensor_defs
-        ),
-        "schedules": sorted(
-            (s.name, str(s.cron_schedule), s.execution_timezone or "") for s in repo.schedule_defs
-        ),
+        "sensors": sorted((s.name, str(s.default_status.value)) for s in repo.sensor_defs),
+        "schedules": sorted((s.name, str(s.cron_schedule), s.execution_timezone or "") for s in repo.schedule_defs),
     }
 
 

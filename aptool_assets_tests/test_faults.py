@@ -21,17 +21,16 @@ import psycopg
 import pytest
 
 from aptool_assets import definitions
-from aptool_demo.district import build_district
 from aptool_assets.partitions import year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
-from aptool_assets.storage.breakers import open_breaker_store
+from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY
 from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, SCHOOLS_KEY, STUDENTS_KEY
-from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.client import AeriesResource
-from aptool_demo.simulator import build_sim_district, start_simulator
+from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
+from aptool_assets.storage.breakers import open_breaker_store
+from aptool_assets.storage.warehouse import TableWrite, open_warehouse
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, REJECTED_ROWS
-from aptool_assets.storage.warehouse import TableWrite, open_warehouse
 from aptool_assets_tests.fault_tools import (
     ChildRun,
     CuttingProxy,
@@ -45,7 +44,6 @@ from aptool_assets_tests.fault_tools import (
     tables_state,
     tmpfs,
 )
-from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY
 from aptool_assets_tests.iready_helpers import write_file
 from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR, AeriesEnv
 from aptool_assets_tests.test_iready_pipeline import ELA, IReadyEnv
@@ -64,6 +62,8 @@ from aptool_assets_tests.test_publish_atomicity import (  # noqa: F401 - publish
     wait_for_copy,
     write_step,
 )
+from aptool_demo.district import build_district
+from aptool_demo.simulator import build_sim_district, start_simulator
 
 pytestmark = pytest.mark.faults
 
@@ -240,8 +240,9 @@ def iready_state(env: IReadyEnv) -> dict:
 def iready_reference(sftp_server, root: Path, tmp_path: Path) -> dict:
     """The state a fault-free load of what the server holds now publishes (own warehouse and landing)."""
     with dg.instance_for_test() as instance:
-        ref = IReadyEnv(sftp_server, root, f"duckdb:///{tmp_path / 'reference.duckdb'}", tmp_path / "ref_landing",
-                        instance)  # fmt: skip
+        ref = IReadyEnv(
+            sftp_server, root, f"duckdb:///{tmp_path / 'reference.duckdb'}", tmp_path / "ref_landing", instance
+        )
         assert load_iready(ref).success
         return iready_state(ref)
 
@@ -265,13 +266,15 @@ def test_sftp_connection_cut_mid_download_leaves_no_partial_file_and_the_next_ru
     root, proxy = sftp_test_dir, cutting_proxy
     write_file(root, "Current_Year", ELA, IREADY_YEAR, "ela", layout="2026-27", n_students=30)
     with dg.instance_for_test() as instance:
-        env = IReadyEnv(sftp_server, root, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", tmp_path / "landing",
-                        instance)  # fmt: skip
+        env = IReadyEnv(sftp_server, root, f"duckdb:///{tmp_path / 'warehouse.duckdb'}", tmp_path / "landing", instance)
         known_hosts = known_hosts_for_port(sftp_server.known_hosts_path, proxy.port, tmp_path / "known_hosts")
         env.resources["iready_sftp"] = sftp_server.resource(
-            remote_dir=sftp_server.remote_path(root), port=proxy.port, known_hosts_path=str(known_hosts),
-            resilience=IREADY_POLICY.but(retry_base_delay_s=0.01), connect_timeout_s=3,
-        )  # fmt: skip
+            remote_dir=sftp_server.remote_path(root),
+            port=proxy.port,
+            known_hosts_path=str(known_hosts),
+            resilience=IREADY_POLICY.but(retry_base_delay_s=0.01),
+            connect_timeout_s=3,
+        )
         assert load_iready(env).success
         v1 = iready_state(env)
         v1_files = landing_files(env.landing)
@@ -461,8 +464,14 @@ def test_run_killed_mid_publish_leaves_the_old_version_and_the_next_run_converge
         v2 = tables_state(ref.warehouse, {"students": (STUDENTS, None)})
         assert v2 != v1
 
-        plan = {"aeries_url": running.base_url, "aeries_cert": running.cert, "warehouse_url": warehouse_url,
-                "school_year": YEAR, "as_of": THROUGH.isoformat(), "keys": ["aptool/students"]}  # fmt: skip
+        plan = {
+            "aeries_url": running.base_url,
+            "aeries_cert": running.cert,
+            "warehouse_url": warehouse_url,
+            "school_year": YEAR,
+            "as_of": THROUGH.isoformat(),
+            "keys": ["aptool/students"],
+        }
         child = ChildRun({**plan, "hold_publish_of": "students"})
         children.append(child)
         line = child.wait_for("HOLDING")

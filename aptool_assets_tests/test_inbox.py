@@ -25,7 +25,7 @@ from aptool_assets.storage.inbox import (
 from aptool_assets_tests.conftest import drop_database, throwaway_database
 
 REPO = Path(__file__).resolve().parents[1]
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 
 def now() -> dt.datetime:
@@ -37,12 +37,20 @@ def event_body(event_id: str, event_type: str = "attendance.updated", **data) ->
         "eventId": event_id,
         "eventType": event_type,
         "timestamp": now().isoformat(),
-        "data": {"studentId": 1001, "schoolId": 994, "date": "2025-10-01", "period": None,
-                 "attendanceCode": "A", **data},
+        "data": {
+            "studentId": 1001,
+            "schoolId": 994,
+            "date": "2025-10-01",
+            "period": None,
+            "attendanceCode": "A",
+            **data,
+        },
     }
 
 
-def put(box: Inbox, event_id: str, event_type: str = "attendance.updated", ts: dt.datetime | None = None, **data) -> str:
+def put(
+    box: Inbox, event_id: str, event_type: str = "attendance.updated", ts: dt.datetime | None = None, **data
+) -> str:
     body = event_body(event_id, event_type, **data)
     return box.store(event_id, event_type, ts or now(), body, repr(body).encode())
 
@@ -67,8 +75,21 @@ def test_setup_is_idempotent_and_creates_both_tables(inbox):
     assert raw_rows(inbox, "SELECT * FROM {s}webhook_events") == []
     put(inbox, "e-1")
     row = raw_rows(inbox, "SELECT * FROM {s}webhook_events")[0]
-    assert {"seq", "event_id", "event_type", "event_timestamp", "received_at", "payload", "raw_body", "status",
-            "attempts", "next_attempt_at", "last_error", "applied_at", "run_id"} <= set(row)
+    assert {
+        "seq",
+        "event_id",
+        "event_type",
+        "event_timestamp",
+        "received_at",
+        "payload",
+        "raw_body",
+        "status",
+        "attempts",
+        "next_attempt_at",
+        "last_error",
+        "applied_at",
+        "run_id",
+    } <= set(row)
     dead = raw_rows(inbox, "SELECT * FROM {s}dead_letter_events")
     assert dead == []
     assert inbox.healthy()
@@ -108,9 +129,9 @@ def test_store_refuses_naive_timestamps_and_empty_ids(inbox):
 def test_astore_and_async_dead_letter(inbox):
     async def scenario():
         try:
-            results = await asyncio.gather(*[
-                inbox.astore("a-1", "student.enrolled", now(), {"n": i}, b"x") for i in range(8)
-            ])
+            results = await asyncio.gather(
+                *[inbox.astore("a-1", "student.enrolled", now(), {"n": i}, b"x") for i in range(8)]
+            )
             dl = await inbox.astore_dead_letter("a-2", "grade.posted", now(), {}, b"y", "unsupported event type")
             dl_again = await inbox.astore_dead_letter("a-2", "grade.posted", now(), {}, b"y", "unsupported event type")
             healthy = await inbox.ahealthy()
@@ -133,15 +154,15 @@ def test_async_stores_keep_arrival_order_and_answer_each_caller(inbox):
 
     async def scenario():
         try:
-            return await asyncio.gather(*[
-                inbox.astore(event_id, "attendance.updated", now(), {"id": event_id}, b"x") for event_id in calls
-            ])
+            return await asyncio.gather(
+                *[inbox.astore(event_id, "attendance.updated", now(), {"id": event_id}, b"x") for event_id in calls]
+            )
         finally:
             await inbox.aclose()
 
     results = asyncio.run(scenario())
     assert results[: len(ids)] == ["accepted"] * len(ids)
-    assert results[len(ids):] == ["duplicate"] * len(ids[::7])
+    assert results[len(ids) :] == ["duplicate"] * len(ids[::7])
     pending = inbox.pending(limit=1000)
     assert sorted(e.event_id for e in pending) == ids
     assert [e.seq for e in pending] == sorted(e.seq for e in pending)
@@ -373,7 +394,8 @@ from aptool_assets.storage.inbox import SqliteInbox
 box = SqliteInbox(sys.argv[1])
 box.setup()
 for i in range(int(sys.argv[3])):
-    assert box.store(f"{sys.argv[2]}-{i}", "attendance.updated", dt.datetime.now(dt.timezone.utc), {"i": i}, b"x") == "accepted"
+    stored = box.store(f"{sys.argv[2]}-{i}", "attendance.updated", dt.datetime.now(dt.timezone.utc), {"i": i}, b"x")
+    assert stored == "accepted"
 box.close()
 """
 
@@ -383,8 +405,7 @@ def test_sqlite_inbox_takes_writers_from_several_processes(tmp_path):
     reader = SqliteInbox(path)
     reader.setup()
     procs = [
-        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{n}", "150"], cwd=REPO,
-                         stderr=subprocess.PIPE)
+        subprocess.Popen([sys.executable, "-c", WRITER, str(path), f"p{n}", "150"], cwd=REPO, stderr=subprocess.PIPE)
         for n in range(3)
     ]
     # The "sensor" reads and marks while the writers write.
@@ -399,8 +420,9 @@ def test_sqlite_inbox_takes_writers_from_several_processes(tmp_path):
     reader.mark_applied([e.event_id for e in batch], run_id="sensor")
     applied += len(batch)
     assert applied == 450
-    (row,) = raw_rows(reader, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM {s}webhook_events "
-                              "WHERE status = 'applied'")
+    (row,) = raw_rows(
+        reader, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM {s}webhook_events WHERE status = 'applied'"
+    )
     assert row["n"] == row["d"] == 450
     reader.close()
 

@@ -52,7 +52,12 @@ def rf(path: str, size: int = 10, mtime: int = 1) -> RemoteFile:
 
 def test_year_folders_map_to_partitions():
     cur = classify(rf("/exports/fl-kipp_miami/Current_Year/diagnostic_results_ela_CONFIDENTIAL.csv"), 2026)
-    assert (cur.school_year, cur.subject, cur.year_folder, cur.region) == (2026, "ela", "Current_Year", "/exports/fl-kipp_miami")
+    assert (cur.school_year, cur.subject, cur.year_folder, cur.region) == (
+        2026,
+        "ela",
+        "Current_Year",
+        "/exports/fl-kipp_miami",
+    )
     arch = classify(rf("/exports/nj-kipp_nj/2024/diagnostic_results_math.csv"), 2026)
     assert (arch.school_year, arch.subject, arch.region) == (2024, "math", "/exports/nj-kipp_nj")
     dashed = classify(rf("/exports/2023-2024/diagnostic_results_math.csv"), 2026)

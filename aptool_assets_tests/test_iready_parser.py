@@ -16,7 +16,6 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from aptool_demo.iready_files import LAYOUTS, layout_headers, synthetic_diagnostics, write_diagnostic_csv
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS, AssessmentWindows
 from aptool_assets.sources.iready import parser as parser_module
 from aptool_assets.sources.iready.parser import (
@@ -36,6 +35,7 @@ from aptool_assets.sources.iready.schemas import (
     validate_results,
 )
 from aptool_assets.tables.iready import COLUMN_NAMES, PUBLISHED_COLUMNS
+from aptool_demo.iready_files import LAYOUTS, layout_headers, synthetic_diagnostics, write_diagnostic_csv
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "iready"
 needs_fixtures = pytest.mark.skipif(
@@ -307,7 +307,9 @@ HEADER_VARIANTS = {
     "Sex": "sex",
     "Enrolled": "enrolled",
     "Reading Comprehension: Literature Scale Score": "comprehension_literature_scale_score",
-    "Reading Comprehension: Informational Text Relative Placement": "comprehension_informational_text_relative_placement",
+    "Reading Comprehension: Informational Text Relative Placement": (
+        "comprehension_informational_text_relative_placement"
+    ),
     "Reading Comprehension: Overall Placement": "comprehension_overall_placement",
     "Comprehension: Overall Scale Score": "comprehension_overall_scale_score",
     "Comprehension: Literature Placement": "comprehension_literature_placement",
@@ -499,21 +501,39 @@ def test_measures_kept_as_text(tmp_path):
 
 def test_domain_placements_without_scores_are_valid(tmp_path):
     rows = [
-        record(student_id=1, phonics_scale_score=None, phonics_placement="Tested Out",
-               phonics_relative_placement="Mid or Above Grade Level"),
-        record(student_id=2, phonics_scale_score=None, phonics_placement="Surpassed Level",
-               phonics_relative_placement="Mid or Above Grade Level"),
-        record(student_id=3, phonics_scale_score=None, phonics_placement="Not Assessed",
-               phonics_relative_placement="Not Assessed"),
-        record(student_id=4, phonics_scale_score=800, phonics_placement="Max Score",
-               phonics_relative_placement="Mid or Above Grade Level"),
+        record(
+            student_id=1,
+            phonics_scale_score=None,
+            phonics_placement="Tested Out",
+            phonics_relative_placement="Mid or Above Grade Level",
+        ),
+        record(
+            student_id=2,
+            phonics_scale_score=None,
+            phonics_placement="Surpassed Level",
+            phonics_relative_placement="Mid or Above Grade Level",
+        ),
+        record(
+            student_id=3,
+            phonics_scale_score=None,
+            phonics_placement="Not Assessed",
+            phonics_relative_placement="Not Assessed",
+        ),
+        record(
+            student_id=4,
+            phonics_scale_score=800,
+            phonics_placement="Max Score",
+            phonics_relative_placement="Mid or Above Grade Level",
+        ),
         record(student_id=5, phonics_scale_score=None, phonics_placement=None, phonics_relative_placement=None),
     ]
     parsed = parse(write(tmp_path, rows))
     assert parsed.rejected.is_empty()
-    got = parsed.results.sort("student_id").select(
-        "phonics_scale_score", "phonics_placement", "phonics_relative_placement"
-    ).rows()
+    got = (
+        parsed.results.sort("student_id")
+        .select("phonics_scale_score", "phonics_placement", "phonics_relative_placement")
+        .rows()
+    )
     assert got == [
         (None, "Tested Out", "Mid or Above Grade Level"),
         (None, "Surpassed Level", "Mid or Above Grade Level"),
@@ -525,14 +545,24 @@ def test_domain_placements_without_scores_are_valid(tmp_path):
 
 @pytest.mark.parametrize("placement", RELATIVE_PLACEMENTS)
 def test_every_relative_placement_loads(tmp_path, placement):
-    parsed = parse(write(tmp_path, [record(overall_relative_placement=placement, phonics_relative_placement=placement)]))
+    parsed = parse(
+        write(tmp_path, [record(overall_relative_placement=placement, phonics_relative_placement=placement)])
+    )
     assert parsed.results.item(0, "overall_relative_placement") == placement
 
 
 def test_integers_written_as_floats_and_padded_text(tmp_path):
-    rows = [record(percentile="45.0", diagnostic_gain="12.0", overall_scale_score=" 500 ",
-                   overall_relative_placement=" Mid or Above Grade Level ", school_name="  Cedar Grove  ",
-                   student_grade=" K ", is_baseline=" y ")]
+    rows = [
+        record(
+            percentile="45.0",
+            diagnostic_gain="12.0",
+            overall_scale_score=" 500 ",
+            overall_relative_placement=" Mid or Above Grade Level ",
+            school_name="  Cedar Grove  ",
+            student_grade=" K ",
+            is_baseline=" y ",
+        )
+    ]
     parsed = parse(write(tmp_path, rows))
     assert parsed.rejected.is_empty(), parsed.rejected.to_dicts()
     row = parsed.results.row(0, named=True)
@@ -615,10 +645,15 @@ def test_bad_rows_are_rejected_exactly_with_reasons(tmp_path):
     assert sorted(parsed.results.get_column("student_id").to_list()) == good_ids
     assert parsed.total_rows == 10
     assert parsed.total_rows == parsed.results.height + parsed.rejected.height + parsed.duplicate_rows_collapsed
-    assert parsed.rejected.schema == pl.Schema({
-        "source_file": pl.Utf8, "line_number": pl.Int64, "student_id_raw": pl.Utf8,
-        "reason": pl.Utf8, "raw_record": pl.Utf8,
-    })
+    assert parsed.rejected.schema == pl.Schema(
+        {
+            "source_file": pl.Utf8,
+            "line_number": pl.Int64,
+            "student_id_raw": pl.Utf8,
+            "reason": pl.Utf8,
+            "raw_record": pl.Utf8,
+        }
+    )
     assert set(parsed.rejected.get_column("source_file")) == {path.name}
     raw = json.loads(parsed.rejected.item(1, "raw_record"))
     assert raw["overall_scale_score"] == "950" and raw["student_id"] == "1104"
@@ -670,11 +705,17 @@ def test_reasons_on_a_larger_multi_chunk_file(tmp_path, as_bytes):
     template = path.read_text().splitlines()[1].split(",")
     header = path.read_text().splitlines()[0].split(",")
     bad_rows = []
-    for column, value in (("Student ID", "TEMP-0042"), ("Overall Scale Score", "950"),
-                          ("Academic Year", "2025-2026"), ("Percentile", "0")):
+    for column, value in (
+        ("Student ID", "TEMP-0042"),
+        ("Overall Scale Score", "950"),
+        ("Academic Year", "2025-2026"),
+        ("Percentile", "0"),
+    ):
         row = list(template)
         row[header.index(column)] = value
-        row[header.index("Overall Scale Score")] = value if column == "Overall Scale Score" else str(300 + len(bad_rows))
+        row[header.index("Overall Scale Score")] = (
+            value if column == "Overall Scale Score" else str(300 + len(bad_rows))
+        )
         bad_rows.append(",".join(row))
     path.write_text(path.read_text() + "\n".join(bad_rows) + "\n")
     source = path.read_bytes() if as_bytes else path
@@ -695,8 +736,9 @@ def test_a_row_reports_its_first_failure_only(tmp_path):
     assert parsed.rejected.get_column("reason").to_list() == ["non_numeric_student_id"]
 
 
-@pytest.mark.parametrize("missing", ["Student ID", "Academic Year", "Completion Date",
-                                     "Overall Scale Score", "Overall Relative Placement"])
+@pytest.mark.parametrize(
+    "missing", ["Student ID", "Academic Year", "Completion Date", "Overall Scale Score", "Overall Relative Placement"]
+)
 def test_missing_required_column_fails_the_file(tmp_path, missing):
     source = pl.read_csv(write(tmp_path, records(3)), infer_schema=False).drop(missing)
     path = tmp_path / "cut.csv"
@@ -713,7 +755,13 @@ def test_all_missing_required_columns_are_named(tmp_path):
     with pytest.raises(DiagnosticFileError) as err:
         parse(path)
     message = str(err.value)
-    for header in ("Student ID", "Academic Year", "Completion Date", "Overall Scale Score", "Overall Relative Placement"):
+    for header in (
+        "Student ID",
+        "Academic Year",
+        "Completion Date",
+        "Overall Scale Score",
+        "Overall Relative Placement",
+    ):
         assert header in message
     assert_no_pii(message)
 
@@ -761,7 +809,8 @@ def test_mixed_years_reject_the_other_year(tmp_path):
     parsed = parse(write(tmp_path, rows), expected_academic_year=2024)
     assert parsed.academic_years == [2023, 2024]
     assert parsed.rejected.select("line_number", "reason").rows() == [
-        (5, "academic_year_mismatch: 2023"), (6, "academic_year_mismatch: 2023")
+        (5, "academic_year_mismatch: 2023"),
+        (6, "academic_year_mismatch: 2023"),
     ]
     assert parsed.results.get_column("academic_year").unique().to_list() == [2024]
     # Without an expected year both years load, each under its own year.
@@ -800,7 +849,8 @@ def test_byte_identical_rows_collapse_and_key_conflicts_are_rejected(tmp_path):
     assert parsed.total_rows == 8
     assert parsed.duplicate_rows_collapsed == 2
     assert parsed.rejected.select("line_number", "reason").rows() == [
-        (6, "duplicate_key_conflict"), (7, "duplicate_key_conflict")
+        (6, "duplicate_key_conflict"),
+        (7, "duplicate_key_conflict"),
     ]
     assert parsed.results.height == 4
     assert parsed.results.filter(pl.col("student_id") == 2).item(0, "percentile") == 48  # first wins
@@ -841,7 +891,9 @@ def test_no_personal_data_anywhere(tmp_path):
 
 
 def test_results_schema_and_lineage(tmp_path):
-    parsed = parse(write(tmp_path, records(2)), loaded_at=datetime(2025, 1, 15, 0, 30, tzinfo=timezone(timedelta(hours=-8))))
+    parsed = parse(
+        write(tmp_path, records(2)), loaded_at=datetime(2025, 1, 15, 0, 30, tzinfo=timezone(timedelta(hours=-8)))
+    )
     assert parsed.results.schema == pl.Schema(PUBLISHED_COLUMNS)
     assert parsed.results.schema["loaded_at"] == pl.Datetime("us", "UTC")
     assert parsed.results.item(0, "loaded_at") == datetime(2025, 1, 15, 8, 30, tzinfo=UTC)
@@ -871,8 +923,11 @@ def test_validate_results_reports_problems(tmp_path):
     good = parse(write(tmp_path, records(3))).results
     assert validate_results(good) == []
     broken = pl.concat([good, good.head(1)]).with_columns(
-        pl.when(pl.col("student_id") == 1002).then(950).otherwise(pl.col("overall_scale_score"))
-        .cast(pl.Int32).alias("overall_scale_score")
+        pl.when(pl.col("student_id") == 1002)
+        .then(950)
+        .otherwise(pl.col("overall_scale_score"))
+        .cast(pl.Int32)
+        .alias("overall_scale_score")
     )
     problems = validate_results(broken)
     assert any("share a key" in p for p in problems)
@@ -921,9 +976,11 @@ def test_synthetic_diagnostics_are_deterministic_and_coherent():
     assert set(one.get_column("overall_relative_placement")) <= set(RELATIVE_PLACEMENTS)
     assert one.get_column("academic_year").unique().to_list() == [2024]
     assert one.get_column("completion_date").is_between(date(2024, 7, 1), date(2025, 6, 30)).all()
-    windows = parse_diagnostic_file(
-        _write_tmp(one, "math"), subject="math", source_file="m.csv"
-    ).results.group_by("student_id").agg(pl.col("assessment_window").n_unique().alias("w"), pl.len().alias("n"))
+    windows = (
+        parse_diagnostic_file(_write_tmp(one, "math"), subject="math", source_file="m.csv")
+        .results.group_by("student_id")
+        .agg(pl.col("assessment_window").n_unique().alias("w"), pl.len().alias("n"))
+    )
     assert (windows.get_column("w") == windows.get_column("n")).all()  # one test per window
 
 
@@ -941,17 +998,24 @@ def test_synthetic_diagnostics_use_given_ids():
 
 
 def test_writer_formats_values_like_the_vendor(tmp_path):
-    rows = [record(student_grade=0, start_date=date(2024, 8, 5), completion_date=date(2024, 8, 6),
-                   is_baseline=True, is_most_recent=False)]
+    rows = [
+        record(
+            student_grade=0,
+            start_date=date(2024, 8, 5),
+            completion_date=date(2024, 8, 6),
+            is_baseline=True,
+            is_most_recent=False,
+        )
+    ]
     current = write(tmp_path, rows).read_text().splitlines()
-    cells = dict(zip(current[0].split(","), next(csv_rows(current))))
+    cells = dict(zip(current[0].split(","), next(csv_rows(current)), strict=True))
     assert cells["Student Grade"] == "K" and cells["Academic Year"] == "2024-2025"
     assert cells["Start Date"] == "8/5/2024" and cells["Completion Date"] == "8/6/2024"
     assert cells["Baseline Diagnostic (Y/N)"] == "Y" and cells["Most Recent Diagnostic YTD (Y/N)"] == "N"
     assert cells["Overall Relative Placement"] == "Early On Grade Level"
     assert cells["Class Teacher(s)"] == "Quillfeather, Zenobia; Okafor, Ada"
     padded = write(tmp_path, rows, layout="2022-23", name="p.csv").read_text().splitlines()
-    cells = dict(zip(padded[0].split(","), next(csv_rows(padded))))
+    cells = dict(zip(padded[0].split(","), next(csv_rows(padded)), strict=True))
     assert cells["Completion Date"] == "08/06/2024"
 
 

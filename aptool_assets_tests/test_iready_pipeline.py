@@ -10,17 +10,17 @@ import polars as pl
 import pytest
 
 from aptool_assets import definitions
-from aptool_demo.district import append_invalid_rows
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK
 from aptool_assets.partitions import year_subject_key
-from aptool_assets.resources import PlatformResource
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
-from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets_tests.conftest import with_default_resources
-from aptool_assets.storage.warehouse import open_warehouse
-from aptool_assets_tests.iready_helpers import diagnostics, write_file
 from aptool_assets.resilience.policy import IREADY_POLICY
+from aptool_assets.resources import PlatformResource
+from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.warehouse import open_warehouse
+from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
+from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK
+from aptool_assets_tests.conftest import with_default_resources
+from aptool_assets_tests.iready_helpers import diagnostics, write_file
+from aptool_demo.district import append_invalid_rows
 
 YEAR = 2026
 ELA = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv"
@@ -33,8 +33,9 @@ class IReadyEnv:
         self.warehouse = open_warehouse(warehouse_url)
         self.landing = landing
         self.resources = with_default_resources(
-            iready_sftp=server.resource(remote_dir=server.remote_path(root),
-                                        resilience=IREADY_POLICY.but(retry_base_delay_s=0.01)),
+            iready_sftp=server.resource(
+                remote_dir=server.remote_path(root), resilience=IREADY_POLICY.but(retry_base_delay_s=0.01)
+            ),
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, landing_dir=str(landing)),
         )
@@ -81,8 +82,15 @@ def test_happy_path_loads_rows_quarantines_bad_rows_and_passes_checks(iready_env
     result = iready_env.load()
     assert result.success
     checks = checks_by_name(result)
-    assert {"file_accepted", "schema_valid", "key_unique", "scale_scores_in_range", "relative_placement_valid",
-            "rejected_ratio_below_threshold", "fresh"} <= set(checks)
+    assert {
+        "file_accepted",
+        "schema_valid",
+        "key_unique",
+        "scale_scores_in_range",
+        "relative_placement_valid",
+        "rejected_ratio_below_threshold",
+        "fresh",
+    } <= set(checks)
     assert all(c.passed for c in checks.values()), {n: c.description for n, c in checks.items() if not c.passed}
 
     published = iready_env.published()
@@ -105,8 +113,15 @@ def test_happy_path_loads_rows_quarantines_bad_rows_and_passes_checks(iready_env
 
 def test_rerun_is_idempotent_and_a_rewrite_replaces_the_partition(iready_env):
     write_file(iready_env.root, "Current_Year", ELA, YEAR, "ela", layout="2026-27", n_students=30)
-    write_file(iready_env.root, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", YEAR, "math",
-               layout="2026-27", n_students=12)
+    write_file(
+        iready_env.root,
+        "Current_Year",
+        "i-ready_inform_results_math_CONFIDENTIAL.csv",
+        YEAR,
+        "math",
+        layout="2026-27",
+        n_students=12,
+    )
     assert iready_env.load("ela").success and iready_env.load("math").success
     first = iready_env.published().height
     assert iready_env.load("ela").success
@@ -158,8 +173,9 @@ def test_file_missing_a_required_column_is_quarantined_with_the_reason(iready_en
 
 def test_old_and_new_names_side_by_side_load_the_file_of_the_right_year(iready_env):
     # After the FY27 rename the old-name file (last year's content) stayed beside the new one.
-    write_file(iready_env.root, "Current_Year", "diagnostic_results_ela_CONFIDENTIAL.csv", YEAR - 1, "ela",
-               mtime=1_790_000_000)
+    write_file(
+        iready_env.root, "Current_Year", "diagnostic_results_ela_CONFIDENTIAL.csv", YEAR - 1, "ela", mtime=1_790_000_000
+    )
     write_file(iready_env.root, "Current_Year", ELA, YEAR, "ela", layout="2026-27", mtime=1_780_000_000)
     result = iready_env.load()
     assert result.success, checks_by_name(result)["file_accepted"].description

@@ -18,7 +18,7 @@ from aptool_assets_tests.iready_helpers import write_file
 YEAR = 2026
 ELA = "i-ready_inform_results_reading_english_CONFIDENTIAL.csv"
 MATH = "i-ready_inform_results_math_CONFIDENTIAL.csv"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SCHEDULES = {s.name: s for s in definitions.defs.schedules}
 iready_assessment_window_close = SCHEDULES["iready_assessment_window_close"]
 iready_daily_unprocessed_check = SCHEDULES["iready_daily_unprocessed_check"]

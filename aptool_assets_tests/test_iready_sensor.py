@@ -92,7 +92,9 @@ def test_empty_files_and_other_exports_are_never_requested(tick, sftp_test_dir):
 
 def test_one_run_per_partition_and_archive_years(tick, sftp_test_dir):
     write_file(sftp_test_dir, "Current_Year", ELA, YEAR, "ela", layout="2026-27")
-    write_file(sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", YEAR, "math", layout="2026-27")
+    write_file(
+        sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", YEAR, "math", layout="2026-27"
+    )
     write_file(sftp_test_dir, "2025", "diagnostic_results_ela_CONFIDENTIAL.csv", 2025, "ela")
     # An old-name file beside the new one in the same partition: still one run for the partition.
     write_file(sftp_test_dir, "Current_Year", "diagnostic_results_ela_CONFIDENTIAL.csv", YEAR - 1, "ela")

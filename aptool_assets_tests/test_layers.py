@@ -47,7 +47,11 @@ def test_the_product_does_not_depend_on_the_demo():
 
 @pytest.mark.parametrize("package", [layers.PACKAGE, layers.DEMO, "aptool_assets_tests"])
 def test_every_module_says_what_it_is_for(package):
-    silent = [name for name, path in layers.modules(package).items() if layers.has_code(path) and not layers.docstring_line(path)]
+    silent = [
+        name
+        for name, path in layers.modules(package).items()
+        if layers.has_code(path) and not layers.docstring_line(path)
+    ]
     assert not silent, f"modules without an opening docstring: {silent}"
 
 

@@ -21,18 +21,21 @@ import dagster as dg
 import psycopg
 import pytest
 import yaml
+
 # Private, no public equivalent: `dagster job launch`'s run creation (no public API makes a run of a remote job),
 from dagster._cli.job import _create_run
+
 # the in-process workspace built from workspace.yaml (public is only the webserver/daemon CLIs loading it),
 from dagster._core.workspace.context import WorkspaceProcessContext
 from dagster._core.workspace.load_target import WorkspaceFileTarget
+
 # and the queue daemon's own loop (public is only the `dagster-daemon run` process, which never stops by itself).
 from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from aptool_assets import definitions
-from aptool_demo.district import build_district
 from aptool_assets.metrics.assets import STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.resilience.policy import AERIES_POLICY
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
@@ -45,10 +48,10 @@ from aptool_assets.sources.aeries.assets import (
 )
 from aptool_assets.sources.aeries.client import AeriesResource
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
-from aptool_demo.simulator import build_sim_district, start_simulator
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets_tests.conftest import schema_reset, throwaway_database, with_default_resources
-from aptool_assets.resilience.policy import AERIES_POLICY
+from aptool_demo.district import build_district
+from aptool_demo.simulator import build_sim_district, start_simulator
 
 pytestmark = pytest.mark.postgres
 
@@ -58,8 +61,14 @@ WORKSPACE = REPO / "workspace.yaml"
 YEAR = 2025
 FIRST, THROUGH = dt.date(2025, 10, 1), dt.date(2025, 10, 17)
 PUBLISHED = {
-    "schools", "absence_codes", "students", "school_calendar", "enrollment",
-    "attendance_days", "attendance_history_summary", "student_attendance_summary",
+    "schools",
+    "absence_codes",
+    "students",
+    "school_calendar",
+    "enrollment",
+    "attendance_days",
+    "attendance_history_summary",
+    "student_attendance_summary",
 }
 
 
@@ -112,7 +121,11 @@ def test_profile_gives_postgres_storage_a_tag_limited_queue_and_run_retries(dags
         queue = instance.get_concurrency_config().run_queue_config
         assert queue.max_concurrent_runs == 8
         limits = {(limit["key"], limit["value"]): limit["limit"] for limit in queue.tag_concurrency_limits}
-        assert limits == {("aptool/source", "aeries"): 1, ("aptool/source", "iready"): 1, ("aptool/source", "webhooks"): 1}
+        assert limits == {
+            ("aptool/source", "aeries"): 1,
+            ("aptool/source", "iready"): 1,
+            ("aptool/source", "webhooks"): 1,
+        }
 
         assert instance.run_retries_enabled and instance.run_retries_max_retries == 2
         assert instance.run_retries_retry_on_asset_or_op_failure is False
@@ -133,9 +146,13 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
     dagster_home, dagster_db, warehouse_db, simulator, tmp_path
 ):
     resources = with_default_resources(
-        aeries=AeriesResource(base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)),
+        aeries=AeriesResource(
+            base_url=simulator.base_url, cert=simulator.cert, resilience=AERIES_POLICY.but(retry_base_delay_s=0.01)
+        ),
         warehouse=WarehouseResource(database_url=warehouse_db),
-        platform=PlatformResource(school_year=YEAR, as_of_date=THROUGH.isoformat(), landing_dir=str(tmp_path / "landing")),
+        platform=PlatformResource(
+            school_year=YEAR, as_of_date=THROUGH.isoformat(), landing_dir=str(tmp_path / "landing")
+        ),
     )
 
     with dg.DagsterInstance.get() as instance:
@@ -162,8 +179,16 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
 
         runs = instance.get_runs()
         assert len(runs) == 4 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
-        for key in (SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY,
-                    ATTENDANCE_DAYS_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY):
+        for key in (
+            SCHOOLS_KEY,
+            ABSENCE_CODES_KEY,
+            STUDENTS_KEY,
+            CALENDAR_KEY,
+            ENROLLMENT_KEY,
+            HISTORY_KEY,
+            ATTENDANCE_DAYS_KEY,
+            STUDENT_ATTENDANCE_SUMMARY_KEY,
+        ):
             assert instance.get_latest_materialization_event(key) is not None, key.to_user_string()
         days = {(FIRST + dt.timedelta(days=n)).isoformat() for n in range((THROUGH - FIRST).days + 1)}
         assert days <= instance.get_materialized_partitions(ATTENDANCE_DAYS_KEY)
@@ -175,19 +200,27 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
     with psycopg.connect(dagster_db) as con:
         run_ids = {r[0] for r in con.execute("SELECT run_id FROM runs WHERE status = 'SUCCESS'")}
         assert run_ids == {r.run_id for r in runs}
-        materialized = {r[0] for r in con.execute(
-            "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
-        )}
+        materialized = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT asset_key FROM event_logs WHERE dagster_event_type = 'ASSET_MATERIALIZATION'"
+            )
+        }
         assert STUDENT_ATTENDANCE_SUMMARY_KEY.to_string() in materialized and len(materialized) == 8
-        evaluated = {r[0] for r in con.execute(
-            "SELECT DISTINCT check_name FROM asset_check_executions WHERE execution_status = 'SUCCEEDED'"
-        )}
+        evaluated = {
+            r[0]
+            for r in con.execute(
+                "SELECT DISTINCT check_name FROM asset_check_executions WHERE execution_status = 'SUCCEEDED'"
+            )
+        }
         assert {"attendance_key_unique", "attendance_students_known", "summary_rates_valid"} <= evaluated
 
     # …and the published tables in the warehouse database.
     with psycopg.connect(warehouse_db) as con:
-        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'aptool'")}
-        assert PUBLISHED <= tables
+        tables = {
+            r[0] for r in con.execute("SELECT table_name FROM information_schema.tables WHERE table_schema = 'aptool'")
+        }
+        assert tables >= PUBLISHED
         assert con.execute("SELECT count(*) FROM aptool.student_attendance_summary").fetchone()[0] > 0
         last_day = con.execute("SELECT max(calendar_date) FROM aptool.attendance_days").fetchone()[0]
         assert FIRST <= last_day <= THROUGH
@@ -208,9 +241,10 @@ def test_runs_queue_and_the_daemon_launches_one_aeries_run_at_a_time(
         monkeypatch.setenv(name, value)
 
     # The real workspace.yaml: the code location runs in its own code server process, as in production.
-    with dg.DagsterInstance.get() as instance, WorkspaceProcessContext(
-        instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])
-    ) as workspace_context:
+    with (
+        dg.DagsterInstance.get() as instance,
+        WorkspaceProcessContext(instance, WorkspaceFileTarget(paths=[str(WORKSPACE)])) as workspace_context,
+    ):
         workspace = workspace_context.create_request_context()
         location = workspace.get_code_location("aptool_assets")
         try:
@@ -219,8 +253,16 @@ def test_runs_queue_and_the_daemon_launches_one_aeries_run_at_a_time(
 
             def submit() -> dg.DagsterRun:
                 # What `dagster job launch` does: create the run, hand it to the instance's coordinator.
-                run = _create_run(instance=instance, code_location=location, remote_repo=repo, remote_job=job,
-                                  run_config={}, tags=None, op_selection=None, run_id=None)
+                run = _create_run(
+                    instance=instance,
+                    code_location=location,
+                    remote_repo=repo,
+                    remote_job=job,
+                    run_config={},
+                    tags=None,
+                    op_selection=None,
+                    run_id=None,
+                )
                 return instance.submit_run(run.run_id, workspace)
 
             first, second = submit(), submit()
@@ -235,9 +277,13 @@ def test_runs_queue_and_the_daemon_launches_one_aeries_run_at_a_time(
             assert len(launched) == 1, statuses
             waiting = next(rid for rid in statuses if rid not in launched)
 
-            run = wait_for_run(instance, launched[0], while_true=lambda: (
-                instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.QUEUED  # held back meanwhile
-            ))
+            run = wait_for_run(
+                instance,
+                launched[0],
+                while_true=lambda: (
+                    instance.get_run_by_id(waiting).status == dg.DagsterRunStatus.QUEUED  # held back meanwhile
+                ),
+            )
             assert run.status == dg.DagsterRunStatus.SUCCESS, failure_messages(instance, run.run_id)
             assert instance.get_latest_materialization_event(STUDENTS_KEY).run_id == run.run_id
             # A queued run can still be withdrawn before it starts.

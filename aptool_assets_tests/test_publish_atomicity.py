@@ -102,9 +102,11 @@ def checksum(wh: Warehouse, table: TableSpec) -> tuple:
 def expected_checksum(version: int, n: int) -> tuple:
     digest = None
     if n <= FULL_CHECKSUM_MAX_ROWS:
-        text = version_frame(version, n).select(
-            pl.concat_str(["id", "version", "payload"], separator=":").str.join(",")
-        ).item()
+        text = (
+            version_frame(version, n)
+            .select(pl.concat_str(["id", "version", "payload"], separator=":").str.join(","))
+            .item()
+        )
         digest = hashlib.md5((text or "").encode()).hexdigest()
     return n, n * (n - 1) // 2, n * version, version, version, digest
 
@@ -279,10 +281,13 @@ def assert_backend_gone(mon: psycopg.Connection, backend_pid: int) -> None:
         assert time.monotonic() < deadline, f"sessions left behind: {lingering}"
         time.sleep(0.05)
     # Nobody waits on anything in this database.
-    assert mon.execute(
-        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
-        "WHERE d.datname = current_database() AND NOT l.granted"
-    ).fetchone()[0] == 0
+    assert (
+        mon.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE d.datname = current_database() AND NOT l.granted"
+        ).fetchone()[0]
+        == 0
+    )
 
 
 # ---------------------------------------------------------------------------------------------

@@ -29,15 +29,29 @@ S1, S2 = 101, 202
 NOW = datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
 
 SUMMARY_SCHEMA = {
-    "school_year": pl.Int32, "student_id": pl.Int64, "school_code": pl.Int32, "absence_rate": pl.Float64,
-    "attendance_tier": pl.Utf8, "is_chronically_absent": pl.Boolean, "truancy_count": pl.Int32,
-    "truancy_letter_level": pl.Int32, "days_enrolled": pl.Int32, "days_absent": pl.Int32,
-    "first_name": pl.Utf8, "last_name": pl.Utf8,
+    "school_year": pl.Int32,
+    "student_id": pl.Int64,
+    "school_code": pl.Int32,
+    "absence_rate": pl.Float64,
+    "attendance_tier": pl.Utf8,
+    "is_chronically_absent": pl.Boolean,
+    "truancy_count": pl.Int32,
+    "truancy_letter_level": pl.Int32,
+    "days_enrolled": pl.Int32,
+    "days_absent": pl.Int32,
+    "first_name": pl.Utf8,
+    "last_name": pl.Utf8,
 }
 RISK_SCHEMA = {
-    "school_year": pl.Int32, "student_id": pl.Int64, "ela_relative_placement": pl.Utf8,
-    "math_relative_placement": pl.Utf8, "ela_risk": pl.Utf8, "math_risk": pl.Utf8, "overall_risk": pl.Utf8,
-    "first_name": pl.Utf8, "last_name": pl.Utf8,
+    "school_year": pl.Int32,
+    "student_id": pl.Int64,
+    "ela_relative_placement": pl.Utf8,
+    "math_relative_placement": pl.Utf8,
+    "ela_risk": pl.Utf8,
+    "math_risk": pl.Utf8,
+    "overall_risk": pl.Utf8,
+    "first_name": pl.Utf8,
+    "last_name": pl.Utf8,
 }
 PLACEMENT_BY_RISK = {"HIGH": "2 Grade Levels Below", "MEDIUM": "1 Grade Level Below", "LOW": "Early On Grade Level"}
 
@@ -54,14 +68,22 @@ def summary(rows: list[dict], year: int = YEAR) -> pl.DataFrame:
     for r in rows:
         rate = r.get("rate")
         enrolled = r.get("enrolled", 60 if rate is not None else 0)
-        data.append({
-            "school_year": r.get("year", year), "student_id": r["student_id"], "school_code": r.get("school", S1),
-            "absence_rate": rate, "attendance_tier": r.get("tier", tier_of(rate)),
-            "is_chronically_absent": rate is not None and rate >= 0.10 and enrolled >= 31,
-            "truancy_count": r.get("truancy", 0), "truancy_letter_level": r.get("letter", 0),
-            "days_enrolled": enrolled, "days_absent": r.get("absent", round((rate or 0) * enrolled)),
-            "first_name": "Zebulon", "last_name": "Quixote",
-        })
+        data.append(
+            {
+                "school_year": r.get("year", year),
+                "student_id": r["student_id"],
+                "school_code": r.get("school", S1),
+                "absence_rate": rate,
+                "attendance_tier": r.get("tier", tier_of(rate)),
+                "is_chronically_absent": rate is not None and rate >= 0.10 and enrolled >= 31,
+                "truancy_count": r.get("truancy", 0),
+                "truancy_letter_level": r.get("letter", 0),
+                "days_enrolled": enrolled,
+                "days_absent": r.get("absent", round((rate or 0) * enrolled)),
+                "first_name": "Zebulon",
+                "last_name": "Quixote",
+            }
+        )
     return pl.DataFrame(data, schema=SUMMARY_SCHEMA)
 
 
@@ -75,9 +97,19 @@ def risks(rows: list[tuple], year: int = YEAR) -> pl.DataFrame:
             math = None
         else:
             sid, ela, math, overall = r
-        data.append({"school_year": year, "student_id": sid, "ela_relative_placement": ela,
-                     "math_relative_placement": math, "ela_risk": None, "math_risk": None,
-                     "overall_risk": overall, "first_name": "Zebulon", "last_name": "Quixote"})
+        data.append(
+            {
+                "school_year": year,
+                "student_id": sid,
+                "ela_relative_placement": ela,
+                "math_relative_placement": math,
+                "ela_risk": None,
+                "math_risk": None,
+                "overall_risk": overall,
+                "first_name": "Zebulon",
+                "last_name": "Quixote",
+            }
+        )
     return pl.DataFrame(data, schema=RISK_SCHEMA)
 
 
@@ -99,8 +131,12 @@ def reasons_of(ranking: pl.DataFrame) -> dict[int, str]:
 
 def test_tier_beats_risk_and_rate():
     ranking = rank(
-        [{"student_id": 1, "rate": 0.10}, {"student_id": 2, "rate": 0.20}, {"student_id": 3, "rate": 0.05},
-         {"student_id": 4, "rate": 0.0}],
+        [
+            {"student_id": 1, "rate": 0.10},
+            {"student_id": 2, "rate": 0.20},
+            {"student_id": 3, "rate": 0.05},
+            {"student_id": 4, "rate": 0.0},
+        ],
         [(1, "LOW"), (3, "HIGH"), (4, "HIGH")],
     )
     # severe beats moderate beats at_risk beats satisfactory even with a worse risk below.
@@ -118,8 +154,12 @@ def test_risk_beats_rate_within_a_tier():
 
 def test_rate_beats_student_id_and_null_rate_is_last():
     ranking = rank(
-        [{"student_id": 1, "rate": None}, {"student_id": 2, "rate": 0.0}, {"student_id": 3, "rate": 0.04},
-         {"student_id": 4, "rate": 0.01}],
+        [
+            {"student_id": 1, "rate": None},
+            {"student_id": 2, "rate": 0.0},
+            {"student_id": 3, "rate": 0.04},
+            {"student_id": 4, "rate": 0.01},
+        ],
     )
     # A null rate scores like 0 but sorts after a measured 0.
     assert order(ranking) == [3, 4, 2, 1]
@@ -165,9 +205,13 @@ def test_each_tier_and_risk_pair_in_contract_order():
 
 def test_two_schools_ranked_independently_and_a_student_at_both():
     ranking = rank(
-        [{"student_id": 1, "school": S1, "rate": 0.30}, {"student_id": 2, "school": S1, "rate": 0.02},
-         {"student_id": 3, "school": S2, "rate": 0.01}, {"student_id": 2, "school": S2, "rate": 0.12},
-         {"student_id": 4, "school": S2, "rate": 0.06}],
+        [
+            {"student_id": 1, "school": S1, "rate": 0.30},
+            {"student_id": 2, "school": S1, "rate": 0.02},
+            {"student_id": 3, "school": S2, "rate": 0.01},
+            {"student_id": 2, "school": S2, "rate": 0.12},
+            {"student_id": 4, "school": S2, "rate": 0.06},
+        ],
         [(2, "HIGH")],
     )
     assert order(ranking, S1) == [1, 2]
@@ -230,8 +274,12 @@ def test_bad_inputs_are_refused_with_ids():
 
 def test_default_scores_are_monotone_and_follow_the_formula():
     ranking = rank(
-        [{"student_id": 1, "rate": 0.23}, {"student_id": 2, "rate": 0.5}, {"student_id": 3, "rate": None},
-         {"student_id": 4, "rate": 1.0}],
+        [
+            {"student_id": 1, "rate": 0.23},
+            {"student_id": 2, "rate": 0.5},
+            {"student_id": 3, "rate": None},
+            {"student_id": 4, "rate": 1.0},
+        ],
         [(1, "HIGH"), (2, "MEDIUM"), (4, "UNKNOWN")],
     )
     scores = dict(ranking.select("student_id", "priority_score").iter_rows())
@@ -241,16 +289,18 @@ def test_default_scores_are_monotone_and_follow_the_formula():
 
 
 def test_score_expr_reads_null_rate_as_zero_clips_the_rate_and_nulls_unknown_values():
-    df = pl.DataFrame({
-        "attendance_tier": ["at_risk", "at_risk", "at_risk", "satisfactory", "weird"],
-        "overall_risk": [None, "LOW", "LOW", "nope", "LOW"],
-        "absence_rate": [None, 1.7, float("nan"), 0.0, 0.0],
-    })
+    df = pl.DataFrame(
+        {
+            "attendance_tier": ["at_risk", "at_risk", "at_risk", "satisfactory", "weird"],
+            "overall_risk": [None, "LOW", "LOW", "nope", "LOW"],
+            "absence_rate": [None, 1.7, float("nan"), 0.0, 0.0],
+        }
+    )
     assert df.select(priority_score_expr()).to_series().to_list() == [1000.0, 1199.0, 1100.0, None, None]
 
 
 def test_default_weights_preserve_the_contract_order():
-    assert DEFAULT_WEIGHTS == PriorityWeights(1000, 100, 99)
+    assert PriorityWeights(1000, 100, 99) == DEFAULT_WEIGHTS
     assert DEFAULT_WEIGHTS.preserves_contract_order()
     # The tightest case: the best of a lower level against the worst of the level above.
     assert DEFAULT_WEIGHTS.tier * 1 > DEFAULT_WEIGHTS.risk * 3 + DEFAULT_WEIGHTS.absence_rate
@@ -274,8 +324,13 @@ def test_weights_that_break_dominance_are_detected(weights):
 def test_broken_weights_order_by_score_then_contract_keys():
     weights = PriorityWeights(tier=10, risk=1, absence_rate=100)  # the rate now dominates
     ranking = rank(
-        [{"student_id": 1, "rate": 0.25}, {"student_id": 2, "rate": 0.60}, {"student_id": 3, "rate": 0.06},
-         {"student_id": 4, "rate": 0.15}, {"student_id": 5, "rate": 0.15}],
+        [
+            {"student_id": 1, "rate": 0.25},
+            {"student_id": 2, "rate": 0.60},
+            {"student_id": 3, "rate": 0.06},
+            {"student_id": 4, "rate": 0.15},
+            {"student_id": 5, "rate": 0.15},
+        ],
         [(1, "HIGH"), (3, "HIGH")],
         weights=weights,
     )
@@ -369,7 +424,7 @@ def test_reasons_for_representative_students():
     )
     assert reasons_of(ranking) == {
         1: "severe chronic absence 23% (14 of 60 days); reading 2 grade levels below; "
-           "math 1 grade level below; truancy letter 2 (7 days)",
+        "math 1 grade level below; truancy letter 2 (7 days)",
         2: "satisfactory attendance 1% (1 of 58 days); no i-Ready results",
         3: "at-risk attendance 6% (4 of 60 days); reading and math on grade level",
         4: "satisfactory attendance, no enrolled days yet; math 3+ grade levels below; no reading result",
@@ -384,19 +439,27 @@ def test_reasons_for_representative_students():
 def test_reasons_never_read_names():
     assert set(reasons_expr().meta.root_names()) <= set(REASON_COLUMNS)
     assert not {"first_name", "last_name"} & set(REASON_COLUMNS)
-    ranking = rank([{"student_id": i, "rate": i / 100} for i in range(30)],
-                   [(i, "HIGH") for i in range(0, 30, 2)])
+    ranking = rank([{"student_id": i, "rate": i / 100} for i in range(30)], [(i, "HIGH") for i in range(0, 30, 2)])
     text = " ".join(ranking.get_column("reasons").to_list())
     assert "Zebulon" not in text and "Quixote" not in text
     assert not {"first_name", "last_name"} & set(ranking.columns)
 
 
 def test_reasons_expr_works_on_a_bare_frame_and_quotes_an_odd_placement():
-    df = pl.DataFrame({
-        "attendance_tier": ["at_risk"], "absence_rate": [0.07], "days_absent": [None], "days_enrolled": [None],
-        "overall_risk": ["MEDIUM"], "ela_relative_placement": ["4 Grade Levels Below"],
-        "math_relative_placement": ["Mid or Above Grade Level"], "truancy_count": [None], "truancy_letter_level": [3],
-    }, schema_overrides={"days_absent": pl.Int32, "days_enrolled": pl.Int32, "truancy_count": pl.Int32})
+    df = pl.DataFrame(
+        {
+            "attendance_tier": ["at_risk"],
+            "absence_rate": [0.07],
+            "days_absent": [None],
+            "days_enrolled": [None],
+            "overall_risk": ["MEDIUM"],
+            "ela_relative_placement": ["4 Grade Levels Below"],
+            "math_relative_placement": ["Mid or Above Grade Level"],
+            "truancy_count": [None],
+            "truancy_letter_level": [3],
+        },
+        schema_overrides={"days_absent": pl.Int32, "days_enrolled": pl.Int32, "truancy_count": pl.Int32},
+    )
     assert df.select(reasons_expr()).item() == "at-risk attendance 7%; reading 4 grade levels below; truancy letter 3"
 
 
@@ -428,8 +491,9 @@ def test_problems_tied_and_zero_and_null_ranks():
     tied = ranking.with_columns(
         pl.when((pl.col("school_code") == S2) & (pl.col("rank") == 2)).then(1).otherwise(pl.col("rank")).alias("rank")
     )
-    assert any(f"school {S2} ({YEAR}): ranks are not exactly 1..5" in p and "4 distinct" in p
-               for p in ranking_problems(tied))
+    assert any(
+        f"school {S2} ({YEAR}): ranks are not exactly 1..5" in p and "4 distinct" in p for p in ranking_problems(tied)
+    )
     zero_based = ranking.with_columns(pl.col("rank") - 1)
     problems = ranking_problems(zero_based)
     assert len(problems) == 2 and all("min 0" in p for p in problems)
@@ -441,8 +505,9 @@ def test_problems_tied_and_zero_and_null_ranks():
 
 def test_problems_duplicate_student():
     ranking = good_ranking()
-    extra = ranking.filter(pl.col("student_id") == 3).with_columns(pl.lit(6, dtype=pl.Int32).alias("rank"),
-                                                                   pl.lit(-1.0).alias("priority_score"))
+    extra = ranking.filter(pl.col("student_id") == 3).with_columns(
+        pl.lit(6, dtype=pl.Int32).alias("rank"), pl.lit(-1.0).alias("priority_score")
+    )
     problems = ranking_problems(pl.concat([ranking, extra]))
     assert f"1 key (school_year, school_code, student_id) repeated, e.g. {YEAR}/{S1}/3" in problems
     assert len(problems) == 1  # ranks 1..6 and a falling score: only the key is wrong
@@ -500,8 +565,13 @@ def random_district(rng: random.Random, schools: int) -> tuple[pl.DataFrame, pl.
 
 def contract_key(row: dict) -> tuple:
     rate = row["absence_rate"]
-    return (-TIER_ORDER[row["attendance_tier"]], -RISK_ORDER[row["overall_risk"] or "UNKNOWN"],
-            rate is None, -(rate or 0.0), row["student_id"])
+    return (
+        -TIER_ORDER[row["attendance_tier"]],
+        -RISK_ORDER[row["overall_risk"] or "UNKNOWN"],
+        rate is None,
+        -(rate or 0.0),
+        row["student_id"],
+    )
 
 
 def expected_orders(s: pl.DataFrame, r: pl.DataFrame, key) -> dict[int, list[int]]:
@@ -522,8 +592,9 @@ def actual_orders(ranking: pl.DataFrame) -> dict[int, list[int]]:
 def test_random_schools_match_a_plain_sort_by_the_contract_key(seed):
     rng = random.Random(seed)
     s, r = random_district(rng, schools=150)
-    ranking = intervention_ranking(s.sample(fraction=1.0, shuffle=True, seed=seed), r, school_year=YEAR,
-                                   computed_at=NOW)
+    ranking = intervention_ranking(
+        s.sample(fraction=1.0, shuffle=True, seed=seed), r, school_year=YEAR, computed_at=NOW
+    )
     assert ranking.height == s.height
     assert actual_orders(ranking) == expected_orders(s, r, contract_key)
     assert ranking_problems(ranking) == []
@@ -543,7 +614,8 @@ def test_random_schools_with_custom_weights_order_by_score_then_contract_key(see
         rate = min(max(row["absence_rate"] or 0.0, 0.0), 1.0)
         level = RISK_ORDER[risk_by_id.get(row["student_id"]) or "UNKNOWN"]
         assert score[(row["school_code"], row["student_id"])] == pytest.approx(
-            TIER_ORDER[row["attendance_tier"]] * weights.tier + level * weights.risk + rate * weights.absence_rate)
+            TIER_ORDER[row["attendance_tier"]] * weights.tier + level * weights.risk + rate * weights.absence_rate
+        )
 
     def key(row: dict) -> tuple:
         return (-score[(row["school_code"], row["student_id"])], *contract_key(row))

@@ -13,7 +13,12 @@ from aptool_assets.vocabulary import school_year_of
 
 @pytest.mark.parametrize(
     ("day", "year"),
-    [(dt.date(2026, 6, 30), 2025), (dt.date(2026, 7, 1), 2026), (dt.date(2026, 11, 29), 2026), (dt.date(2027, 1, 5), 2026)],
+    [
+        (dt.date(2026, 6, 30), 2025),
+        (dt.date(2026, 7, 1), 2026),
+        (dt.date(2026, 11, 29), 2026),
+        (dt.date(2027, 1, 5), 2026),
+    ],
 )
 def test_school_year_starts_on_july_first(day, year):
     assert school_year_of(day) == year

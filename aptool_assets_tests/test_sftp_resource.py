@@ -17,9 +17,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat, PublicFormat
 
-from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
-from aptool_assets.resilience.retry import RetryExhausted
 from aptool_assets.resilience.policy import IREADY_POLICY
+from aptool_assets.resilience.retry import RetryExhausted
 from aptool_assets.sources.iready.resources import (
     IReadySFTPResource,
     RemoteFile,
@@ -29,6 +28,7 @@ from aptool_assets.sources.iready.resources import (
     SFTPTransientError,
     SFTPUnavailableError,
 )
+from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
 
 FAST = {"resilience": IREADY_POLICY.but(retry_base_delay_s=0.01, retry_max_delay_s=0.01), "connect_timeout_s": 5.0}
 
@@ -118,7 +118,7 @@ def test_download_records_size_and_sha256_and_is_idempotent(
         landed = [session.download(f.path, landing) for f in files]
         again = session.download(files[2].path, landing)
     assert len(connect_calls) == 1, "one session reuses one connection"
-    for remote, got in zip(files, landed):
+    for remote, got in zip(files, landed, strict=True):
         data = got.local_path.read_bytes()
         assert got.remote_path == remote.path
         assert got.size == remote.size == len(data)
@@ -290,8 +290,9 @@ def test_wrong_password_is_refused_without_retry(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     resource = password_server.resource(
-        private_key_path=None, password="not-" + (password_server.password or ""),
-        resilience=IREADY_POLICY.but(retry_base_delay_s=0.01)
+        private_key_path=None,
+        password="not-" + (password_server.password or ""),
+        resilience=IREADY_POLICY.but(retry_base_delay_s=0.01),
     )
     with pytest.raises(SFTPAuthenticationError) as caught:
         resource.list_files()

@@ -61,8 +61,9 @@ def test_every_asset_is_described_owned_kinded_and_grouped(asset_graph):
 def test_every_asset_check_is_described(asset_graph):
     checks = sorted(asset_graph.asset_check_keys, key=str)
     assert len(checks) >= 10  # a broken collection must not make this test vacuous
-    missing = [f"{k.asset_key.to_user_string()}:{k.name}" for k in checks
-               if not (asset_graph.get(k).description or "").strip()]  # fmt: skip
+    missing = [
+        f"{k.asset_key.to_user_string()}:{k.name}" for k in checks if not (asset_graph.get(k).description or "").strip()
+    ]
     assert not missing, f"asset checks without a description: {missing}"
 
 
@@ -88,23 +89,31 @@ def _summary(rows: list[tuple[int, int, int, str, float, bool]]) -> pl.DataFrame
     """(student_id, school_code, days_enrolled, tier, rate, chronic) → the summary columns the metadata reads."""
     return pl.DataFrame(
         rows,
-        schema={"student_id": pl.Int64, "school_code": pl.Int32, "days_enrolled": pl.Int32,
-                "attendance_tier": pl.Utf8, "absence_rate": pl.Float64, "is_chronically_absent": pl.Boolean},
+        schema={
+            "student_id": pl.Int64,
+            "school_code": pl.Int32,
+            "days_enrolled": pl.Int32,
+            "attendance_tier": pl.Utf8,
+            "absence_rate": pl.Float64,
+            "is_chronically_absent": pl.Boolean,
+        },
         orient="row",
-    ).with_columns(pl.lit(0, pl.Int32).alias("truancy_letter_level"))  # fmt: skip
+    ).with_columns(pl.lit(0, pl.Int32).alias("truancy_letter_level"))
 
 
 def test_summary_metadata_breaks_chronic_absence_down_by_school_and_grade_with_counts_only():
     from aptool_assets.metrics.assets import summary_metadata
 
-    summary = _summary([
-        (1, 101, 40, "severe_chronic", 0.25, True),
-        (2, 101, 40, "satisfactory", 0.0, False),
-        (3, 101, 40, "moderate_chronic", 0.12, True),
-        (4, 101, 20, "moderate_chronic", 0.15, False),  # under 31 days: not eligible
-        (5, 102, 40, "at_risk", 0.07, False),
-        (6, 102, 40, "severe_chronic", 0.30, True),  # not in the roster: grade unknown
-    ])  # fmt: skip
+    summary = _summary(
+        [
+            (1, 101, 40, "severe_chronic", 0.25, True),
+            (2, 101, 40, "satisfactory", 0.0, False),
+            (3, 101, 40, "moderate_chronic", 0.12, True),
+            (4, 101, 20, "moderate_chronic", 0.15, False),  # under 31 days: not eligible
+            (5, 102, 40, "at_risk", 0.07, False),
+            (6, 102, 40, "severe_chronic", 0.30, True),  # not in the roster: grade unknown
+        ]
+    )
     grades = pl.DataFrame(
         {"student_id": [1, 2, 3, 4, 5], "school_code": [101, 101, 101, 101, 102], "grade": [0, 0, 3, 3, 7]},
         schema={"student_id": pl.Int64, "school_code": pl.Int32, "grade": pl.Int32},
@@ -130,8 +139,15 @@ def test_summary_metadata_breaks_chronic_absence_down_by_school_and_grade_with_c
 def test_tier_counts_by_school_fill_missing_tiers_with_zero():
     from aptool_assets.metrics.plots import tier_counts_by_school
 
-    wide = tier_counts_by_school(_summary([(1, 201, 40, "at_risk", 0.06, False), (2, 101, 40, "at_risk", 0.06, False),
-                                           (3, 101, 40, "severe_chronic", 0.4, True)]))  # fmt: skip
+    wide = tier_counts_by_school(
+        _summary(
+            [
+                (1, 201, 40, "at_risk", 0.06, False),
+                (2, 101, 40, "at_risk", 0.06, False),
+                (3, 101, 40, "severe_chronic", 0.4, True),
+            ]
+        )
+    )
     assert wide.rows() == [(101, 0, 1, 0, 1), (201, 0, 1, 0, 0)]
     assert wide.columns == ["school_code", "satisfactory", "at_risk", "moderate_chronic", "severe_chronic"]
 
@@ -205,8 +221,12 @@ def demo_home(tmp_path_factory, school_year) -> Path:
     home = tmp_path_factory.mktemp("ui") / "demo"
     proc = subprocess.run(
         [sys.executable, "-m", "aptool_assets.cli", "demo", "--home", str(home), "--year", str(school_year)],
-        cwd=home.parent, env=clean_env(), capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+        cwd=home.parent,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return home
 
@@ -225,25 +245,36 @@ def webserver(demo_home, school_year) -> str:
     log = (demo_home.parent / "webserver.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster_webserver", "-h", "127.0.0.1", "-p", str(port), "-m", LOCATION],
-        cwd=demo_home, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=demo_home,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
             if proc.poll() is not None:
-                pytest.fail(f"dagster-webserver exited with {proc.returncode}: {_tail(demo_home.parent / 'webserver.log')}")
+                pytest.fail(
+                    f"dagster-webserver exited with {proc.returncode}: {_tail(demo_home.parent / 'webserver.log')}"
+                )
             try:
                 entries = _graphql(base, LOCATION_STATUS)["data"]["workspaceOrError"]["locationEntries"]
                 if entries and all(e["loadStatus"] == "LOADED" for e in entries):
-                    errors = [e["locationOrLoadError"] for e in entries
-                              if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"]  # fmt: skip
+                    errors = [
+                        e["locationOrLoadError"]
+                        for e in entries
+                        if e["locationOrLoadError"]["__typename"] != "RepositoryLocation"
+                    ]
                     assert not errors, f"code location failed to load: {errors}"
                     break
             except (OSError, KeyError, TypeError, json.JSONDecodeError):
                 pass
             if time.monotonic() > deadline:
-                pytest.fail(f"dagster-webserver did not load {LOCATION} in 120 s: {_tail(demo_home.parent / 'webserver.log')}")
+                pytest.fail(
+                    f"dagster-webserver did not load {LOCATION} in 120 s: {_tail(demo_home.parent / 'webserver.log')}"
+                )
             time.sleep(0.5)
         yield base
     finally:
@@ -272,8 +303,14 @@ def browser(tmp_path_factory):
 
     opts = webdriver.ChromeOptions()
     opts.binary_location = str(CHROMIUM)  # the system's browser: nothing is downloaded
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1600,1100", f"--user-data-dir={tmp_path_factory.mktemp('chromium')}"):  # fmt: skip
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1600,1100",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium')}",
+    ):
         opts.add_argument(arg)
     opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=opts)
@@ -323,7 +360,9 @@ class Page:
         shown = [t for t in UI_ERROR_TEXTS if t in text]
         graphql = self.driver.execute_script("return window.__aptoolGraphqlErrors || []")
         # SEVERE console messages of the app itself (they name its origin), e.g. "[GraphQL error]".
-        severe = [e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE" and self.base in e["message"]]
+        severe = [
+            e["message"] for e in self.driver.get_log("browser") if e["level"] == "SEVERE" and self.base in e["message"]
+        ]
         if shown or graphql or severe:
             self.screenshot("error")
             pytest.fail(f"{self.driver.current_url}: UI errors {shown}, GraphQL errors {graphql}, console {severe}")
@@ -347,17 +386,28 @@ def test_operator_pages_render_without_errors(webserver, browser, tmp_path):
     page.screenshot("asset-graph")
     page.open(
         f"/locations/{LOCATION}/asset-groups/metrics",
-        "student_attendance_summary", "student_academic_risk", "student_intervention_ranking", "Passed",
+        "student_attendance_summary",
+        "student_academic_risk",
+        "student_intervention_ranking",
+        "Passed",
         absent=("Loading...",),
-    )  # fmt: skip
+    )
     page.screenshot("metrics-group")
 
     # The attendance summary's latest materialization: description, owners, kinds, counts, metadata.
     asset = "/assets/aptool/student_attendance_summary"
     text = page.open(
-        asset, "Latest materialization", "Latest check results", "Row count", "contract §4.1", "district-data", "Polars",
-        "chronic_absence_by_school_and_grade", "tier_distribution_by_school", "chronically_absent_id_preview",
-    )  # fmt: skip
+        asset,
+        "Latest materialization",
+        "Latest check results",
+        "Row count",
+        "contract §4.1",
+        "district-data",
+        "Polars",
+        "chronic_absence_by_school_and_grade",
+        "tier_distribution_by_school",
+        "chronically_absent_id_preview",
+    )
     assert "school grade students" in text  # the by-grade table is rendered, not shown as raw markdown
     page.screenshot("attendance-summary")
     # The tier chart: a PNG the browser decoded (not a broken image or raw base64).
@@ -402,5 +452,7 @@ def test_operator_pages_render_without_errors(webserver, browser, tmp_path):
         " body: JSON.stringify({query: '{ noSuchField }'})}).then(r => r.status)"
     )
     time.sleep(0.5)
-    caught = browser.execute_script("const e = window.__aptoolGraphqlErrors; window.__aptoolGraphqlErrors = []; return e")
+    caught = browser.execute_script(
+        "const e = window.__aptoolGraphqlErrors; window.__aptoolGraphqlErrors = []; return e"
+    )
     assert caught and "noSuchField" in caught[0], (status, caught)

@@ -10,7 +10,7 @@ import pytest
 from aptool_assets.storage.backends import redact_url
 from aptool_assets.storage.warehouse import AnyOf, TableSpec, TableWrite
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 
 SCORES = TableSpec(
     name="test_scores",
@@ -68,7 +68,7 @@ def test_failed_transaction_leaves_previous_version(warehouse):
     warehouse.write(TableWrite(SCORES, frame(2024, "ela", [1, 2])))
     other = TableSpec(name="test_other", columns={"id": pl.Int64}, key=("id",))
     bad = pl.DataFrame({"id": ["not a number"]})  # fails while the first write is in flight
-    with pytest.raises(Exception):
+    with pytest.raises(pl.exceptions.PolarsError):
         warehouse.write(
             TableWrite(SCORES, frame(2024, "ela", [9]), {}),
             TableWrite(other, bad, {}),
@@ -99,9 +99,7 @@ def test_replace_between_replaces_a_date_window_only(warehouse):
     days = base.with_columns(pl.Series("taken_on", [dt.date(2024, 9, d) for d in (1, 2, 3)]))
     warehouse.write(TableWrite(SCORES, days))
     window = days.filter(pl.col("student_id") == 2).with_columns(pl.lit(777).cast(pl.Int32).alias("score"))
-    warehouse.write(
-        TableWrite(SCORES, window, {"taken_on": Between(dt.date(2024, 9, 2), dt.date(2024, 9, 3))})
-    )
+    warehouse.write(TableWrite(SCORES, window, {"taken_on": Between(dt.date(2024, 9, 2), dt.date(2024, 9, 3))}))
     got = warehouse.read_table(SCORES).sort("student_id")
     assert got["student_id"].to_list() == [1, 2]  # day 3 was in the window and is gone
     assert got["score"].to_list() == [500, 777]
@@ -131,7 +129,6 @@ def test_whole_table_replace_on_postgres_keeps_grants_key_and_dependent_views(po
     import psycopg
 
     from aptool_assets.storage.warehouse import open_warehouse
-
     from aptool_assets_tests.conftest import schema_reset
 
     schema_reset(postgres_url)
@@ -171,7 +168,7 @@ def test_any_of_filters_reads_and_replaces_several_slices(warehouse):
     assert warehouse.read_table(SCORES, where={"subject": AnyOf([])}).height == 0  # empty IN matches nothing
     warehouse.write(TableWrite(SCORES, frame(2024, "ela", [9]), {"year": 2024, "subject": AnyOf(["ela", "sci"])}))
     left = warehouse.read_table(SCORES).sort("subject", "student_id")
-    assert list(zip(left["subject"], left["student_id"])) == [("ela", 9), ("math", 1), ("math", 2)]
+    assert list(zip(left["subject"], left["student_id"], strict=True)) == [("ela", 9), ("math", 1), ("math", 2)]
 
 
 def test_delete_by_key_removes_exactly_those_rows_in_the_same_transaction(warehouse):
@@ -182,7 +179,7 @@ def test_delete_by_key_removes_exactly_those_rows_in_the_same_transaction(wareho
         TableWrite(SCORES, frame(2024, "math", [5]), replace_where=None),
     )
     got = warehouse.read_table(SCORES).sort("subject", "student_id")
-    assert list(zip(got["subject"], got["student_id"])) == [("ela", 1), ("ela", 3), ("math", 5)]
+    assert list(zip(got["subject"], got["student_id"], strict=True)) == [("ela", 1), ("ela", 3), ("math", 5)]
     with pytest.raises(ValueError, match="either upserts or deletes"):
         TableWrite(SCORES, keys, replace_where=None, delete=True, upsert=True)
 

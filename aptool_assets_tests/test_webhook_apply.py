@@ -16,19 +16,23 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
-from aptool_assets.storage.inbox import InboxEvent, open_inbox
 from aptool_assets.definitions import defs
+from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
 from aptool_assets.events.jobs import replay_dead_letters_job, retry_delay, settle_inbox
 from aptool_assets.events.resources import WebhookInboxResource
-from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.rules.attendance_cells import overlay_newer_cells
-from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY
+from aptool_assets.storage.inbox import InboxEvent, open_inbox
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
 from aptool_assets_tests.conftest import evaluate_sensor
+from aptool_assets_tests.test_aeries_pipeline import YEAR, env, simulator  # noqa: F401 - the fixtures, used as parameters
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 10, 16, 0, tzinfo=UTC)
 DAY = dt.date(2026, 3, 10)
 SCHOOL, OTHER_SCHOOL = 10, 20
@@ -44,26 +48,49 @@ CODES = [  # school, code, type_code, is_suspension, counts_for_ada, partial_tru
 def roster(wh) -> None:
     codes = pl.DataFrame(
         [
-            {"school_code": s, "code": c, "title": f"code {c}", "type_code": t, "is_suspension": susp,
-             "counts_for_ada": ada, "is_partial_day_truant": pt, "is_temporarily_not_enrolled": ne,
-             "source_updated_at": T0 - dt.timedelta(days=30)}
+            {
+                "school_code": s,
+                "code": c,
+                "title": f"code {c}",
+                "type_code": t,
+                "is_suspension": susp,
+                "counts_for_ada": ada,
+                "is_partial_day_truant": pt,
+                "is_temporarily_not_enrolled": ne,
+                "source_updated_at": T0 - dt.timedelta(days=30),
+            }
             for s, c, t, susp, ada, pt, ne in CODES
         ]
-    )  # fmt: skip
+    )
     students = pl.DataFrame(
         [
-            {"student_id": sid, "school_code": SCHOOL, "student_number": sid - 1000, "state_student_id": f"S{sid}",
-             "first_name": "Fn", "last_name": "Ln", "grade": 5, "school_enter_date": dt.date(2025, 8, 14),
-             "school_leave_date": None, "inactive_status_code": "", "is_active": True,
-             "source_updated_at": T0 - dt.timedelta(days=1)}
+            {
+                "student_id": sid,
+                "school_code": SCHOOL,
+                "student_number": sid - 1000,
+                "state_student_id": f"S{sid}",
+                "first_name": "Fn",
+                "last_name": "Ln",
+                "grade": 5,
+                "school_enter_date": dt.date(2025, 8, 14),
+                "school_leave_date": None,
+                "inactive_status_code": "",
+                "is_active": True,
+                "source_updated_at": T0 - dt.timedelta(days=1),
+            }
             for sid in (1001, 1002, 1003)
         ]
-    )  # fmt: skip
+    )
     enrollment = students.select(
-        "student_id", "school_code", pl.lit(2025).alias("academic_year"), "grade",
-        pl.col("school_enter_date").alias("enter_date"), pl.lit(None, pl.Date).alias("leave_date"),
-        pl.lit("").alias("exit_reason_code"), "source_updated_at",
-    )  # fmt: skip
+        "student_id",
+        "school_code",
+        pl.lit(2025).alias("academic_year"),
+        "grade",
+        pl.col("school_enter_date").alias("enter_date"),
+        pl.lit(None, pl.Date).alias("leave_date"),
+        pl.lit("").alias("exit_reason_code"),
+        "source_updated_at",
+    )
     wh.write(TableWrite(ABSENCE_CODES, codes), TableWrite(STUDENTS, students), TableWrite(ENROLLMENT, enrollment))
 
 
@@ -75,15 +102,30 @@ _seq = itertools.count(1)
 def event(event_type: str, ts: dt.datetime, event_id: str | None = None, **data) -> InboxEvent:
     seq = next(_seq)
     return InboxEvent(
-        seq=seq, event_id=event_id or f"evt-{seq}", event_type=event_type, event_timestamp=ts,
-        received_at=ts, payload={"eventType": event_type, "data": data}, status="pending", attempts=0,
-        next_attempt_at=None, last_error=None,
-    )  # fmt: skip
+        seq=seq,
+        event_id=event_id or f"evt-{seq}",
+        event_type=event_type,
+        event_timestamp=ts,
+        received_at=ts,
+        payload={"eventType": event_type, "data": data},
+        status="pending",
+        attempts=0,
+        next_attempt_at=None,
+        last_error=None,
+    )
 
 
 def mark(student=1001, day=DAY, period=None, code="U", ts=T0, event_id=None, school=SCHOOL) -> InboxEvent:
-    return event("attendance.updated", ts, event_id, studentId=student, schoolId=school, date=day.isoformat(),
-                 period=period, attendanceCode=code)  # fmt: skip
+    return event(
+        "attendance.updated",
+        ts,
+        event_id,
+        studentId=student,
+        schoolId=school,
+        date=day.isoformat(),
+        period=period,
+        attendanceCode=code,
+    )
 
 
 def day_row(wh, student=1001, day=DAY) -> dict | None:
@@ -99,7 +141,7 @@ def district(warehouse):
 
 def test_an_all_day_event_creates_the_day_categorised_by_the_school_table(district):
     result = apply_events(district, [mark(code="U")])
-    assert result.applied == ["evt-%d" % (next(_seq) - 1)] or len(result.applied) == 1
+    assert result.applied == [f"evt-{next(_seq) - 1}"] or len(result.applied) == 1
     row = day_row(district)
     assert row["all_day_code"] == "U" and row["absence_category"] == "absent_unexcused"
     assert row["is_full_day_absence"] is True and row["source"] == "webhook" and row["period_codes"] is None
@@ -138,11 +180,16 @@ def test_out_of_order_delivery_converges_to_the_same_table(warehouse_url, tmp_pa
 
     rng = random.Random(7)
     events = [
-        mark(student=rng.choice([1001, 1002]), day=DAY - dt.timedelta(days=rng.randint(0, 2)),
-             period=rng.choice([None, "1", "2"]), code=rng.choice(["A", "U", "T", ""]),
-             ts=T0 + dt.timedelta(seconds=rng.randint(0, 20)), event_id=f"e{i:02d}")
+        mark(
+            student=rng.choice([1001, 1002]),
+            day=DAY - dt.timedelta(days=rng.randint(0, 2)),
+            period=rng.choice([None, "1", "2"]),
+            code=rng.choice(["A", "U", "T", ""]),
+            ts=T0 + dt.timedelta(seconds=rng.randint(0, 20)),
+            event_id=f"e{i:02d}",
+        )
         for i in range(40)
-    ]  # fmt: skip
+    ]
     tables = []
     for trial in range(4):
         url = warehouse_url
@@ -187,12 +234,32 @@ def test_an_event_older_than_the_last_pull_of_its_day_is_superseded(district):
 
 def test_corrections_keep_reason_author_and_what_was_there(district):
     apply_events(district, [mark(code="U", ts=T0)])
-    fix = event("attendance.corrected", T0 + dt.timedelta(hours=1), "fix-1", studentId=1001, schoolId=SCHOOL,
-                date=DAY.isoformat(), period=None, originalCode="U", newCode="A", reason="note from home",
-                correctedBy="staff-17")  # fmt: skip
-    stale = event("attendance.corrected", T0 - dt.timedelta(hours=1), "fix-0", studentId=1001, schoolId=SCHOOL,
-                  date=DAY.isoformat(), period=None, originalCode="", newCode="T", reason="late entry",
-                  correctedBy="staff-3")  # fmt: skip
+    fix = event(
+        "attendance.corrected",
+        T0 + dt.timedelta(hours=1),
+        "fix-1",
+        studentId=1001,
+        schoolId=SCHOOL,
+        date=DAY.isoformat(),
+        period=None,
+        originalCode="U",
+        newCode="A",
+        reason="note from home",
+        correctedBy="staff-17",
+    )
+    stale = event(
+        "attendance.corrected",
+        T0 - dt.timedelta(hours=1),
+        "fix-0",
+        studentId=1001,
+        schoolId=SCHOOL,
+        date=DAY.isoformat(),
+        period=None,
+        originalCode="",
+        newCode="T",
+        reason="late entry",
+        correctedBy="staff-3",
+    )
     result = apply_events(district, [fix, stale])
     assert result.applied == ["fix-1"] and result.superseded == ["fix-0"]
     assert day_row(district)["absence_category"] == "absent_excused"
@@ -205,11 +272,20 @@ def test_corrections_keep_reason_author_and_what_was_there(district):
 def test_unknown_students_and_invalid_data_are_reported_not_applied(district):
     unknown = mark(student=999999, event_id="who")
     wrong_school = mark(student=1001, school=OTHER_SCHOOL, event_id="where")
-    invalid = event("attendance.updated", T0, "bad", studentId=1001, schoolId=SCHOOL, date="10/03/2026",
-                    period=None, attendanceCode="U")  # fmt: skip
+    invalid = event(
+        "attendance.updated",
+        T0,
+        "bad",
+        studentId=1001,
+        schoolId=SCHOOL,
+        date="10/03/2026",
+        period=None,
+        attendanceCode="U",
+    )
     unsupported = event("attendance.deleted", T0, "odd", studentId=1001)
-    bad_grade = event("student.enrolled", T0, "grade", studentId=1001, schoolId=SCHOOL, grade="fifth",
-                      enterDate="2026-03-02")  # fmt: skip
+    bad_grade = event(
+        "student.enrolled", T0, "grade", studentId=1001, schoolId=SCHOOL, grade="fifth", enterDate="2026-03-02"
+    )
     result = apply_events(district, [unknown, wrong_school, invalid, unsupported, bad_grade])
     assert set(result.unknown_student) == {"who", "where"}
     assert "999999" in result.unknown_student["who"]
@@ -222,12 +298,21 @@ def test_unknown_students_and_invalid_data_are_reported_not_applied(district):
 
 
 def test_enrolment_at_a_new_school_and_withdrawal(district):
-    enrol = event("student.enrolled", T0, "enrol", studentId=1002, schoolId=OTHER_SCHOOL, grade=6,
-                  enterDate="2026-03-02")  # fmt: skip
-    leave = event("student.withdrawn", T0, "leave", studentId=1003, schoolId=SCHOOL, leaveDate="2026-03-06",
-                  exitReason="E140")  # fmt: skip
-    stale = event("student.enrolled", T0 - dt.timedelta(days=3), "stale", studentId=1003, schoolId=SCHOOL,
-                  grade=5, enterDate="2025-08-14")  # older than the roster row (pulled a day before T0)
+    enrol = event(
+        "student.enrolled", T0, "enrol", studentId=1002, schoolId=OTHER_SCHOOL, grade=6, enterDate="2026-03-02"
+    )
+    leave = event(
+        "student.withdrawn", T0, "leave", studentId=1003, schoolId=SCHOOL, leaveDate="2026-03-06", exitReason="E140"
+    )
+    stale = event(
+        "student.enrolled",
+        T0 - dt.timedelta(days=3),
+        "stale",
+        studentId=1003,
+        schoolId=SCHOOL,
+        grade=5,
+        enterDate="2025-08-14",
+    )  # older than the roster row (pulled a day before T0)
     result = apply_events(district, [enrol, leave, stale])
     assert sorted(result.applied) == ["enrol", "leave"] and result.superseded == ["stale"]
     students = {(r["student_id"], r["school_code"]): r for r in district.read_table(STUDENTS).iter_rows(named=True)}
@@ -242,26 +327,66 @@ def test_enrolment_at_a_new_school_and_withdrawal(district):
     closed = stints.filter(pl.col("student_id") == 1003)
     assert closed.item(0, "leave_date") == dt.date(2026, 3, 6) and closed.item(0, "exit_reason_code") == "E140"
     # An attendance event at the new school is known in the same batch as the enrolment.
-    both = apply_events(district, [  # grade 0 is kindergarten, a valid grade
-        event("student.enrolled", T0, "enrol-2", studentId=1001, schoolId=OTHER_SCHOOL, grade=0, enterDate="2026-03-09"),
-        mark(student=1001, school=OTHER_SCHOOL, code="X", event_id="mark-2"),
-    ])  # fmt: skip
+    both = apply_events(
+        district,
+        [  # grade 0 is kindergarten, a valid grade
+            event(
+                "student.enrolled",
+                T0,
+                "enrol-2",
+                studentId=1001,
+                schoolId=OTHER_SCHOOL,
+                grade=0,
+                enterDate="2026-03-09",
+            ),
+            mark(student=1001, school=OTHER_SCHOOL, code="X", event_id="mark-2"),
+        ],
+    )
     assert sorted(both.applied) == ["enrol-2", "mark-2"]
 
 
 def test_a_pull_keeps_only_the_events_newer_than_itself():
-    codes = pl.DataFrame([{"school_code": SCHOOL, "code": "A", "type_code": 2, "counts_for_ada": False, "is_suspension": False,
-                           "is_partial_day_truant": False, "is_temporarily_not_enrolled": False}])  # fmt: skip
-    pulled = pl.DataFrame({
-        "student_id": [1001], "school_code": [SCHOOL], "calendar_date": [DAY], "all_day_code": [None],
-        "absence_category": ["partial"], "period_codes": ['{"1":"A"}'], "is_full_day_absence": [False],
-        "source": ["aeries_pull"], "source_updated_at": [T0],
-    }, schema=ATTENDANCE_DAYS.polars_schema)  # fmt: skip
-    newer = pl.DataFrame({
-        "student_id": [1001, 1002], "school_code": [SCHOOL, SCHOOL], "calendar_date": [DAY, DAY], "period": ["", ""],
-        "code": ["A", "A"], "event_id": ["n1", "n2"], "event_type": ["attendance.updated"] * 2,
-        "event_timestamp": [T0 + dt.timedelta(seconds=5)] * 2, "applied_at": [T0] * 2,
-    }, schema=ATTENDANCE_EVENT_CELLS.polars_schema)  # fmt: skip
+    codes = pl.DataFrame(
+        [
+            {
+                "school_code": SCHOOL,
+                "code": "A",
+                "type_code": 2,
+                "counts_for_ada": False,
+                "is_suspension": False,
+                "is_partial_day_truant": False,
+                "is_temporarily_not_enrolled": False,
+            }
+        ]
+    )
+    pulled = pl.DataFrame(
+        {
+            "student_id": [1001],
+            "school_code": [SCHOOL],
+            "calendar_date": [DAY],
+            "all_day_code": [None],
+            "absence_category": ["partial"],
+            "period_codes": ['{"1":"A"}'],
+            "is_full_day_absence": [False],
+            "source": ["aeries_pull"],
+            "source_updated_at": [T0],
+        },
+        schema=ATTENDANCE_DAYS.polars_schema,
+    )
+    newer = pl.DataFrame(
+        {
+            "student_id": [1001, 1002],
+            "school_code": [SCHOOL, SCHOOL],
+            "calendar_date": [DAY, DAY],
+            "period": ["", ""],
+            "code": ["A", "A"],
+            "event_id": ["n1", "n2"],
+            "event_type": ["attendance.updated"] * 2,
+            "event_timestamp": [T0 + dt.timedelta(seconds=5)] * 2,
+            "applied_at": [T0] * 2,
+        },
+        schema=ATTENDANCE_EVENT_CELLS.polars_schema,
+    )
     out = overlay_newer_cells(pulled, newer, codes).sort("student_id")
     assert out.get_column("all_day_code").to_list() == ["A", "A"]
     assert out.get_column("absence_category").to_list() == ["absent_excused", "absent_excused"]
@@ -278,9 +403,12 @@ def test_unknown_student_waits_with_backoff_then_is_dead_lettered_and_replay_app
     box = open_inbox(store_url)
     box.setup()
     received = dt.datetime.now(UTC)
-    body = {"eventId": "late-1", "eventType": "attendance.updated", "timestamp": received.isoformat(),
-            "data": {"studentId": 5005, "schoolId": SCHOOL, "date": DAY.isoformat(), "period": None,
-                     "attendanceCode": "U"}}  # fmt: skip
+    body = {
+        "eventId": "late-1",
+        "eventType": "attendance.updated",
+        "timestamp": received.isoformat(),
+        "data": {"studentId": 5005, "schoolId": SCHOOL, "date": DAY.isoformat(), "period": None, "attendanceCode": "U"},
+    }
     box.store("late-1", "attendance.updated", received, body, b"{}")
     window = dt.timedelta(hours=2)
     now = received
@@ -306,7 +434,11 @@ def test_unknown_student_waits_with_backoff_then_is_dead_lettered_and_replay_app
     settle_inbox(box, due, apply_events(district, due, now), "run-y", window, now)
     assert box.event("late-1")["status"] == "pending" and box.event("late-1")["attempts"] == 1
     # The roster catches up: the next attempt applies it.
-    extra = district.read_table(STUDENTS).filter(pl.col("student_id") == 1001).with_columns(pl.lit(5005, pl.Int64).alias("student_id"))
+    extra = (
+        district.read_table(STUDENTS)
+        .filter(pl.col("student_id") == 1001)
+        .with_columns(pl.lit(5005, pl.Int64).alias("student_id"))
+    )
     district.write(TableWrite(STUDENTS, extra, replace_where=None))
     now += retry_delay(0)
     due = box.pending(now=now)
@@ -335,7 +467,9 @@ def test_sensor_requests_one_run_per_inbox_state_and_waits_for_a_run_in_flight(t
         assert first.tags["aptool/events"] == "3"
         box.mark_retry("s-0", "unknown student", now - dt.timedelta(seconds=1))
         assert tick().run_key != first.run_key
-        instance.create_run_for_job(apply_webhook_events_job, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED)
+        instance.create_run_for_job(
+            apply_webhook_events_job, run_id=str(uuid.uuid4()), status=dg.DagsterRunStatus.STARTED
+        )
         busy = tick()
         assert "still applying" in busy.skip_message
         box.close()
@@ -350,7 +484,8 @@ def test_replay_job_requeues_dead_letters(tmp_path):
         box.store(f"d-{i}", "attendance.updated", now, {"data": {}}, b"{}")
         box.dead_letter(f"d-{i}", "unknown student 1 at that school (school 1)")
     result = replay_dead_letters_job.execute_in_process(
-        resources={"inbox": resource}, run_config={"ops": {"replay_dead_letter_events": {"config": {"event_ids": ["d-1"]}}}}
+        resources={"inbox": resource},
+        run_config={"ops": {"replay_dead_letter_events": {"config": {"event_ids": ["d-1"]}}}},
     )
     assert result.success
     assert [e.event_id for e in box.pending()] == ["d-1"]
@@ -361,16 +496,6 @@ def test_replay_job_requeues_dead_letters(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # On the simulated district: incremental equals full recompute; later pulls confirm or overrule
-
-from aptool_assets.metrics.assets import (  # noqa: E402
-    ACADEMIC_RISK_KEY,
-    INTERVENTION_RANKING_KEY,
-    STUDENT_ATTENDANCE_SUMMARY_KEY,
-)
-from aptool_assets.tables.metrics import STUDENT_INTERVENTION_RANKING
-from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY  # noqa: E402
-from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY
-from aptool_assets_tests.test_aeries_pipeline import YEAR, env, simulator  # noqa: E402,F401
 
 
 def _post(box, ev_id: str, event_type: str, ts: dt.datetime, **data) -> None:
@@ -395,13 +520,21 @@ def test_events_update_only_their_students_and_schools_and_later_pulls_decide(en
     schools = sorted(ranking_before.get_column("school_code").unique().to_list())
     school, untouched_school = schools[0], schools[-1]
     attendance = wh.read_table(ATTENDANCE_DAYS)
-    days = wh.query(
-        f"SELECT calendar_date FROM aptool.school_calendar WHERE school_code = {school} AND is_instructional "
-        "AND calendar_date BETWEEN '2026-03-02' AND '2026-03-12' ORDER BY calendar_date"
-    ).get_column("calendar_date").to_list()
+    days = (
+        wh.query(
+            f"SELECT calendar_date FROM aptool.school_calendar WHERE school_code = {school} AND is_instructional "
+            "AND calendar_date BETWEEN '2026-03-02' AND '2026-03-12' ORDER BY calendar_date"
+        )
+        .get_column("calendar_date")
+        .to_list()
+    )
     summary_before = wh.read_table(STUDENT_ATTENDANCE_SUMMARY).filter(pl.col("school_code") == school)
     student = summary_before.sort("days_absent").item(0, "student_id")  # a student with few absences
-    present = [d for d in days if attendance.filter((pl.col("student_id") == student) & (pl.col("calendar_date") == d)).height == 0]
+    present = [
+        d
+        for d in days
+        if attendance.filter((pl.col("student_id") == student) & (pl.col("calendar_date") == d)).height == 0
+    ]
     assert len(present) >= 3
     codes = env.sim.district.code_table(school)
     unexcused = next(c for c, row in codes.items() if row["TypeCode"] == 3 and not row["IsSuspension"])
@@ -411,8 +544,17 @@ def test_events_update_only_their_students_and_schools_and_later_pulls_decide(en
     box.setup()
     t = dt.datetime.now(UTC)  # after the full pull: newer than what it saw
     for i, day in enumerate(present[:3]):
-        _post(box, f"abs-{i}", "attendance.updated", t, studentId=student, schoolId=school, date=day.isoformat(),
-              period=None, attendanceCode=unexcused)  # fmt: skip
+        _post(
+            box,
+            f"abs-{i}",
+            "attendance.updated",
+            t,
+            studentId=student,
+            schoolId=school,
+            date=day.isoformat(),
+            period=None,
+            attendanceCode=unexcused,
+        )
     result = _apply(env, inbox)
 
     summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY)
@@ -421,29 +563,48 @@ def test_events_update_only_their_students_and_schools_and_later_pulls_decide(en
     assert mine.item(0, "days_unexcused") == was.item(0, "days_unexcused") + 3
     ranking = wh.read_table(STUDENT_INTERVENTION_RANKING)
     # Only the touched school was re-ranked; every other school's rows are untouched.
-    kept = lambda df: df.filter(pl.col("school_code") != school).sort(STUDENT_INTERVENTION_RANKING.key)  # noqa: E731
+    kept = lambda df: df.filter(pl.col("school_code") != school).sort(STUDENT_INTERVENTION_RANKING.key)  # noqa: E731 - a one-line view of the frame, used twice below
     assert kept(ranking).equals(kept(ranking_before))
-    assert ranking.filter(pl.col("school_code") == school).get_column("computed_at").min() > ranking_before.get_column("computed_at").max()
+    assert (
+        ranking.filter(pl.col("school_code") == school).get_column("computed_at").min()
+        > ranking_before.get_column("computed_at").max()
+    )
     assert untouched_school != school
     # What the run reports: the touched day partitions and the refreshed metric years.
-    reported = {(m.asset_key, m.partition) for m in (e.materialization for e in result.get_asset_materialization_events())}
+    reported = {
+        (m.asset_key, m.partition) for m in (e.materialization for e in result.get_asset_materialization_events())
+    }
     assert {(ATTENDANCE_DAYS_KEY, d.isoformat()) for d in present[:3]} <= reported
     assert {(STUDENT_ATTENDANCE_SUMMARY_KEY, str(YEAR)), (INTERVENTION_RANKING_KEY, str(YEAR))} <= reported
     assert {box.event(f"abs-{i}")["status"] for i in range(3)} == {"applied"}
 
     # The incremental rows are exactly what a full recompute gives.
     incremental_summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY).sort(STUDENT_ATTENDANCE_SUMMARY.key)
-    incremental_ranking = wh.read_table(STUDENT_INTERVENTION_RANKING).drop("computed_at").sort(STUDENT_INTERVENTION_RANKING.key)
+    incremental_ranking = (
+        wh.read_table(STUDENT_INTERVENTION_RANKING).drop("computed_at").sort(STUDENT_INTERVENTION_RANKING.key)
+    )
     assert env.run(STUDENT_ATTENDANCE_SUMMARY_KEY, INTERVENTION_RANKING_KEY, partition_key=str(YEAR)).success
     assert wh.read_table(STUDENT_ATTENDANCE_SUMMARY).sort(STUDENT_ATTENDANCE_SUMMARY.key).equals(incremental_summary)
-    assert wh.read_table(STUDENT_INTERVENTION_RANKING).drop("computed_at").sort(STUDENT_INTERVENTION_RANKING.key).equals(
-        incremental_ranking
+    assert (
+        wh.read_table(STUDENT_INTERVENTION_RANKING)
+        .drop("computed_at")
+        .sort(STUDENT_INTERVENTION_RANKING.key)
+        .equals(incremental_ranking)
     )
 
     # A later pull is the truth for the days it covers: Aeries never had the first two absences, so
     # the pull overrules them; an event newer than the pull's start is laid back over it.
-    _post(box, "future", "attendance.updated", dt.datetime.now(UTC) + dt.timedelta(seconds=30), studentId=student,
-          schoolId=school, date=present[2].isoformat(), period="3", attendanceCode=unexcused)  # fmt: skip
+    _post(
+        box,
+        "future",
+        "attendance.updated",
+        dt.datetime.now(UTC) + dt.timedelta(seconds=30),
+        studentId=student,
+        schoolId=school,
+        date=present[2].isoformat(),
+        period="3",
+        attendanceCode=unexcused,
+    )
     _apply(env, inbox)
     for day in present[:3]:
         assert env.run(ATTENDANCE_DAYS_KEY, partition_key=day.isoformat()).success
@@ -453,8 +614,17 @@ def test_events_update_only_their_students_and_schools_and_later_pulls_decide(en
     assert kept_row["all_day_code"] is None and kept_row["source"] == "webhook"
     assert kept_row["period_codes"].replace(" ", "") == f'{{"3":"{unexcused}"}}'
     # And an event older than that pull, arriving late, is superseded.
-    _post(box, "late", "attendance.updated", t, studentId=student, schoolId=school, date=present[0].isoformat(),
-          period=None, attendanceCode=unexcused)  # fmt: skip
+    _post(
+        box,
+        "late",
+        "attendance.updated",
+        t,
+        studentId=student,
+        schoolId=school,
+        date=present[0].isoformat(),
+        period=None,
+        attendanceCode=unexcused,
+    )
     _apply(env, inbox)
     assert box.event("late")["status"] == "superseded"
     box.close()

@@ -24,15 +24,15 @@ import uvicorn
 
 from aptool_assets.events import signatures
 from aptool_assets.events.app import create_app, serve
-from aptool_assets.storage.inbox import open_inbox
 from aptool_assets.events.signatures import sign, verify
 from aptool_assets.settings import ConfigurationError
+from aptool_assets.storage.inbox import open_inbox
 from aptool_assets_tests.conftest import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "whsec-test-7c1d9e"
 PATH = "/webhooks/aeries"
-UTC = dt.timezone.utc
+UTC = dt.UTC
 SENTINEL = "PAYLOAD-SENTINEL-q8Zx"  # a payload value that must never show up in logs or errors
 
 
@@ -76,15 +76,32 @@ def client(server):
 
 
 # -- helpers ----------------------------------------------------------------------------------
-def make_event(event_type: str = "attendance.updated", event_id: str | None = None,
-               ts: dt.datetime | str | None = None, data: dict | None = None) -> dict:
+def make_event(
+    event_type: str = "attendance.updated",
+    event_id: str | None = None,
+    ts: dt.datetime | str | None = None,
+    data: dict | None = None,
+) -> dict:
     if data is None:
         data = {
-            "attendance.updated": {"studentId": 1001, "schoolId": 994, "date": "2025-10-01", "period": None,
-                                   "attendanceCode": "A", "minutes": 0},
-            "attendance.corrected": {"studentId": 1001, "schoolId": 994, "date": "2025-10-01", "period": "2",
-                                     "originalCode": "A", "newCode": "E", "reason": SENTINEL,
-                                     "correctedBy": "clerk7"},
+            "attendance.updated": {
+                "studentId": 1001,
+                "schoolId": 994,
+                "date": "2025-10-01",
+                "period": None,
+                "attendanceCode": "A",
+                "minutes": 0,
+            },
+            "attendance.corrected": {
+                "studentId": 1001,
+                "schoolId": 994,
+                "date": "2025-10-01",
+                "period": "2",
+                "originalCode": "A",
+                "newCode": "E",
+                "reason": SENTINEL,
+                "correctedBy": "clerk7",
+            },
             "student.enrolled": {"studentId": 1001, "schoolId": 994, "grade": 9, "enterDate": "2025-08-14"},
             "student.withdrawn": {"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19"},
         }.get(event_type, {"studentId": 1001, "note": SENTINEL})
@@ -101,8 +118,9 @@ def encode(event) -> bytes:
     return event if isinstance(event, bytes) else json.dumps(event).encode()
 
 
-def post(client: httpx.Client, event, *, signature: str | None = "sign", secret: str = SECRET,
-         headers: dict | None = None) -> httpx.Response:
+def post(
+    client: httpx.Client, event, *, signature: str | None = "sign", secret: str = SECRET, headers: dict | None = None
+) -> httpx.Response:
     body = encode(event)
     hdrs = {"Content-Type": "application/json", **(headers or {})}
     if signature == "sign":
@@ -172,8 +190,9 @@ def test_accepted_only_once_stored_then_duplicate(client, inbox):
     assert inbox.event(event["eventId"])["payload"] == event
 
 
-@pytest.mark.parametrize("event_type", ["attendance.updated", "attendance.corrected", "student.enrolled",
-                                        "student.withdrawn"])
+@pytest.mark.parametrize(
+    "event_type", ["attendance.updated", "attendance.corrected", "student.enrolled", "student.withdrawn"]
+)
 def test_every_supported_type_is_accepted(client, inbox, event_type):
     event = make_event(event_type)
     assert post(client, event).json() == {"status": "accepted", "eventId": event["eventId"]}
@@ -221,7 +240,7 @@ def test_malformed_json_or_fields_is_400(client, inbox):
         "array": b"[]",
         "string": b'"hello"',
         "NaN": b'{"eventId": "x", "eventType": "attendance.updated", "timestamp": "2025-01-01T00:00:00Z", '
-               b'"data": {"minutes": NaN}}',
+        b'"data": {"minutes": NaN}}',
         "no eventId": _without(good, "eventId"),
         "empty eventId": {**good, "eventId": ""},
         "numeric eventId": {**good, "eventId": 123},
@@ -238,11 +257,21 @@ def test_malformed_json_or_fields_is_400(client, inbox):
         "attendanceCode missing": {**good, "data": _without(data, "attendanceCode")},
         "bad date": {**good, "data": {**data, "date": "10/01/2025"}},
         "studentId not an id": {**good, "data": {**data, "studentId": SENTINEL}},
-        "corrected without reason": make_event("attendance.corrected", data={
-            "studentId": 1, "schoolId": 2, "date": "2025-10-01", "period": "1", "originalCode": "A",
-            "newCode": "E", "correctedBy": "x"}),
-        "enrolled without grade": make_event("student.enrolled", data={
-            "studentId": 1, "schoolId": 2, "enterDate": "2025-08-14"}),
+        "corrected without reason": make_event(
+            "attendance.corrected",
+            data={
+                "studentId": 1,
+                "schoolId": 2,
+                "date": "2025-10-01",
+                "period": "1",
+                "originalCode": "A",
+                "newCode": "E",
+                "correctedBy": "x",
+            },
+        ),
+        "enrolled without grade": make_event(
+            "student.enrolled", data={"studentId": 1, "schoolId": 2, "enterDate": "2025-08-14"}
+        ),
         "withdrawn without leaveDate": make_event("student.withdrawn", data={"studentId": 1, "schoolId": 2}),
     }
     for name, body in cases.items():
@@ -258,8 +287,10 @@ def test_malformed_json_or_fields_is_400(client, inbox):
         make_event(data={**data, "period": None}),
         make_event(data=_without(data, "minutes")),
         make_event("student.withdrawn", data={"studentId": "1001", "schoolId": 994, "leaveDate": "2025-12-19"}),
-        make_event("student.withdrawn", data={"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19",
-                                              "exitReason": "T160"}),
+        make_event(
+            "student.withdrawn",
+            data={"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19", "exitReason": "T160"},
+        ),
         make_event(ts=dt.datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")),
         make_event(ts=dt.datetime.now(dt.timezone(dt.timedelta(hours=-8))).isoformat()),
     ]
@@ -328,7 +359,7 @@ def test_64_kib_boundary(client, inbox):
     # Without Content-Length (chunked), the bytes actually read are counted too.
     def chunks():
         for i in range(0, len(over), 4096):
-            yield over[i:i + 4096]
+            yield over[i : i + 4096]
 
     r = client.post(PATH, content=chunks(), headers={"X-Aeries-Signature": sign(over, SECRET)})
     assert r.request.headers.get("transfer-encoding") == "chunked"
@@ -341,7 +372,8 @@ def test_oversized_content_length_is_refused_without_reading(server):
     with socket.create_connection((host, int(port)), timeout=5) as s:
         s.sendall(
             f"POST {PATH} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: 100000000\r\nX-Aeries-Signature: sha256={'0' * 64}\r\n\r\n".encode() + b"{" * 1000
+            f"Content-Length: 100000000\r\nX-Aeries-Signature: sha256={'0' * 64}\r\n\r\n".encode()
+            + b"{" * 1000
         )
         started = time.monotonic()
         response = s.recv(4096).decode("latin-1")
@@ -383,8 +415,7 @@ def test_healthz_down_when_the_store_is_gone(store_url, tmp_path):
         box = open_inbox(store_url)
         box.setup()
     try:
-        with ThreadedServer(create_app(box, SECRET)) as running, httpx.Client(base_url=running.url,
-                                                                               timeout=10) as c:
+        with ThreadedServer(create_app(box, SECRET)) as running, httpx.Client(base_url=running.url, timeout=10) as c:
             assert c.get("/healthz").status_code == 200
             if store_url.startswith("postgresql"):
                 drop_database(db_url)
@@ -428,10 +459,23 @@ def test_same_event_from_20_concurrent_clients_is_accepted_once(server, inbox):
 
 def test_concurrent_distinct_events_round_trip_exactly(server, inbox):
     """Concurrent deliveries are group-committed; each payload is stored exactly as sent."""
-    events = [make_event("attendance.corrected", event_id=f"uni-{i}", data={
-        "studentId": 1000 + i, "schoolId": 994, "date": "2025-10-01", "period": "2", "originalCode": "A",
-        "newCode": "E", "reason": f"élève {i} — 生徒 \u0000 \"quoted\" \\ back", "correctedBy": "clerk"})
-        for i in range(48)]
+    events = [
+        make_event(
+            "attendance.corrected",
+            event_id=f"uni-{i}",
+            data={
+                "studentId": 1000 + i,
+                "schoolId": 994,
+                "date": "2025-10-01",
+                "period": "2",
+                "originalCode": "A",
+                "newCode": "E",
+                "reason": f'élève {i} — 生徒 \u0000 "quoted" \\ back',
+                "correctedBy": "clerk",
+            },
+        )
+        for i in range(48)
+    ]
     results: dict[str, dict] = {}
     lock = threading.Lock()
 
@@ -468,8 +512,10 @@ def test_logs_carry_ids_and_outcomes_never_contents_or_secret(inbox, caplog):
     accepted = make_event("attendance.corrected")  # its reason is the sentinel
     unsupported = make_event("grade.posted")
     bad_data = make_event(data={"studentId": SENTINEL})
-    with ThreadedServer(create_app(inbox, SECRET, summary_interval=0.2)) as running, \
-            httpx.Client(base_url=running.url) as c:
+    with (
+        ThreadedServer(create_app(inbox, SECRET, summary_interval=0.2)) as running,
+        httpx.Client(base_url=running.url) as c,
+    ):
         post(c, accepted)
         post(c, accepted)
         post(c, unsupported)
@@ -506,8 +552,10 @@ def test_every_accepted_event_survives_kill_9(store_url, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     env = {**os.environ, "APTOOL_WEBHOOK_SECRET": SECRET, "DAGSTER_HOME": str(tmp_path)}
-    code = f"from aptool_assets.events.app import serve; serve(host='127.0.0.1', port={port}, database_url={store_url!r})"
-    log = open(tmp_path / "receiver.log", "wb")
+    code = (
+        f"from aptool_assets.events.app import serve; serve(host='127.0.0.1', port={port}, database_url={store_url!r})"
+    )
+    log = open(tmp_path / "receiver.log", "wb")  # noqa: SIM115 - the receiver process writes to it until stopped
     proc = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
