@@ -30,7 +30,7 @@ import pytest
 
 from aptool_assets.storage.warehouse import TableSpec, TableWrite, Warehouse, open_warehouse
 from aptool_assets_tests.child_process import ChildProcess
-from aptool_assets_tests.conftest import throwaway_database
+from aptool_assets_tests.conftest import schema_reset, throwaway_database
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -215,14 +215,9 @@ def atomic_pg_url(postgres_url) -> Iterator[str]:
 
 @pytest.fixture
 def pg_url(atomic_pg_url) -> Iterator[str]:
-    _drop_tables(atomic_pg_url)
+    schema_reset(atomic_pg_url)
     yield atomic_pg_url
-    _drop_tables(atomic_pg_url)
-
-
-def _drop_tables(url: str) -> None:
-    with psycopg.connect(url, autocommit=True) as con:
-        con.execute("DROP SCHEMA IF EXISTS aptool CASCADE")
+    schema_reset(atomic_pg_url)
 
 
 @pytest.fixture
