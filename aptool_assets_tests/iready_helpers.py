@@ -7,7 +7,8 @@ from pathlib import Path
 
 import polars as pl
 
-from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.diagnostics import synthetic_diagnostics
+from aptool_demo.iready_files import write_diagnostic_csv
 
 REGION = "ca-test_usd"
 

@@ -35,7 +35,8 @@ from aptool_assets.sources.iready.schemas import (
     validate_results,
 )
 from aptool_assets.tables.iready import COLUMN_NAMES, PUBLISHED_COLUMNS
-from aptool_demo.iready_files import LAYOUTS, layout_headers, synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.diagnostics import synthetic_diagnostics
+from aptool_demo.iready_files import LAYOUTS, layout_headers, write_diagnostic_csv
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "iready"
 needs_fixtures = pytest.mark.skipif(

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import polars as pl
 
-from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.diagnostics import synthetic_diagnostics
+from aptool_demo.iready_files import write_diagnostic_csv
 
 FIRST_NAMES = ["Ana", "Ben", "Cora", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jun", "Kai", "Lena", "Milo", "Nia"]
 LAST_NAMES = ["Arroyo", "Baker", "Chen", "Diaz", "Evans", "Fong", "Garcia", "Hughes", "Ito", "Jones", "Khan", "Lopez"]

@@ -37,7 +37,8 @@ from aptool_assets.sources.iready.schemas import (
     header_key,
 )
 from aptool_assets.tables.iready import DOMAINS, PUBLISHED_COLUMNS
-from aptool_demo.iready_files import synthetic_diagnostics, write_diagnostic_csv
+from aptool_demo.diagnostics import synthetic_diagnostics
+from aptool_demo.iready_files import write_diagnostic_csv
 
 MAX_FLOOR_RATIO = 3.0
 MIN_SPEEDUP = 20.0
