@@ -12,23 +12,26 @@ Who wins, per record (the rule, also in README "Webhooks"):
   window wholesale and then lays back only the webhook cells newer than itself
   (:func:`overlay_newer_cells`), so past days end up exactly as Aeries has them, and a correction
   that Aeries never received is overruled by the next pull. Rows written from events carry
-  ``source = 'webhook'`` until a pull confirms them (``aeries_pull``).
+  ``source = 'webhook'`` until a pull confirms them (``aeries_pull``). A full roster pull does the
+  same for ``aptool.students``: it keeps the records events changed after it started.
 * **Unknown students wait.** An event for a student the roster does not know yet is retried with
   backoff (the pull may not have caught up) and dead-lettered after the retry period. Invalid data
   is dead-lettered at once.
+* **One bad event stops nothing.** Each event is checked on its own (:mod:`.frame`), and an event
+  whose rows the warehouse still refuses is found by bisecting the batch; either way it alone is
+  dead-lettered and the rest of the batch applies.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import polars as pl
 
-from aptool_assets.events.validation import data_problem
+from aptool_assets.events.frame import ATTENDANCE_TYPES, EVENT_SCHEMA, STUDENT_TYPES, event_frame
 from aptool_assets.rules.attendance_cells import (
-    ALL_DAY,
     CELL_KEY,
     DAY_KEY,
     attendance_day_rows,
@@ -43,30 +46,12 @@ from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ATTENDAN
 from aptool_assets.tables.events import ATTENDANCE_CORRECTIONS, ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
 from aptool_assets.vocabulary import UTC_TS, school_year_expr
 
-ATTENDANCE_TYPES = ("attendance.updated", "attendance.corrected")
-STUDENT_TYPES = ("student.enrolled", "student.withdrawn")
+__all__ = ["EVENT_SCHEMA", "ApplyResult", "apply_events", "event_frame"]
+
 WITHDRAWN_STATUS = "withdrawn"  # inactive_status_code until the next roster pull brings the district's own code
 
 _RECORD = ["student_id", "school_code"]
 
-EVENT_SCHEMA = {
-    "seq": pl.Int64,
-    "event_id": pl.Utf8,
-    "event_type": pl.Utf8,
-    "event_timestamp": UTC_TS,
-    "student_id": pl.Int64,
-    "school_code": pl.Int32,
-    "calendar_date": pl.Date,
-    "period": pl.Utf8,
-    "code": pl.Utf8,
-    "original_code": pl.Utf8,
-    "reason": pl.Utf8,
-    "corrected_by": pl.Utf8,
-    "grade": pl.Int32,
-    "enter_date": pl.Date,
-    "leave_date": pl.Date,
-    "exit_reason": pl.Utf8,
-}
 TOUCHED_SCHEMA = {"school_year": pl.Int32, "student_id": pl.Int64, "school_code": pl.Int32}
 
 
@@ -86,57 +71,20 @@ class ApplyResult:
     def students_changed(self) -> bool:
         return self.rows_written.get(STUDENTS.name, 0) > 0
 
+    def merge(self, other: ApplyResult) -> None:
+        """Add the fates and writes of another group of the same batch."""
+        self.applied += other.applied
+        self.superseded += other.superseded
+        self.unknown_student.update(other.unknown_student)
+        self.invalid.update(other.invalid)
+        self.touched = pl.concat([self.touched, other.touched], how="vertical_relaxed")
+        self.touched_dates += other.touched_dates
+        for table, rows in other.rows_written.items():
+            self.rows_written[table] = self.rows_written.get(table, 0) + rows
+
 
 # ---------------------------------------------------------------------------------------------
-# Events → one typed frame
-
-
-def _as_int(value) -> int | None:
-    return int(value) if value is not None and str(value).strip().lstrip("-").isdigit() else None
-
-
-def _as_date(value) -> dt.date | None:
-    return dt.date.fromisoformat(value) if isinstance(value, str) and len(value) == 10 else None
-
-
-def event_frame(events: Iterable[InboxEvent]) -> tuple[pl.DataFrame, dict[str, str]]:
-    """Supported, valid events as one typed frame; the rest with the reason they cannot be applied."""
-    rows, invalid = [], {}
-    for ev in events:
-        d = ev.data
-        problem = (
-            data_problem(ev.event_type, d)
-            if ev.event_type in (*ATTENDANCE_TYPES, *STUDENT_TYPES)
-            else ("unsupported event type")
-        )
-        grade = _as_int(d.get("grade"))
-        if problem is None and ev.event_type == "student.enrolled" and (grade is None or not -2 <= grade <= 18):
-            problem = "data.grade must be an integer grade from -2 to 18"
-        if problem:
-            invalid[ev.event_id] = problem
-            continue
-        corrected = ev.event_type == "attendance.corrected"
-        rows.append(
-            {
-                "seq": ev.seq,
-                "event_id": ev.event_id,
-                "event_type": ev.event_type,
-                "event_timestamp": ev.event_timestamp.astimezone(dt.UTC),
-                "student_id": _as_int(d.get("studentId")),
-                "school_code": _as_int(d.get("schoolId")),
-                "calendar_date": _as_date(d.get("date")),
-                "period": (d.get("period") or ALL_DAY) if ev.event_type in ATTENDANCE_TYPES else None,
-                "code": d.get("newCode") if corrected else d.get("attendanceCode"),
-                "original_code": d.get("originalCode"),
-                "reason": d.get("reason"),
-                "corrected_by": str(d["correctedBy"]) if d.get("correctedBy") is not None else None,
-                "grade": _as_int(d.get("grade")),
-                "enter_date": _as_date(d.get("enterDate")),
-                "leave_date": _as_date(d.get("leaveDate")),
-                "exit_reason": d.get("exitReason") if isinstance(d.get("exitReason"), str) else None,
-            }
-        )
-    return pl.DataFrame(rows, schema=EVENT_SCHEMA), invalid
+# Who wins
 
 
 def latest_first(frame: pl.DataFrame, by: Sequence[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
@@ -170,11 +118,26 @@ def _last_pull(cells: pl.DataFrame, pulls: pl.DataFrame) -> pl.DataFrame:
     return keyed.join(covering, on=CELL_KEY, how="left")
 
 
-def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, schools: list[int]) -> pl.DataFrame:
+@dataclass(frozen=True)
+class SchoolReference:
+    """What every group of a batch reads alike for its schools: their absence codes and attendance pulls.
+    Read once per batch, under the lock (a pull records itself under it too)."""
+
+    codes: pl.DataFrame
+    pulls: pl.DataFrame
+
+    @classmethod
+    def read(cls, wh: Warehouse, schools: list[int]) -> SchoolReference:
+        if not schools:
+            return cls(ABSENCE_CODES.empty(), ATTENDANCE_PULLS.empty())
+        where = {"school_code": AnyOf(schools)}
+        return cls(wh.read_table(ABSENCE_CODES, where=where), wh.read_table(ATTENDANCE_PULLS, where=where))
+
+
+def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, pulls: pl.DataFrame) -> pl.DataFrame:
     """The latest event per cell, flagged ``_wins`` when it is newer than the cell's clock (the last event
     applied to it) and than the last pull covering its day."""
     clock = wh.read_table(ATTENDANCE_EVENT_CELLS, where=near).join(latest.select(CELL_KEY), on=CELL_KEY, how="semi")
-    pulls = wh.read_table(ATTENDANCE_PULLS, where={"school_code": AnyOf(schools)})
     return (
         latest.join(
             clock.select(
@@ -198,9 +161,15 @@ def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, schools: 
 
 
 def apply_attendance(
-    wh: Warehouse, events: pl.DataFrame, known: pl.DataFrame, now: dt.datetime, result: ApplyResult
+    wh: Warehouse,
+    events: pl.DataFrame,
+    known: pl.DataFrame,
+    now: dt.datetime,
+    result: ApplyResult,
+    reference: SchoolReference | None = None,
 ) -> list[TableWrite]:
-    """Attendance events → the writes of ``attendance_days``, the cell clock and the audit trail."""
+    """Attendance events → the writes of ``attendance_days``, the cell clock and the audit trail
+    (``reference``: the schools' codes and pulls, when the caller already read them)."""
     ev = events.filter(pl.col("event_type").is_in(ATTENDANCE_TYPES))
     if ev.height == 0:
         return []
@@ -210,7 +179,8 @@ def apply_attendance(
 
     schools = latest.get_column("school_code").unique().to_list()
     near = {"school_code": AnyOf(schools), "student_id": AnyOf(latest.get_column("student_id").unique().to_list())}
-    candidates = _with_winner_flag(wh, latest, near, schools)
+    reference = reference or SchoolReference.read(wh, schools)
+    candidates = _with_winner_flag(wh, latest, near, reference.pulls)
     winners = candidates.filter("_wins")
     result.superseded += candidates.filter(~pl.col("_wins")).get_column("event_id").to_list()
     result.applied += winners.get_column("event_id").to_list()
@@ -231,8 +201,7 @@ def apply_attendance(
         .join(days.select(*DAY_KEY, pl.col("source_updated_at").alias("_stored")), on=DAY_KEY, how="left")
         .select(*DAY_KEY, pl.max_horizontal("_ts", "_stored").alias("_ts"))
     )
-    codes = wh.read_table(ABSENCE_CODES, where={"school_code": AnyOf(schools)})
-    rows = attendance_day_rows(merged.join(stamp, on=DAY_KEY, how="left"), codes, pl.col("_ts"), "webhook")
+    rows = attendance_day_rows(merged.join(stamp, on=DAY_KEY, how="left"), reference.codes, pl.col("_ts"), "webhook")
     cleared = touched_days.join(rows.select(DAY_KEY), on=DAY_KEY, how="anti")
     clock_rows = winners.select(
         *CELL_KEY,
@@ -411,8 +380,58 @@ def _touched(frame: pl.DataFrame) -> pl.DataFrame:
     ).unique()
 
 
+def _apply_group(wh: Warehouse, frame: pl.DataFrame, now: dt.datetime, reference: SchoolReference) -> ApplyResult:
+    """Decide and write one group of valid events in ONE transaction (the caller holds the lock)."""
+    result = ApplyResult()
+    roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
+    writes = apply_students(wh, frame, roster, result)
+    # An attendance event for a student enrolled by this very batch is known from that enrolment.
+    known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
+    writes += apply_attendance(wh, frame, known, now, result, reference)
+    # Even a batch that changed nothing is a sync: its events are settled.
+    writes.append(
+        sync_state(
+            "webhooks",
+            "events",
+            cursor=f"seq {frame.get_column('seq').max()}",
+            now=now,
+            last_modified=frame.get_column("event_timestamp").max(),
+            detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
+        )
+    )
+    result.rows_written = wh.write(*writes)
+    return result
+
+
+def _apply_isolating(
+    wh: Warehouse, frame: pl.DataFrame, now: dt.datetime, reference: SchoolReference, result: ApplyResult
+) -> None:
+    """Apply ``frame`` as one group; when the warehouse refuses it for what its rows hold, apply each half
+    on its own (bisection, in arrival order) down to the single events it refuses. Those are set aside
+    as invalid with the error's class (never its message, which may quote values); all others are
+    written. Connection trouble is not bisected: it is raised, and the run is retried."""
+    try:
+        part = _apply_group(wh, frame, now, reference)
+    except BaseException as exc:
+        if not wh.rejects_rows(exc):
+            raise
+        if frame.height == 1:
+            result.invalid[frame.item(0, "event_id")] = f"the warehouse refused the event's rows ({type(exc).__name__})"
+            return
+        half = frame.height // 2
+        _apply_isolating(wh, frame.slice(0, half), now, reference, result)
+        _apply_isolating(wh, frame.slice(half), now, reference, result)
+        return
+    result.merge(part)
+
+
 def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime | None = None) -> ApplyResult:
-    """Apply a batch of inbox events to the warehouse in ONE transaction; returns each event's fate.
+    """Apply a batch of inbox events to the warehouse; returns each event's fate.
+
+    Valid events are written in ONE transaction. An event that cannot be applied never holds up the
+    others: invalid data is set aside before anything is written (:func:`event_frame`), and when the
+    warehouse still refuses the batch's rows, the batch is bisected until the refused events are
+    found (:func:`_apply_isolating`); both end in ``invalid``, which the job dead-letters.
 
     Idempotent: re-applying events already applied changes nothing (the cell clock and the records'
     ``source_updated_at`` recognise them), so a run that dies after writing and before marking the
@@ -420,29 +439,15 @@ def apply_events(wh: Warehouse, events: Sequence[InboxEvent], now: dt.datetime |
     """
     now = now or dt.datetime.now(dt.UTC)
     result = ApplyResult()
-    frame, result.invalid = event_frame(events)
+    frame, result.invalid = event_frame(events, now.date())
     if frame.height == 0:
         return result
-    # Read, decide and write under the lock a pull takes for its window, so neither overwrites rows
-    # the other wrote between its read and its write.
+    # Read, decide and write under the lock a pull takes for its window (and the roster refresh for
+    # the roster), so neither overwrites rows the other wrote between its read and its write.
     with wh.exclusive(ATTENDANCE_DAYS_LOCK):
-        roster = wh.read_table(STUDENTS, where={"student_id": AnyOf(frame.get_column("student_id").unique().to_list())})
-        writes = apply_students(wh, frame, roster, result)
-        # An attendance event for a student enrolled by this very batch is known from that enrolment.
-        known = pl.concat([roster.select(_RECORD), *[w.df.select(_RECORD) for w in writes if w.table is STUDENTS]])
-        writes += apply_attendance(wh, frame, known, now, result)
-        # Even a batch that changed nothing is a sync: its events are settled.
-        writes.append(
-            sync_state(
-                "webhooks",
-                "events",
-                cursor=f"seq {frame.get_column('seq').max()}",
-                now=now,
-                last_modified=frame.get_column("event_timestamp").max(),
-                detail=f"{len(result.applied)} applied, {len(result.superseded)} superseded",
-            )
-        )
-        result.rows_written = wh.write(*writes)
+        attendance = frame.filter(pl.col("event_type").is_in(ATTENDANCE_TYPES))
+        reference = SchoolReference.read(wh, attendance.get_column("school_code").unique().to_list())
+        _apply_isolating(wh, frame, now, reference, result)
     result.touched = result.touched.unique()
     result.touched_dates = sorted(set(result.touched_dates))
     return result

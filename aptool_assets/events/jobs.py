@@ -10,6 +10,7 @@ handed the metrics' incremental refresh (:class:`AfterApply`) by the definitions
 """
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -133,9 +134,16 @@ def build_apply_job(after: AfterApply, day_partitions: dg.PartitionsDefinition) 
                 return
             wh = warehouse.get()
             result = apply_events(wh, events, now)
-            refreshed = after.refresh(wh, result.touched, platform)
-            # The warehouse first, the inbox after: a run dying in between re-applies idempotently.
             retry_for = dt.timedelta(hours=platform.unknown_student_retry_hours)
+            # The warehouse first, the inbox after: a run dying in between re-applies idempotently.
+            try:
+                refreshed = after.refresh(wh, result.touched, platform)
+            except Exception as exc:
+                if wh.rejects_rows(exc):
+                    # The events are in the tables and a retry cannot refresh these students either:
+                    # settle them so later events are not held back; the next full summary catches up.
+                    settle_inbox(box, events, result, context.run_id, retry_for, now)
+                raise
             fates = settle_inbox(box, events, result, context.run_id, retry_for, now)
             _report(context, result, refreshed, after, day_partitions)
             students = result.touched.select("student_id", "school_code").unique().height
@@ -143,6 +151,9 @@ def build_apply_job(after: AfterApply, day_partitions: dg.PartitionsDefinition) 
                 f"{len(events)} events: {fates}; {students} student records touched; "
                 f"metrics refreshed for years {sorted(refreshed) or 'none'}"
             )
+            if result.invalid:
+                reasons = Counter(result.invalid.values()).most_common(10)
+                context.log.warning(f"{len(result.invalid)} events dead-lettered as invalid: {reasons}")
 
     @dg.job(
         name="apply_webhook_events",

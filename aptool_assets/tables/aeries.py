@@ -11,7 +11,8 @@ PULLED = {"source_updated_at": UTC_TS}  # when the platform pulled the row from 
 
 ATTENDANCE_DAYS_LOCK = "attendance_days"
 """Held (``Warehouse.exclusive``) by a pull from reading the newer webhook cells to writing its window,
-and by the webhook path from reading stored days to writing them back."""
+by a full roster pull from reading the records changed since it started to replacing the roster, and by
+the webhook path from reading stored days and records to writing them back."""
 
 SCHOOLS = TableSpec(
     name="schools",

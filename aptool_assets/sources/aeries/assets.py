@@ -50,6 +50,9 @@ ATTENDANCE_DAYS_KEY = asset_key(ATTENDANCE_DAYS)
 HISTORY_KEY = asset_key(ATTENDANCE_HISTORY_SUMMARY)
 
 
+_FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+
+
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
@@ -147,10 +150,13 @@ def students(
     wh = warehouse.get()
     changed = {(int(sc), int(sid)) for sc, sid in config.changed}
     codes = sorted({sc for sc, _ in changed}) if changed else real_school_codes(wh)
+    # Rows are stamped with when the pull started: it is the truth as of then, and an event newer
+    # than that (applied during the pull or after it) wins over it.
+    pulled_at = _now()
     df, meta = pull_per_school(
         aeries, codes, lambda c, sc: frames.students_frame(c.students(sc)), frames.students_frame([])
     )
-    df = df.with_columns(pl.lit(_now()).alias("source_updated_at"))
+    df = df.with_columns(pl.lit(pulled_at).alias("source_updated_at"))
     if changed:
         wanted = pl.DataFrame(sorted(changed), schema={"school_code": pl.Int32, "student_id": pl.Int64}, orient="row")
         df = df.join(wanted, on=["school_code", "student_id"], how="semi")
@@ -162,7 +168,7 @@ def students(
         if missing:
             context.log.warning(f"{missing} changed student record(s) not found at their school (IDs skipped)")
     else:
-        wh.write(TableWrite(STUDENTS, df), sync_state("aeries", "students", detail=f"{df.height} records"))
+        df = publish_roster(wh, df, pulled_at)
     active = int(df.get_column("is_active").sum()) if df.height else 0
     context.log.info(f"{df.height} student records from {len(codes)} school(s), {active} active")
     return dg.MaterializeResult(
@@ -177,6 +183,30 @@ def students(
             },
         )
     )
+
+
+def overlay_newer_records(pulled: pl.DataFrame, newer: pl.DataFrame) -> pl.DataFrame:
+    """The pulled roster with the stored records in ``newer`` laid over it (a newer record replaces the
+    pulled record of its student and school, or is added when the pull has none)."""
+    if newer.height == 0:
+        return pulled
+    key = list(STUDENTS.key)
+    kept = pulled.join(newer.select(key), on=key, how="anti")
+    return pl.concat([kept, newer.select(pulled.columns)], how="vertical_relaxed")
+
+
+def publish_roster(wh: Warehouse, pulled: pl.DataFrame, pulled_at: dt.datetime) -> pl.DataFrame:
+    """Replace ``aptool.students`` with a full pull, laying back the records changed after the pull started
+    (webhook enrolments and withdrawals, a change-feed merge); returns what was published. Under the lock the
+    webhook path holds from reading the roster to writing it, so no event lands between the read and the write.
+    """
+    with wh.exclusive(ATTENDANCE_DAYS_LOCK):
+        stored = wh.read_table(STUDENTS, where={"source_updated_at": Between(pulled_at, _FAR_FUTURE)})
+        newer = stored.filter(pl.col("source_updated_at") > pulled_at)
+        rows = overlay_newer_records(pulled, newer)
+        detail = f"{rows.height} records" + (f", {newer.height} newer kept" if newer.height else "")
+        wh.write(TableWrite(STUDENTS, rows), sync_state("aeries", "students", detail=detail))
+    return rows
 
 
 def month_windows(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:

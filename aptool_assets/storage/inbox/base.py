@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -73,10 +74,68 @@ class InboxEvent:
     next_attempt_at: dt.datetime | None
     last_error: str | None
     first_failed_at: dt.datetime | None = None  # first failed attempt since receipt or the last replay
+    payload_problem: str | None = None  # why the stored payload could not be read (then ``payload`` is {})
 
     @property
     def data(self) -> dict:
-        return self.payload.get("data") or {}
+        data = self.payload.get("data") if isinstance(self.payload, dict) else None
+        return data if isinstance(data, dict) else {}
+
+
+MAX_PAYLOAD_DEPTH = 64
+"""Deepest JSON nesting a stored payload is decoded with. The receiver refuses more than 16 levels
+(contract §5); events stored before it did are read only this far, so no payload can exhaust the
+reader's stack (``json.loads`` recurses once per level)."""
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_NOT_BRACKET = re.compile(r"[^\[\]{}]")
+
+
+class UndecodablePayload(str):
+    """A stored payload that cannot be decoded safely: its text, and ``reason`` (no values)."""
+
+    reason: str
+
+    def __new__(cls, text: str, reason: str) -> UndecodablePayload:
+        value = super().__new__(cls, text)
+        value.reason = reason
+        return value
+
+
+def json_depth(text: str) -> int:
+    """How deep ``text``'s JSON nests (objects and arrays), without recursion; an upper bound when
+    the text is not JSON."""
+    opening = text.count("{") + text.count("[")
+    if opening <= MAX_PAYLOAD_DEPTH:
+        return opening  # cannot nest deeper than it opens: the usual payload stops here
+    depth = deepest = 0
+    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def load_payload(raw: str | bytes | bytearray | memoryview) -> object:
+    """A stored payload decoded, or :class:`UndecodablePayload` (too deep, not JSON): reading the inbox
+    never fails on what one event holds."""
+    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", errors="replace")
+    depth = json_depth(text)
+    if depth > MAX_PAYLOAD_DEPTH:
+        return UndecodablePayload(text, f"payload JSON nests {depth} levels, more than {MAX_PAYLOAD_DEPTH}")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return UndecodablePayload(text, "payload is not valid JSON")
+
+
+def inbox_event(row: dict) -> InboxEvent:
+    """An :class:`InboxEvent` from a stored row whose payload went through :func:`load_payload`."""
+    payload = row.get("payload")
+    if isinstance(payload, UndecodablePayload):
+        return InboxEvent(**{**row, "payload": {}, "payload_problem": payload.reason})
+    if not isinstance(payload, dict):
+        return InboxEvent(**{**row, "payload": {}, "payload_problem": "payload is not a JSON object"})
+    return InboxEvent(**row)
 
 
 def utcnow() -> dt.datetime:
@@ -258,7 +317,7 @@ class Inbox(ABC):
             ),
             (now, int(limit)),
         )
-        return [InboxEvent(**row) for row in rows]
+        return [inbox_event(row) for row in rows]
 
     def mark_applied(self, event_ids: Sequence[str], run_id: str | None = None, outcome: str = "applied") -> None:
         """Mark pending events done: ``applied``, or ``superseded`` (an older event that lost to a

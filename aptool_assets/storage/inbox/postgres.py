@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from aptool_assets.storage.backends import redact_url
-from aptool_assets.storage.inbox.base import Inbox
+from aptool_assets.storage.inbox.base import Inbox, load_payload
 from aptool_assets.storage.inbox.batch_writer import PgBatchWriter
 
 
@@ -81,6 +81,11 @@ class PostgresInbox(Inbox):
 
     @staticmethod
     def _configure(con) -> None:
+        from psycopg.types.json import set_json_loads
+
+        # Payloads are decoded defensively: a stored payload too deep or broken for json.loads must
+        # not make every read of the inbox fail (see load_payload).
+        set_json_loads(load_payload, con)
         # Durable before "accepted": a server running with synchronous_commit=off would lose the
         # last commits on a crash, so our sessions turn it back on ('local'/'remote_*' are kept).
         if con.execute("SELECT current_setting('synchronous_commit') AS s").fetchone()["s"] == "off":

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import sqlite3
 import threading
@@ -15,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aptool_assets.storage.inbox.base import DATETIME_KEYS, Inbox
+from aptool_assets.storage.inbox.base import DATETIME_KEYS, Inbox, load_payload
 from aptool_assets.storage.sqlite_file import open_sqlite_wal
 
 
@@ -147,7 +146,7 @@ class SqliteInbox(Inbox):
             if key in DATETIME_KEYS and isinstance(value, str):
                 row[key] = dt.datetime.fromisoformat(value)
             elif key == "payload" and isinstance(value, str):
-                row[key] = json.loads(value)
+                row[key] = load_payload(value)
         return row
 
     def _insert_event(self, params: tuple) -> str:

@@ -21,6 +21,15 @@ SCHEMA = "aptool"
 
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]*$")
 
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    pl.exceptions.PolarsError,
+    pl.exceptions.PanicException,
+    ValueError,  # UnicodeError included
+    TypeError,
+    OverflowError,
+)
+"""Errors that say the data itself was refused, whichever backend (see :meth:`Warehouse.rejects_rows`)."""
+
 
 def _check_ident(name: str) -> str:
     if not _IDENT.match(name):
@@ -154,6 +163,13 @@ class Warehouse(ABC):
 
     @abstractmethod
     def table_exists(self, table: TableSpec | str) -> bool: ...
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        """True when ``exc`` says the rows of a write (or the frames built for it) were refused for what
+        they hold -- a value out of range, a byte the database will not store, a constraint -- so the same
+        write can never succeed, though one without the offending rows may. False for connection trouble
+        and anything else, which a later retry may fix."""
+        return isinstance(exc, ROW_ERRORS)
 
     @abstractmethod
     def exclusive(self, name: str) -> AbstractContextManager[None]:

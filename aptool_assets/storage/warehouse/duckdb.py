@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from aptool_assets.storage.warehouse.base import SCHEMA, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse.base import ROW_ERRORS, SCHEMA, TableSpec, TableWrite, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class DuckDBWarehouse(Warehouse):
             yield con
         finally:
             con.close()
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        # Conversion, out-of-range and type errors, constraints, and input DuckDB refuses (e.g. malformed JSON).
+        return isinstance(exc, (*ROW_ERRORS, duckdb.DataError, duckdb.IntegrityError, duckdb.InvalidInputException))
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> pl.DataFrame:
         with self._connect() as con:

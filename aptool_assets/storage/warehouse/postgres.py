@@ -26,7 +26,7 @@ from psycopg.types.string import TextLoader
 
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
 from aptool_assets.storage.backends import redact_url
-from aptool_assets.storage.warehouse.base import SCHEMA, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse.base import ROW_ERRORS, SCHEMA, TableSpec, TableWrite, Warehouse
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,10 @@ class PostgresWarehouse(Warehouse):
                 yield
             finally:
                 con.execute("SELECT pg_advisory_unlock(hashtext(%s))", [f"{SCHEMA}.{name}:exclusive"])
+
+    def rejects_rows(self, exc: BaseException) -> bool:
+        # Class 22 (data exception: NUL byte, numeric out of range, bad encoding) and 23 (constraints).
+        return isinstance(exc, (*ROW_ERRORS, psycopg.DataError, psycopg.IntegrityError))
 
     def _retrying(self, fn, what: str):
         return call_with_retry(fn, policy=self.retry, is_retryable=is_transient_db_error, what=what, logger=log)
