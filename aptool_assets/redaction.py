@@ -33,7 +33,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from urllib.parse import unquote
 
 REDACTED = "***"
@@ -68,6 +68,7 @@ _QUOTED = re.compile(r"\"([^\"\n]{0,200})\"|'([^'\n]{0,200})'")
 _lock = threading.Lock()
 _remembered_urls: set[str] = set()
 _remembered_values: set[str] = set()
+_version = 0  # bumped by every remember, so the cached sets of known secrets follow
 
 
 # --- reading a connection string the way libpq does ----------------------------------------------
@@ -160,24 +161,36 @@ def redact_url(url: str) -> str:
 
 def remember_url(url: str | None) -> None:
     """Scrub this connection string's password from every later message of the process."""
-    if url and url_passwords(url):
+    global _version
+    if url and url not in _remembered_urls and url_passwords(url):
         with _lock:
             _remembered_urls.add(url)
+            _version += 1
 
 
 def remember(secret: str | None) -> None:
     """Scrub this value (a token, a password, a webhook URL) from every later message of the process."""
-    if secret and secret.strip():
+    global _version
+    if secret and secret.strip() and secret.strip() not in _remembered_values:
         with _lock:
             _remembered_values.add(secret.strip())
+            _version += 1
 
 
-def _known(urls: Iterable[str | None]) -> tuple[frozenset[str], frozenset[str]]:
-    env_urls = {os.environ.get(name) or "" for name in URL_VARIABLES}
-    env_values = {(os.environ.get(name) or "").strip() for name in SECRET_VARIABLES}
+def _known(urls: tuple[str | None, ...]) -> tuple[frozenset[str], frozenset[str]]:
+    """The connection strings and the plain secrets known now (cached: a log line must stay cheap)."""
+    env = tuple(os.environ.get(name) for name in (*URL_VARIABLES, *SECRET_VARIABLES))
+    return _known_sets(urls, env, _version)
+
+
+@functools.lru_cache(maxsize=64)
+def _known_sets(
+    urls: tuple[str | None, ...], env: tuple[str | None, ...], version: int
+) -> tuple[frozenset[str], frozenset[str]]:
+    env_urls, env_values = env[: len(URL_VARIABLES)], env[len(URL_VARIABLES) :]
     with _lock:
         known_urls = {u for u in (*urls, *env_urls, *_remembered_urls) if u}
-        values = {v for v in (*env_values, *_remembered_values) if v}
+        values = {v.strip() for v in (*env_values, *_remembered_values) if v and v.strip()}
     return frozenset(known_urls), frozenset(values)
 
 
@@ -199,20 +212,25 @@ def _spelling(secret: str) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(urls: frozenset[str], values: frozenset[str]) -> tuple[re.Pattern | None, frozenset[str]]:
-    """One pattern for every long-enough secret (longest first), and every secret for fragment checks."""
+def _compiled(urls: frozenset[str], values: frozenset[str]) -> tuple[re.Pattern | None, frozenset[str], frozenset[str]]:
+    """One pattern for every long-enough secret (longest first); those secrets, and every 3-character
+    piece of them (a quoted fragment can only be part of a secret if it starts with one)."""
     secrets = set(values)
     for url in urls:
         secrets |= url_passwords(url)
     long_enough = sorted((s for s in secrets if len(s) >= MIN_SECRET), key=len, reverse=True)
     pattern = re.compile("|".join(_spelling(s) for s in long_enough)) if long_enough else None
-    return pattern, frozenset(secrets)
+    pieces = frozenset(s[i : i + 3] for s in long_enough for i in range(len(s) - 2))
+    return pattern, frozenset(long_enough), pieces
 
 
-def _quoted(m: re.Match, secrets: frozenset[str]) -> str:
+def _quoted(m: re.Match, secrets: frozenset[str], pieces: frozenset[str]) -> str:
     """A quoted fragment of a known secret (libpq quotes the token it choked on) becomes ``"***"``."""
     fragment, quote = m.group(1) if m.group(1) is not None else m.group(2), m.group(0)[0]
-    if len(fragment) >= 3 and any(len(s) >= MIN_SECRET and (fragment in s or unquote(fragment) in s) for s in secrets):
+    decoded = unquote(fragment) if "%" in fragment else fragment
+    if len(fragment) < 3 or (fragment[:3] not in pieces and decoded[:3] not in pieces):
+        return m.group(0)
+    if any(fragment in s or decoded in s for s in secrets):
         return quote + REDACTED + quote
     return m.group(0)
 
@@ -222,19 +240,22 @@ def scrub(text: str, *urls: str | None) -> str:
     in any spelling, and any password its place gives away (module docstring)."""
     if not text:
         return text
-    known_urls, values = _known(urls)
+    known_urls, values = _known(tuple(urls))
     for url in sorted(known_urls, key=len, reverse=True):
         if url in text:
             text = text.replace(url, redact_url(url))
-    pattern, secrets = _compiled(known_urls, values)
+    pattern, secrets, pieces = _compiled(known_urls, values)
     if pattern is not None:
         text = pattern.sub(REDACTED, text)
-    if secrets:
-        text = _QUOTED.sub(lambda m: _quoted(m, secrets), text)
-    text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
-    text = _QUERY_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
-    text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + REDACTED if m.group(2) != REDACTED else m.group(0), text)
-    return _MAPPING_PASSWORD.sub(lambda m: m.group(1) + m.group(2)[0] + REDACTED + m.group(2)[0], text)
+    if pieces and ('"' in text or "'" in text):
+        text = _QUOTED.sub(lambda m: _quoted(m, secrets, pieces), text)
+    if "://" in text:
+        text = _USERINFO.sub(lambda m: m.group(1) + REDACTED + "@", text)
+    if "password" in text.lower():
+        text = _QUERY_PASSWORD.sub(lambda m: m.group(1) + REDACTED, text)
+        text = _KEYWORD_PASSWORD.sub(lambda m: m.group(1) + REDACTED if m.group(2) != REDACTED else m.group(0), text)
+        text = _MAPPING_PASSWORD.sub(lambda m: m.group(1) + m.group(2)[0] + REDACTED + m.group(2)[0], text)
+    return text
 
 
 def redact_quoted(text: str) -> str:

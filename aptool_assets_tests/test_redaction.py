@@ -45,6 +45,7 @@ def _forget_remembered_secrets(monkeypatch):
     """What a test remembers stays in that test (the registry is process-wide by design)."""
     monkeypatch.setattr(redaction, "_remembered_urls", set())
     monkeypatch.setattr(redaction, "_remembered_values", set())
+    monkeypatch.setattr(redaction, "_version", redaction._version + 1000)  # fresh cache keys
 
 
 def spellings(password: str) -> set[str]:
