@@ -1,4 +1,9 @@
-"""The ``aptool`` command (contract §6)."""
+"""The ``aptool`` command (contract §6).
+
+Everything it prints goes through :mod:`aptool_assets.redaction`: a failure is one scrubbed line on
+stderr (a traceback, scrubbed too, only with ``--debug``), and its log handlers scrub every record, so
+no password or token reaches the terminal or a cron mail.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,11 @@ import argparse
 import logging
 import os
 import sys
+import traceback
 import warnings
 from pathlib import Path
+
+from aptool_assets.redaction import scrub, scrub_logs
 
 DEMO_HOME = Path(".aptool") / "demo"
 
@@ -23,8 +31,30 @@ def _instance():
 
 
 def _fail(message: str) -> int:
-    print(f"aptool: error: {message}", file=sys.stderr)
+    print(scrub(f"aptool: error: {message}"), file=sys.stderr)
     return 1
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """The full traceback (``--debug``), scrubbed of secrets."""
+    print(scrub("".join(traceback.format_exception(exc))), file=sys.stderr, end="")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _unexpected(exc: Exception, debug: bool) -> int:
+    """Any error a command did not handle: one scrubbed line (the traceback too with --debug)."""
+    from aptool_assets.settings import ConfigurationError
+
+    if isinstance(exc, ConfigurationError):  # names the setting and the fix
+        return _fail(str(exc))
+    if debug:
+        _print_traceback(exc)
+        return _fail(_first_line(exc))
+    return _fail(f"{_first_line(exc)}. Fix: run again with --debug for the traceback")
 
 
 def _report_failures(summary, debug: bool) -> int:
@@ -32,7 +62,7 @@ def _report_failures(summary, debug: bool) -> int:
     if debug:
         for step in summary.failures:
             if step.error:
-                print(f"--- {step.label or step.step}: full error\n{step.error}", file=sys.stderr)
+                print(scrub(f"--- {step.label or step.step}: full error\n{step.error}"), file=sys.stderr)
     first = summary.failures[0]
     more = f" (and {len(summary.failures) - 1} more failed step(s))" if len(summary.failures) > 1 else ""
     return _fail(f"{first.label or first.step}{more}: {first.detail.rstrip('.')}. Fix: {first.fix}")
@@ -47,10 +77,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             summary = run_pipeline(only=args.only, year=args.year, instance=instance)
     except (PipelineError, ConfigurationError) as exc:
         return _fail(str(exc))  # these already say which setting to fix
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - one line with a fix; the scrubbed traceback only with --debug
         if args.debug:
-            raise
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            _print_traceback(exc)
+        reason = scrub(_first_line(exc))
         fix = fix_for(reason)
         return _fail(f"{reason}. Fix: {fix if fix != DEFAULT_FIX else 'run again with --debug for the traceback'}")
     print("\nSummary")
@@ -219,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.debug:
         warnings.filterwarnings("ignore", message=r".*(beta|preview).*", category=Warning)
-    level = logging.DEBUG if args.debug else logging.WARNING
+    # A server's INFO lines (the receiver's startup line with its inbox, its periodic summary) are its output.
+    level = logging.DEBUG if args.debug else logging.INFO if args.command == "webhooks" else logging.WARNING
     if args.command in ("run", "demo") and not args.debug:
         # Warnings are part of the progress on stdout; stderr carries only the one-line error.
         logging.basicConfig(level=level, format="  [warning] %(message)s", stream=sys.stdout)
@@ -227,11 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # Dagster's loggers are DEBUG-level and propagate here
         handler.setLevel(level)
+        scrub_logs(handler)
     if args.debug:
         from aptool_assets import runner
 
         runner.CONSOLE_LOG_LEVEL = "DEBUG"
-    return args.func(args)
+    try:
+        return args.func(args)
+    except Exception as exc:  # noqa: BLE001 - the command's one line (module docstring), never a raw traceback
+        return _unexpected(exc, args.debug)
 
 
 if __name__ == "__main__":

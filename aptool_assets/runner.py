@@ -16,6 +16,7 @@ import dagster as dg
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
+from aptool_assets.redaction import scrub
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,
@@ -104,15 +105,15 @@ def _one_line(text: str) -> str:
 
 
 def _failure_reason(result: dg.ExecuteInJobResult) -> tuple[str, str]:
-    """One line for the operator, and the full error (with its stack) for --debug."""
+    """One line for the operator, and the full error (with its stack) for --debug; both scrubbed of secrets."""
     for ev in result.get_asset_check_evaluations():
         if not ev.passed and ev.severity == dg.AssetCheckSeverity.ERROR:
-            return f"{ev.asset_key.to_user_string()} check {ev.check_name} failed: {ev.description}", ""
+            return scrub(f"{ev.asset_key.to_user_string()} check {ev.check_name} failed: {ev.description}"), ""
     for ev in result.all_events:
         if ev.event_type_value == "STEP_FAILURE":
             err = ev.event_specific_data.error
             text = (err.cause.message if err and err.cause else err.message if err else "") or ""
-            return f"{ev.step_key} failed: {_one_line(text)}", (err.to_string() if err else "")
+            return scrub(f"{ev.step_key} failed: {_one_line(text)}"), scrub(err.to_string() if err else "")
     return "run failed", ""
 
 
@@ -167,6 +168,10 @@ FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (
             r"Could not set lock|database is locked|conflicting lock",
             "another process holds the DuckDB file (e.g. dagster dev); stop it or point APTOOL_DATABASE_URL elsewhere",
+        ),
+        (
+            r"APTOOL_DATABASE_URL is not a valid|unsupported database URL",
+            "correct APTOOL_DATABASE_URL as the message says (the password is never shown)",
         ),
         (
             r"psycopg|OperationalError|connection to server",

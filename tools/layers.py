@@ -25,7 +25,7 @@ PACKAGE = "aptool_assets"
 DEMO = "aptool_demo"
 
 LAYERS: list[tuple[str, ...]] = [
-    ("vocabulary",),
+    ("vocabulary", "redaction"),
     ("rules",),
     ("settings",),
     ("resilience",),
@@ -43,7 +43,7 @@ LAYERS: list[tuple[str, ...]] = [
 the other source or the webhook path, and the reverse)."""
 
 LAYER_NAMES = [
-    "shared vocabulary",
+    "shared vocabulary and redaction",
     "rules (pure functions over DataFrames)",
     "configuration",
     "resilience",

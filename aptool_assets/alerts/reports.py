@@ -3,7 +3,8 @@
 Both read only Dagster's event log (materialization metadata, check results, step failures) and the
 dead-letter counts, never the published tables, so nothing from a student row can reach an alert.
 Failure messages are quoted only for our own exception classes, whose messages are written to name
-endpoints, IDs and counts; any other message (a library's, which could quote a CSV cell) is withheld.
+endpoints, IDs and counts, and scrubbed of secrets all the same; any other message (a library's, which
+could quote a CSV cell or a connection string) is withheld.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from aptool_assets.alerts.slack import Alert
+from aptool_assets.redaction import scrub
 
 log = logging.getLogger("aptool_assets.alerts")
 
@@ -131,11 +133,12 @@ def dead_letters_pending() -> int:
 def _safe_error_classes() -> set[str]:
     from aptool_assets.resilience.breaker import BreakerOpen
     from aptool_assets.resilience.retry import RetryExhausted
+    from aptool_assets.settings import ConfigurationError  # names the setting, never its secret value
     from aptool_assets.sources.aeries.client import AeriesError
     from aptool_assets.sources.iready.resources import SFTPError
 
     names: set[str] = set()
-    stack: list[type] = [AeriesError, SFTPError, BreakerOpen, RetryExhausted]
+    stack: list[type] = [AeriesError, SFTPError, BreakerOpen, RetryExhausted, ConfigurationError]
     while stack:
         cls = stack.pop()
         names.add(cls.__name__)
@@ -152,7 +155,7 @@ def describe_error(error) -> str:  # SerializableErrorInfo
         info = info.cause or getattr(info, "context", None)
     for info in chain:
         if info.cls_name in safe:
-            message = " ".join(str(info.message).split())
+            message = scrub(" ".join(str(info.message).split()))
             message = re.sub(rf"^[\w.]*\b{re.escape(info.cls_name)}:\s*", "", message)  # "pkg.mod.Cls: …"
             return f"{info.cls_name}: {message[:MAX_MESSAGE]}"
     names = [i.cls_name or "Error" for i in chain]

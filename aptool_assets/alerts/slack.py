@@ -2,9 +2,11 @@
 
 Slack incoming webhooks, Mattermost and Teams' Slack-compatible connectors all take
 ``{"text": …, "blocks": […]}``. Alerts carry IDs, counts, job and step names and error class
-names only: callers build them from metadata, never from source rows. The webhook URL is itself a
-secret (it embeds a token): it arrives as ``dagster.EnvVar`` and never appears in logs or errors.
-A failed post is logged and swallowed: alerting must never fail a sensor tick or a run.
+names only: callers build them from metadata, never from source rows. Every string of an alert is
+scrubbed of secrets (:func:`aptool_assets.redaction.scrub`) before it is posted or logged, whoever
+built it. The webhook URL is itself a secret (it embeds a token): it arrives as ``dagster.EnvVar`` and
+never appears in logs or errors. A failed post is logged and swallowed: alerting must never fail a
+sensor tick or a run.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Literal
 import dagster as dg
 from pydantic import Field
 
+from aptool_assets.redaction import remember, scrub
 from aptool_assets.resilience.retry import RetrySettings, call_with_retry
 
 log = logging.getLogger("aptool_assets.alerts")
@@ -37,6 +40,16 @@ class Alert:
     fields: dict[str, object] = field(default_factory=dict)
     lines: tuple[str, ...] = ()
     link: str | None = None
+
+    def scrubbed(self) -> Alert:
+        """This alert with every string scrubbed of secrets (a URL's password, a token)."""
+        return Alert(
+            title=scrub(self.title),
+            severity=self.severity,
+            fields={scrub(str(k)): scrub(str(v)) for k, v in self.fields.items()},
+            lines=tuple(scrub(line) for line in self.lines),
+            link=self.link,
+        )
 
     def text(self) -> str:
         """The plain-text form (Slack's notification text and the log line)."""
@@ -82,7 +95,9 @@ class AlertResource(dg.ConfigurableResource):
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}" if self.ui_url else None
 
     def send(self, alert: Alert) -> bool:
-        """Post (or log) one alert; True when the webhook accepted it. Never raises."""
+        """Post (or log) one alert, scrubbed of secrets; True when the webhook accepted it. Never raises."""
+        remember(self.webhook_url)
+        alert = alert.scrubbed()
         if not self.webhook_url:
             log.warning("alert (APTOOL_ALERT_WEBHOOK_URL not set): %s", alert.text())
             return False

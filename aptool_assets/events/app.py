@@ -52,6 +52,7 @@ from starlette.routing import Route
 
 from aptool_assets.events.signatures import verify
 from aptool_assets.events.validation import UNSUPPORTED_TYPE_REASON, Event, Rejection, for_log, parse_event
+from aptool_assets.redaction import scrub_logs
 from aptool_assets.storage.inbox import Inbox, open_inbox
 
 logger = logging.getLogger("aptool_assets.events.receiver")
@@ -273,6 +274,7 @@ def serve(host: str = "127.0.0.1", port: int = 8787, database_url: str | None = 
     if not logging.getLogger().handlers:
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aptool_assets.events").setLevel(level)
+    scrub_logs(*logging.getLogger().handlers)  # no password in any line (aptool_assets.redaction)
 
     inbox = open_inbox(database_url)
     try:
@@ -290,6 +292,8 @@ def serve(host: str = "127.0.0.1", port: int = 8787, database_url: str | None = 
             timeout_keep_alive=30,
             server_header=False,
         )
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):  # uvicorn's own handlers, set up just now
+            scrub_logs(*logging.getLogger(name).handlers)
         uvicorn.Server(config).run()
     finally:
         inbox.close()

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import Field
 
 from aptool_assets.storage.inbox import Inbox, open_inbox
 
@@ -15,7 +16,7 @@ class WebhookInboxResource(dg.ConfigurableResource):
     embedded SQLite inbox (``APTOOL_INBOX_PATH`` or ``$DAGSTER_HOME/inbox.sqlite``) — exactly where
     ``aptool webhooks serve`` started with the same environment stores events."""
 
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False, description="APTOOL_DATABASE_URL (secret)")
     inbox_path: str | None = None
 
     def open(self) -> Inbox:

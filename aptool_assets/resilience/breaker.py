@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from aptool_assets.redaction import scrub
 from aptool_assets.resilience.retry import parse_pairs
 from aptool_assets.resilience.store_api import BreakerStore
 
@@ -103,7 +104,7 @@ class BreakerStatus:
                 f"{self.service} circuit breaker closed ({self.failures_in_window} of {self.failure_threshold} "
                 f"failures within {self.window_s:g} s)"
             )
-        why = f" ({self.reason})" if self.reason else ""
+        why = f" ({scrub(self.reason)})" if self.reason else ""
         if self.state == "open":
             return (
                 f"{self.service} circuit breaker open since {_utc(self.opened_at)}{why}; "
@@ -120,7 +121,7 @@ class BreakerStatus:
             "failure_threshold": self.failure_threshold,
             "opened_at": _utc(self.opened_at),
             "half_open_at": _utc(self.half_open_at),
-            "reason": self.reason or "",
+            "reason": scrub(self.reason or ""),
             "times_opened": self.times_opened,
         }
 
@@ -367,7 +368,7 @@ class CircuitBreaker:
             state="open",
             opened_at=now if not was_open else (row["opened_at"] or now),
             half_open_at=now + seconds,
-            reason=reason[:300],
+            reason=scrub(reason)[:300],
             trial_started_at=None,
             updated_at=now,
             times_opened=row["times_opened"] + (0 if was_open else 1),

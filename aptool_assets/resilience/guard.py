@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
+from aptool_assets.redaction import scrub
 from aptool_assets.resilience.breaker import (
     AUTH_BACKOFF_S,
     MAINTENANCE_BACKOFF_S,
@@ -121,7 +122,8 @@ class ServiceGuard:
     def dead_letter(self, operation: str, exc: BaseException, context: dict | None = None) -> int | None:
         """Keep an unexpected failure with its context (IDs only); never raises."""
         try:
-            return self.store.add_failed_operation(self.service, operation, type(exc).__name__, str(exc), context)
+            message = scrub(str(exc))  # a library's message could quote a URL with its password
+            return self.store.add_failed_operation(self.service, operation, type(exc).__name__, message, context)
         except Exception as store_exc:  # noqa: BLE001 - the original error is what matters
             log.warning(
                 "could not record a dead letter for %s in %s (%s)",

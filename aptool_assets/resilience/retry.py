@@ -13,6 +13,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+from aptool_assets.redaction import scrub
+
 T = TypeVar("T")
 
 log = logging.getLogger(__name__)
@@ -91,10 +93,11 @@ DATABASE_RETRY = retry_from_env("database", DATABASE_RETRY_DEFAULT)
 
 
 class RetryExhausted(RuntimeError):
-    """Raised when every attempt failed with a retryable error; ``__cause__`` is the last one."""
+    """Raised when every attempt failed with a retryable error; ``__cause__`` is the last one. Its message
+    quotes the last error scrubbed of known secrets (a driver's error can quote a connection string)."""
 
     def __init__(self, what: str, attempts: int, last: BaseException):
-        super().__init__(f"{what}: gave up after {attempts} attempts ({type(last).__name__}: {last})")
+        super().__init__(scrub(f"{what}: gave up after {attempts} attempts ({type(last).__name__}: {last})"))
         self.attempts = attempts
         self.last = last
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dagster as dg
+from pydantic import Field
 
 from aptool_assets.storage.backends import default_database_url
 from aptool_assets.storage.warehouse import Warehouse, open_warehouse
@@ -11,10 +12,11 @@ from aptool_assets.storage.warehouse import Warehouse, open_warehouse
 class WarehouseResource(dg.ConfigurableResource):
     """The AP Tool database: PostgreSQL when ``APTOOL_DATABASE_URL`` says so, else embedded DuckDB.
 
-    The URL may carry a password, so the definitions pass it as ``EnvVar("APTOOL_DATABASE_URL")``.
+    The URL may carry a password, so the definitions pass it as ``EnvVar("APTOOL_DATABASE_URL")``, and
+    the resource's repr leaves it out.
     """
 
-    database_url: str | None = None
+    database_url: str | None = Field(default=None, repr=False, description="APTOOL_DATABASE_URL (secret)")
 
     @property
     def url(self) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 
+from aptool_assets.redaction import scrubbing
 from aptool_assets.storage.backends import redact_url
 from aptool_assets.storage.breakers.base import MAX_MESSAGE, BreakerStore, as_datetime, as_epoch, row_from_db
 
@@ -57,7 +58,7 @@ class PostgresBreakerStore(BreakerStore):
     def _run(self, fn):
         import psycopg
 
-        with self._lock:
+        with self._lock, scrubbing(self.url):  # a driver's error can quote the connection string
             try:
                 return fn(self._connection())
             except psycopg.OperationalError:

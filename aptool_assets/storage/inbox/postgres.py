@@ -1,19 +1,26 @@
 """The inbox in the AP Tool PostgreSQL database: ``aptool.webhook_events`` and
 ``aptool.dead_letter_events``, a small sync pool for the sensor and the CLI, and an asyncio pool
-with group commit (:mod:`.batch_writer`) for the receiver. psycopg is imported on first use."""
+with group commit (:mod:`.batch_writer`) for the receiver. psycopg is imported on first use.
+
+Errors leave scrubbed of the URL's password (same classes), and the pools' own log lines are scrubbed
+too: a driver's error can quote the connection string."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from aptool_assets.redaction import scrub_logs, scrubbing
 from aptool_assets.storage.backends import redact_url
 from aptool_assets.storage.inbox.base import Inbox, load_payload
 from aptool_assets.storage.inbox.batch_writer import PgBatchWriter
+
+scrub_logs(logging.getLogger("psycopg.pool"))  # "error connecting in 'pool': <the driver's message>"
 
 
 class PostgresInbox(Inbox):
@@ -170,7 +177,7 @@ class PostgresInbox(Inbox):
     def setup(self) -> None:
         import psycopg
 
-        with psycopg.connect(self.url, **self._conn_kwargs()) as con, con.transaction():
+        with scrubbing(self.url), psycopg.connect(self.url, **self._conn_kwargs()) as con, con.transaction():
             # Several processes may start at once: serialize the DDL.
             con.execute("SELECT pg_advisory_xact_lock(hashtext('aptool.webhook_inbox.setup'))")
             con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
@@ -226,11 +233,11 @@ class PostgresInbox(Inbox):
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:
-        with self._sync_pool().connection() as con, con.transaction(), con.cursor() as cur:
+        with scrubbing(self.url), self._sync_pool().connection() as con, con.transaction(), con.cursor() as cur:
             yield cur
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[dict]:
-        with self._sync_pool().connection() as con, con.cursor() as cur:
+        with scrubbing(self.url), self._sync_pool().connection() as con, con.cursor() as cur:
             cur.execute(sql, params)
             return cur.fetchall()
 
@@ -240,7 +247,7 @@ class PostgresInbox(Inbox):
 
         for attempt in (1, 2):
             try:
-                with self._sync_pool().connection() as con:
+                with scrubbing(self.url), self._sync_pool().connection() as con:
                     row = con.execute(self._sql_insert, params).fetchone()
                 return "accepted" if row else "duplicate"
             except PoolTimeout:
@@ -271,9 +278,10 @@ class PostgresInbox(Inbox):
             sql, params = self._sql_insert_batch, [list(column) for column in zip(*(r[:6] for r in rows), strict=True)]
         for attempt in (1, 2):
             try:
-                async with self._apool.connection() as con:
-                    cur = await con.execute(sql, params)
-                    return {r["event_id"] for r in await cur.fetchall()}
+                with scrubbing(self.url):
+                    async with self._apool.connection() as con:
+                        cur = await con.execute(sql, params)
+                        return {r["event_id"] for r in await cur.fetchall()}
             except PoolTimeout:
                 raise
             except psycopg.OperationalError:

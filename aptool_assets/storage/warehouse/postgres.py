@@ -24,6 +24,7 @@ from psycopg import errors as pg_errors
 from psycopg import sql
 from psycopg.types.string import TextLoader
 
+from aptool_assets.redaction import scrubbing
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
 from aptool_assets.storage.backends import redact_url
 from aptool_assets.storage.warehouse.base import ROW_ERRORS, SCHEMA, TableSpec, TableWrite, Warehouse
@@ -74,7 +75,12 @@ class PostgresWarehouse(Warehouse):
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[psycopg.Connection]:
-        with psycopg.connect(self.url, connect_timeout=self.connect_timeout_s, application_name="aptool") as con:
+        """A connection; any error of its use leaves scrubbed of the URL's password (same class, so the
+        retry still tells transient errors apart), because driver errors can quote the connection string."""
+        with (
+            scrubbing(self.url),
+            psycopg.connect(self.url, connect_timeout=self.connect_timeout_s, application_name="aptool") as con,
+        ):
             # JSON columns come back as their text, like DuckDB's, so both backends read alike.
             for json_type in ("json", "jsonb"):
                 con.adapters.register_loader(json_type, TextLoader)
