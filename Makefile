@@ -3,15 +3,34 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lint format demo ui test test-fast bench snapshot clean
+LOCK_VENV := .lock-venv
+
+.PHONY: install lock lock-check lint format demo ui test test-fast bench snapshot clean
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# requirements.lock (constraints) pins every package to the version the tests ran with.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
 	touch $@
+
+lock:                  ## after changing dependencies: resolve pyproject.toml afresh, record exact versions in requirements.lock
+	rm -rf $(LOCK_VENV)
+	$(PYTHON) -m venv $(LOCK_VENV)
+	$(LOCK_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(LOCK_VENV)/bin/python -m pip install --quiet -e ".[dev]"
+	{ sed -n '/^#/p;/^[^#]/q' requirements.lock; $(LOCK_VENV)/bin/python -m pip freeze --exclude-editable; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+	rm -rf $(LOCK_VENV)
+	@echo "requirements.lock updated: run make test, then commit it with pyproject.toml"
+
+lock-check: install    ## fail when a package in .venv is missing from requirements.lock or has another version
+	@$(BIN)/python -m pip freeze --exclude-editable | grep -vxFf requirements.lock > $(VENV)/unlocked.txt || true
+	@if [ -s $(VENV)/unlocked.txt ]; then \
+	  echo "installed but not in requirements.lock (run make lock):"; cat $(VENV)/unlocked.txt; exit 1; \
+	fi; echo "every installed package is the locked version"
 
 lint: install          ## ruff: lint and formatting (make format rewrites the files)
 	$(BIN)/ruff check .
@@ -45,4 +64,4 @@ snapshot: install      ## accept a deliberate change of the asset graph
 	APTOOL_UPDATE_SNAPSHOT=1 $(BIN)/pytest aptool_assets_tests/test_definitions.py
 
 clean:
-	rm -rf $(VENV) .aptool .pytest_cache
+	rm -rf $(VENV) $(LOCK_VENV) .aptool .pytest_cache

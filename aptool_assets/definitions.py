@@ -31,7 +31,7 @@ from aptool_assets.metrics.jobs import academic_risk_job
 from aptool_assets.partitions import attendance_day_partitions
 from aptool_assets.resilience.policy import aeries_policy, iready_policy
 from aptool_assets.resources import PlatformResource
-from aptool_assets.settings import parse_windows
+from aptool_assets.settings import parse_windows, positive_number
 from aptool_assets.sources.aeries.assets import build_aeries_assets
 from aptool_assets.sources.aeries.checks import AERIES_CHECKS
 from aptool_assets.sources.aeries.client import AeriesResource
@@ -40,8 +40,8 @@ from aptool_assets.sources.aeries.schedules import build_aeries_schedules
 from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
 from aptool_assets.sources.iready.assets import iready_diagnostic_results, raw_diagnostic_files
 from aptool_assets.sources.iready.checks import IREADY_CHECKS
-from aptool_assets.sources.iready.jobs import iready_sync_job
-from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.sources.iready.jobs import iready_landing_retention_job, iready_sync_job
+from aptool_assets.sources.iready.resources import DEFAULT_SFTP_MAX_FILE_MB, IReadySFTPResource
 from aptool_assets.sources.iready.schedules import build_iready_schedules
 from aptool_assets.sources.iready.sensors import iready_sftp_sensor
 from aptool_assets.storage.backends import uses_postgres
@@ -51,6 +51,10 @@ from aptool_assets.storage.resources import WarehouseResource
 def _secret(name: str) -> dg.EnvVar | None:
     """Secrets reach resources only as EnvVar (never read into code); unset → None."""
     return dg.EnvVar(name) if os.environ.get(name) else None
+
+
+def _sftp_max_file_mb(text: str | None) -> float:
+    return positive_number("IREADY_SFTP_MAX_FILE_MB", float)(text) if text else DEFAULT_SFTP_MAX_FILE_MB
 
 
 def build_resources(platform: PlatformResource | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -66,6 +70,7 @@ def build_resources(platform: PlatformResource | None = None) -> dict[str, dg.Co
             private_key_path=env.get("IREADY_SFTP_PRIVATE_KEY") or None,
             known_hosts_path=env.get("IREADY_SFTP_KNOWN_HOSTS") or "~/.ssh/known_hosts",
             remote_dir=env.get("IREADY_SFTP_REMOTE_DIR") or "/exports",
+            max_file_mb=_sftp_max_file_mb(env.get("IREADY_SFTP_MAX_FILE_MB")),
             resilience=iready_policy(),
         ),
         "aeries": AeriesResource(
@@ -113,7 +118,14 @@ def build_definitions(platform: PlatformResource | None = None) -> dg.Definition
             circuit_breakers,
         ],
         asset_checks=[*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS],
-        jobs=[iready_sync_job, *AERIES_JOBS, academic_risk_job, apply_job, replay_dead_letters_job],
+        jobs=[
+            iready_sync_job,
+            iready_landing_retention_job,
+            *AERIES_JOBS,
+            academic_risk_job,
+            apply_job,
+            replay_dead_letters_job,
+        ],
         sensors=[
             iready_sftp_sensor,
             aeries_student_changes_sensor,

@@ -7,6 +7,7 @@ import datetime as dt
 from collections.abc import Mapping
 
 import dagster as dg
+from pydantic import Field
 
 from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.policy import ResiliencePolicy
@@ -15,7 +16,7 @@ from aptool_assets.storage.breakers import open_breaker_store
 
 
 class PlatformResource(dg.ConfigurableResource):
-    """School year, as-of date, time zone, landing area and data-test thresholds (contract §2).
+    """School year, as-of date, time zone, landing area (and its retention) and data-test thresholds (contract §2).
 
     The defaults are declared here, once; :meth:`from_env` overrides the ones the environment sets
     (``settings.ENV_FIELDS`` names the variables).
@@ -32,6 +33,7 @@ class PlatformResource(dg.ConfigurableResource):
     recent_attendance_school_days: int = 14
     priority_weights: str | None = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
     unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
+    landing_retention_days: int = Field(default=30, ge=1)  # landed/quarantined files older than this are pruned
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> PlatformResource:

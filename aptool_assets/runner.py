@@ -127,6 +127,10 @@ FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
             "then run again after that time",
         ),
         (
+            r"AERIES_BASE_URL uses plain http",
+            "set AERIES_BASE_URL to the district's https:// address (plain http:// only reaches this machine)",
+        ),
+        (
             r"AeriesAuthError|HTTP 40[13]\b",
             "check AERIES_CERT (the district's 32-character certificate) and that it may read this endpoint in Aeries",
         ),
@@ -150,6 +154,10 @@ FIXES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (
             r"SFTPAuthentication|Authentication failed",
             "check IREADY_SFTP_USERNAME and IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY",
+        ),
+        (
+            r"SFTPFileTooLarge|IREADY_SFTP_MAX_FILE_MB",
+            "check the file's size with the vendor; if it is genuine, raise IREADY_SFTP_MAX_FILE_MB",
         ),
         (
             r"SFTP(Unavailable|Transient)|Connection refused|timed out",

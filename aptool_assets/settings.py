@@ -82,6 +82,21 @@ def _number(variable: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse
 
 
+def positive_number(variable: str, kind: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser for ``variable``: a number of ``kind`` above zero, or ConfigurationError naming it."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not value > 0:
+            raise ConfigurationError(f"{variable}={text!r} must be a number above zero")
+        return value
+
+    return parse
+
+
 def _checked_windows(text: str) -> str:
     parse_windows(text)
     return text
@@ -104,6 +119,10 @@ ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "unknown_student_retry_hours": (
         "APTOOL_UNKNOWN_STUDENT_RETRY_HOURS",
         _number("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS", float),
+    ),
+    "landing_retention_days": (
+        "APTOOL_LANDING_RETENTION_DAYS",
+        positive_number("APTOOL_LANDING_RETENTION_DAYS", int),
     ),
 }
 """Platform setting → (environment variable, parser). Unset or empty variables keep the setting's default

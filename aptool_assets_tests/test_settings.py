@@ -53,3 +53,26 @@ def test_district_windows_are_configurable():
     w = parse_windows("11-30,03-15")
     assert (w.boy_last_day, w.moy_last_day) == ((11, 30), (3, 15))
     assert PlatformResource(assessment_windows="11-30,03-15", school_year=2026).settings().windows == w
+
+
+def test_landing_retention_days_default_and_environment():
+    assert PlatformResource().landing_retention_days == 30
+    assert PlatformResource.from_env({"APTOOL_LANDING_RETENTION_DAYS": "7"}).landing_retention_days == 7
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "thirty", "1.5"])
+def test_landing_retention_days_must_be_a_whole_number_of_days(text):
+    with pytest.raises(ConfigurationError, match="APTOOL_LANDING_RETENTION_DAYS"):
+        PlatformResource.from_env({"APTOOL_LANDING_RETENTION_DAYS": text})
+
+
+def test_sftp_max_file_size_comes_from_the_environment(monkeypatch):
+    from aptool_assets.definitions import build_resources
+
+    assert build_resources(PlatformResource())["iready_sftp"].max_file_mb == 512
+    monkeypatch.setenv("IREADY_SFTP_MAX_FILE_MB", "64")
+    assert build_resources(PlatformResource())["iready_sftp"].max_file_mb == 64
+    for bad in ("0", "-1", "lots"):
+        monkeypatch.setenv("IREADY_SFTP_MAX_FILE_MB", bad)
+        with pytest.raises(ConfigurationError, match="IREADY_SFTP_MAX_FILE_MB"):
+            build_resources(PlatformResource())

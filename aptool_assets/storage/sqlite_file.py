@@ -1,10 +1,17 @@
-"""One way to open the platform's small SQLite files (breaker state, the embedded webhook inbox)."""
+"""One way to open the platform's small SQLite files (breaker state, the embedded webhook inbox).
+
+A new file is created 0600 in directories created 0700 (``storage.private_files``) before SQLite opens
+it; SQLite gives its ``-wal``, ``-shm`` and journal files the database file's mode, so they are private
+too.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 import time
 from pathlib import Path
+
+from aptool_assets.storage.private_files import create_private_file, private_dir
 
 
 def open_sqlite_wal(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
@@ -14,7 +21,8 @@ def open_sqlite_wal(path: Path, busy_timeout_s: float) -> sqlite3.Connection:
     answers a concurrent switch to WAL with "database is locked" at once, without waiting on its busy
     handler, so the switch is retried here until ``busy_timeout_s``; once a file is WAL it stays WAL.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
+    create_private_file(path)  # an existing file keeps its mode
     con = sqlite3.connect(path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
     try:
         con.row_factory = sqlite3.Row

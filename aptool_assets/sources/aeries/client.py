@@ -37,6 +37,7 @@ from aptool_assets.resilience.guard import ServiceGuard, call_guarded
 from aptool_assets.resilience.policy import AERIES_POLICY, ResiliencePolicy
 from aptool_assets.resilience.retry import AERIES_RETRY, RetryExhausted, RetrySettings
 from aptool_assets.resources import GuardedResource
+from aptool_assets.sources.aeries.base_url import base_url_problem
 
 T = TypeVar("T")
 
@@ -76,6 +77,10 @@ class AeriesAuthError(AeriesError, AuthError):
     @property
     def refusal(self) -> str:  # type: ignore[override]
         return f"HTTP {self.status}"
+
+
+class AeriesConfigurationError(AeriesError, PermanentError):
+    """``AERIES_BASE_URL`` or ``AERIES_CERT`` is unusable; no request is made and no retry can fix it."""
 
 
 class AeriesNotFoundError(AeriesError, NotFoundError):
@@ -150,6 +155,13 @@ def _parse_offset_datetime(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def check_base_url(base_url: str | None) -> None:
+    """Refuse an ``AERIES_BASE_URL`` the certificate must not be sent to (``base_url.base_url_problem``)."""
+    problem = base_url_problem(base_url)
+    if problem:
+        raise AeriesConfigurationError(problem)
+
+
 class AeriesClient:
     """A session against one Aeries server. Thread-safe: ``map_schools`` shares it across threads."""
 
@@ -167,11 +179,10 @@ class AeriesClient:
         guard: ServiceGuard | None = None,
     ):
         """``guard``: the shared circuit breaker, credential block and dead letters (none: plain retries)."""
-        if not base_url or not re.match(r"^https?://", base_url, re.IGNORECASE):
-            raise AeriesError("AERIES_BASE_URL must be an http(s) URL such as https://district.aeries.net/admin")
+        check_base_url(base_url)
         if not cert or not _CERT_OK.match(cert):
             # Do not echo the value: a mistyped certificate is still a secret.
-            raise AeriesError("AERIES_CERT is empty or contains spaces or non-ASCII characters")
+            raise AeriesConfigurationError("AERIES_CERT is empty or contains spaces or non-ASCII characters")
         if max_concurrency < 1 or page_size < 1:
             raise ValueError("max_concurrency and page_size must be at least 1")
         root = base_url.rstrip("/")

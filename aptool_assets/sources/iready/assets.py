@@ -19,6 +19,7 @@ from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
 from aptool_assets.sources.iready.resources import IReadySFTPResource
+from aptool_assets.sources.iready.retention import current_selection
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite
@@ -170,13 +171,10 @@ def raw_diagnostic_files(
 
 
 def latest_selected_files(warehouse, school_year: int, subject: str) -> pl.DataFrame:
-    """The files chosen by the most recent landing of this partition that selected any."""
+    """The files chosen by the most recent landing of this partition that selected any (the landing
+    retention keeps exactly these, by the same rule)."""
     landed = warehouse.read_table(LANDED_FILES, where={"school_year": school_year, "subject": subject})
-    selected = landed.filter(pl.col("status") == "selected")
-    if selected.height == 0:
-        return selected
-    latest_run = selected.sort("landed_at").get_column("run_id")[-1]
-    return selected.filter(pl.col("run_id") == latest_run).sort("remote_path")
+    return current_selection(landed).sort("remote_path")
 
 
 def _parse_landed_files(

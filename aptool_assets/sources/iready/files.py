@@ -11,7 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from aptool_assets.sources.iready.resources import RemoteFile
+from aptool_assets.sources.iready.sftp_tree import RemoteFile
 
 _DIAGNOSTIC_NAME = re.compile(
     r"""^(?:

@@ -21,6 +21,7 @@ from typing import Protocol
 from aptool_assets.sources.iready.files import DiagnosticFile, newest_first
 from aptool_assets.sources.iready.parser import DiagnosticFileError, StaleFileError, parse_diagnostic_file
 from aptool_assets.sources.iready.resources import LandedFile
+from aptool_assets.storage.private_files import private_dir, private_opener
 
 SNIFF_BYTES = 256 * 1024
 
@@ -102,8 +103,7 @@ def land_partition(
 ) -> PartitionLanding:
     """Download and judge the candidates of one partition (``files`` may hold other partitions' too)."""
     candidates = [f for f in files if f.school_year == school_year and f.subject == subject]
-    target = landing_dir / "iready" / str(school_year) / subject
-    target.mkdir(parents=True, exist_ok=True)
+    target = private_dir(landing_dir / "iready" / str(school_year) / subject)
     by_region: dict[str, list[DiagnosticFile]] = defaultdict(list)
     for f in candidates:
         by_region[f.region].append(f)
@@ -135,11 +135,16 @@ def land_partition(
 def quarantine(decision: LandingDecision, quarantine_dir: Path) -> Path:
     """Keep a refused file, with its reason beside it, out of the landing area."""
     assert decision.landed is not None
-    quarantine_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(quarantine_dir)
     dest = quarantine_dir / decision.landed.local_path.name
-    shutil.copy2(decision.landed.local_path, dest)
+    # Copied into a file created 0600 (shutil.copy2 would create it with the default mode first); its
+    # modification time is the quarantine time, from which the landing retention counts.
+    with open(decision.landed.local_path, "rb") as src, open(dest, "wb", opener=private_opener) as out:
+        shutil.copyfileobj(src, out)
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    dest.with_suffix(dest.suffix + ".reason.txt").write_text(
-        f"{stamp}\nremote: {decision.file.remote.path}\nsha256: {decision.landed.sha256}\nreason: {decision.detail}\n"
-    )
+    with open(dest.with_suffix(dest.suffix + ".reason.txt"), "w", opener=private_opener) as reason:
+        reason.write(
+            f"{stamp}\nremote: {decision.file.remote.path}\nsha256: {decision.landed.sha256}\n"
+            f"reason: {decision.detail}\n"
+        )
     return dest

@@ -22,32 +22,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import dagster as dg
 import paramiko
 from pydantic import Field
 
-from aptool_assets.resilience.errors import AuthError, ServiceError, TransientError
+from aptool_assets.resilience.errors import AuthError, PermanentError, ServiceError, TransientError
 from aptool_assets.resilience.guard import ServiceGuard, call_guarded
 from aptool_assets.resilience.policy import IREADY_POLICY, ResiliencePolicy
 from aptool_assets.resilience.retry import RetryExhausted
 from aptool_assets.resources import GuardedResource
+from aptool_assets.sources.iready.sftp_tree import RemoteFile, list_tree
+from aptool_assets.storage.private_files import private_dir
 
 T = TypeVar("T")
 
 log = dg.get_dagster_logger("aptool_assets.sources.iready.sftp")
 
 _CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """A regular file on the server: POSIX path, size in bytes, mtime in epoch seconds."""
-
-    path: str
-    size: int
-    mtime: int
+DEFAULT_SFTP_MAX_FILE_MB = 512.0  # IREADY_SFTP_MAX_FILE_MB: files above it are refused, never downloaded
 
 
 @dataclass(frozen=True)
@@ -79,6 +73,10 @@ class SFTPHostKeyError(SFTPError, AuthError):
 
 class SFTPTransientError(SFTPError, TransientError):
     """A network-level failure (refused, reset, timeout, dropped connection) that a retry may fix."""
+
+
+class SFTPFileTooLargeError(SFTPError, PermanentError):
+    """The file is larger than ``IREADY_SFTP_MAX_FILE_MB``: refused before a byte is downloaded, never retried."""
 
 
 class SFTPUnavailableError(RetryExhausted, SFTPError):
@@ -125,6 +123,11 @@ class IReadySFTPResource(GuardedResource):
     known_hosts_path: str = "~/.ssh/known_hosts"
     remote_dir: str = "/exports"
     connect_timeout_s: float = 15.0
+    max_file_mb: float = Field(
+        default=DEFAULT_SFTP_MAX_FILE_MB,
+        gt=0,
+        description="IREADY_SFTP_MAX_FILE_MB: larger files are refused before downloading",
+    )
     resilience: ResiliencePolicy = IREADY_POLICY
 
     def is_configured(self) -> bool:
@@ -304,7 +307,7 @@ class SFTPSession:
         remote_path = self._absolute(remote_path)
         landing_dir = Path(landing_dir)
         try:
-            landing_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(landing_dir)  # new directories 0700; the download itself is created 0600 (mkstemp)
         except OSError as exc:
             raise SFTPError(f"could not create landing directory {landing_dir}: {exc.strerror}") from exc
         landed = self._call("download", remote_path, lambda sftp: self._download_once(sftp, remote_path, landing_dir))
@@ -375,44 +378,7 @@ class SFTPSession:
             ) from None
         if not stat.S_ISDIR(root_attr.st_mode or 0):
             raise SFTPError(f"remote path {root!r} on {where} is not a directory; check IREADY_SFTP_REMOTE_DIR")
-        files: list[RemoteFile] = []
-        # Canonical paths of directories already entered: a symlink back to one of them is a loop (or a
-        # duplicate view) and is skipped. Real subdirectories extend their parent's canonical path, so only
-        # symlinks cost an extra realpath round trip.
-        root_canonical = sftp.normalize(root)
-        seen = {root_canonical}
-        stack = [(root, root_canonical)]
-        while stack:
-            directory, canonical = stack.pop()
-            try:
-                entries = sftp.listdir_attr(directory)
-            except FileNotFoundError:  # removed since its parent was listed
-                log.debug("skipping %s on %s: it disappeared during the scan", directory, where)
-                continue
-            for entry in entries:
-                name = entry.filename
-                if name in (".", ".."):
-                    continue
-                path = posixpath.join(directory, name)
-                attr, child_canonical = entry, posixpath.join(canonical, name)
-                if stat.S_ISLNK(entry.st_mode or 0):
-                    try:
-                        attr = sftp.stat(path)
-                    except FileNotFoundError:
-                        log.debug("skipping broken symlink %s on %s", path, where)
-                        continue
-                    if stat.S_ISDIR(attr.st_mode or 0):
-                        child_canonical = sftp.normalize(path)
-                mode = attr.st_mode or 0
-                if stat.S_ISDIR(mode):
-                    if child_canonical in seen:
-                        log.debug("skipping %s on %s: it leads back to a directory already listed", path, where)
-                        continue
-                    seen.add(child_canonical)
-                    stack.append((path, child_canonical))
-                elif stat.S_ISREG(mode):
-                    files.append(RemoteFile(path=path, size=int(attr.st_size or 0), mtime=int(attr.st_mtime or 0)))
-        return sorted(files, key=lambda f: f.path)
+        return list_tree(sftp, root, where, log)
 
     def _download_once(self, sftp: paramiko.SFTPClient, remote_path: str, landing_dir: Path) -> LandedFile:
         where = self._resource._where
@@ -420,29 +386,15 @@ class SFTPSession:
         if not stat.S_ISREG(before.st_mode or 0):
             raise SFTPError(f"download from {where}: {remote_path} is not a regular file")
         expected = int(before.st_size or 0)
+        self._refuse_if_too_large(remote_path, expected)
         try:
-            fd, part_name = tempfile.mkstemp(prefix=".", suffix=".part", dir=landing_dir)
+            fd, part_name = tempfile.mkstemp(prefix=".", suffix=".part", dir=landing_dir)  # mode 0600
         except OSError as exc:
             raise SFTPError(f"could not create a file in {landing_dir}: {exc.strerror}") from exc
         part = Path(part_name)
         try:
-            digest = hashlib.sha256()
-            received = 0
             with os.fdopen(fd, "wb") as out, sftp.open(remote_path, "rb") as src:
-                if expected:
-                    src.prefetch(expected)
-                while chunk := src.read(_CHUNK):
-                    digest.update(chunk)
-                    received += len(chunk)
-                    try:
-                        out.write(chunk)
-                    except OSError as exc:
-                        raise SFTPError(f"could not write {part}: {exc.strerror}") from exc
-                try:
-                    out.flush()
-                    os.fsync(out.fileno())
-                except OSError as exc:
-                    raise SFTPError(f"could not write {part}: {exc.strerror}") from exc
+                sha256, received = self._copy_bounded(src, out, part, remote_path, expected)
             after = sftp.stat(remote_path)
             if received != expected or after.st_size != before.st_size or after.st_mtime != before.st_mtime:
                 # Caught mid-rewrite (the vendor rewrites nightly): a retry starts the file over.
@@ -450,7 +402,6 @@ class SFTPSession:
                     f"{remote_path} on {where} changed during download "
                     f"(expected {expected} bytes, received {received}, now {after.st_size})"
                 )
-            sha256 = digest.hexdigest()
             final = landing_dir / f"{sha256}{PurePosixPath(remote_path).suffix}"
             try:
                 os.replace(part, final)
@@ -467,6 +418,44 @@ class SFTPSession:
             mtime=int(before.st_mtime or 0),
         )
 
+    def _refuse_if_too_large(self, remote_path: str, size: int) -> None:
+        limit_mb = self._resource.max_file_mb
+        if size > limit_mb * 1024 * 1024:
+            raise SFTPFileTooLargeError(
+                f"{remote_path} on {self._resource._where} is {size} bytes ({size / 1048576:.1f} MB), more than "
+                f"IREADY_SFTP_MAX_FILE_MB={limit_mb:g} allows; it was not downloaded. If the vendor's file is "
+                "really this large, raise IREADY_SFTP_MAX_FILE_MB"
+            )
+
+    def _copy_bounded(
+        self, src: paramiko.SFTPFile, out: BinaryIO, part: Path, remote_path: str, expected: int
+    ) -> tuple[str, int]:
+        """Copy ``src`` into ``out`` (fsynced): its sha256 and byte count. Never more than ``expected`` bytes
+        plus one chunk are read: a file still being written, or an endless one, cannot fill the disk."""
+        digest = hashlib.sha256()
+        received = 0
+        if expected:
+            src.prefetch(expected)
+        while chunk := src.read(_CHUNK):
+            received += len(chunk)
+            if received > expected:
+                # Refused; a retry starts over from the size the server then reports, within the same maximum.
+                raise SFTPTransientError(
+                    f"{remote_path} on {self._resource._where} refused: it grew beyond its listed size of "
+                    f"{expected} bytes during the download"
+                )
+            digest.update(chunk)
+            try:
+                out.write(chunk)
+            except OSError as exc:
+                raise SFTPError(f"could not write {part}: {exc.strerror}") from exc
+        try:
+            out.flush()
+            os.fsync(out.fileno())
+        except OSError as exc:
+            raise SFTPError(f"could not write {part}: {exc.strerror}") from exc
+        return digest.hexdigest(), received
+
 
 def _fsync_dir(directory: Path) -> None:
     """Persist a rename: the directory entry must reach the disk too."""
@@ -478,11 +467,13 @@ def _fsync_dir(directory: Path) -> None:
 
 
 __all__ = [
+    "DEFAULT_SFTP_MAX_FILE_MB",
     "IReadySFTPResource",
     "LandedFile",
     "RemoteFile",
     "SFTPAuthenticationError",
     "SFTPError",
+    "SFTPFileTooLargeError",
     "SFTPHostKeyError",
     "SFTPSession",
     "SFTPTransientError",

@@ -3,7 +3,8 @@
 - every day at 02:00: load any diagnostic file whose current version was never processed;
 - every Sunday at 01:00: re-sync the current school year in full;
 - the day after each assessment window closes: re-process the window's school year, so the
-  window's final results are in before reports are pulled.
+  window's final results are in before reports are pulled;
+- every night at 04:30: prune the landing area (``iready_landing_retention``).
 """
 
 import datetime as dt
@@ -16,7 +17,7 @@ from aptool_assets.partitions import school_year_requests
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
-from aptool_assets.sources.iready.jobs import iready_sync_job
+from aptool_assets.sources.iready.jobs import iready_landing_retention_job, iready_sync_job
 from aptool_assets.sources.iready.resources import IReadySFTPResource
 from aptool_assets.sources.iready.sensors import partition_run_requests
 from aptool_assets.storage.resources import WarehouseResource
@@ -148,10 +149,29 @@ def _iready_assessment_window_close(timezone: str, windows: AssessmentWindows) -
     return iready_assessment_window_close
 
 
+def _iready_landing_retention(timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        job=iready_landing_retention_job,
+        cron_schedule="30 4 * * *",
+        execution_timezone=timezone,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Nightly 04:30: prune landed and quarantined i-Ready files older than "
+        "APTOOL_LANDING_RETENTION_DAYS, keeping the files the published results came from.",
+    )
+    def iready_landing_retention(context: dg.ScheduleEvaluationContext):
+        when = context.scheduled_execution_time
+        return dg.RunRequest(
+            run_key=f"landing-retention-{when:%Y%m%d}" if when else None, tags={"aptool/trigger": "landing_retention"}
+        )
+
+    return iready_landing_retention
+
+
 def build_iready_schedules(timezone: str, windows: AssessmentWindows = DEFAULT_WINDOWS) -> list[dg.ScheduleDefinition]:
-    """The i-Ready safety-net schedules, ticking in the district's time zone after its assessment windows."""
+    """The i-Ready schedules, ticking in the district's time zone (the window closes after its windows)."""
     return [
         _iready_daily_unprocessed_check(timezone),
         _iready_weekly_full_resync(timezone),
         _iready_assessment_window_close(timezone, windows),
+        _iready_landing_retention(timezone),
     ]
