@@ -72,9 +72,10 @@ class ChildProcess:
         time.sleep(0.05)  # let the pump threads drain
         assert rc == 0, f"{self.name} failed ({rc}): {self.err()}"
 
-    def err(self) -> str:
+    def err(self, tail: int | None = 30) -> str:
+        """The child's stderr: its last ``tail`` lines (all of it with ``tail=None``)."""
         time.sleep(0.1)
-        return "\n".join(self.stderr[-30:])
+        return "\n".join(self.stderr if tail is None else self.stderr[-tail:])
 
     def cleanup(self) -> None:
         if self.alive():

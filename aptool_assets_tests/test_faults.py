@@ -397,7 +397,7 @@ def test_postgres_restarted_mid_copy_the_load_retries_or_fails_cleanly_then_conv
     private_pg.restart("immediate")
 
     rc = pub.proc.wait(timeout=180)
-    stderr = pub.err()
+    stderr = pub.err(tail=None)  # the first retry's warning comes long before a give-up's traceback
     print(f"publisher exit code after the restart: {rc}")  # which of the two allowed outcomes (-rP shows it)
     assert "attempt 1 of 4" in stderr and "retrying" in stderr, stderr  # the COPY really was cut
     if rc == 0:
