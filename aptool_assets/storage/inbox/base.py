@@ -50,12 +50,13 @@ event ``timestamp`` when deciding which event wins (contract §5), not by ``seq`
 from __future__ import annotations
 
 import datetime as dt
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from aptool_assets.storage.inbox.payload import decode_payload, payload_text
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,15 @@ class InboxEvent:
     next_attempt_at: dt.datetime | None
     last_error: str | None
     first_failed_at: dt.datetime | None = None  # first failed attempt since receipt or the last replay
+    payload_error: str | None = None
+    """Set when the stored payload cannot be decoded (``payload`` is then ``{}``): the reason, e.g.
+    ``"stored payload is nested deeper than 64 levels"``. The applying job dead-letters such an event
+    with this reason; :meth:`Inbox.pending` hands it out rather than raising."""
 
     @property
     def data(self) -> dict:
-        return self.payload.get("data") or {}
+        data = self.payload.get("data")
+        return data if isinstance(data, dict) else {}
 
 
 def utcnow() -> dt.datetime:
@@ -92,18 +98,20 @@ def _check_event_args(event_id: Any, event_type: Any, event_timestamp: Any) -> N
         raise ValueError("event_timestamp must be a timezone-aware datetime")
 
 
-def _payload_text(payload: dict) -> str:
-    # json.dumps escapes control characters (NUL included), so the text is valid for PostgreSQL.
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+class InboxMissing(RuntimeError):
+    """The inbox's store does not exist (no SQLite file, or no tables), and this process may not or
+    must not create it. The message says where it looked and what to run."""
 
 
+# {payload} is the store's payload column read as text (:meth:`Inbox._payload_sql`), decoded by
+# :func:`decode_payload` so that no stored row can make a read raise.
 _EVENT_COLS = (
-    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, "
+    "seq, event_id, event_type, event_timestamp, received_at, {payload}, status, attempts, "
     "next_attempt_at, last_error, first_failed_at, applied_at, run_id, updated_at"
 )
 _INBOX_EVENT_COLS = (
-    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, next_attempt_at, last_error, "
-    "first_failed_at"
+    "seq, event_id, event_type, event_timestamp, received_at, {payload}, status, attempts, next_attempt_at, "
+    "last_error, first_failed_at"
 )
 _DEAD_COLS = (
     "d.event_id, d.event_type, d.reason, d.attempts, d.first_failed_at, d.last_failed_at, d.replayed_at, "
@@ -139,8 +147,14 @@ class Inbox(ABC):
 
     # -- connection plumbing (per store) -------------------------------------------------------
     @abstractmethod
+    def exists(self) -> bool:
+        """True when the store and both tables exist; creates nothing (no file, no schema)."""
+
+    @abstractmethod
     def setup(self) -> None:
-        """Create the tables and indexes if missing (idempotent, safe from several processes)."""
+        """Create the tables and indexes if missing (idempotent, safe from several processes). When
+        they exist, nothing is executed but the check, so a process whose role may not run DDL (the
+        receiver) can call it; when they are missing and cannot be created, :class:`InboxMissing`."""
 
     @abstractmethod
     @contextmanager
@@ -192,6 +206,10 @@ class Inbox(ABC):
     def _p(self, sql: str) -> str:
         return sql
 
+    def _payload_sql(self, alias: str = "") -> str:
+        """The payload column as text (decoded by :func:`decode_payload`, never by the driver)."""
+        return f"{alias}payload"
+
     def _in(self, n: int) -> str:
         return ", ".join(["%s"] * n)
 
@@ -207,7 +225,7 @@ class Inbox(ABC):
     def _insert_params(event_id, event_type, event_timestamp, payload, raw_body) -> tuple:
         _check_event_args(event_id, event_type, event_timestamp)
         now = utcnow()
-        return (event_id, event_type, event_timestamp, now, _payload_text(payload), bytes(raw_body), now)
+        return (event_id, event_type, event_timestamp, now, payload_text(payload), bytes(raw_body), now)
 
     def store(
         self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes
@@ -224,7 +242,7 @@ class Inbox(ABC):
         one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
         _check_event_args(event_id, event_type, event_timestamp)
         now = utcnow()
-        text = _payload_text(payload)
+        text = payload_text(payload)
         with self._transaction() as cur:
             cur.execute(
                 self._p(
@@ -251,14 +269,19 @@ class Inbox(ABC):
         """Events to apply: status ``pending`` and due (``next_attempt_at`` null or ≤ ``now``),
         oldest arrival (``seq``) first."""
         now = now or utcnow()
+        cols = _INBOX_EVENT_COLS.format(payload=self._payload_sql())
         rows = self._query(
             self._p(
-                f"SELECT {_INBOX_EVENT_COLS} FROM {self.events_table} WHERE status = 'pending' "
+                f"SELECT {cols} FROM {self.events_table} WHERE status = 'pending' "
                 f"AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY seq LIMIT %s"
             ),
             (now, int(limit)),
         )
-        return [InboxEvent(**row) for row in rows]
+        events = []
+        for row in rows:
+            payload, error = decode_payload(row.pop("payload"))
+            events.append(InboxEvent(**row, payload=payload, payload_error=error))
+        return events
 
     def mark_applied(self, event_ids: Sequence[str], run_id: str | None = None, outcome: str = "applied") -> None:
         """Mark pending events done: ``applied``, or ``superseded`` (an older event that lost to a
@@ -340,7 +363,7 @@ class Inbox(ABC):
         last error, applied_at, run_id …); None when the event was never dead-lettered."""
         rows = self._query(
             self._p(
-                f"SELECT {_DEAD_COLS}, d.payload FROM {self.dead_letters_table} d "
+                f"SELECT {_DEAD_COLS}, {self._payload_sql('d.')} FROM {self.dead_letters_table} d "
                 f"LEFT JOIN {self.events_table} w ON w.event_id = d.event_id WHERE d.event_id = %s"
             ),
             (event_id,),
@@ -350,28 +373,23 @@ class Inbox(ABC):
         detail = self._decode(rows[0])
         inbox = self.event(event_id)
         if inbox is not None:
-            inbox.pop("dead_letter", None)
-            inbox.pop("payload", None)
+            for key in ("dead_letter", "payload", "payload_error"):
+                inbox.pop(key, None)
         detail["inbox"] = inbox
         return detail
 
-    def replay(self, event_ids: Sequence[str] | None = None) -> list[str]:
+    def replay(self, event_ids: Sequence[str] | None = None, *, dry_run: bool = False) -> list[str]:
         """Put dead letters back to ``pending`` (attempts reset, ``replayed_at`` = now,
         ``replay_count`` += 1; the event's retry period starts afresh). ``None`` replays every event
         currently dead-lettered. Events that are not dead letters (pending, applied, unknown, already
-        replayed) are left alone, so replaying twice is a no-op. Returns the ids actually requeued, in arrival order."""
+        replayed) are left alone, so replaying twice is a no-op. Returns the ids actually requeued, in
+        arrival order; with ``dry_run``, the ids that would be, and nothing changes."""
+        if dry_run:
+            return self._replayable(event_ids)
         now = utcnow()
         requeued: list[tuple[int, str]] = []
         with self._transaction() as cur:
-            if event_ids is None:
-                batches: list[list[str] | None] = [None]
-            else:
-                ids = list(dict.fromkeys(event_ids))
-                batches = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
-            for batch in batches:
-                filter_sql, params = "", ()
-                if batch is not None:
-                    filter_sql, params = f" AND event_id IN ({self._in(len(batch))})", tuple(batch)
+            for filter_sql, params in self._id_filters(event_ids):
                 cur.execute(
                     self._p(
                         f"UPDATE {self.events_table} SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
@@ -393,10 +411,32 @@ class Inbox(ABC):
                 )
         return done
 
+    def _id_filters(self, event_ids: Sequence[str] | None) -> list[tuple[str, tuple]]:
+        """``AND event_id IN (…)`` clauses in chunks (one empty clause for "every event")."""
+        if event_ids is None:
+            return [("", ())]
+        ids = list(dict.fromkeys(event_ids))
+        return [
+            (f" AND event_id IN ({self._in(len(ids[i : i + _CHUNK]))})", tuple(ids[i : i + _CHUNK]))
+            for i in range(0, len(ids), _CHUNK)
+        ]
+
+    def _replayable(self, event_ids: Sequence[str] | None) -> list[str]:
+        """The ids :meth:`replay` would requeue now, in arrival order."""
+        found: list[tuple[int, str]] = []
+        for filter_sql, params in self._id_filters(event_ids):
+            rows = self._query(
+                self._p(f"SELECT seq, event_id FROM {self.events_table} WHERE status = 'dead_letter'{filter_sql}"),
+                params,
+            )
+            found.extend((r["seq"], r["event_id"]) for r in rows)
+        return [eid for _, eid in sorted(found)]
+
     def event(self, event_id: str) -> dict | None:
         """What happened to event X: its inbox row (status, attempts, errors, when applied, by
         which run, payload) and ``dead_letter`` (the dead-letter row or None)."""
-        rows = self._query(self._p(f"SELECT {_EVENT_COLS} FROM {self.events_table} WHERE event_id = %s"), (event_id,))
+        cols = _EVENT_COLS.format(payload=self._payload_sql())
+        rows = self._query(self._p(f"SELECT {cols} FROM {self.events_table} WHERE event_id = %s"), (event_id,))
         if not rows:
             return None
         out = self._decode(rows[0])
@@ -411,7 +451,13 @@ class Inbox(ABC):
         return out
 
     def _decode(self, row: dict) -> dict:
-        return dict(row)
+        """A row for callers: the payload decoded (``payload_error`` added when it cannot be)."""
+        out = dict(row)
+        if "payload" in out:
+            out["payload"], error = decode_payload(out["payload"])
+            if error:
+                out["payload_error"] = error
+        return out
 
     def __enter__(self) -> Inbox:
         return self

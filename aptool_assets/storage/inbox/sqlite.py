@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 import os
 import sqlite3
 import threading
@@ -80,7 +79,29 @@ class SqliteInbox(Inbox):
                 "busy_timeout": con.execute("PRAGMA busy_timeout").fetchone()[0],
             }
 
+    def _tables(self, timeout: float) -> set[str]:
+        """The inbox tables the file holds, read over a fresh read-only connection (creates nothing)."""
+        con = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            rows = con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+                (self.events_table, self.dead_letters_table),
+            ).fetchall()
+        finally:
+            con.close()
+        return {name for (name,) in rows}
+
+    def exists(self) -> bool:
+        if not self.path.is_file():
+            return False
+        try:
+            return self._tables(self.health_timeout) == {self.events_table, self.dead_letters_table}
+        except sqlite3.Error:
+            return False
+
     def setup(self) -> None:
+        if self.exists():
+            return
         with self._transaction() as cur:
             cur.execute(
                 """
@@ -143,11 +164,10 @@ class SqliteInbox(Inbox):
 
     @staticmethod
     def _decode_sqlite(row: dict) -> dict:
+        # Datetimes are stored as ISO text; the payload stays text (decoded defensively by the base).
         for key, value in row.items():
             if key in DATETIME_KEYS and isinstance(value, str):
                 row[key] = dt.datetime.fromisoformat(value)
-            elif key == "payload" and isinstance(value, str):
-                row[key] = json.loads(value)
         return row
 
     def _insert_event(self, params: tuple) -> str:
