@@ -180,7 +180,7 @@ async def _store(inbox: Inbox, event: Event, raw: bytes) -> str:
     if event.stale:
         raise Rejection(
             401,
-            "timestamp older than 5 minutes: refused as a replay (kept as a dead letter)",
+            "timestamp older than the replay window: refused as a replay (kept as a dead letter)",
             "401 stale (dead-lettered)",
             "webhook %s (%s): timestamp older than the replay window, kept as a dead letter (stale)",
             for_log(event.event_id),

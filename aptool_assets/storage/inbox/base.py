@@ -41,7 +41,7 @@ Tables (the columns answer "what happened to event X" from SQL alone)::
     SELECT status, attempts, last_error, applied_at, run_id FROM aptool.webhook_events WHERE event_id = 'X';
 
 Life cycle: ``pending`` → ``applied`` | ``superseded`` (lost to a newer event for the same record)
-| ``dead_letter`` (after retries, or at once for an unsupported type). :meth:`Inbox.replay` puts
+| ``dead_letter`` (after retries, or at once for an unsupported type or a ``stale`` delivery). :meth:`Inbox.replay` puts
 dead letters back to ``pending``. ``seq`` is the arrival order; under concurrent PostgreSQL
 inserts a lower ``seq`` can become visible a moment after a higher one, so consumers order by the
 event ``timestamp`` when deciding which event wins (contract §5), not by ``seq`` alone.
@@ -237,7 +237,7 @@ class Inbox(ABC):
     def store_dead_letter(
         self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes, reason: str
     ) -> str:
-        """Store an event that cannot be applied (an unsupported type) straight as a dead letter:
+        """Store an event that cannot be applied now (an unsupported type, a stale delivery) straight as a dead letter:
         a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events`` row, in
         one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
         _check_event_args(event_id, event_type, event_timestamp)
