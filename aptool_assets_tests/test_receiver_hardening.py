@@ -323,3 +323,27 @@ def test_grant_receiver_warns_about_a_role_with_more_than_it_needs(receiver_role
     assert "CREATEDB" in proc.stderr and "aptool.students" in proc.stderr
     duck = run(["db", "grant-receiver", role], tmp_path, clean_env(APTOOL_DATABASE_URL="duckdb:///x.duckdb"))
     assert duck.returncode == 1 and "PostgreSQL" in duck.stderr
+
+
+def test_a_body_answered_early_is_not_answered_twice(tmp_path):
+    """413 on the declared length, then the client keeps sending: the deadline closes the connection
+    without a second (408) answer."""
+    limits = ServerLimits(read_timeout=2.0)
+    with SqliteInbox(tmp_path / "inbox.sqlite") as box:
+        box.setup()
+        with ThreadedServer(create_app(box, SECRET), limits=limits) as running:
+            s = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+            s.sendall(f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{{".encode())
+            received = s.recv(4096)
+            assert received.startswith(b"HTTP/1.1 413")
+            for _ in range(6):  # more body, slowly, past the deadline
+                time.sleep(0.5)
+                with contextlib.suppress(OSError):
+                    s.send(b"x")
+            s.settimeout(5)
+            rest = b""
+            with contextlib.suppress(ConnectionResetError):
+                while chunk := s.recv(4096):
+                    rest += chunk
+            s.close()
+    assert b"408" not in received + rest

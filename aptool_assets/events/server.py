@@ -43,6 +43,7 @@ def deadline_protocol(read_timeout: float, on_timeout: Callable[[], None] | None
         def __init__(self, *args, **kwargs) -> None:
             super().__init__(*args, **kwargs)
             self._read_deadline: asyncio.TimerHandle | None = None
+            self._headers_pending = True  # no request line and headers complete since the deadline was armed
 
         def connection_made(self, transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -53,6 +54,10 @@ def deadline_protocol(read_timeout: float, on_timeout: Callable[[], None] | None
             if self._read_deadline is None:  # a further request on a kept-alive connection
                 self._arm()
 
+        def on_headers_complete(self) -> None:
+            self._headers_pending = False
+            super().on_headers_complete()
+
         def on_message_complete(self) -> None:
             self._disarm()  # the request is in; answering it is the application's business
             super().on_message_complete()
@@ -62,6 +67,7 @@ def deadline_protocol(read_timeout: float, on_timeout: Callable[[], None] | None
             super().connection_lost(exc)
 
         def _arm(self) -> None:
+            self._headers_pending = True
             self._read_deadline = self.loop.call_later(read_timeout, self._read_timed_out)
 
         def _disarm(self) -> None:
@@ -73,10 +79,11 @@ def deadline_protocol(read_timeout: float, on_timeout: Callable[[], None] | None
             self._read_deadline = None
             if self.transport.is_closing():
                 return
-            if self.cycle is None or self.cycle.response_complete:
-                # Headers never completed, so no application task answers: say why before closing.
+            if self._headers_pending:
+                # No application task has this request: say why before closing.
                 self.transport.write(REQUEST_TIMEOUT_RESPONSE)
-            # Otherwise the body is late: the application sees a disconnect and answers nobody.
+            # Otherwise the body is late (the application sees a disconnect), or it is the rest of a body
+            # already answered (e.g. 413 on its Content-Length): close without a second answer.
             self.transport.close()
             if on_timeout is not None:
                 on_timeout()
