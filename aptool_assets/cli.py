@@ -153,8 +153,10 @@ def cmd_dead_letters(args: argparse.Namespace) -> int:
 
 def cmd_db_grant_receiver(args: argparse.Namespace) -> int:
     """Create the inbox tables (as the publisher) and give the receiver's role exactly what it needs."""
+    import psycopg
+
     from aptool_assets.storage.backends import redact_url, uses_postgres
-    from aptool_assets.storage.inbox import PostgresInbox, open_inbox
+    from aptool_assets.storage.inbox import InboxMissing, PostgresInbox, open_inbox
 
     if not uses_postgres():
         return _fail("db grant-receiver is for a PostgreSQL APTOOL_DATABASE_URL (the embedded inbox has no roles)")
@@ -163,8 +165,11 @@ def cmd_db_grant_receiver(args: argparse.Namespace) -> int:
     print(f"aptool: database {redact_url(inbox.url)}", file=sys.stderr)
     try:
         warnings_found = inbox.grant_receiver(args.role)
-    except ValueError as exc:
+    except (ValueError, InboxMissing) as exc:
         return _fail(str(exc))
+    except psycopg.Error as exc:  # e.g. the publisher's role does not own the schema
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(f"granting failed ({type(exc).__name__}): {first_line}")
     finally:
         inbox.close()
     print(
@@ -229,29 +234,8 @@ def cmd_failed_operations(args: argparse.Namespace) -> int:
         store.close()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run everything on a synthetic district, no configuration needed")
-    demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
-    demo.add_argument("--home", default=str(DEMO_HOME), help="where the demo keeps its state (default .aptool/demo)")
-    demo.add_argument("--year", type=int, default=None, help="school year (start year); default: the current one")
-    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as `aptool --debug demo`")
-    demo.set_defaults(func=cmd_demo)
-
-    run = sub.add_parser("run", help="materialize everything for the school year from the configured sources")
-    run.add_argument("--only", choices=["iready", "aeries"], default=None)
-    run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
-    run.add_argument(
-        "--debug",
-        action="store_true",
-        default=argparse.SUPPRESS,
-        help="as `aptool --debug run`: Dagster's log, and the full error of a failed step",
-    )
-    run.set_defaults(func=cmd_run)
-
+def _add_webhook_commands(sub) -> None:
+    """`webhooks serve`, `dead-letters` and `db grant-receiver`."""
     webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")
     webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
     serve = webhooks_sub.add_parser("serve", help="run the receiver (needs APTOOL_WEBHOOK_SECRET)")
@@ -287,6 +271,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     grant.add_argument("role", help="an existing login role, e.g. aptool_receiver")
     grant.set_defaults(func=cmd_db_grant_receiver)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run everything on a synthetic district, no configuration needed")
+    demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
+    demo.add_argument("--home", default=str(DEMO_HOME), help="where the demo keeps its state (default .aptool/demo)")
+    demo.add_argument("--year", type=int, default=None, help="school year (start year); default: the current one")
+    demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as `aptool --debug demo`")
+    demo.set_defaults(func=cmd_demo)
+
+    run = sub.add_parser("run", help="materialize everything for the school year from the configured sources")
+    run.add_argument("--only", choices=["iready", "aeries"], default=None)
+    run.add_argument("--year", type=int, default=None, help="school year as its start year (2025 = 2025-26)")
+    run.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="as `aptool --debug run`: Dagster's log, and the full error of a failed step",
+    )
+    run.set_defaults(func=cmd_run)
+
+    _add_webhook_commands(sub)
 
     breakers = sub.add_parser("breakers", help="circuit breaker states; close one by hand after fixing the cause")
     breakers.add_argument("action", nargs="?", default="list", choices=["list", "reset"])

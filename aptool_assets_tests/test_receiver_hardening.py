@@ -103,6 +103,17 @@ def test_the_cli_refuses_a_short_secret_naming_the_variable_not_the_value(tmp_pa
     assert proc.returncode == 1 and PREVIOUS_SECRET_ENV in proc.stderr and short not in proc.stderr
 
 
+def test_the_receiver_does_not_start_without_its_inbox_and_says_so_in_one_line(postgres_url, tmp_path):
+    missing_db = postgres_url.rsplit("/", 1)[0].replace("://postgres@", "://postgres:pw-x7q@") + "/no_such_db_x7q"
+    proc = run(
+        ["webhooks", "serve", "--port", "1"],
+        tmp_path,
+        clean_env(APTOOL_WEBHOOK_SECRET=SECRET, APTOOL_DATABASE_URL=missing_db),
+    )
+    assert proc.returncode == 1 and "not reachable" in proc.stderr and "postgres:***@" in proc.stderr
+    assert "pw-x7q" not in proc.stderr and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
 def test_rotation_accepts_both_secrets_and_warns_about_plain_http_beyond_loopback(tmp_path):
     env = clean_env(
         APTOOL_WEBHOOK_SECRET=f"  {SECRET}\n",  # as a careless `echo` leaves it: stripped

@@ -349,6 +349,19 @@ def _fastest(module: str, name: str, fallback: str) -> str:
     return name
 
 
+def _ready(inbox: Inbox) -> None:
+    """The inbox's tables, without DDL when they exist; a one-line :class:`ConfigurationError` otherwise."""
+    try:
+        inbox.setup()
+    except InboxMissing as exc:
+        raise ConfigurationError(str(exc)) from None
+    except Exception as exc:  # noqa: BLE001 - any driver error: one line naming the store, not a traceback
+        raise ConfigurationError(
+            f"the webhook inbox ({inbox.describe()}) is not reachable ({type(exc).__name__}): the receiver "
+            "does not start without it"
+        ) from None
+
+
 def serve(
     host: str = "127.0.0.1",
     port: int = 8787,
@@ -382,10 +395,7 @@ def serve(
 
     inbox = open_inbox(database_url)
     try:
-        try:
-            inbox.setup()
-        except InboxMissing as exc:
-            raise ConfigurationError(str(exc)) from None
+        _ready(inbox)
         logger.info("webhook receiver on http://%s:%d%s, inbox: %s", host, port, WEBHOOK_PATH, inbox.describe())
         if len(secrets) > 1:
             logger.info("accepting signatures made with %s or %s (rotation)", SECRET_ENV, PREVIOUS_SECRET_ENV)
