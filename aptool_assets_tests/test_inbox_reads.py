@@ -48,8 +48,13 @@ def test_pending_hands_out_undecodable_payloads_with_a_marker(inbox):
     insert_raw(inbox, "deep-65", deep(MAX_STORED_DEPTH + 1))
     insert_raw(inbox, "deep-64", deep(MAX_STORED_DEPTH))
     insert_raw(inbox, "array", "[1, 2]")
-    if isinstance(inbox, SqliteInbox):  # PostgreSQL's json type refuses these itself
+    if isinstance(inbox, SqliteInbox):  # PostgreSQL's json and timestamptz types refuse these themselves
         insert_raw(inbox, "not-json", '{"eventId": ')
+        insert_raw(inbox, "bad-time", '{"eventId": "bad-time"}')
+        con = sqlite3.connect(inbox.path)
+        con.execute("UPDATE webhook_events SET event_timestamp = 'yesterday' WHERE event_id = 'bad-time'")
+        con.commit()
+        con.close()
     inbox.store("after", "attendance.updated", dt.datetime.now(UTC), {**good, "eventId": "after"}, b"{}")
 
     events = {e.event_id: e for e in inbox.pending()}
@@ -60,6 +65,8 @@ def test_pending_hands_out_undecodable_payloads_with_a_marker(inbox):
     assert events["array"].payload_error == "stored payload is not a JSON object"
     if isinstance(inbox, SqliteInbox):
         assert events["not-json"].payload_error.startswith("stored payload is not valid JSON")
+        assert events["bad-time"].payload_error == "stored event_timestamp is not a timezone-aware timestamp"
+        assert events["bad-time"].event_timestamp.tzinfo is not None
     assert [e for e in inbox.pending() if e.payload_error is None] == [
         events[i] for i in ("before", "deep-64", "after")
     ]

@@ -98,6 +98,20 @@ def _check_event_args(event_id: Any, event_type: Any, event_timestamp: Any) -> N
         raise ValueError("event_timestamp must be a timezone-aware datetime")
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
+def _inbox_event(row: dict) -> InboxEvent:
+    """A pending row as an :class:`InboxEvent`, whatever it holds: what cannot be read becomes
+    ``payload_error`` (the first problem found), never an exception."""
+    payload, error = decode_payload(row.pop("payload"))
+    timestamp = row.get("event_timestamp")
+    if not isinstance(timestamp, dt.datetime) or timestamp.tzinfo is None:
+        error = error or "stored event_timestamp is not a timezone-aware timestamp"
+        row["event_timestamp"] = _EPOCH
+    return InboxEvent(**row, payload=payload, payload_error=error)
+
+
 class InboxMissing(RuntimeError):
     """The inbox's store does not exist (no SQLite file, or no tables), and this process may not or
     must not create it. The message says where it looked and what to run."""
@@ -277,11 +291,7 @@ class Inbox(ABC):
             ),
             (now, int(limit)),
         )
-        events = []
-        for row in rows:
-            payload, error = decode_payload(row.pop("payload"))
-            events.append(InboxEvent(**row, payload=payload, payload_error=error))
-        return events
+        return [_inbox_event(row) for row in rows]
 
     def mark_applied(self, event_ids: Sequence[str], run_id: str | None = None, outcome: str = "applied") -> None:
         """Mark pending events done: ``applied``, or ``superseded`` (an older event that lost to a

@@ -4,6 +4,7 @@ shared by the receiver, the applying sensor and the CLI across processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -164,10 +165,12 @@ class SqliteInbox(Inbox):
 
     @staticmethod
     def _decode_sqlite(row: dict) -> dict:
-        # Datetimes are stored as ISO text; the payload stays text (decoded defensively by the base).
+        # Datetimes are stored as ISO text; the payload stays text (decoded defensively by the base). A
+        # value that is not a timestamp stays text, for the base to mark rather than for a read to raise.
         for key, value in row.items():
             if key in DATETIME_KEYS and isinstance(value, str):
-                row[key] = dt.datetime.fromisoformat(value)
+                with contextlib.suppress(ValueError):
+                    row[key] = dt.datetime.fromisoformat(value)
         return row
 
     def _insert_event(self, params: tuple) -> str:
