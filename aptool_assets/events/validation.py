@@ -248,6 +248,9 @@ def _reject_constant(name: str):
     raise ValueError(f"{name} is not valid JSON")
 
 
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)  # built once: json.loads(…, hook) builds one per call
+
+
 def _is_name(value: object, max_length: int) -> bool:
     """A non-blank string of at most ``max_length`` printable characters."""
     return isinstance(value, str) and 0 < len(value) <= max_length and value.isprintable() and bool(value.strip())
@@ -312,7 +315,7 @@ def _json_object(raw: bytes) -> dict:
     if json_depth(raw, stop_above=MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise _reject_400(f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels")
     try:
-        body = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        body = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise Rejection(400, "malformed JSON", "400", "webhook rejected: malformed JSON") from None
     if not isinstance(body, dict):

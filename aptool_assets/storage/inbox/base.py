@@ -41,8 +41,8 @@ Tables (the columns answer "what happened to event X" from SQL alone)::
     SELECT status, attempts, last_error, applied_at, run_id FROM aptool.webhook_events WHERE event_id = 'X';
 
 Life cycle: ``pending`` → ``applied`` | ``superseded`` (lost to a newer event for the same record)
-| ``dead_letter`` (after retries, or at once for an unsupported type or a ``stale`` delivery). :meth:`Inbox.replay` puts
-dead letters back to ``pending``. ``seq`` is the arrival order; under concurrent PostgreSQL
+| ``dead_letter`` (after retries, or at once for an unsupported type or a ``stale`` delivery).
+:meth:`Inbox.replay` puts dead letters back to ``pending``. ``seq`` is the arrival order; under concurrent PostgreSQL
 inserts a lower ``seq`` can become visible a moment after a higher one, so consumers order by the
 event ``timestamp`` when deciding which event wins (contract §5), not by ``seq`` alone.
 """
@@ -75,9 +75,9 @@ class InboxEvent:
     last_error: str | None
     first_failed_at: dt.datetime | None = None  # first failed attempt since receipt or the last replay
     payload_error: str | None = None
-    """Set when the stored payload cannot be decoded (``payload`` is then ``{}``): the reason, e.g.
-    ``"stored payload is nested deeper than 64 levels"``. The applying job dead-letters such an event
-    with this reason; :meth:`Inbox.pending` hands it out rather than raising."""
+    """Set when the stored row cannot be read (its payload does not decode, or its timestamp is not one);
+    ``payload`` is then ``{}``. The reason, e.g. ``"stored payload is nested deeper than 64 levels"``: the
+    applying job dead-letters such an event with it; :meth:`Inbox.pending` hands it out rather than raising."""
 
     @property
     def data(self) -> dict:
@@ -103,13 +103,14 @@ _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 def _inbox_event(row: dict) -> InboxEvent:
     """A pending row as an :class:`InboxEvent`, whatever it holds: what cannot be read becomes
-    ``payload_error`` (the first problem found), never an exception."""
+    ``payload_error`` (the first problem found) with an empty payload -- so that even a consumer that
+    ignores the marker finds nothing to apply and dead-letters it as invalid -- never an exception."""
     payload, error = decode_payload(row.pop("payload"))
     timestamp = row.get("event_timestamp")
     if not isinstance(timestamp, dt.datetime) or timestamp.tzinfo is None:
         error = error or "stored event_timestamp is not a timezone-aware timestamp"
         row["event_timestamp"] = _EPOCH
-    return InboxEvent(**row, payload=payload, payload_error=error)
+    return InboxEvent(**row, payload={} if error else payload, payload_error=error)
 
 
 class InboxMissing(RuntimeError):
@@ -251,9 +252,9 @@ class Inbox(ABC):
     def store_dead_letter(
         self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes, reason: str
     ) -> str:
-        """Store an event that cannot be applied now (an unsupported type, a stale delivery) straight as a dead letter:
-        a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events`` row, in
-        one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
+        """Store an event that cannot be applied now (an unsupported type, a stale delivery) straight
+        as a dead letter: a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events``
+        row, in one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
         _check_event_args(event_id, event_type, event_timestamp)
         now = utcnow()
         text = payload_text(payload)
