@@ -211,6 +211,7 @@ def test_200_trickling_connections_do_not_stop_a_valid_event(tmp_path):
             opened = time.monotonic()
             tricklers = Tricklers(running.port, 200, stop_after=limits.read_timeout - 1.0)
             time.sleep(1.5)  # every trickler has sent a byte or more
+            assert len(running.server.server_state.connections) >= 200  # all held open by the server
             loaded = _timed_posts(running.url, 5)
             assert time.monotonic() - opened < limits.read_timeout, "too slow to measure under load"
             time.sleep(max(0.0, opened + limits.read_timeout + 1.5 - time.monotonic()))
@@ -230,7 +231,10 @@ def test_connection_limit_answers_503_until_the_read_deadline_frees_the_slots(tm
         box.setup()
         with ThreadedServer(create_app(box, SECRET), limits=limits) as running:
             idle = [socket.create_connection(("127.0.0.1", running.port), timeout=5) for _ in range(25)]
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10
+            while len(running.server.server_state.connections) < 25:  # accepted by uvicorn, not just the kernel
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
             with httpx.Client(base_url=running.url, timeout=10) as c:
                 assert post(c, make_event()).status_code == 503  # over the limit: refused, not queued forever
             time.sleep(limits.read_timeout + 1.0)
