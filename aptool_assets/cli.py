@@ -102,45 +102,113 @@ def cmd_webhooks_serve(args: argparse.Namespace) -> int:
     from aptool_assets.settings import ConfigurationError
 
     try:
-        serve(host=args.host, port=args.port)
+        serve(
+            host=args.host,
+            port=args.port,
+            proxy_headers=args.proxy_headers,
+            forwarded_allow_ips=args.forwarded_allow_ips,
+        )
     except ConfigurationError as exc:
         return _fail(str(exc))
     return 0
+
+
+def _existing_inbox():
+    """The inbox the environment points at, or (None, why) when its store does not exist: `dead-letters`
+    reads an inbox, it never creates one (a wrong DAGSTER_HOME must not look like an empty inbox)."""
+    from aptool_assets.storage.inbox import open_inbox
+
+    inbox = open_inbox()
+    print(f"aptool: inbox {inbox.describe()}", file=sys.stderr)
+    try:
+        present = inbox.exists()
+    except Exception as exc:  # noqa: BLE001 - one line naming the cause, e.g. an unreachable database
+        inbox.close()
+        return None, f"cannot reach the inbox ({type(exc).__name__}); nothing created"
+    if not present:
+        inbox.close()
+        where = "this file" if inbox.backend == "sqlite" else "this database"
+        return None, (
+            f"no webhook inbox in {where} (nothing created): check APTOOL_DATABASE_URL, APTOOL_INBOX_PATH and "
+            "DAGSTER_HOME are those the receiver runs with"
+        )
+    return inbox, None
+
+
+def _print_dead_letters(rows: list[dict]) -> None:
+    if not rows:
+        print("no dead letters")
+    for r in rows:
+        replayed = f"  replayed {r['replayed_at']}" if r.get("replayed_at") else ""
+        print(
+            f"{r['event_id']}  {r['event_type']}  attempts={r['attempts']}  "
+            f"last_failed={r['last_failed_at']}  reason: {r['reason']}{replayed}"
+        )
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     """Inspect and replay dead letters (IDs, types, reasons; payloads only with `show`)."""
     import json
 
-    from aptool_assets.storage.inbox import open_inbox
-
-    with open_inbox() as inbox:
-        inbox.setup()
+    if args.action == "replay" and bool(args.ids) == bool(args.all):
+        return _fail("dead-letters replay takes event IDs or --all (not both): see `aptool dead-letters list`")
+    if args.action == "show" and len(args.ids) != 1:
+        return _fail("dead-letters show takes exactly one event ID")
+    if args.action == "list" and args.ids:
+        return _fail("dead-letters list takes no event IDs (show ID prints one)")
+    if args.dry_run and args.action != "replay":
+        return _fail("--dry-run goes with replay")
+    inbox, problem = _existing_inbox()
+    if inbox is None:
+        return _fail(problem)
+    with inbox:
         if args.action == "list":
-            rows = inbox.dead_letters(include_replayed=args.all)
-            if not rows:
-                print("no dead letters")
-            for r in rows:
-                replayed = f"  replayed {r['replayed_at']}" if r.get("replayed_at") else ""
-                print(
-                    f"{r['event_id']}  {r['event_type']}  attempts={r['attempts']}  "
-                    f"last_failed={r['last_failed_at']}  reason: {r['reason']}{replayed}"
-                )
+            _print_dead_letters(inbox.dead_letters(include_replayed=args.all))
             return 0
         if args.action == "show":
-            if len(args.ids) != 1:
-                return _fail("dead-letters show takes exactly one event ID")
             detail = inbox.dead_letter_detail(args.ids[0])
             if detail is None:
                 return _fail(f"no dead letter with event ID {args.ids[0]}")
             print(json.dumps(detail, indent=2, default=str))
             return 0
-        requeued = inbox.replay(args.ids or None)
+        requeued = inbox.replay(None if args.all else args.ids, dry_run=args.dry_run)
+        verb = "would requeue" if args.dry_run else "requeued"
         print(
-            f"requeued {len(requeued)} event(s) for the next apply run"
+            f"{verb} {len(requeued)} event(s) for the next apply run"
             + (f": {', '.join(requeued)}" if requeued else "")
+            + (" (dry run: nothing changed)" if args.dry_run else "")
         )
         return 0
+
+
+def cmd_db_grant_receiver(args: argparse.Namespace) -> int:
+    """Create the inbox tables (as the publisher) and give the receiver's role exactly what it needs."""
+    import psycopg
+
+    from aptool_assets.storage.backends import redact_url, uses_postgres
+    from aptool_assets.storage.inbox import InboxMissing, PostgresInbox, open_inbox
+
+    if not uses_postgres():
+        return _fail("db grant-receiver is for a PostgreSQL APTOOL_DATABASE_URL (the embedded inbox has no roles)")
+    inbox = open_inbox()
+    assert isinstance(inbox, PostgresInbox)
+    print(f"aptool: database {redact_url(inbox.url)}", file=sys.stderr)
+    try:
+        warnings_found = inbox.grant_receiver(args.role)
+    except (ValueError, InboxMissing) as exc:
+        return _fail(str(exc))
+    except psycopg.Error as exc:  # e.g. the publisher's role does not own the schema
+        first_line = str(exc).splitlines()[0] if str(exc) else ""
+        return _fail(f"granting failed ({type(exc).__name__}): {first_line}")
+    finally:
+        inbox.close()
+    print(
+        f"granted {args.role}: USAGE on schema aptool; INSERT on aptool.webhook_events and aptool.dead_letter_events; "
+        "SELECT on their seq/event_id columns only; USAGE on the seq sequence. Nothing else."
+    )
+    for warning in warnings_found:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
 
 
 def _breaker(name: str, store):
@@ -196,6 +264,45 @@ def cmd_failed_operations(args: argparse.Namespace) -> int:
         store.close()
 
 
+def _add_webhook_commands(sub) -> None:
+    """`webhooks serve`, `dead-letters` and `db grant-receiver`."""
+    webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")
+    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
+    serve = webhooks_sub.add_parser("serve", help="run the receiver (needs APTOOL_WEBHOOK_SECRET)")
+    serve.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1; anything else warns: use a TLS proxy")
+    serve.add_argument("--port", type=int, default=8787)
+    serve.add_argument(
+        "--proxy-headers",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="take the client address from X-Forwarded-For of a trusted proxy (default: on)",
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies trusted for X-Forwarded-* (comma-separated; default 127.0.0.1,::1 or $FORWARDED_ALLOW_IPS)",
+    )
+    serve.set_defaults(func=cmd_webhooks_serve)
+
+    dead = sub.add_parser("dead-letters", help="inspect and replay events that could not be applied")
+    dead.add_argument("action", choices=["list", "show", "replay"])
+    dead.add_argument("ids", nargs="*", help="event IDs (show: exactly one; replay: the ones to requeue)")
+    dead.add_argument(
+        "--all", action="store_true", help="list: include dead letters already replayed; replay: every dead letter"
+    )
+    dead.add_argument("--dry-run", action="store_true", help="replay: list what would be requeued, change nothing")
+    dead.set_defaults(func=cmd_dead_letters)
+
+    db = sub.add_parser("db", help="database administration for a PostgreSQL deployment")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    grant = db_sub.add_parser(
+        "grant-receiver",
+        help="create the webhook inbox tables and give ROLE only what the receiver needs (run as the publisher)",
+    )
+    grant.add_argument("role", help="an existing login role, e.g. aptool_receiver")
+    grant.set_defaults(func=cmd_db_grant_receiver)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aptool", description="AP Tool data platform")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
@@ -219,18 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.set_defaults(func=cmd_run)
 
-    webhooks = sub.add_parser("webhooks", help="the signed webhook receiver (contract §5)")
-    webhooks_sub = webhooks.add_subparsers(dest="webhooks_command", required=True)
-    serve = webhooks_sub.add_parser("serve", help="run the receiver (needs APTOOL_WEBHOOK_SECRET)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8787)
-    serve.set_defaults(func=cmd_webhooks_serve)
-
-    dead = sub.add_parser("dead-letters", help="inspect and replay events that could not be applied")
-    dead.add_argument("action", choices=["list", "show", "replay"])
-    dead.add_argument("ids", nargs="*", help="event IDs (show: one; replay: none = every dead letter not yet replayed)")
-    dead.add_argument("--all", action="store_true", help="list: include dead letters already replayed")
-    dead.set_defaults(func=cmd_dead_letters)
+    _add_webhook_commands(sub)
 
     breakers = sub.add_parser("breakers", help="circuit breaker states; close one by hand after fixing the cause")
     breakers.add_argument("action", nargs="?", default="list", choices=["list", "reset"])

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from aptool_assets.storage.warehouse import open_warehouse
@@ -217,36 +220,88 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
     assert not [n for n in FIRST_NAMES + LAST_NAMES if f" {n} " in output or f" {n}," in output]
 
 
-def test_dead_letters_list_show_and_replay(tmp_path, monkeypatch):
+def _dead_letter_inbox(path: Path, *event_ids: str) -> None:
     import datetime as dt
 
-    from aptool_assets.storage.inbox import open_inbox
+    from aptool_assets.storage.inbox import SqliteInbox
 
-    inbox_path = str(tmp_path / "inbox.sqlite")
-    monkeypatch.setenv("APTOOL_INBOX_PATH", inbox_path)
-    monkeypatch.delenv("APTOOL_DATABASE_URL", raising=False)
-    with open_inbox() as inbox:
+    with SqliteInbox(path) as inbox:
         inbox.setup()
-        payload = {
-            "eventId": "evt-1",
-            "eventType": "grade.changed",
-            "timestamp": "2026-11-29T08:00:00-08:00",
-            "data": {},
-        }
         when = dt.datetime(2026, 11, 29, 16, tzinfo=dt.UTC)
-        inbox.store_dead_letter("evt-1", "grade.changed", when, payload, b"{}", "unsupported event type grade.changed")
+        for event_id in event_ids:
+            payload = {"eventId": event_id, "eventType": "grade.changed", "timestamp": when.isoformat(), "data": {}}
+            inbox.store_dead_letter(event_id, "grade.changed", when, payload, b"{}", "unsupported event type")
 
-    env = clean_env(APTOOL_INBOX_PATH=inbox_path)
+
+def test_dead_letters_list_show_and_replay(tmp_path):
+    inbox_path = tmp_path / "inbox.sqlite"
+    _dead_letter_inbox(inbox_path, "evt-1", "evt-2", "evt-3")
+    env = clean_env(APTOOL_INBOX_PATH=str(inbox_path))
+
     listed = run(["dead-letters", "list"], tmp_path, env)
     assert listed.returncode == 0 and "evt-1" in listed.stdout and "unsupported event type" in listed.stdout
+    assert listed.stderr.splitlines()[0] == f"aptool: inbox sqlite {inbox_path}"  # which store it reads
     shown = run(["dead-letters", "show", "evt-1"], tmp_path, env)
     assert shown.returncode == 0 and "grade.changed" in shown.stdout
+    assert json.loads(shown.stdout)["event_id"] == "evt-1"  # stdout stays machine-readable
     missing = run(["dead-letters", "show", "nope"], tmp_path, env)
     assert missing.returncode == 1 and "nope" in missing.stderr
+
+    bare = run(["dead-letters", "replay"], tmp_path, env)
+    assert bare.returncode == 1 and "--all" in bare.stderr
+    both = run(["dead-letters", "replay", "evt-1", "--all"], tmp_path, env)
+    assert both.returncode == 1
+    dry = run(["dead-letters", "replay", "evt-1", "evt-2", "unknown", "--dry-run"], tmp_path, env)
+    assert dry.returncode == 0 and "would requeue 2 event(s)" in dry.stdout and "evt-1, evt-2" in dry.stdout
+    assert "nothing changed" in dry.stdout
+    assert "evt-1" in run(["dead-letters", "list"], tmp_path, env).stdout  # still dead
     replayed = run(["dead-letters", "replay", "evt-1"], tmp_path, env)
     assert replayed.returncode == 0 and "requeued 1 event(s)" in replayed.stdout
     again = run(["dead-letters", "replay", "evt-1"], tmp_path, env)
     assert again.returncode == 0 and "requeued 0 event(s)" in again.stdout  # idempotent
+    dry_all = run(["dead-letters", "replay", "--all", "--dry-run"], tmp_path, env)
+    assert "would requeue 2 event(s) for the next apply run: evt-2, evt-3" in dry_all.stdout
+    everything = run(["dead-letters", "replay", "--all"], tmp_path, env)
+    assert (
+        everything.returncode == 0 and "requeued 2 event(s) for the next apply run: evt-2, evt-3" in everything.stdout
+    )
+    assert "no dead letters" in run(["dead-letters", "list"], tmp_path, env).stdout
+
+
+def test_dead_letters_refuse_to_create_a_missing_store(tmp_path):
+    home = tmp_path / "wrong-home"
+    for env in (clean_env(DAGSTER_HOME=str(home)), clean_env(APTOOL_INBOX_PATH=str(home / "inbox.sqlite"))):
+        for args in (["list"], ["show", "x"], ["replay", "--all"], ["replay", "x", "--dry-run"]):
+            proc = run(["dead-letters", *args], tmp_path, env)
+            assert proc.returncode == 1, (args, proc.stdout)
+            assert f"aptool: inbox sqlite {home / 'inbox.sqlite'}" in proc.stderr
+            assert "no webhook inbox" in proc.stderr and "nothing created" in proc.stderr
+    assert not home.exists()
+
+    empty = tmp_path / "empty.sqlite"  # a file, but not an inbox: no tables are added to it
+    sqlite3.connect(empty).close()
+    proc = run(["dead-letters", "list"], tmp_path, clean_env(APTOOL_INBOX_PATH=str(empty)))
+    assert proc.returncode == 1 and "no webhook inbox" in proc.stderr
+    assert sqlite3.connect(empty).execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+
+def test_dead_letters_on_postgresql_name_the_database_without_the_password(postgres_url, tmp_path):
+    from aptool_assets.storage.inbox import open_inbox
+    from aptool_assets_tests.conftest import schema_reset
+
+    schema_reset(postgres_url)
+    with_password = postgres_url.replace("://postgres@", "://postgres:hunter2-secret@")
+    env = clean_env(APTOOL_DATABASE_URL=with_password)
+    proc = run(["dead-letters", "list"], tmp_path, env)
+    assert proc.returncode == 1 and "no webhook inbox" in proc.stderr
+    assert "postgres:***@" in proc.stderr and "hunter2" not in proc.stdout + proc.stderr
+    with psycopg.connect(postgres_url) as con:
+        assert con.execute("SELECT to_regnamespace('aptool')").fetchone()[0] is None  # nothing created
+    with open_inbox(postgres_url) as inbox:
+        inbox.setup()
+    proc = run(["dead-letters", "list"], tmp_path, env)
+    assert proc.returncode == 0 and "no dead letters" in proc.stdout
+    schema_reset(postgres_url)
 
 
 def test_breakers_and_failed_operations_from_the_command_line(tmp_path):

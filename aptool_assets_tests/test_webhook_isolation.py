@@ -20,7 +20,7 @@ from aptool_assets.events.frame import event_frame
 from aptool_assets.events.jobs import settle_inbox
 from aptool_assets.resilience.retry import RetryExhausted, RetrySettings
 from aptool_assets.storage.inbox import open_inbox
-from aptool_assets.storage.inbox.base import MAX_PAYLOAD_DEPTH, json_depth, load_payload
+from aptool_assets.storage.inbox.payload import MAX_STORED_DEPTH, decode_payload, json_depth
 from aptool_assets.storage.warehouse import TableWrite, open_warehouse
 from aptool_assets.storage.warehouse.postgres import PostgresWarehouse
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
@@ -266,9 +266,10 @@ def test_json_depth_counts_nesting_not_brackets_inside_strings():
     assert json_depth('{"a": "' + "[" * 500 + '"}') == 1
     assert json_depth('{"a": "\\"' + "{" * 100 + '"}') == 1  # an escaped quote does not end the string
     assert json_depth("[" * 70 + "]" * 70) == 70
-    assert load_payload("[" * (MAX_PAYLOAD_DEPTH + 1) + "]" * (MAX_PAYLOAD_DEPTH + 1)).reason.startswith("payload JSON")
-    assert load_payload(b'{"data": {}}') == {"data": {}}
-    assert load_payload("{broken").reason == "payload is not valid JSON"
+    too_deep = "[" * (MAX_STORED_DEPTH + 1) + "]" * (MAX_STORED_DEPTH + 1)
+    assert decode_payload(too_deep) == ({}, f"stored payload is nested deeper than {MAX_STORED_DEPTH} levels")
+    assert decode_payload(b'{"data": {}}') == ({"data": {}}, None)
+    assert decode_payload("{broken")[1].startswith("stored payload is not valid JSON")
 
 
 def test_the_inbox_reads_any_stored_payload_even_deep_in_a_stack(inbox):
@@ -280,12 +281,12 @@ def test_the_inbox_reads_any_stored_payload_even_deep_in_a_stack(inbox):
         return deep_in_the_stack(levels - 1) if levels else inbox.pending(now=NOW)
 
     due = {e.event_id: e for e in deep_in_the_stack(300)}
-    assert due["deep"].payload_problem == f"payload JSON nests 952 levels, more than {MAX_PAYLOAD_DEPTH}"
-    assert due["a-list"].payload_problem == "payload is not a JSON object" and due["a-list"].data == {}
-    assert due["fine"].payload_problem is None and due["fine"].data["studentId"] == 1001
+    assert due["deep"].payload_error == f"stored payload is nested deeper than {MAX_STORED_DEPTH} levels"
+    assert due["a-list"].payload_error == "stored payload is not a JSON object" and due["a-list"].data == {}
+    assert due["fine"].payload_error is None and due["fine"].data["studentId"] == 1001
     _, invalid = event_frame(due.values(), today=NOW.date())
     assert set(invalid) == {"deep", "a-list"}
-    assert inbox.event("deep")["payload"].reason.startswith("payload JSON nests")  # `dead-letters show` works
+    assert inbox.event("deep")["payload_error"].startswith("stored payload is nested")  # `dead-letters show` works
 
 
 @pytest.fixture

@@ -15,12 +15,10 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from aptool_assets.events import signatures
 from aptool_assets.events.app import create_app, serve
@@ -28,118 +26,22 @@ from aptool_assets.events.signatures import sign, verify
 from aptool_assets.settings import ConfigurationError
 from aptool_assets.storage.inbox import open_inbox
 from aptool_assets_tests.conftest import create_database, drop_database
+from aptool_assets_tests.webhook_helpers import (  # noqa: F401 - server and client are fixtures
+    PATH,
+    SECRET,
+    SENTINEL,
+    UTC,
+    ThreadedServer,
+    client,
+    encode,
+    free_port,
+    make_event,
+    post,
+    server,
+    stored_ids,
+)
 
 REPO = Path(__file__).resolve().parents[1]
-SECRET = "whsec-test-7c1d9e"
-PATH = "/webhooks/aeries"
-UTC = dt.UTC
-SENTINEL = "PAYLOAD-SENTINEL-q8Zx"  # a payload value that must never show up in logs or errors
-
-
-# -- fixtures ---------------------------------------------------------------------------------
-class ThreadedServer:
-    """uvicorn serving ``app`` on a free loopback port, in a background thread."""
-
-    def __init__(self, app) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", access_log=False))
-        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
-
-    def __enter__(self) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + 15
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("uvicorn did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(15)
-        self.sock.close()
-
-
-@pytest.fixture
-def server(inbox):
-    with ThreadedServer(create_app(inbox, SECRET)) as running:
-        yield running
-
-
-@pytest.fixture
-def client(server):
-    with httpx.Client(base_url=server.url, timeout=10) as c:
-        yield c
-
-
-# -- helpers ----------------------------------------------------------------------------------
-def make_event(
-    event_type: str = "attendance.updated",
-    event_id: str | None = None,
-    ts: dt.datetime | str | None = None,
-    data: dict | None = None,
-) -> dict:
-    if data is None:
-        data = {
-            "attendance.updated": {
-                "studentId": 1001,
-                "schoolId": 994,
-                "date": "2025-10-01",
-                "period": None,
-                "attendanceCode": "A",
-                "minutes": 0,
-            },
-            "attendance.corrected": {
-                "studentId": 1001,
-                "schoolId": 994,
-                "date": "2025-10-01",
-                "period": "2",
-                "originalCode": "A",
-                "newCode": "E",
-                "reason": SENTINEL,
-                "correctedBy": "clerk7",
-            },
-            "student.enrolled": {"studentId": 1001, "schoolId": 994, "grade": 9, "enterDate": "2025-08-14"},
-            "student.withdrawn": {"studentId": 1001, "schoolId": 994, "leaveDate": "2025-12-19"},
-        }.get(event_type, {"studentId": 1001, "note": SENTINEL})
-    ts = ts if ts is not None else dt.datetime.now(UTC)
-    return {
-        "eventId": event_id or f"evt-{uuid.uuid4().hex}",
-        "eventType": event_type,
-        "timestamp": ts if isinstance(ts, str) else ts.isoformat(),
-        "data": data,
-    }
-
-
-def encode(event) -> bytes:
-    return event if isinstance(event, bytes) else json.dumps(event).encode()
-
-
-def post(
-    client: httpx.Client, event, *, signature: str | None = "sign", secret: str = SECRET, headers: dict | None = None
-) -> httpx.Response:
-    body = encode(event)
-    hdrs = {"Content-Type": "application/json", **(headers or {})}
-    if signature == "sign":
-        hdrs["X-Aeries-Signature"] = sign(body, secret)
-    elif signature is not None:
-        hdrs["X-Aeries-Signature"] = signature
-    return client.post(PATH, content=body, headers=hdrs)
-
-
-def stored_ids(box) -> set[str]:
-    ids = {e.event_id for e in box.pending(limit=1_000_000)}
-    ids |= {d["event_id"] for d in box.dead_letters(include_replayed=True)}
-    return ids
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # -- signatures -------------------------------------------------------------------------------
@@ -298,7 +200,7 @@ def test_malformed_json_or_fields_is_400(client, inbox):
         assert post(client, event).json()["status"] == "accepted", event
 
 
-def test_replayed_timestamp_is_401(client, inbox):
+def test_replayed_timestamp_is_401_and_a_stale_event_is_kept_as_a_dead_letter(client, inbox):
     now = dt.datetime.now(UTC)
     stale = make_event(ts=now - dt.timedelta(minutes=6))
     future = make_event(ts=now + dt.timedelta(minutes=2))
@@ -306,7 +208,12 @@ def test_replayed_timestamp_is_401(client, inbox):
         r = post(client, event)
         assert r.status_code == 401
         assert "error" in r.json()
-    assert stored_ids(inbox) == set()
+    # The stale one is kept (contract §5: a retried delivery after an outage is never lost), the
+    # future one is not: its sender's clock is wrong, and it is refused until it is not.
+    assert stored_ids(inbox) == {stale["eventId"]}
+    (dead,) = inbox.dead_letters()
+    assert (dead["event_id"], dead["reason"]) == (stale["eventId"], "stale")
+    assert inbox.event(stale["eventId"])["payload"] == stale
     for event in (make_event(ts=now - dt.timedelta(minutes=4)), make_event(ts=now + dt.timedelta(seconds=30))):
         assert post(client, event).json()["status"] == "accepted"
 
@@ -382,7 +289,7 @@ def test_oversized_content_length_is_refused_without_reading(server):
 
 
 def test_check_order(client, inbox):
-    """size → signature → JSON → fields → timestamp → duplicate → type → store."""
+    """size → signature → JSON → fields → timestamp (future) → stale/duplicate → type → store."""
     huge = b'{"eventId": "' + b"x" * 70000 + b'"}'
     assert post(client, huge, signature="sha256=" + "0" * 64).status_code == 413  # size before signature
     assert post(client, b"{nope", signature=None).status_code == 401  # signature before JSON
@@ -393,7 +300,10 @@ def test_check_order(client, inbox):
     event = make_event()
     assert post(client, event).json()["status"] == "accepted"
     stale_duplicate = {**event, "timestamp": stale.isoformat()}
-    assert post(client, stale_duplicate).status_code == 401  # timestamp before duplicate
+    r = post(client, stale_duplicate)
+    assert (r.status_code, r.json()) == (200, {"status": "duplicate"})  # a stored eventId, whatever its age
+    future_duplicate = {**event, "timestamp": (dt.datetime.now(UTC) + dt.timedelta(hours=1)).isoformat()}
+    assert post(client, future_duplicate).status_code == 401  # a future timestamp is refused before storing
     other_type_duplicate = {**event, "eventType": "grade.posted"}
     r = post(client, other_type_duplicate)
     assert (r.status_code, r.json()) == (200, {"status": "duplicate"})  # duplicate before type
@@ -470,8 +380,9 @@ def test_concurrent_distinct_events_round_trip_exactly(server, inbox):
                 "period": "2",
                 "originalCode": "A",
                 "newCode": "E",
-                "reason": f'élève {i} — 生徒 \u0000 "quoted" \\ back',
+                "reason": f'élève {i} — 生徒 "quoted" \\ back',
                 "correctedBy": "clerk",
+                "note": "an unknown field is kept as sent: \u0000 \n",
             },
         )
         for i in range(48)

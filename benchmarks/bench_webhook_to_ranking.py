@@ -70,7 +70,7 @@ def main() -> int:
     home = Path(tempfile.mkdtemp(prefix="aptool-latency-"))
     (home / "dagster").mkdir()
     (home / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    secret = "latency-" + uuid.uuid4().hex[:8]
+    secret = "latency-" + uuid.uuid4().hex  # ≥ 32 characters (contract §2)
     procs: list[subprocess.Popen] = []
     sim = start_simulator(build_sim_district(build_district(YEAR), through=THROUGH))
     try:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(REPO))
 from aptool_assets.events.signatures import sign  # noqa: E402 - the module puts the repository on sys.path first
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-SECRET = os.environ.get("BENCH_SECRET") or "bench-secret-" + uuid.uuid4().hex[:8]
+SECRET = os.environ.get("BENCH_SECRET") or "bench-secret-" + uuid.uuid4().hex  # ≥ 32 characters
 PATH = "/webhooks/aeries"
 TARGET_RATE = 1000.0
 TARGET_P99_MS = 50.0

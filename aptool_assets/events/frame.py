@@ -6,7 +6,7 @@ bytes, undecodable or deeply nested payloads. Each event is checked on its own a
 fails is set aside with a reason (keys only, never values), so it is dead-lettered alone and the
 others apply:
 
-1. **Per event, in Python (cheap)**: the payload decoded (:attr:`InboxEvent.payload_problem`), a
+1. **Per event, in Python (cheap)**: the payload decoded (:attr:`InboxEvent.payload_error`), a
    supported type, ``data`` an object, the contract's keys (:func:`~aptool_assets.events.validation.data_problem`,
    the receiver's own check), and each field of the right JSON type. Every value then goes on as
    text (or null), so polars never infers a type from a payload.
@@ -132,8 +132,8 @@ def _text(value: object, kind: str) -> object:
 
 def _row(ev: InboxEvent) -> tuple[dict | None, str | None]:
     """One event's text row, or why it cannot be applied (checks 1)."""
-    if ev.payload_problem:
-        return None, ev.payload_problem
+    if ev.payload_error:
+        return None, ev.payload_error
     keys = _KEYS.get(ev.event_type)
     if keys is None:
         return None, "unsupported event type"

@@ -2,15 +2,18 @@
 
 The sender puts ``X-Aeries-Signature: sha256=<hex>`` on each request; a bare hex digest is
 accepted too. Verification recomputes the HMAC over the exact bytes received (never over a
-re-serialized body) and compares in constant time with :func:`hmac.compare_digest`.
+re-serialized body) and compares in constant time with :func:`hmac.compare_digest`. During a
+secret rotation two secrets are valid (:func:`verify_any`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Sequence
 
 SIGNATURE_HEADER = "X-Aeries-Signature"
+MIN_SECRET_LENGTH = 32  # contract §2: APTOOL_WEBHOOK_SECRET has at least 32 characters
 _PREFIX = "sha256="
 _HEX = frozenset("0123456789abcdefABCDEF")
 
@@ -35,3 +38,10 @@ def verify(body: bytes, header: str | None, secret: str) -> bool:
         return False
     expected = hmac.new(secret.encode("utf-8"), body, hashlib.sha256).hexdigest()
     return hmac.compare_digest(expected, value.lower())
+
+
+def verify_any(body: bytes, header: str | None, secrets: Sequence[str]) -> bool:
+    """True when ``header`` is the signature of ``body`` under any of ``secrets`` (the current one and,
+    during a rotation, the previous one). Every secret is checked, so the time taken does not say which."""
+    results = [verify(body, header, secret) for secret in secrets]
+    return any(results)

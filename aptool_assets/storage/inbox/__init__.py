@@ -9,13 +9,14 @@ import os
 from pathlib import Path
 
 from aptool_assets.storage.backends import database_target, default_inbox_path
-from aptool_assets.storage.inbox.base import Inbox, InboxEvent, utcnow
+from aptool_assets.storage.inbox.base import Inbox, InboxEvent, InboxMissing, utcnow
 from aptool_assets.storage.inbox.postgres import PostgresInbox
 from aptool_assets.storage.inbox.sqlite import SqliteInbox
 
 __all__ = [
     "Inbox",
     "InboxEvent",
+    "InboxMissing",
     "PostgresInbox",
     "SqliteInbox",
     "default_inbox_path",

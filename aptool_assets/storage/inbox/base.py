@@ -41,8 +41,8 @@ Tables (the columns answer "what happened to event X" from SQL alone)::
     SELECT status, attempts, last_error, applied_at, run_id FROM aptool.webhook_events WHERE event_id = 'X';
 
 Life cycle: ``pending`` → ``applied`` | ``superseded`` (lost to a newer event for the same record)
-| ``dead_letter`` (after retries, or at once for an unsupported type). :meth:`Inbox.replay` puts
-dead letters back to ``pending``. ``seq`` is the arrival order; under concurrent PostgreSQL
+| ``dead_letter`` (after retries, or at once for an unsupported type or a ``stale`` delivery).
+:meth:`Inbox.replay` puts dead letters back to ``pending``. ``seq`` is the arrival order; under concurrent PostgreSQL
 inserts a lower ``seq`` can become visible a moment after a higher one, so consumers order by the
 event ``timestamp`` when deciding which event wins (contract §5), not by ``seq`` alone.
 """
@@ -50,13 +50,13 @@ event ``timestamp`` when deciding which event wins (contract §5), not by ``seq`
 from __future__ import annotations
 
 import datetime as dt
-import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from aptool_assets.storage.inbox.payload import decode_payload, payload_text
 
 
 @dataclass(frozen=True)
@@ -74,68 +74,15 @@ class InboxEvent:
     next_attempt_at: dt.datetime | None
     last_error: str | None
     first_failed_at: dt.datetime | None = None  # first failed attempt since receipt or the last replay
-    payload_problem: str | None = None  # why the stored payload could not be read (then ``payload`` is {})
+    payload_error: str | None = None
+    """Set when the stored row cannot be read (its payload does not decode, or its timestamp is not one);
+    ``payload`` is then ``{}``. The reason, e.g. ``"stored payload is nested deeper than 64 levels"``: the
+    applying job dead-letters such an event with it; :meth:`Inbox.pending` hands it out rather than raising."""
 
     @property
     def data(self) -> dict:
-        data = self.payload.get("data") if isinstance(self.payload, dict) else None
+        data = self.payload.get("data")
         return data if isinstance(data, dict) else {}
-
-
-MAX_PAYLOAD_DEPTH = 64
-"""Deepest JSON nesting a stored payload is decoded with. The receiver refuses more than 16 levels
-(contract §5); events stored before it did are read only this far, so no payload can exhaust the
-reader's stack (``json.loads`` recurses once per level)."""
-
-_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
-_NOT_BRACKET = re.compile(r"[^\[\]{}]")
-
-
-class UndecodablePayload(str):
-    """A stored payload that cannot be decoded safely: its text, and ``reason`` (no values)."""
-
-    reason: str
-
-    def __new__(cls, text: str, reason: str) -> UndecodablePayload:
-        value = super().__new__(cls, text)
-        value.reason = reason
-        return value
-
-
-def json_depth(text: str) -> int:
-    """How deep ``text``'s JSON nests (objects and arrays), without recursion; an upper bound when
-    the text is not JSON."""
-    opening = text.count("{") + text.count("[")
-    if opening <= MAX_PAYLOAD_DEPTH:
-        return opening  # cannot nest deeper than it opens: the usual payload stops here
-    depth = deepest = 0
-    for bracket in _NOT_BRACKET.sub("", _JSON_STRING.sub('""', text)):
-        depth += 1 if bracket in "[{" else -1
-        deepest = max(deepest, depth)
-    return deepest
-
-
-def load_payload(raw: str | bytes | bytearray | memoryview) -> object:
-    """A stored payload decoded, or :class:`UndecodablePayload` (too deep, not JSON): reading the inbox
-    never fails on what one event holds."""
-    text = raw if isinstance(raw, str) else bytes(raw).decode("utf-8", errors="replace")
-    depth = json_depth(text)
-    if depth > MAX_PAYLOAD_DEPTH:
-        return UndecodablePayload(text, f"payload JSON nests {depth} levels, more than {MAX_PAYLOAD_DEPTH}")
-    try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        return UndecodablePayload(text, "payload is not valid JSON")
-
-
-def inbox_event(row: dict) -> InboxEvent:
-    """An :class:`InboxEvent` from a stored row whose payload went through :func:`load_payload`."""
-    payload = row.get("payload")
-    if isinstance(payload, UndecodablePayload):
-        return InboxEvent(**{**row, "payload": {}, "payload_problem": payload.reason})
-    if not isinstance(payload, dict):
-        return InboxEvent(**{**row, "payload": {}, "payload_problem": "payload is not a JSON object"})
-    return InboxEvent(**row)
 
 
 def utcnow() -> dt.datetime:
@@ -151,18 +98,35 @@ def _check_event_args(event_id: Any, event_type: Any, event_timestamp: Any) -> N
         raise ValueError("event_timestamp must be a timezone-aware datetime")
 
 
-def _payload_text(payload: dict) -> str:
-    # json.dumps escapes control characters (NUL included), so the text is valid for PostgreSQL.
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
+def _inbox_event(row: dict) -> InboxEvent:
+    """A pending row as an :class:`InboxEvent`, whatever it holds: what cannot be read becomes
+    ``payload_error`` (the first problem found) with an empty payload -- so that even a consumer that
+    ignores the marker finds nothing to apply and dead-letters it as invalid -- never an exception."""
+    payload, error = decode_payload(row.pop("payload"))
+    timestamp = row.get("event_timestamp")
+    if not isinstance(timestamp, dt.datetime) or timestamp.tzinfo is None:
+        error = error or "stored event_timestamp is not a timezone-aware timestamp"
+        row["event_timestamp"] = _EPOCH
+    return InboxEvent(**row, payload={} if error else payload, payload_error=error)
+
+
+class InboxMissing(RuntimeError):
+    """The inbox's store does not exist (no SQLite file, or no tables), and this process may not or
+    must not create it. The message says where it looked and what to run."""
+
+
+# {payload} is the store's payload column read as text (:meth:`Inbox._payload_sql`), decoded by
+# :func:`decode_payload` so that no stored row can make a read raise.
 _EVENT_COLS = (
-    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, "
+    "seq, event_id, event_type, event_timestamp, received_at, {payload}, status, attempts, "
     "next_attempt_at, last_error, first_failed_at, applied_at, run_id, updated_at"
 )
 _INBOX_EVENT_COLS = (
-    "seq, event_id, event_type, event_timestamp, received_at, payload, status, attempts, next_attempt_at, last_error, "
-    "first_failed_at"
+    "seq, event_id, event_type, event_timestamp, received_at, {payload}, status, attempts, next_attempt_at, "
+    "last_error, first_failed_at"
 )
 _DEAD_COLS = (
     "d.event_id, d.event_type, d.reason, d.attempts, d.first_failed_at, d.last_failed_at, d.replayed_at, "
@@ -198,8 +162,14 @@ class Inbox(ABC):
 
     # -- connection plumbing (per store) -------------------------------------------------------
     @abstractmethod
+    def exists(self) -> bool:
+        """True when the store and both tables exist; creates nothing (no file, no schema)."""
+
+    @abstractmethod
     def setup(self) -> None:
-        """Create the tables and indexes if missing (idempotent, safe from several processes)."""
+        """Create the tables and indexes if missing (idempotent, safe from several processes). When
+        they exist, nothing is executed but the check, so a process whose role may not run DDL (the
+        receiver) can call it; when they are missing and cannot be created, :class:`InboxMissing`."""
 
     @abstractmethod
     @contextmanager
@@ -251,6 +221,10 @@ class Inbox(ABC):
     def _p(self, sql: str) -> str:
         return sql
 
+    def _payload_sql(self, alias: str = "") -> str:
+        """The payload column as text (decoded by :func:`decode_payload`, never by the driver)."""
+        return f"{alias}payload"
+
     def _in(self, n: int) -> str:
         return ", ".join(["%s"] * n)
 
@@ -266,7 +240,7 @@ class Inbox(ABC):
     def _insert_params(event_id, event_type, event_timestamp, payload, raw_body) -> tuple:
         _check_event_args(event_id, event_type, event_timestamp)
         now = utcnow()
-        return (event_id, event_type, event_timestamp, now, _payload_text(payload), bytes(raw_body), now)
+        return (event_id, event_type, event_timestamp, now, payload_text(payload), bytes(raw_body), now)
 
     def store(
         self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes
@@ -278,12 +252,12 @@ class Inbox(ABC):
     def store_dead_letter(
         self, event_id: str, event_type: str, event_timestamp: dt.datetime, payload: dict, raw_body: bytes, reason: str
     ) -> str:
-        """Store an event that cannot be applied (an unsupported type) straight as a dead letter:
-        a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events`` row, in
-        one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
+        """Store an event that cannot be applied now (an unsupported type, a stale delivery) straight
+        as a dead letter: a ``webhook_events`` row with status ``dead_letter`` and a ``dead_letter_events``
+        row, in one transaction. ``"accepted"`` or ``"duplicate"`` (``event_id`` already stored)."""
         _check_event_args(event_id, event_type, event_timestamp)
         now = utcnow()
-        text = _payload_text(payload)
+        text = payload_text(payload)
         with self._transaction() as cur:
             cur.execute(
                 self._p(
@@ -310,14 +284,15 @@ class Inbox(ABC):
         """Events to apply: status ``pending`` and due (``next_attempt_at`` null or ≤ ``now``),
         oldest arrival (``seq``) first."""
         now = now or utcnow()
+        cols = _INBOX_EVENT_COLS.format(payload=self._payload_sql())
         rows = self._query(
             self._p(
-                f"SELECT {_INBOX_EVENT_COLS} FROM {self.events_table} WHERE status = 'pending' "
+                f"SELECT {cols} FROM {self.events_table} WHERE status = 'pending' "
                 f"AND (next_attempt_at IS NULL OR next_attempt_at <= %s) ORDER BY seq LIMIT %s"
             ),
             (now, int(limit)),
         )
-        return [inbox_event(row) for row in rows]
+        return [_inbox_event(row) for row in rows]
 
     def mark_applied(self, event_ids: Sequence[str], run_id: str | None = None, outcome: str = "applied") -> None:
         """Mark pending events done: ``applied``, or ``superseded`` (an older event that lost to a
@@ -399,7 +374,7 @@ class Inbox(ABC):
         last error, applied_at, run_id …); None when the event was never dead-lettered."""
         rows = self._query(
             self._p(
-                f"SELECT {_DEAD_COLS}, d.payload FROM {self.dead_letters_table} d "
+                f"SELECT {_DEAD_COLS}, {self._payload_sql('d.')} FROM {self.dead_letters_table} d "
                 f"LEFT JOIN {self.events_table} w ON w.event_id = d.event_id WHERE d.event_id = %s"
             ),
             (event_id,),
@@ -409,28 +384,23 @@ class Inbox(ABC):
         detail = self._decode(rows[0])
         inbox = self.event(event_id)
         if inbox is not None:
-            inbox.pop("dead_letter", None)
-            inbox.pop("payload", None)
+            for key in ("dead_letter", "payload", "payload_error"):
+                inbox.pop(key, None)
         detail["inbox"] = inbox
         return detail
 
-    def replay(self, event_ids: Sequence[str] | None = None) -> list[str]:
+    def replay(self, event_ids: Sequence[str] | None = None, *, dry_run: bool = False) -> list[str]:
         """Put dead letters back to ``pending`` (attempts reset, ``replayed_at`` = now,
         ``replay_count`` += 1; the event's retry period starts afresh). ``None`` replays every event
         currently dead-lettered. Events that are not dead letters (pending, applied, unknown, already
-        replayed) are left alone, so replaying twice is a no-op. Returns the ids actually requeued, in arrival order."""
+        replayed) are left alone, so replaying twice is a no-op. Returns the ids actually requeued, in
+        arrival order; with ``dry_run``, the ids that would be, and nothing changes."""
+        if dry_run:
+            return self._replayable(event_ids)
         now = utcnow()
         requeued: list[tuple[int, str]] = []
         with self._transaction() as cur:
-            if event_ids is None:
-                batches: list[list[str] | None] = [None]
-            else:
-                ids = list(dict.fromkeys(event_ids))
-                batches = [ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)]
-            for batch in batches:
-                filter_sql, params = "", ()
-                if batch is not None:
-                    filter_sql, params = f" AND event_id IN ({self._in(len(batch))})", tuple(batch)
+            for filter_sql, params in self._id_filters(event_ids):
                 cur.execute(
                     self._p(
                         f"UPDATE {self.events_table} SET status = 'pending', attempts = 0, next_attempt_at = NULL, "
@@ -452,10 +422,32 @@ class Inbox(ABC):
                 )
         return done
 
+    def _id_filters(self, event_ids: Sequence[str] | None) -> list[tuple[str, tuple]]:
+        """``AND event_id IN (…)`` clauses in chunks (one empty clause for "every event")."""
+        if event_ids is None:
+            return [("", ())]
+        ids = list(dict.fromkeys(event_ids))
+        return [
+            (f" AND event_id IN ({self._in(len(ids[i : i + _CHUNK]))})", tuple(ids[i : i + _CHUNK]))
+            for i in range(0, len(ids), _CHUNK)
+        ]
+
+    def _replayable(self, event_ids: Sequence[str] | None) -> list[str]:
+        """The ids :meth:`replay` would requeue now, in arrival order."""
+        found: list[tuple[int, str]] = []
+        for filter_sql, params in self._id_filters(event_ids):
+            rows = self._query(
+                self._p(f"SELECT seq, event_id FROM {self.events_table} WHERE status = 'dead_letter'{filter_sql}"),
+                params,
+            )
+            found.extend((r["seq"], r["event_id"]) for r in rows)
+        return [eid for _, eid in sorted(found)]
+
     def event(self, event_id: str) -> dict | None:
         """What happened to event X: its inbox row (status, attempts, errors, when applied, by
         which run, payload) and ``dead_letter`` (the dead-letter row or None)."""
-        rows = self._query(self._p(f"SELECT {_EVENT_COLS} FROM {self.events_table} WHERE event_id = %s"), (event_id,))
+        cols = _EVENT_COLS.format(payload=self._payload_sql())
+        rows = self._query(self._p(f"SELECT {cols} FROM {self.events_table} WHERE event_id = %s"), (event_id,))
         if not rows:
             return None
         out = self._decode(rows[0])
@@ -470,7 +462,13 @@ class Inbox(ABC):
         return out
 
     def _decode(self, row: dict) -> dict:
-        return dict(row)
+        """A row for callers: the payload decoded (``payload_error`` added when it cannot be)."""
+        out = dict(row)
+        if "payload" in out:
+            out["payload"], error = decode_payload(out["payload"])
+            if error:
+                out["payload_error"] = error
+        return out
 
     def __enter__(self) -> Inbox:
         return self

@@ -17,7 +17,7 @@ from typing import Any
 
 from aptool_assets.redaction import scrub_logs, scrubbing
 from aptool_assets.storage.backends import redact_url
-from aptool_assets.storage.inbox.base import Inbox, load_payload
+from aptool_assets.storage.inbox.base import Inbox, InboxMissing
 from aptool_assets.storage.inbox.batch_writer import PgBatchWriter
 
 scrub_logs(logging.getLogger("psycopg.pool"))  # "error connecting in 'pool': <the driver's message>"
@@ -76,6 +76,10 @@ class PostgresInbox(Inbox):
     def describe(self) -> str:
         return f"postgres {redact_url(self.url)} ({self.events_table})"
 
+    def _payload_sql(self, alias: str = "") -> str:
+        # As text: psycopg would decode a json column itself, and raise on a payload nested too deeply.
+        return f"{alias}payload::text AS payload"
+
     def _conn_kwargs(self) -> dict:
         from psycopg.rows import dict_row
 
@@ -88,11 +92,6 @@ class PostgresInbox(Inbox):
 
     @staticmethod
     def _configure(con) -> None:
-        from psycopg.types.json import set_json_loads
-
-        # Payloads are decoded defensively: a stored payload too deep or broken for json.loads must
-        # not make every read of the inbox fail (see load_payload).
-        set_json_loads(load_payload, con)
         # Durable before "accepted": a server running with synchronous_commit=off would lose the
         # last commits on a crash, so our sessions turn it back on ('local'/'remote_*' are kept).
         if con.execute("SELECT current_setting('synchronous_commit') AS s").fetchone()["s"] == "off":
@@ -174,62 +173,164 @@ class PostgresInbox(Inbox):
                 with contextlib.suppress(Exception):  # best effort at shutdown
                     asyncio.run_coroutine_threadsafe(apool.close(timeout=5), loop).result(10)
 
-    def setup(self) -> None:
+    def _connect(self):
         import psycopg
 
-        with scrubbing(self.url), psycopg.connect(self.url, **self._conn_kwargs()) as con, con.transaction():
-            # Several processes may start at once: serialize the DDL.
-            con.execute("SELECT pg_advisory_xact_lock(hashtext('aptool.webhook_inbox.setup'))")
-            con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
-            con.execute(
-                """
-                CREATE TABLE IF NOT EXISTS aptool.webhook_events (
-                    seq bigserial PRIMARY KEY,
-                    event_id text NOT NULL UNIQUE,
-                    event_type text NOT NULL,
-                    event_timestamp timestamptz NOT NULL,
-                    received_at timestamptz NOT NULL,
-                    payload json NOT NULL,
-                    raw_body bytea,
-                    status text NOT NULL DEFAULT 'pending'
-                        CHECK (status IN ('pending', 'applied', 'superseded', 'dead_letter')),
-                    attempts integer NOT NULL DEFAULT 0,
-                    next_attempt_at timestamptz,
-                    last_error text,
-                    first_failed_at timestamptz,
-                    applied_at timestamptz,
-                    run_id text,
-                    updated_at timestamptz NOT NULL DEFAULT now()
-                )
-                """
+        return psycopg.connect(self.url, **self._conn_kwargs())
+
+    @staticmethod
+    def _tables_exist(con) -> bool:
+        # From the catalog: to_regclass would raise for a role without USAGE on the schema.
+        row = con.execute(
+            "SELECT count(*) = 2 AS ok FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'aptool' AND c.relname IN ('webhook_events', 'dead_letter_events') "
+            "AND c.relkind IN ('r', 'p')"
+        ).fetchone()
+        return bool(row["ok"])
+
+    def exists(self) -> bool:
+        with scrubbing(self.url), self._connect() as con:
+            return self._tables_exist(con)
+
+    def setup(self) -> None:
+        with scrubbing(self.url), self._connect() as con:
+            if self._tables_exist(con):
+                return  # nothing to do, and no DDL: the receiver's role may not run any
+            self._check_may_create(con)
+            with con.transaction():
+                self._create_tables(con)
+
+    def _check_may_create(self, con) -> None:
+        row = con.execute(
+            "SELECT current_user AS who, CASE WHEN to_regnamespace('aptool') IS NULL "
+            "THEN has_database_privilege(current_database(), 'CREATE') "
+            "ELSE has_schema_privilege('aptool', 'CREATE') END AS may"
+        ).fetchone()
+        if not row["may"]:
+            raise InboxMissing(
+                f"the webhook inbox tables (aptool.webhook_events, aptool.dead_letter_events) do not exist in "
+                f"{redact_url(self.url)}, and role {row['who']} may not create them: run "
+                f"`aptool db grant-receiver {row['who']}` with the publisher's APTOOL_DATABASE_URL first"
             )
-            con.execute(
-                "CREATE INDEX IF NOT EXISTS webhook_events_pending_idx ON aptool.webhook_events (seq) "
-                "WHERE status = 'pending'"
+
+    def _create_tables(self, con) -> None:
+        """The DDL, in the caller's transaction (serialized across processes by an advisory lock)."""
+        con.execute("SELECT pg_advisory_xact_lock(hashtext('aptool.webhook_inbox.setup'))")
+        con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
+        con.execute(
+            """
+            CREATE TABLE IF NOT EXISTS aptool.webhook_events (
+                seq bigserial PRIMARY KEY,
+                event_id text NOT NULL UNIQUE,
+                event_type text NOT NULL,
+                event_timestamp timestamptz NOT NULL,
+                received_at timestamptz NOT NULL,
+                payload json NOT NULL,
+                raw_body bytea,
+                status text NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'applied', 'superseded', 'dead_letter')),
+                attempts integer NOT NULL DEFAULT 0,
+                next_attempt_at timestamptz,
+                last_error text,
+                first_failed_at timestamptz,
+                applied_at timestamptz,
+                run_id text,
+                updated_at timestamptz NOT NULL DEFAULT now()
             )
-            con.execute(
-                """
-                CREATE TABLE IF NOT EXISTS aptool.dead_letter_events (
-                    event_id text PRIMARY KEY,
-                    event_type text NOT NULL,
-                    payload json NOT NULL,
-                    reason text NOT NULL,
-                    attempts integer NOT NULL DEFAULT 0,
-                    first_failed_at timestamptz NOT NULL,
-                    last_failed_at timestamptz NOT NULL,
-                    replayed_at timestamptz,
-                    replay_count integer NOT NULL DEFAULT 0
-                )
-                """
+            """
+        )
+        con.execute(
+            "CREATE INDEX IF NOT EXISTS webhook_events_pending_idx ON aptool.webhook_events (seq) "
+            "WHERE status = 'pending'"
+        )
+        con.execute(
+            """
+            CREATE TABLE IF NOT EXISTS aptool.dead_letter_events (
+                event_id text PRIMARY KEY,
+                event_type text NOT NULL,
+                payload json NOT NULL,
+                reason text NOT NULL,
+                attempts integer NOT NULL DEFAULT 0,
+                first_failed_at timestamptz NOT NULL,
+                last_failed_at timestamptz NOT NULL,
+                replayed_at timestamptz,
+                replay_count integer NOT NULL DEFAULT 0
             )
-            con.execute(
-                "COMMENT ON TABLE aptool.webhook_events IS "
-                "'Durable webhook inbox: one row per eventId received (contract section 5)'"
+            """
+        )
+        con.execute(
+            "COMMENT ON TABLE aptool.webhook_events IS "
+            "'Durable webhook inbox: one row per eventId received (contract section 5)'"
+        )
+        con.execute(
+            "COMMENT ON TABLE aptool.dead_letter_events IS "
+            "'Webhook events that could not be applied, with reason and replay history'"
+        )
+
+    def grant_receiver(self, role: str) -> list[str]:
+        """Let ``role`` (an existing login role) do what the webhook receiver does, and nothing more.
+
+        Creates the inbox tables when missing (run this with the publisher's credentials), then makes
+        the role's privileges on them exactly: USAGE on schema ``aptool``; INSERT on both inbox
+        tables; SELECT on the columns its inserts read back (``seq``, ``event_id`` -- ``ON CONFLICT``
+        and ``RETURNING`` need them), never on payloads; USAGE on the ``seq`` sequence. No UPDATE,
+        DELETE or DDL, and nothing on any other table. Idempotent. Returns warnings about privileges
+        the role holds elsewhere (superuser, CREATE, other ``aptool`` tables), which this does not revoke.
+        """
+        from psycopg import sql
+
+        self.setup()
+        with scrubbing(self.url), self._connect() as con, con.transaction():
+            row = con.execute(
+                "SELECT rolsuper, rolcreatedb, rolcreaterole, rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)
+            ).fetchone()
+            if row is None:
+                raise ValueError(f"role {role!r} does not exist: create it first (CREATE ROLE … LOGIN PASSWORD …)")
+            who = sql.Identifier(role)
+            sequence = con.execute("SELECT pg_get_serial_sequence('aptool.webhook_events', 'seq') AS s").fetchone()["s"]
+            for statement in (
+                "REVOKE ALL ON aptool.webhook_events, aptool.dead_letter_events FROM {who}",
+                "GRANT USAGE ON SCHEMA aptool TO {who}",
+                "GRANT INSERT ON aptool.webhook_events, aptool.dead_letter_events TO {who}",
+                "GRANT SELECT (seq, event_id) ON aptool.webhook_events TO {who}",
+                "GRANT SELECT (event_id) ON aptool.dead_letter_events TO {who}",
+                "GRANT USAGE ON SEQUENCE {sequence} TO {who}",
+            ):
+                con.execute(sql.SQL(statement).format(who=who, sequence=sql.SQL(sequence)))
+            return self._receiver_warnings(con, role, row)
+
+    @staticmethod
+    def _receiver_warnings(con, role: str, attributes: dict) -> list[str]:
+        warnings = [
+            f"role {role} has {name}: the receiver should run as a plain login role"
+            for name, held in (
+                ("SUPERUSER", attributes["rolsuper"]),
+                ("CREATEDB", attributes["rolcreatedb"]),
+                ("CREATEROLE", attributes["rolcreaterole"]),
+                ("BYPASSRLS", attributes["rolbypassrls"]),
             )
-            con.execute(
-                "COMMENT ON TABLE aptool.dead_letter_events IS "
-                "'Webhook events that could not be applied, with reason and replay history'"
-            )
+            if held
+        ]
+        row = con.execute(
+            "SELECT has_schema_privilege(%s, 'aptool', 'CREATE') AS schema_create, "
+            "has_database_privilege(%s, current_database(), 'CREATE') AS db_create",
+            (role, role),
+        ).fetchone()
+        if row["schema_create"] or row["db_create"]:
+            warnings.append(f"role {role} may CREATE in schema aptool or in the database (revoke it)")
+        others = con.execute(
+            "SELECT DISTINCT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'aptool' AND c.relkind IN ('r', 'p', 'v', 'm') "
+            "AND c.relname NOT IN ('webhook_events', 'dead_letter_events') "
+            "AND (pg_has_role(%s, c.relowner, 'USAGE') "
+            "OR has_table_privilege(%s, c.oid, 'SELECT, INSERT, UPDATE, DELETE, TRUNCATE')) "
+            "ORDER BY 1",
+            (role, role),
+        ).fetchall()
+        if others:
+            names = ", ".join(f"aptool.{r['relname']}" for r in others)
+            warnings.append(f"role {role} can read or write other tables: {names} (revoke it)")
+        return warnings
 
     @contextmanager
     def _transaction(self) -> Iterator[Any]:

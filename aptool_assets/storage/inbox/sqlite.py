@@ -4,6 +4,7 @@ shared by the receiver, the applying sensor and the CLI across processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sqlite3
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from aptool_assets.storage.inbox.base import DATETIME_KEYS, Inbox, load_payload
+from aptool_assets.storage.inbox.base import DATETIME_KEYS, Inbox
 from aptool_assets.storage.sqlite_file import open_sqlite_wal
 
 
@@ -79,7 +80,29 @@ class SqliteInbox(Inbox):
                 "busy_timeout": con.execute("PRAGMA busy_timeout").fetchone()[0],
             }
 
+    def _tables(self, timeout: float) -> set[str]:
+        """The inbox tables the file holds, read over a fresh read-only connection (creates nothing)."""
+        con = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, timeout=timeout)
+        try:
+            rows = con.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)",
+                (self.events_table, self.dead_letters_table),
+            ).fetchall()
+        finally:
+            con.close()
+        return {name for (name,) in rows}
+
+    def exists(self) -> bool:
+        if not self.path.is_file():
+            return False
+        try:
+            return self._tables(self.health_timeout) == {self.events_table, self.dead_letters_table}
+        except sqlite3.Error:
+            return False
+
     def setup(self) -> None:
+        if self.exists():
+            return
         with self._transaction() as cur:
             cur.execute(
                 """
@@ -142,11 +165,12 @@ class SqliteInbox(Inbox):
 
     @staticmethod
     def _decode_sqlite(row: dict) -> dict:
+        # Datetimes are stored as ISO text; the payload stays text (decoded defensively by the base). A
+        # value that is not a timestamp stays text, for the base to mark rather than for a read to raise.
         for key, value in row.items():
             if key in DATETIME_KEYS and isinstance(value, str):
-                row[key] = dt.datetime.fromisoformat(value)
-            elif key == "payload" and isinstance(value, str):
-                row[key] = load_payload(value)
+                with contextlib.suppress(ValueError):
+                    row[key] = dt.datetime.fromisoformat(value)
         return row
 
     def _insert_event(self, params: tuple) -> str:
