@@ -66,7 +66,7 @@ def bad_payloads(student: int, school: int, day: dt.date) -> dict[str, tuple[str
         "deeply_nested_json": (
             "attendance.updated",
             {**mark_data, "attendanceCode": "U", "note": nested(900)},
-            "nests",
+            "nested deeper",
         ),
     }
 
@@ -130,7 +130,7 @@ def test_a_value_the_published_columns_cannot_hold_is_invalid_and_named(data, na
 
 
 def test_text_fields_of_corrections_and_withdrawals_are_checked_too():
-    fix = {**_mark(1001), "originalCode": "", "newCode": "A", "reason": "note", "correctedBy": 17}
+    fix = {**_mark(1001), "originalCode": "", "newCode": "A", "reason": "note", "correctedBy": "staff-17"}
     cases = {
         "ok-fix": ("attendance.corrected", fix),
         "long-reason": ("attendance.corrected", {**fix, "reason": "x" * 501}),
@@ -145,23 +145,31 @@ def test_text_fields_of_corrections_and_withdrawals_are_checked_too():
             "student.enrolled",
             {"studentId": 1001, "schoolId": SCHOOL, "grade": 99, "enterDate": "2026-03-02"},
         ),
-        "ok-grade-text": (
+        "ok-grade": (
+            "student.enrolled",
+            {"studentId": 1001, "schoolId": SCHOOL, "grade": -1, "enterDate": "2026-03-02"},
+        ),
+        "grade-text": (
             "student.enrolled",
             {"studentId": 1001, "schoolId": SCHOOL, "grade": "-1", "enterDate": "2026-03-02"},
         ),
+        "author-number": ("attendance.corrected", {**fix, "correctedBy": 17}),
         "not-an-object": ("student.enrolled", "data"),
     }
     events = [
         event(t, T0, name, **d) if isinstance(d, dict) else _raw_event(name, t, d) for name, (t, d) in cases.items()
     ]
     frame, invalid = event_frame(events, today=NOW.date())
-    assert sorted(frame.get_column("event_id").to_list()) == ["ok-fix", "ok-grade-text", "ok-leave"]
-    assert frame.filter(pl.col("event_id") == "ok-fix").item(0, "corrected_by") == "17"
-    assert frame.filter(pl.col("event_id") == "ok-grade-text").item(0, "grade") == -1
+    assert sorted(frame.get_column("event_id").to_list()) == ["ok-fix", "ok-grade", "ok-leave"]
+    assert frame.filter(pl.col("event_id") == "ok-fix").item(0, "corrected_by") == "staff-17"
+    assert frame.filter(pl.col("event_id") == "ok-grade").item(0, "grade") == -1
+    # What the receiver refuses (contract §5: free text is text, a grade an integer) is dead-lettered alike.
+    assert invalid["author-number"].startswith("data.correctedBy must be text")
+    assert invalid["grade-text"] == "data.grade must be an integer grade from -2 to 18"
     assert invalid["long-reason"].startswith("data.reason must be text of at most 500")
     assert invalid["newline"].startswith("data.reason must be text")
-    assert invalid["author-object"] == "data.correctedBy must be a string"
-    assert invalid["exit-nul"].startswith("data.exitReason must be text")
+    assert invalid["author-object"].startswith("data.correctedBy must be text")
+    assert invalid["exit-nul"].startswith("data.exitReason must be")
     assert invalid["grade-99"] == "data.grade must be an integer grade from -2 to 18"
     assert invalid["not-an-object"] == "data must be an object"
 
