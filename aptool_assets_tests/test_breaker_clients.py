@@ -17,6 +17,7 @@ from datetime import date
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import dagster as dg
+import httpx
 import pytest
 
 from aptool_assets.resilience.breaker import AERIES_BREAKER, BreakerOpen, settings_from_env
@@ -34,7 +35,7 @@ from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnava
 from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets_tests.conftest import evaluate_sensor
 from aptool_demo.district import build_district
-from aptool_demo.simulator import build_sim_district, start_simulator
+from aptool_demo.simulator import FaultPlan, build_sim_district, start_simulator
 
 YEAR = 2025
 SETTINGS = AERIES_BREAKER
@@ -70,6 +71,36 @@ def _aeries_state(resource: AeriesResource):
         return guard.breaker.state()
     finally:
         guard.store.close()
+
+
+def test_the_simulators_steady_mix_faults_every_nth_matching_request(sim, aeries):
+    """The flaky API of issue #12 §4: a 429 every 7th request, a 503 every 11th, a drop every 17th (a drop
+    wins over a 429, a 429 over a 503), counting only the requests the pattern matches; "next N" first."""
+    plan = FaultPlan(rate_limit_every=7, unavailable_every=11, drop_every=17, paths_matching="attendance")
+    taken = [plan.take("/aeries/api/v5/schools/1/attendance")[0] for _ in range(154)]
+    assert plan.take("/aeries/api/v5/schools") == (None, 0.0) and plan.seen == 154
+    assert (taken[6], taken[10], taken[16], taken[76], taken[118], taken[153]) == (
+        "rate_limit",  # 7
+        "unavailable",  # 11
+        "drop",  # 17
+        "rate_limit",  # 77 = 7 × 11
+        "drop",  # 119 = 7 × 17
+        "rate_limit",  # 154 = 2 × 7 × 11
+    )
+    counts = {name: taken.count(name) for name in ("rate_limit", "unavailable", "drop")}
+    assert counts == {"rate_limit": 21, "unavailable": 12, "drop": 9}  # 42 of 154: about one in four
+    plan.unavailable_next = 1
+    assert plan.take("/aeries/api/v5/schools/1/attendance")[0] == "unavailable"  # 155: a counter goes first
+
+    sim.faults.rate_limit_every, sim.faults.unavailable_every, sim.faults.drop_every = 7, 11, 17
+    statuses = []
+    with httpx.Client(headers={"AERIES-CERT": sim.cert}, timeout=10) as raw:
+        for _ in range(17):
+            try:
+                statuses.append(raw.get(f"{sim.base_url}/api/v5/schools").status_code)
+            except httpx.RemoteProtocolError:
+                statuses.append(0)  # dropped without a response
+    assert statuses == [200] * 6 + [429] + [200] * 3 + [503] + [200] * 2 + [429] + [200] * 2 + [0]
 
 
 def test_the_aeries_client_stops_retrying_once_the_breaker_opens(sim, aeries):
