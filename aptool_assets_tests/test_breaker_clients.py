@@ -324,9 +324,11 @@ def test_settings_come_from_the_environment_with_the_designs_defaults():
         "auth_backoff_s": 1800.0,
     }
     assert aeries_policy({}).breaker() == SETTINGS
-    sftp = iready_policy({"APTOOL_IREADY_BREAKER": "min_calls=7,failure_rate=0.8", "APTOOL_IREADY_RETRY": "max_s=90"})
+    default = iready_policy({}).breaker()
+    assert (default.failure_rate, default.window, default.min_calls, default.max_age_s) == (0.5, 10, 7, 600.0)
+    sftp = iready_policy({"APTOOL_IREADY_BREAKER": "min_calls=8,failure_rate=0.8", "APTOOL_IREADY_RETRY": "max_s=90"})
     breaker = sftp.breaker()
-    assert (breaker.failure_rate, breaker.window, breaker.min_calls, breaker.max_age_s) == (0.8, 10, 7, 600.0)
+    assert (breaker.failure_rate, breaker.window, breaker.min_calls, breaker.max_age_s) == (0.8, 10, 8, 600.0)
     assert breaker.half_open_after_s == 300.0
     assert (sftp.retry_max_attempts, sftp.retry_base_delay_s, sftp.retry_max_delay_s) == (3, 5.0, 90.0)
     full = settings_from_env(

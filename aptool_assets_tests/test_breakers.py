@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pytest
 
-from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker
+from aptool_assets.resilience.breaker import IREADY_BREAKER, BreakerOpen, BreakerSettings, CircuitBreaker
 from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
 from aptool_assets_tests.conftest import schema_reset
 
@@ -124,6 +124,23 @@ def test_a_request_that_succeeds_on_retry_counts_as_one_success(store):
     breaker.record_success("call29")  # another call's success does not take them away
     assert breaker.state().failures_in_window == 9
     assert breaker.record_failure("AeriesServerError", "lost9").state == "open"  # 10 of the last 20
+
+
+def test_one_failed_sftp_operation_never_opens_the_iready_breaker_alone(store):
+    """i-Ready (at least 7 calls): whatever succeeded before, one operation's 3 failed attempts stay under
+    half of the window; the next operation's failures open it (a dead server: the 7th failed attempt)."""
+    breaker = CircuitBreaker(IREADY_BREAKER, store, clock=Clock())
+    for successes in range(12):
+        for i in range(successes):
+            breaker.record_success(f"list{i}")
+        for _ in range(3):
+            assert breaker.record_failure("SFTPTransientError", "download").state == "closed", successes
+        more = 0
+        while breaker.state().state == "closed":
+            breaker.record_failure("SFTPTransientError", "download again")
+            more += 1
+        assert 1 <= more <= 4, (successes, more)
+        breaker.reset()
 
 
 def test_calls_older_than_max_age_leave_the_window(store):

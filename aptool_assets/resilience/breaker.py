@@ -80,8 +80,8 @@ AERIES_BREAKER = BreakerSettings(
     "aeries", failure_rate=0.5, window=20, min_calls=10, half_open_after_s=60.0, max_age_s=300.0
 )
 IREADY_BREAKER = BreakerSettings(
-    "iready", failure_rate=0.5, window=10, min_calls=5, half_open_after_s=300.0, max_age_s=600.0
-)
+    "iready", failure_rate=0.5, window=10, min_calls=7, half_open_after_s=300.0, max_age_s=600.0
+)  # at least 7 calls: one operation's 3 failed attempts (3 of 7 or more) never open it alone
 # Maintenance (503 with a long Retry-After, or only 503s until retries ran out) and refused credentials.
 MAINTENANCE_BACKOFF_S = 1800.0
 AUTH_BACKOFF_S = 1800.0

@@ -112,7 +112,7 @@ def aeries_policy(environ: Mapping[str, str] | None = None) -> ResiliencePolicy:
 
 
 def iready_policy(environ: Mapping[str, str] | None = None) -> ResiliencePolicy:
-    """i-Ready SFTP: 3 attempts, linear 5–60 s; breaker at 50 % of the last 10 calls failed (at least 5, within
+    """i-Ready SFTP: 3 attempts, linear 5–60 s; breaker at 50 % of the last 10 calls failed (at least 7, within
     10 min), half-open after 5 min."""
     return ResiliencePolicy.of(SFTP_RETRY, IREADY_BREAKER, environ)
 
