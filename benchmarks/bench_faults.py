@@ -208,6 +208,8 @@ def measure_outage(bench: Bench, fault: str) -> tuple[bool, list[str]]:
         f"{OPEN_TARGET_S:g} s), after {before} requests; {after} requests after it opened (half-open trials), "
         f"run ended after {seconds:.0f} s with exit {rc}"
     )
+    said = [line for line in (home / "aptool.log").read_text().splitlines() if line.startswith("aptool: error:")]
+    print(f"    the run said: {said[-1] if said else '(no error line)'}")
     if to_open > OPEN_TARGET_S:
         problems.append(f"breaker opened after {to_open:.1f} s > {OPEN_TARGET_S:g} s")
     trials_allowed = max(1, int((arrivals[-1] - first_open) // 60) + 1)  # one per half-open period (60 s)
