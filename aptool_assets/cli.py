@@ -212,12 +212,12 @@ def cmd_db_grant_receiver(args: argparse.Namespace) -> int:
 
 
 def _breaker(name: str, store):
-    """The breaker ``name`` with its configured settings (a credential block: one failure opens it)."""
+    """The breaker ``name`` with its configured settings (a credential block: only a refusal opens it)."""
     from aptool_assets.resilience.breaker import BreakerSettings, CircuitBreaker
     from aptool_assets.resilience.policy import aeries_policy, iready_policy
 
     configured = {policy.service: policy.breaker() for policy in (aeries_policy(), iready_policy())}
-    return CircuitBreaker(configured.get(name) or BreakerSettings(name, 1, 60.0, 60.0), store)
+    return CircuitBreaker(configured.get(name) or BreakerSettings.block(name, 60.0), store)
 
 
 def cmd_breakers(args: argparse.Namespace) -> int:

@@ -36,8 +36,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def disable_step_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make in-process runs ignore step RetryPolicies (30-60 s apart): the faults suite tests the clients'
-    own retries and the publish, so a failing step fails its run at once.
+    """Make in-process runs ignore step retries (``RetryPolicy`` and ``RetryRequested``): the faults suite
+    tests the clients' own retries and the publish, so a failing step fails its run at once.
 
     ``materialize``/``execute_in_process`` always use Dagster's ``execute_in_process_executor`` with retries
     enabled and ignore executor config, so the executor it creates is swapped for the test.

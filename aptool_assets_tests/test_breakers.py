@@ -1,44 +1,27 @@
-"""Circuit breakers: shared state on SQLite and PostgreSQL, across processes, in the clients and sensors.
+"""Circuit breakers: the failure-rate window and the half-open trial, with shared state on SQLite and
+PostgreSQL, across processes (the clients, sensors and configuration: ``test_breaker_clients.py``).
 
 Real parts only: the store is a real SQLite file or the machine's PostgreSQL, other processes are real
-subprocesses, Aeries is the bundled simulator (and a tiny loopback HTTP server for a maintenance
-503), the SFTP case uses a loopback port nothing listens on.
+subprocesses; the clock is the only thing the tests move.
 """
 
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from datetime import date
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import replace
 
-import dagster as dg
 import pytest
 
-from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker, settings_from_env
-from aptool_assets.resilience.policy import AERIES_POLICY, IREADY_POLICY, aeries_policy, iready_policy
-from aptool_assets.resilience.retry import SFTP_RETRY, RetrySettings, retry_from_env
-from aptool_assets.resources import PlatformResource
-from aptool_assets.sources.aeries.client import (
-    AeriesAuthError,
-    AeriesMaintenanceError,
-    AeriesResource,
-    AeriesResponseError,
-    AeriesUnavailableError,
-)
-from aptool_assets.sources.iready.resources import IReadySFTPResource, SFTPUnavailableError
+from aptool_assets.resilience.breaker import IREADY_BREAKER, BreakerOpen, BreakerSettings, CircuitBreaker
 from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore, open_breaker_store
-from aptool_assets_tests.conftest import evaluate_sensor, schema_reset
-from aptool_demo.district import build_district
-from aptool_demo.simulator import build_sim_district, start_simulator
+from aptool_assets_tests.conftest import schema_reset
 
-YEAR = 2025
-SETTINGS = BreakerSettings("aeries", failure_threshold=10, window_s=300.0, half_open_after_s=60.0)
+SETTINGS = BreakerSettings("aeries", failure_rate=0.5, window=20, min_calls=10, half_open_after_s=60.0, max_age_s=300.0)
+CHILD_SETTINGS = replace(SETTINGS, half_open_after_s=30.0)  # what the child processes use
 
 
 class Clock:
@@ -78,16 +61,19 @@ def store(store_target):
 # -- the state machine ----------------------------------------------------------------------------------
 
 
-def test_opens_at_the_threshold_within_the_window_and_names_service_and_half_open_time(store):
+def test_opens_once_min_calls_are_in_the_window_and_names_service_and_half_open_time(store):
+    """A dead service: 9 failed calls are below the 10 the window needs, the 10th opens the breaker."""
     clock = Clock()
     breaker = CircuitBreaker(SETTINGS, store, clock=clock)
     for _ in range(9):
         breaker.record_failure("AeriesServerError on GET /api/v5/schools")
-        clock.now += 10
-    assert breaker.state().state == "closed" and breaker.state().failures_in_window == 9
+        clock.now += 1
+    status = breaker.state()
+    assert status.state == "closed" and (status.failures_in_window, status.calls_in_window) == (9, 9)
     breaker.check()  # still admitted
     status = breaker.record_failure("AeriesServerError on GET /api/v5/schools")
     assert status.state == "open" and status.half_open_at == clock.now + 60
+    assert status.reason.startswith("10 of the last 10 calls failed, last: AeriesServerError")
     with pytest.raises(BreakerOpen) as caught:
         breaker.check()
     assert caught.value.service == "aeries"
@@ -95,14 +81,77 @@ def test_opens_at_the_threshold_within_the_window_and_names_service_and_half_ope
     assert not breaker.allow()
 
 
-def test_failures_older_than_the_window_do_not_count(store):
+def test_opens_at_the_failure_rate_of_the_last_calls_not_at_a_count(store):
+    """Interleaved with successes, failures open the breaker only when they are half of the last 20 calls."""
+    clock = Clock()
+    breaker = CircuitBreaker(SETTINGS, store, clock=clock)
+    for i in range(60):  # one call in three fails: 20 failures, far more than the old threshold of 10
+        if i % 3 == 0:
+            assert breaker.record_failure("drop").state == "closed"
+        else:
+            breaker.record_success()
+        clock.now += 1
+    status = breaker.state()
+    assert (status.state, status.failures_in_window, status.calls_in_window) == ("closed", 6, 20)
+    seen = [breaker.record_failure("drop")]  # now only failures: each pushes the oldest call out
+    while seen[-1].state == "closed":
+        seen.append(breaker.record_failure("drop"))
+    assert [(s.state, s.failures_in_window, s.calls_in_window) for s in seen] == [
+        ("closed", 7, 20),
+        ("closed", 8, 20),
+        ("closed", 8, 20),  # the call that left was a failure too
+        ("closed", 9, 20),  # 45 %
+        ("open", 10, 20),  # 50 %
+    ]
+
+
+def test_a_request_that_succeeds_on_retry_counts_as_one_success(store):
+    """A flaky API: every request's first two attempts fail and its third succeeds. Its failed attempts
+    leave the window again, so the breaker never opens; failed requests (no success) stay counted."""
+    clock = Clock()
+    breaker = CircuitBreaker(SETTINGS, store, clock=clock)
+    for i in range(30):
+        call = f"call{i}"
+        assert breaker.record_failure("AeriesServerError", call).state == "closed"
+        assert breaker.record_failure("AeriesConnectionError", call).state == "closed"
+        breaker.record_success(call)
+        clock.now += 1
+    status = breaker.state()
+    assert (status.state, status.failures_in_window, status.calls_in_window) == ("closed", 0, 20)
+    for i in range(9):  # requests that never succeed: each failed attempt counts
+        breaker.record_failure("AeriesServerError", f"lost{i}")
+    assert breaker.state().failures_in_window == 9
+    breaker.record_success("call29")  # another call's success does not take them away
+    assert breaker.state().failures_in_window == 9
+    assert breaker.record_failure("AeriesServerError", "lost9").state == "open"  # 10 of the last 20
+
+
+def test_one_failed_sftp_operation_never_opens_the_iready_breaker_alone(store):
+    """i-Ready (at least 7 calls): whatever succeeded before, one operation's 3 failed attempts stay under
+    half of the window; the next operation's failures open it (a dead server: the 7th failed attempt)."""
+    breaker = CircuitBreaker(IREADY_BREAKER, store, clock=Clock())
+    for successes in range(12):
+        for i in range(successes):
+            breaker.record_success(f"list{i}")
+        for _ in range(3):
+            assert breaker.record_failure("SFTPTransientError", "download").state == "closed", successes
+        more = 0
+        while breaker.state().state == "closed":
+            breaker.record_failure("SFTPTransientError", "download again")
+            more += 1
+        assert 1 <= more <= 4, (successes, more)
+        breaker.reset()
+
+
+def test_calls_older_than_max_age_leave_the_window(store):
     clock = Clock()
     breaker = CircuitBreaker(SETTINGS, store, clock=clock)
     for _ in range(20):
         breaker.record_failure("timeout")
-        clock.now += 40  # 10 failures span 360 s > 300 s window
+        clock.now += 40  # 10 failures span 360 s > max_age_s 300 s: never 10 calls in the window
     assert breaker.state().state == "closed"
-    assert breaker.state().failures_in_window == 7  # read 40 s after the last: 260, 220, …, 40 s old
+    status = breaker.state()  # read 40 s after the last: 280, 240, …, 40 s old
+    assert (status.failures_in_window, status.calls_in_window) == (7, 7)
 
 
 def test_half_open_admits_one_trial_then_closes_or_reopens(store):
@@ -164,14 +213,15 @@ def test_callers_can_wait_for_the_trial_outcome(store, trial_succeeds):
         assert isinstance(outcome[0], BreakerOpen) and outcome[0].status.state == "open"
 
 
-def test_success_outside_a_trial_does_not_close_or_forget(store):
+def test_a_success_while_open_does_not_close_it(store):
+    """A request that started before the breaker opened and succeeds after proves nothing about the server now."""
     clock = Clock()
     breaker = CircuitBreaker(SETTINGS, store, clock=clock)
-    for _ in range(5):
+    for _ in range(10):
         breaker.record_failure("503")
-    breaker.check()
-    breaker.record_success()
-    assert breaker.state().failures_in_window == 5  # "10 failures within 5 minutes", not "in a row"
+    breaker.record_success("late")
+    status = breaker.state()
+    assert status.state == "open" and status.failures_in_window == 10 and status.calls_in_window == 10
 
 
 def test_an_abandoned_trial_is_given_up_after_a_period(store):
@@ -210,6 +260,66 @@ def test_dead_letters_are_kept_once_with_a_count(store):
     assert [r["id"] for r in store.failed_operations()] == [other]
 
 
+def _old_format_table(target) -> None:
+    """The count-based breaker's table (before issue #12), holding an open breaker and a closed one."""
+    kind, where = target
+    columns = "service {t} PRIMARY KEY, state {t} NOT NULL, failures {j} NOT NULL DEFAULT '[]', opened_at {ts}, "
+    columns += "half_open_at {ts}, reason {t}, trial_started_at {ts}, times_opened integer NOT NULL DEFAULT 0, "
+    columns += "updated_at {ts} NOT NULL"
+    rows = [
+        ("aeries", "open", "[1799999990.0, 1799999995.0]", 1799999995.0, 1800000055.0, "10 failures within 300 s", 1),
+        ("iready", "closed", "[1799999999.0]", None, None, None, 0),
+    ]
+    if kind == "sqlite":
+        import sqlite3
+
+        con = sqlite3.connect(where)
+        con.execute(f"CREATE TABLE circuit_breakers ({columns.format(t='TEXT', j='TEXT', ts='REAL')})")
+        con.executemany("INSERT INTO circuit_breakers VALUES (?, ?, ?, ?, ?, ?, NULL, ?, 1799999995.0)", rows)
+        con.commit()
+        con.close()
+        return
+    import psycopg
+
+    with psycopg.connect(where, autocommit=True) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
+        con.execute(f"CREATE TABLE aptool.circuit_breakers ({columns.format(t='text', j='jsonb', ts='timestamptz')})")
+        for service, state, failures, opened, half_open, reason, times in rows:
+            con.execute(
+                "INSERT INTO aptool.circuit_breakers VALUES (%s, %s, %s::jsonb, to_timestamp(%s), to_timestamp(%s), "
+                "%s, NULL, %s, to_timestamp(1799999995))",
+                (service, state, failures, opened, half_open, reason, times),
+            )
+
+
+def test_a_table_of_the_count_based_breaker_is_migrated_in_place(store_target):
+    """The row format changed (a window of outcomes instead of failure times): an existing table gets the new
+    column with empty windows, an open breaker stays open until its half-open time, and it works on."""
+    _old_format_table(store_target)
+    clock = Clock(1_800_000_000.0)
+    store = _open(store_target)
+    try:
+        aeries = CircuitBreaker(SETTINGS, store, clock=clock)
+        status = aeries.state()
+        assert (status.state, status.half_open_at, status.times_opened) == ("open", 1800000055.0, 1)
+        assert status.calls_in_window == 0 and status.reason == "10 failures within 300 s"
+        iready = CircuitBreaker(replace(SETTINGS, service="iready"), store, clock=clock)
+        assert iready.state().state == "closed" and iready.state().calls_in_window == 0
+        iready.record_failure("SFTPTransientError")
+        assert iready.state().failures_in_window == 1
+        clock.now += 60
+        aeries.check()  # the half-open trial
+        aeries.record_success("trial")
+        assert aeries.state().state == "closed"
+    finally:
+        store.close()
+    again = _open(store_target)  # a second opening finds the new format and leaves it alone
+    try:
+        assert CircuitBreaker(replace(SETTINGS, service="iready"), again, clock=clock).state().failures_in_window == 1
+    finally:
+        again.close()
+
+
 def test_open_breaker_store_follows_the_database_url(tmp_path, monkeypatch):
     monkeypatch.setenv("APTOOL_BREAKER_PATH", str(tmp_path / "b.sqlite"))
     for url in (None, f"duckdb:///{tmp_path / 'w.duckdb'}"):
@@ -238,8 +348,9 @@ CHILD = textwrap.dedent(
     from aptool_assets.resilience.breaker import BreakerSettings, CircuitBreaker
     from aptool_assets.storage.breakers import PostgresBreakerStore, SqliteBreakerStore
     kind, where, action = sys.argv[1:4]
+    SETTINGS = {settings!r}
     store = SqliteBreakerStore(where) if kind == "sqlite" else PostgresBreakerStore(where)
-    breaker = CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store)
+    breaker = CircuitBreaker(SETTINGS, store)
     if action in ("fail", "fail-together"):
         if action == "fail-together":
             sys.stdin.readline()  # start together: the store opens its file on first use
@@ -250,7 +361,7 @@ CHILD = textwrap.dedent(
         print(json.dumps(breaker.allow()))
     print(json.dumps(breaker.state().state), flush=True)
     """
-)
+).format(settings=CHILD_SETTINGS)
 
 
 def _child(target, *args: str, **kw) -> subprocess.Popen:
@@ -265,7 +376,7 @@ def test_state_is_shared_across_processes(store_target):
         assert child.returncode == 0
     store = _open(store_target)
     try:
-        status = CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store).state()
+        status = CircuitBreaker(CHILD_SETTINGS, store).state()
         assert status.state == "open" and status.failures_in_window == 10
     finally:
         store.close()
@@ -286,7 +397,7 @@ def test_processes_opening_a_fresh_sqlite_file_together_lose_no_update(tmp_path)
     for path in files:
         store = SqliteBreakerStore(path)
         try:
-            assert CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store).state().failures_in_window == 8
+            assert CircuitBreaker(CHILD_SETTINGS, store).state().failures_in_window == 8
         finally:
             store.close()
 
@@ -294,7 +405,7 @@ def test_processes_opening_a_fresh_sqlite_file_together_lose_no_update(tmp_path)
 def test_exactly_one_process_gets_the_half_open_trial(store_target):
     store = _open(store_target)
     try:
-        CircuitBreaker(BreakerSettings("aeries", 10, 300.0, 30.0), store).open_for(0.2, "maintenance: test")
+        CircuitBreaker(CHILD_SETTINGS, store).open_for(0.2, "maintenance: test")
     finally:
         store.close()
     children = [_child(store_target, "trial") for _ in range(4)]
@@ -308,260 +419,3 @@ def test_exactly_one_process_gets_the_half_open_trial(store_target):
         assert child.returncode == 0
         answers.append(json.loads(out.splitlines()[0]))
     assert sorted(answers) == [False, False, False, True]
-
-
-# -- in the Aeries client -------------------------------------------------------------------------------
-
-FAST = {"retry_max_attempts": 5, "retry_base_delay_s": 0.001, "retry_max_delay_s": 0.002}
-
-
-@pytest.fixture(scope="module")
-def sim():
-    district = build_sim_district(build_district(YEAR), through=date(2026, 3, 20))
-    with start_simulator(district) as running:
-        yield running
-
-
-@pytest.fixture
-def aeries(sim):
-    sim.faults.__init__()
-    sim.reset_stats()
-    return AeriesResource(
-        base_url=sim.base_url,
-        cert=sim.cert,
-        database_year=YEAR,
-        resilience=AERIES_POLICY.but(**FAST, breaker_failure_threshold=3),
-    )
-
-
-def _aeries_state(resource: AeriesResource):
-    guard = resource.guard()
-    try:
-        return guard.breaker.state()
-    finally:
-        guard.store.close()
-
-
-def test_the_aeries_client_stops_retrying_once_the_breaker_opens(sim, aeries):
-    sim.faults.drop_next = 100
-    with aeries.client() as client, pytest.raises(BreakerOpen) as caught:
-        client.schools()
-    assert len(sim.requests) == 3  # the 4th and 5th attempts were never sent
-    assert caught.value.service == "aeries"
-    assert _aeries_state(aeries).state == "open"
-    with aeries.client() as client, pytest.raises(BreakerOpen):
-        client.calendar(101)
-    assert len(sim.requests) == 3
-
-
-def test_rate_limits_wait_and_do_not_count_as_failures(sim, aeries):
-    sim.faults.rate_limit_next, sim.faults.retry_after_s = 4, 0.01
-    with aeries.client() as client:
-        assert client.schools()
-    assert _aeries_state(aeries).failures_in_window == 0
-
-
-def test_503_on_every_attempt_is_maintenance(sim, aeries):
-    sim.faults.unavailable_next = 100
-    resource = aeries.model_copy(update={"resilience": aeries.resilience.but(breaker_failure_threshold=50)})
-    with resource.client() as client, pytest.raises(AeriesUnavailableError):
-        client.schools()
-    status = _aeries_state(resource)
-    assert status.state == "open" and "maintenance" in status.reason
-    assert status.half_open_at - time.time() == pytest.approx(1800, abs=30)
-
-
-class _Maintenance(BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.server.hits += 1
-        self.send_response(503)
-        self.send_header("Retry-After", "3600")
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"Message": "Down for maintenance"}')
-
-    def log_message(self, *args):
-        pass
-
-
-def test_503_with_a_long_retry_after_backs_off_30_minutes_after_one_request():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Maintenance)
-    server.hits = 0
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        resource = AeriesResource(base_url=f"http://127.0.0.1:{server.server_port}/aeries", cert="x" * 32, **FAST)
-        with resource.client() as client, pytest.raises(AeriesMaintenanceError, match="3600"):
-            client.schools()
-        assert server.hits == 1
-        status = _aeries_state(resource)
-        assert status.state == "open" and status.reason.startswith("maintenance")
-        assert status.half_open_at - time.time() == pytest.approx(1800, abs=30)
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_a_refused_certificate_is_not_tried_again_but_a_new_one_is(sim, aeries):
-    wrong = aeries.model_copy(update={"cert": "W" * 32})
-    with wrong.client() as client, pytest.raises(AeriesAuthError):
-        client.schools()
-    assert len(sim.requests) == 1
-    with wrong.client() as client, pytest.raises(BreakerOpen, match="authentication refused"):
-        client.schools()
-    assert len(sim.requests) == 1  # no retry storm
-    with aeries.client() as client:  # the corrected certificate is another credential
-        assert client.schools()
-    assert _aeries_state(aeries).state == "closed"
-
-
-def test_a_malformed_response_becomes_a_dead_letter_with_its_context(sim, aeries):
-    sim.faults.invalid_json_next = 1
-    with aeries.client() as client, pytest.raises(AeriesResponseError):
-        client.calendar(101)
-    store = open_breaker_store()
-    try:
-        (letter,) = store.failed_operations()
-    finally:
-        store.close()
-    assert letter["service"] == "aeries" and letter["error_type"] == "AeriesResponseError"
-    assert letter["context"]["endpoint"] == "/api/v5/schools/101/calendar"
-    assert letter["context"]["params"] == {"DatabaseYear": str(YEAR)}
-    assert sim.cert not in json.dumps(letter)
-
-
-# -- in the SFTP resource -------------------------------------------------------------------------------
-
-
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_sftp_refused_connections_open_the_iready_breaker(tmp_path):
-    resource = IReadySFTPResource(
-        host="127.0.0.1",
-        port=_closed_port(),
-        username="district",
-        password="pw",
-        known_hosts_path=str(tmp_path / "known_hosts"),
-        resilience=IREADY_POLICY.but(
-            retry_max_attempts=3, retry_base_delay_s=0.001, retry_max_delay_s=0.001, breaker_failure_threshold=4
-        ),
-    )
-    with pytest.raises(SFTPUnavailableError):
-        resource.list_files()  # 3 failures: still closed
-    with pytest.raises(BreakerOpen) as caught:
-        resource.list_files()  # the 4th opens it; the 5th attempt is refused before connecting
-    assert caught.value.service == "iready" and "half-opens at" in str(caught.value)
-    assert "pw" not in str(caught.value)
-
-
-# -- sensors skip while open ----------------------------------------------------------------------------
-
-
-def test_sensors_skip_with_the_reason_while_a_breaker_is_open(sim, aeries, tmp_path):
-    from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
-    from aptool_assets.sources.iready.sensors import iready_sftp_sensor
-
-    guard = aeries.guard()
-    guard.maintenance("HTTP 503 on all 5 attempts of GET /api/v5/systeminfo")
-    guard.store.close()
-    sftp = IReadySFTPResource(host="127.0.0.1", port=_closed_port(), username="u", password="p")
-    sftp_guard = sftp.guard()
-    sftp_guard.breaker.open_for(300, "5 failures within 600 s")
-    sftp_guard.store.close()
-    with dg.instance_for_test() as instance:
-        result = evaluate_sensor(
-            aeries_student_changes_sensor,
-            instance=instance,
-            resources={"aeries": aeries, "platform": PlatformResource()},
-        )
-        assert isinstance(result, dg.SkipReason)
-        assert "aeries circuit breaker open" in result.skip_message and "half-opens at" in result.skip_message
-        assert sim.requests == []  # skipped without asking Aeries
-        result = evaluate_sensor(
-            iready_sftp_sensor, instance=instance, resources={"iready_sftp": sftp, "platform": PlatformResource()}
-        )
-        assert isinstance(result, dg.SkipReason) and "iready circuit breaker open" in result.skip_message
-
-
-def test_circuit_breakers_sensor_shows_states_and_observes_changes(aeries):
-    from aptool_assets.alerts.breakers import CIRCUIT_BREAKERS_KEY, circuit_breakers_sensor
-    from aptool_assets.alerts.slack import AlertResource
-
-    resources = {"aeries": aeries, "iready_sftp": IReadySFTPResource(), "alerts": AlertResource()}
-    with dg.instance_for_test() as instance:
-        first = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources)
-        assert "aeries circuit breaker closed" in first.skip_reason.skip_message
-        assert [e.asset_key for e in first.asset_events] == [CIRCUIT_BREAKERS_KEY]  # first tick records the state
-        same = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources, cursor=first.cursor)
-        assert same.asset_events == []
-        guard = aeries.guard()
-        guard.maintenance("HTTP 503 with a long Retry-After on GET /api/v5/schools")
-        guard.store.close()
-        changed = evaluate_sensor(circuit_breakers_sensor, instance=instance, resources=resources, cursor=same.cursor)
-        (observation,) = changed.asset_events
-        assert observation.metadata["aeries/state"].value == "open"
-        assert observation.metadata["iready/state"].value == "closed"
-        assert observation.metadata["open_breakers"].value == 1
-        assert "aeries circuit breaker open" in changed.skip_reason.skip_message
-
-
-# -- configuration --------------------------------------------------------------------------------------
-
-
-def test_settings_come_from_the_environment_with_the_designs_defaults():
-    assert aeries_policy({}).model_dump() == {
-        "service": "aeries",
-        "retry_max_attempts": 5,
-        "retry_base_delay_s": 1.0,
-        "retry_max_delay_s": 30.0,
-        "retry_backoff": "exponential",
-        "retry_jitter": True,
-        "circuit_breaker": True,
-        "breaker_failure_threshold": 10,
-        "breaker_window_s": 300.0,
-        "breaker_half_open_after_s": 60.0,
-        "maintenance_backoff_s": 1800.0,
-        "auth_backoff_s": 1800.0,
-    }
-    sftp = iready_policy({"APTOOL_IREADY_BREAKER": "failures=7", "APTOOL_IREADY_RETRY": "max_s=90"})
-    assert (sftp.breaker_failure_threshold, sftp.breaker_window_s, sftp.breaker_half_open_after_s) == (7, 600.0, 300.0)
-    assert (sftp.retry_max_attempts, sftp.retry_base_delay_s, sftp.retry_max_delay_s) == (3, 5.0, 90.0)
-    db = retry_from_env("database", RetrySettings(4, 0.5, 10.0), {"APTOOL_DATABASE_RETRY": "attempts=6"})
-    assert (db.max_attempts, db.base_delay_s, db.backoff) == (6, 0.5, "exponential")
-    assert retry_from_env("iready", SFTP_RETRY, {}).backoff == "linear"
-    with pytest.raises(ValueError, match="APTOOL_AERIES_BREAKER"):
-        settings_from_env(SETTINGS, {"APTOOL_AERIES_BREAKER": "threshold=3"})
-    with pytest.raises(ValueError, match="must be a number"):
-        retry_from_env("aeries", SFTP_RETRY, {"APTOOL_AERIES_RETRY": "attempts=many"})
-
-
-@pytest.mark.sftp
-def test_a_refused_sftp_key_is_not_tried_again_but_the_right_one_is(sftp_server, tmp_path, monkeypatch):
-    import paramiko
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
-
-    from aptool_assets.sources.iready.resources import SFTPAuthenticationError
-
-    connects: list[int] = []
-    original = paramiko.SSHClient.connect
-
-    def counting(self, *args, **kwargs):  # a spy: the real connect still runs
-        connects.append(1)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(paramiko.SSHClient, "connect", counting)
-    other = tmp_path / "other_key"
-    other.write_bytes(Ed25519PrivateKey.generate().private_bytes(Encoding.PEM, PrivateFormat.OpenSSH, NoEncryption()))
-    other.chmod(0o600)
-    fast = {"retry_base_delay_s": 0.001, "retry_max_delay_s": 0.001}
-    wrong = sftp_server.resource(private_key_path=str(other), password=None, resilience=IREADY_POLICY.but(**fast))
-    with pytest.raises(SFTPAuthenticationError):
-        wrong.list_files()
-    with pytest.raises(BreakerOpen, match="authentication refused"):
-        wrong.list_files()
-    assert len(connects) == 1  # the account is not hammered (or locked) by sensor ticks
-    assert isinstance(sftp_server.resource(resilience=IREADY_POLICY.but(**fast)).list_files(), list)

@@ -80,7 +80,7 @@ def own_dagster_home(tmp_path, monkeypatch):
 
 @pytest.fixture(autouse=True)
 def no_step_retries(monkeypatch):
-    """Step RetryPolicies wait 30-60 s; here a failing step fails its run, the clients' retries stay."""
+    """Step retries (test_step_retries.py) are off here: a failing step fails its run, the clients' retries stay."""
     disable_step_retries(monkeypatch)
 
 
@@ -150,8 +150,9 @@ def aeries(aeries_versions, tmp_path):
 
 
 def test_aeries_storm_within_the_retry_budget_is_absorbed_and_publishes_the_new_version(aeries):
-    """One of each fault (429 with Retry-After, 503, dropped, truncated): under the 5 attempts a request gets
-    and the breaker's 10 failures, so the runs succeed through the client's retries and publish version 2."""
+    """One of each fault (429 with Retry-After, 503, dropped, truncated): under the 5 attempts a request gets,
+    and each request succeeds on a retry (one success for the breaker), so the runs succeed through the
+    client's retries and publish version 2."""
     env, _v1, v2 = aeries
     faults = env.sim.faults
     faults.retry_after_s = 0.2
@@ -173,8 +174,9 @@ def test_aeries_storm_beyond_the_retry_budget_keeps_the_old_version_and_converge
     """Every attendance request fails; the roster step of the same sync is unaffected and publishes version 2,
     the attendance step publishes nothing. Designed: a 429 storm is waited out request by request (5 attempts
     each, the breaker stays closed, the next run converges at once); 503s and dropped or truncated responses
-    count towards the Aeries breaker, which opens after 10 and stops the hammering: until it half-opens no
-    request is sent at all, then the next run's trial request closes it and the runs converge."""
+    are failed attempts in the Aeries breaker's window, which opens once they are half of its calls (at least
+    10) and stops the hammering: until it half-opens no request is sent at all, then the next run's trial
+    request closes it and the runs converge."""
     env, v1, v2 = aeries
     faults = env.sim.faults
     faults.paths_matching = r"/attendance"
@@ -195,7 +197,7 @@ def test_aeries_storm_beyond_the_retry_budget_keeps_the_old_version_and_converge
         assert blocked is None, blocked.describe()
     else:
         assert blocked is not None and blocked.is_open, "a storm of server errors must open the breaker"
-        assert len(attempts) <= resource.resilience.breaker_failure_threshold + resource.max_concurrency
+        assert len(attempts) <= resource.resilience.breaker_min_calls + resource.max_concurrency
         setattr(faults, f"{fault}_next", 0)  # the storm passes, but the breaker is still open:
         env.sim.reset_stats()
         with resource.client() as client, pytest.raises(BreakerOpen):
@@ -301,7 +303,8 @@ def test_sftp_connection_cut_mid_download_leaves_no_partial_file_and_the_next_ru
         assert proxy.cuts == cuts_before + 1  # the retry really happened inside this run
         assert iready_state(env) == v2
         assert_landing_clean(env.landing)
-        # Designed: 4 cut transfers stay under the i-Ready breaker's 5 failures, so it never opened.
+        # Designed: the 4 cut transfers, among the runs' successful calls, stay under half of the i-Ready
+        # breaker's window (and the recovered transfer counts as one success), so it never opened.
         assert env.resources["iready_sftp"].guard().blocked() is None
 
 

@@ -27,7 +27,7 @@ from aptool_assets.alerts.slack import Alert, AlertResource
 from aptool_assets.events.resources import WebhookInboxResource
 from aptool_assets.redaction import redact_url, scrub, scrubbed, url_passwords
 from aptool_assets.resilience.breaker import BreakerOpen, BreakerSettings, CircuitBreaker
-from aptool_assets.resilience.failures import fail_fast
+from aptool_assets.resilience.failures import retry_as_fits
 from aptool_assets.resilience.retry import RetryExhausted
 from aptool_assets.settings import ConfigurationError
 from aptool_assets.storage.backends import database_target, uses_postgres
@@ -372,19 +372,19 @@ def test_alert_payloads_are_scrubbed_whoever_built_them(alert_server, caplog):
 
 
 def test_a_step_failure_is_scrubbed_and_a_configuration_error_is_not_retried():
-    """``fail_fast`` is where a source asset's error becomes Dagster's step failure: its description and
+    """``retry_as_fits`` is where a source asset's error becomes Dagster's step failure: its description and
     its causes are scrubbed; a ConfigurationError ends the step at once despite the RetryPolicy."""
     url = f"postgresql://app:{ENC}@db:5432/ap"
     calls = {"config": 0, "driver": 0}
 
     @dg.asset(retry_policy=dg.RetryPolicy(max_retries=2, delay=0))
-    @fail_fast
+    @retry_as_fits
     def misconfigured() -> None:
         calls["config"] += 1
         raise ConfigurationError(f"APTOOL_DATABASE_URL {url} is wrong ({PW})")
 
     @dg.asset
-    @fail_fast
+    @retry_as_fits
     def driver_error() -> None:
         calls["driver"] += 1
         try:

@@ -2,6 +2,14 @@
 
 Tests set counters on a running server's ``FaultPlan`` (the next N requests get a 429, a 503, a dropped
 connection, a truncated body or bad JSON), optionally only for paths matching a pattern, plus latency.
+A steady mix of faults is set with the ``*_every`` fields: every Nth request (counting the requests the
+pattern matches, from 1) gets that fault, e.g. the flaky API of issue #12 §4::
+
+    sim.faults.retry_after_s = 1.0
+    sim.faults.rate_limit_every, sim.faults.unavailable_every, sim.faults.drop_every = 7, 11, 17
+
+and a hard outage is ``drop_every = 1`` (every request dropped). The "next N" counters go first; where
+several ``*_every`` fall on the same request, a drop wins over a 429, a 429 over a 503.
 """
 
 from __future__ import annotations
@@ -9,6 +17,9 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+
+FAULTS = ("drop", "rate_limit", "unavailable", "truncate", "invalid_json")
+EVERY = ("drop", "rate_limit", "unavailable")
 
 
 @dataclass
@@ -23,6 +34,10 @@ class FaultPlan:
     invalid_json_next: int = 0
     truncate_next: int = 0  # send headers and half the body, then close (an incomplete read)
     paths_matching: str | None = None
+    rate_limit_every: int = 0  # every Nth request a 429 with Retry-After (0: never)
+    unavailable_every: int = 0  # every Nth request a 503 without Retry-After
+    drop_every: int = 0  # every Nth request dropped without a response
+    seen: int = 0  # requests the pattern matched so far (what the *_every fields count)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, path: str) -> tuple[str | None, float]:
@@ -30,9 +45,14 @@ class FaultPlan:
         with self._lock:
             if self.paths_matching and not re.search(self.paths_matching, path, re.IGNORECASE):
                 return None, 0.0
-            for name in ("drop", "rate_limit", "unavailable", "truncate", "invalid_json"):
+            self.seen += 1
+            for name in FAULTS:
                 attr = f"{name}_next"
                 if getattr(self, attr) > 0:
                     setattr(self, attr, getattr(self, attr) - 1)
+                    return name, self.latency_s
+            for name in EVERY:
+                every = getattr(self, f"{name}_every")
+                if every > 0 and self.seen % every == 0:
                     return name, self.latency_s
             return None, self.latency_s

@@ -93,7 +93,8 @@ class RunningSimulator:
     """A simulator serving on 127.0.0.1 in a background thread; ``stop()`` or use it as a context manager.
 
     ``requests`` logs (method, path, status) per request, status 0 when the connection was dropped;
-    ``request_meta`` holds, at the same index, the query parameters and the Accept header (never the cert).
+    ``request_meta`` holds, at the same index, the query parameters, the Accept header (never the cert) and
+    ``at``, when the request arrived (epoch seconds).
     ``max_in_flight`` is the most requests the server was handling at once.
     """
 
@@ -233,6 +234,7 @@ class _Exchange:
         self.meta = {
             "query": dict(parse_qsl(split.query, keep_blank_values=True)),
             "accept": handler.headers.get("Accept"),
+            "at": time.time(),  # when it arrived (epoch seconds): benchmarks relate requests to breaker times
         }
         self.answered = False  # out of flight (guarded by the simulator's stats lock)
 

@@ -43,8 +43,8 @@ def _settings_for(service: str, resources: list[GuardedResource]) -> BreakerSett
             continue
         if service == base:
             return policy.breaker()
-        return BreakerSettings(service, 1, max(policy.auth_backoff_s, 1.0), policy.auth_backoff_s)
-    return BreakerSettings(service, 1, 60.0, 60.0)
+        return BreakerSettings.block(service, policy.auth_backoff_s)
+    return BreakerSettings.block(service, 60.0)
 
 
 def current_states(resources: list[GuardedResource], clock=time.time) -> list[BreakerStatus]:
@@ -61,12 +61,15 @@ def current_states(resources: list[GuardedResource], clock=time.time) -> list[Br
 
 
 def _table(states: list[BreakerStatus]) -> str:
-    lines = ["| breaker | state | failures in window | opened | half-opens | reason |", "|---|---|---:|---|---|---|"]
+    lines = [
+        "| breaker | state | failed of the last calls | opens at | opened | half-opens | reason |",
+        "|---|---|---:|---|---|---|---|",
+    ]
     for s in states:
         meta = s.as_metadata()
         lines.append(
-            f"| {s.service} | {s.state} | {s.failures_in_window}/{s.failure_threshold} | {meta['opened_at']} "
-            f"| {meta['half_open_at']} | {meta['reason']} |"
+            f"| {s.service} | {s.state} | {s.failures_in_window}/{s.calls_in_window} | {meta['opens_at']} "
+            f"| {meta['opened_at']} | {meta['half_open_at']} | {meta['reason']} |"
         )
     return "\n".join(lines)
 
@@ -96,6 +99,7 @@ def circuit_breakers_sensor(
         metadata: dict[str, object] = {"breakers": dg.MetadataValue.md(_table(states))}
         metadata.update({f"{s.service}/state": s.state for s in states})
         metadata.update({f"{s.service}/failures_in_window": s.failures_in_window for s in states})
+        metadata.update({f"{s.service}/calls_in_window": s.calls_in_window for s in states})
         metadata["open_breakers"] = sum(s.is_open for s in states)
         events.append(dg.AssetObservation(CIRCUIT_BREAKERS_KEY, metadata=metadata))
         context.log.info(summary)

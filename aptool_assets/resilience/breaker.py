@@ -1,14 +1,22 @@
 """Circuit breakers per service, whose state is shared by every run, sensor and process.
 
-Closed: requests go through; each failed request (5xx, timeout, dropped connection — never a 429, a
-404 or a refused credential) is recorded with its time. ``failure_threshold`` failures within
-``window_s`` open the breaker. Open: no request is sent (``BreakerOpen`` names the service and when it
-half-opens), so a run stops hammering a server that is down and sensors skip with a reason.
-After ``half_open_after_s`` the breaker is half-open: exactly one caller (across all processes) gets
-a trial request; success closes it, failure opens it again. Other callers meanwhile wait up to
-``trial_wait_s`` for that outcome (the clients' concurrent per-school requests: 30 s) or fail at once.
-A trial whose process died is given up after another ``half_open_after_s``. ``open_for`` opens it for a
-fixed time (Aeries maintenance, a refused credential) regardless of counts.
+A breaker protects a failing service without punishing a flaky one (issue #12 §4). Closed: requests go
+through and each outcome is kept in a sliding window of the last ``window`` calls (none older than
+``max_age_s``). It opens when at least ``min_calls`` calls are in the window and at least
+``failure_rate`` of them failed (Aeries: 50 % of the last 20, at least 10). A failure is a failed
+request (5xx, timeout, dropped connection); a 429 is flow control and counts neither way, a 404 is an
+answer (a success), a refused credential is the credential block's business. A request that succeeds
+on a retry counts as one success: its failed attempts leave the window. So a flaky API whose every
+request succeeds within its retries never opens the breaker, while an API that fails every request
+opens it after ``min_calls`` failed attempts, i.e. within seconds.
+
+Open: no request is sent (``BreakerOpen`` names the service and when it half-opens), so a run stops
+hammering a server that is down and sensors skip with a reason. After ``half_open_after_s`` the breaker
+is half-open: exactly one caller (across all processes) gets a trial request; success closes it with a
+fresh window, failure opens it again. Other callers meanwhile wait up to ``trial_wait_s`` for that
+outcome (the clients' concurrent per-school requests: 30 s) or fail at once. A trial whose process died
+is given up after another ``half_open_after_s``. ``open_for`` opens it for a fixed time (Aeries
+maintenance, a refused credential) regardless of the window.
 
 The state lives in a :class:`~aptool_assets.resilience.store_api.BreakerStore` (PostgreSQL or
 SQLite, from :mod:`aptool_assets.storage.breakers`) that whoever builds the breaker hands in; if that
@@ -29,7 +37,7 @@ from typing import Literal
 
 from aptool_assets.redaction import scrub
 from aptool_assets.resilience.retry import parse_pairs
-from aptool_assets.resilience.store_api import BreakerStore
+from aptool_assets.resilience.store_api import BreakerStore, Outcome
 
 log = logging.getLogger("aptool_assets.resilience.breaker")
 
@@ -38,45 +46,105 @@ State = Literal["closed", "open", "half_open"]
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    """When one service's breaker opens and how long it stays open."""
+    """When one service's breaker opens and how long it stays open.
+
+    ``counts_calls=False`` (a credential block, :meth:`block`): only ``open_for`` opens it, and outcomes
+    are not recorded (no write per request).
+    """
 
     service: str
-    failure_threshold: int
-    window_s: float
+    failure_rate: float  # open when at least this share of the window's calls failed ...
+    window: int  # ... of the last ``window`` calls ...
+    min_calls: int  # ... once the window holds at least this many
     half_open_after_s: float
+    max_age_s: float = 300.0  # calls older than this have left the window
+    counts_calls: bool = True
 
     def __post_init__(self) -> None:
-        if self.failure_threshold < 1:
-            raise ValueError("failure_threshold must be at least 1")
-        if self.window_s <= 0 or self.half_open_after_s < 0:
-            raise ValueError("window_s must be positive and half_open_after_s not negative")
+        if not 0 < self.failure_rate <= 1:
+            raise ValueError(f"failure_rate must be above 0 and at most 1, got {self.failure_rate:g}")
+        if self.window < 1 or not 1 <= self.min_calls <= self.window:
+            raise ValueError(f"need window >= 1 and 1 <= min_calls <= window, got {self.window} and {self.min_calls}")
+        if self.max_age_s <= 0 or self.half_open_after_s < 0:
+            raise ValueError("max_age_s must be positive and half_open_after_s not negative")
+
+    @classmethod
+    def block(cls, service: str, seconds: float) -> BreakerSettings:
+        """A block that only ``open_for`` opens, half-opening after ``seconds`` (a refused credential)."""
+        return cls(service, 1.0, 1, 1, seconds, max(seconds, 1.0), counts_calls=False)
+
+    def describe(self) -> str:
+        return f"opens at {self.failure_rate:.0%} failed of the last {self.window} calls, at least {self.min_calls}"
 
 
-# The original design's breakers (issue #6).
-AERIES_BREAKER = BreakerSettings("aeries", failure_threshold=10, window_s=300.0, half_open_after_s=60.0)
-IREADY_BREAKER = BreakerSettings("iready", failure_threshold=5, window_s=600.0, half_open_after_s=300.0)
+AERIES_BREAKER = BreakerSettings(
+    "aeries", failure_rate=0.5, window=20, min_calls=10, half_open_after_s=60.0, max_age_s=300.0
+)
+IREADY_BREAKER = BreakerSettings(
+    "iready", failure_rate=0.5, window=10, min_calls=7, half_open_after_s=300.0, max_age_s=600.0
+)  # at least 7 calls: one operation's 3 failed attempts (3 of 7 or more) never open it alone
 # Maintenance (503 with a long Retry-After, or only 503s until retries ran out) and refused credentials.
 MAINTENANCE_BACKOFF_S = 1800.0
 AUTH_BACKOFF_S = 1800.0
 
+ENV_KEYS = {"failure_rate", "window", "min_calls", "max_age_s", "half_open_s"}
+# The count-based breaker's keys (before issue #12): refused with what replaces them.
+RETIRED_KEYS = {"failures", "window_s"}
+
 
 def settings_from_env(default: BreakerSettings, environ: dict | None = None) -> BreakerSettings:
-    """``APTOOL_<SERVICE>_BREAKER="failures=10,window_s=300,half_open_s=60"``; missing keys keep the default."""
+    """``APTOOL_<SERVICE>_BREAKER="failure_rate=0.5,window=20,min_calls=10,max_age_s=300,half_open_s=60"``;
+    missing keys keep the default."""
     env = os.environ if environ is None else environ
-    text = env.get(f"APTOOL_{default.service.upper()}_BREAKER", "").strip()
+    name = f"APTOOL_{default.service.upper()}_BREAKER"
+    text = env.get(name, "").strip()
     if not text:
         return default
-    values = parse_pairs(text, f"APTOOL_{default.service.upper()}_BREAKER", {"failures", "window_s", "half_open_s"})
-    return replace(
-        default,
-        failure_threshold=int(values.get("failures", default.failure_threshold)),
-        window_s=values.get("window_s", default.window_s),
-        half_open_after_s=values.get("half_open_s", default.half_open_after_s),
-    )
+    retired = sorted({p.partition("=")[0].strip() for p in text.split(",")} & RETIRED_KEYS)
+    if retired:
+        raise ValueError(
+            f"{name}: {', '.join(k + '=' for k in retired)} no longer exist: the breaker opens on a failure rate "
+            f"over the last calls, not on a count of failures; set e.g. failure_rate={default.failure_rate:g},"
+            f"window={default.window},min_calls={default.min_calls},max_age_s={default.max_age_s:g} "
+            "(README, Resilience)"
+        )
+    values = parse_pairs(text, name, ENV_KEYS)
+    for key in ("window", "min_calls"):
+        if key in values and not float(values[key]).is_integer():
+            raise ValueError(f"{name}: {key} must be a whole number of calls, got {values[key]:g}")
+    try:
+        return replace(
+            default,
+            failure_rate=values.get("failure_rate", default.failure_rate),
+            window=int(values.get("window", default.window)),
+            min_calls=int(values.get("min_calls", default.min_calls)),
+            max_age_s=values.get("max_age_s", default.max_age_s),
+            half_open_after_s=values.get("half_open_s", default.half_open_after_s),
+        )
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
 
 
 def _utc(epoch: float | None) -> str:
     return "-" if epoch is None else dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def recent(outcomes: list[Outcome], settings: BreakerSettings, now: float) -> list[Outcome]:
+    """The outcomes worth keeping: the last ``2 × window`` younger than ``max_age_s``, oldest first. Twice the
+    window, so that when a request succeeds on a retry and its failed attempts leave, the calls they had
+    pushed out of the window come back into it."""
+    return [o for o in outcomes if o[0] > now - settings.max_age_s][-2 * settings.window :]
+
+
+def window_of(outcomes: list[Outcome], settings: BreakerSettings, now: float) -> list[Outcome]:
+    """The outcomes that count now: the last ``window`` of those younger than ``max_age_s``, oldest first."""
+    return recent(outcomes, settings, now)[-settings.window :]
+
+
+def should_open(window: list[Outcome], settings: BreakerSettings) -> bool:
+    """Enough calls in the window, and at least ``failure_rate`` of them failed."""
+    failures = sum(1 for _, ok, _ in window if not ok)
+    return len(window) >= settings.min_calls and failures >= settings.failure_rate * len(window)
 
 
 @dataclass(frozen=True)
@@ -85,9 +153,9 @@ class BreakerStatus:
 
     service: str
     state: State
+    calls_in_window: int
     failures_in_window: int
-    failure_threshold: int
-    window_s: float
+    settings: BreakerSettings
     opened_at: float | None
     half_open_at: float | None
     reason: str | None
@@ -101,8 +169,8 @@ class BreakerStatus:
     def describe(self) -> str:
         if self.state == "closed":
             return (
-                f"{self.service} circuit breaker closed ({self.failures_in_window} of {self.failure_threshold} "
-                f"failures within {self.window_s:g} s)"
+                f"{self.service} circuit breaker closed ({self.failures_in_window} of the last "
+                f"{self.calls_in_window} calls failed; {self.settings.describe()})"
             )
         why = f" ({scrub(self.reason)})" if self.reason else ""
         if self.state == "open":
@@ -118,7 +186,8 @@ class BreakerStatus:
         return {
             "state": self.state,
             "failures_in_window": self.failures_in_window,
-            "failure_threshold": self.failure_threshold,
+            "calls_in_window": self.calls_in_window,
+            "opens_at": self.settings.describe(),
             "opened_at": _utc(self.opened_at),
             "half_open_at": _utc(self.half_open_at),
             "reason": scrub(self.reason or ""),
@@ -140,7 +209,7 @@ def _closed_row(service: str, now: float) -> dict:
     return {
         "service": service,
         "state": "closed",
-        "failures": [],
+        "outcomes": [],
         "opened_at": None,
         "half_open_at": None,
         "reason": None,
@@ -181,7 +250,7 @@ class CircuitBreaker:
     def _status(self, row: dict | None, now: float) -> BreakerStatus:
         s = self.settings
         row = row or _closed_row(s.service, now)
-        recent = [t for t in row["failures"] if t > now - s.window_s]
+        window = window_of(row["outcomes"], s, now)
         state: State = "closed"
         if row["state"] == "open":
             state = "open" if row["half_open_at"] is not None and now < row["half_open_at"] else "half_open"
@@ -193,9 +262,9 @@ class CircuitBreaker:
         return BreakerStatus(
             s.service,
             state,
-            len(recent),
-            s.failure_threshold,
-            s.window_s,
+            len(window),
+            sum(1 for _, ok, _ in window if not ok),
+            s,
             row["opened_at"],
             row["half_open_at"],
             row["reason"],
@@ -279,42 +348,47 @@ class CircuitBreaker:
 
     # -- outcomes --------------------------------------------------------------------------------
 
-    def record_success(self) -> None:
-        """A request succeeded: if it was this thread's half-open trial, the breaker closes.
-
-        Otherwise nothing is written: while closed, failures stay counted in their window ("10
-        failures within 5 minutes"), and a request that started before the breaker opened proves
-        nothing about the server now.
+    def record_success(self, call: str = "") -> None:
+        """A request succeeded. This thread's half-open trial closes the breaker (with a fresh window);
+        while closed, the success enters the window and the earlier failed attempts of the same ``call``
+        (a request that succeeded on a retry) leave it. While open (a request that started before the
+        breaker opened proves nothing about the server now) nothing is written.
         """
-        if not getattr(self._local, "trial", False):
-            return
+        trial = getattr(self._local, "trial", False)
         self._local.trial = False
-        now = self._clock()
-
-        def close(current: dict | None) -> dict | None:
-            if current is None or current["state"] == "closed":
-                return None
-            if self._status(current, now).state == "open":
-                return None  # opened again (e.g. maintenance) since this request started
-            return {
-                **current,
-                "state": "closed",
-                "failures": [],
-                "trial_started_at": None,
-                "reason": None,
-                "updated_at": now,
-            }
-
-        try:
-            after = self.store.update(self.service, close)
-        except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
-            self._store_failed("update", exc)
+        if not trial and not self.settings.counts_calls:
             return
-        if after and after["state"] == "closed":
+        now = self._clock()
+        s = self.settings
+
+        def succeed(current: dict | None) -> dict | None:
+            status = self._status(current, now)
+            if current is None and not trial:
+                return {**_closed_row(s.service, now), "outcomes": [(now, True, call)]}
+            if current is None or status.state == "open":
+                return None  # opened again (e.g. maintenance) since this request started
+            if status.state == "half_open":
+                if not trial:
+                    return None
+                fresh = [(now, True, call)] if s.counts_calls else []
+                return {
+                    **current,
+                    "state": "closed",
+                    "outcomes": fresh,
+                    "trial_started_at": None,
+                    "reason": None,
+                    "updated_at": now,
+                }
+            kept = [o for o in recent(current["outcomes"], s, now) if o[1] or not call or o[2] != call]
+            return {**current, "outcomes": recent([*kept, (now, True, call)], s, now), "updated_at": now}
+
+        after = self._apply(succeed, now)
+        if trial and after.state == "closed":
             log.warning("%s circuit breaker closed again after a successful trial request", self.service)
 
-    def record_failure(self, reason: str) -> BreakerStatus:
-        """A request failed (server error, timeout, dropped connection). ``reason``: class names and IDs only."""
+    def record_failure(self, reason: str, call: str = "") -> BreakerStatus:
+        """A request failed (server error, timeout, dropped connection). ``reason``: class names and IDs only;
+        ``call`` names the request whose attempt this was (its retries share it)."""
         self._local.trial = False
         now = self._clock()
         s = self.settings
@@ -322,16 +396,15 @@ class CircuitBreaker:
         def fail(current: dict | None) -> dict:
             row = dict(current or _closed_row(s.service, now))
             status = self._status(row, now)
-            failures = [t for t in row["failures"] if t > now - s.window_s] + [now]
-            row.update(failures=failures[-s.failure_threshold :], updated_at=now)
+            kept = recent([*row["outcomes"], (now, False, call)], s, now)
+            window = kept[-s.window :]
+            row.update(outcomes=kept if s.counts_calls else [], updated_at=now)
             if status.state == "half_open":  # the trial failed: open again for a full period
                 return self._opened(row, now, s.half_open_after_s, f"trial request failed: {reason}")
-            if status.state == "closed" and len(failures) >= s.failure_threshold:
+            if status.state == "closed" and s.counts_calls and should_open(window, s):
+                failed = sum(1 for _, ok, _ in window if not ok)
                 return self._opened(
-                    row,
-                    now,
-                    s.half_open_after_s,
-                    f"{len(failures)} failures within {s.window_s:g} s, last: {reason}",
+                    row, now, s.half_open_after_s, f"{failed} of the last {len(window)} calls failed, last: {reason}"
                 )
             return row
 
@@ -341,16 +414,16 @@ class CircuitBreaker:
         """Open now for ``seconds`` (never shortening an opening that lasts longer)."""
         now = self._clock()
 
-        def force(current: dict | None) -> dict:
+        def force(current: dict | None) -> dict | None:
             row = dict(current or _closed_row(self.service, now))
             if row["state"] == "open" and row["half_open_at"] is not None and row["half_open_at"] >= now + seconds:
-                return row
+                return None
             return self._opened(row, now, seconds, reason)
 
         return self._apply(force, now)
 
     def reset(self) -> BreakerStatus:
-        """Close the breaker and forget its failures (an operator fixed the cause)."""
+        """Close the breaker and forget its window (an operator fixed the cause)."""
         now = self._clock()
         return self._apply(
             lambda current: {
@@ -375,15 +448,22 @@ class CircuitBreaker:
         )
         return row
 
-    def _apply(self, change: Callable[[dict | None], dict], now: float) -> BreakerStatus:
+    def _apply(self, change: Callable[[dict | None], dict | None], now: float) -> BreakerStatus:
+        """One atomic update of the stored row (``change`` returning None keeps it); logs an opening."""
+        before: list[dict | None] = []
+
+        def remember(current: dict | None) -> dict | None:
+            before[:] = [current]
+            return change(current)
+
         try:
-            before = self.store.read(self.service)
-            after = self.store.update(self.service, change)
+            after = self.store.update(self.service, remember)
         except Exception as exc:  # noqa: BLE001 - a store failure must not stop the pipeline (module docstring)
             self._store_failed("update", exc)
             return self._status(None, now)
         status = self._status(after, now)
-        if status.state == "open" and (before is None or self._status(before, now).state != "open"):
+        was = before[0] if before else None
+        if status.state == "open" and (was is None or self._status(was, now).state != "open"):
             log.warning("%s", status.describe())
         return status
 

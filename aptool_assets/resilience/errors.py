@@ -62,4 +62,4 @@ class PermanentError(ServiceError):
 
 
 NO_STEP_RETRY: tuple[type[ServiceError], ...] = (AuthError, PermanentError)
-"""Failures a Dagster step retry cannot fix either (see ``resilience.failures.fail_fast``)."""
+"""Failures a Dagster step retry cannot fix either (see ``resilience.failures.retry_as_fits``)."""

@@ -6,10 +6,10 @@ and :func:`call_guarded`, the one loop both clients run every request through.
 | rate limit (429) | wait (Retry-After, at most 300 s) and retry; not a breaker failure |
 | authentication refused | no retry; this credential is blocked for ``auth_backoff_s`` (so sensors and schedules
   do not hammer — or lock — the account); the run fails and the run-failure sensor alerts |
-| not found (404 on one object) | log the ID and skip |
+| not found (404 on one object) | log the ID and skip (for the breaker: an answer, so a success) |
 | maintenance (503 with a long Retry-After, or only 503s until retries ran out) | breaker open for 30 min |
-| transient (5xx, timeout, dropped connection) | retry with the service's policy; each failure counts
-  towards the breaker |
+| transient (5xx, timeout, dropped connection) | retry with the service's policy; each failed attempt
+  enters the breaker's window as a failure, and leaves it again when a retry of the same request succeeds |
 | anything else | a dead letter (``failed_operations``) with its context, then the step fails |
 
 The credential block is a breaker of its own, named ``<service>:auth:<8 hex digits of a hash of the
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -76,13 +77,8 @@ class ServiceGuard:
         self.breaker = CircuitBreaker(self.settings, self.store, clock=self.clock, trial_wait_s=self.trial_wait_s)
         self.auth = None
         if self.credential:
-            auth_settings = BreakerSettings(
-                f"{self.settings.service}:auth:{self.credential}",
-                failure_threshold=1,
-                window_s=max(self.auth_backoff_s, 1.0),
-                half_open_after_s=self.auth_backoff_s,
-            )
-            self.auth = CircuitBreaker(auth_settings, self.store, clock=self.clock)
+            block = BreakerSettings.block(f"{self.settings.service}:auth:{self.credential}", self.auth_backoff_s)
+            self.auth = CircuitBreaker(block, self.store, clock=self.clock)
 
     @property
     def service(self) -> str:
@@ -102,14 +98,15 @@ class ServiceGuard:
                 return status
         return None
 
-    def success(self) -> None:
-        self.breaker.record_success()
+    def success(self, call: str = "") -> None:
+        """A request (``call``: its ID, shared by its retries) was answered."""
+        self.breaker.record_success(call)
         if self.auth is not None:
             self.auth.record_success()
 
-    def failure(self, reason: str) -> BreakerStatus:
-        """A transient failure (server error, timeout, dropped connection)."""
-        return self.breaker.record_failure(reason)
+    def failure(self, reason: str, call: str = "") -> BreakerStatus:
+        """A transient failure (server error, timeout, dropped connection) of an attempt of ``call``."""
+        return self.breaker.record_failure(reason, call)
 
     def maintenance(self, reason: str) -> BreakerStatus:
         return self.breaker.open_for(self.maintenance_backoff_s, f"maintenance: {reason}")
@@ -137,7 +134,9 @@ class ServiceGuard:
 def _guarded_attempt(
     fn: Callable[[], T], guard: ServiceGuard | None, operation: str, statuses: list[int | None]
 ) -> Callable[[], T]:
-    """One attempt: refused while the breaker is open; its outcome recorded on the guard."""
+    """One attempt: refused while the breaker is open; its outcome recorded on the guard under one call ID
+    for all the attempts, so a request that succeeds on a retry counts as one success."""
+    call = secrets.token_hex(4)
 
     def attempt() -> T:
         if guard is not None:
@@ -147,14 +146,18 @@ def _guarded_attempt(
         except TransientError as exc:
             statuses.append(getattr(exc, "status", None))
             if guard is not None and not isinstance(exc, RateLimitedError):
-                guard.failure(f"{type(exc).__name__} during {operation}")
+                guard.failure(f"{type(exc).__name__} during {operation}", call)
             raise
         except AuthError as exc:
             if guard is not None and exc.blocks_credential:
                 guard.auth_refused(f"{exc.refusal} during {operation}")
             raise
+        except NotFoundError:
+            if guard is not None:
+                guard.success(call)  # the service answered: alive, whatever the object
+            raise
         if guard is not None:
-            guard.success()
+            guard.success(call)
         return result
 
     return attempt
@@ -175,8 +178,9 @@ def call_guarded(
     """Call ``fn`` (one request to the service) with the taxonomy of :mod:`.errors`:
 
     every attempt first asks the guard (``BreakerOpen`` ends the call at once); a transient failure
-    counts towards the breaker (a rate limit does not) and is retried by ``policy``, honouring the
-    server's Retry-After; a success closes a half-open breaker; a refused credential blocks it
+    enters the breaker's window (a rate limit does not) and is retried by ``policy``, honouring the
+    server's Retry-After; a success counts once for the whole call (its failed attempts leave the
+    window) and closes a half-open breaker; a refused credential blocks it
     (``AuthError.blocks_credential``); maintenance, or a 503 on every attempt, opens the breaker for the
     maintenance back-off; a not-found passes through; anything else is kept as a failed operation with
     ``context``. When every attempt failed, ``unavailable(what, attempts, last_error)`` is raised.

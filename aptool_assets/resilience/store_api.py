@@ -5,7 +5,9 @@ Resilience defines the interface; the implementations (SQLite, PostgreSQL) live 
 hand in. Resilience never imports storage.
 
 A breaker row is a plain dict with the keys :data:`BREAKER_FIELDS`: times are epoch-second floats
-(or None) and ``failures`` is a list of epoch seconds, so :mod:`.breaker` holds all the logic once.
+(or None) and ``outcomes`` is the sliding window of recent calls, oldest first, each an :data:`Outcome`
+``(epoch seconds, succeeded, call)`` (``call`` names a request, so that its retries can be told apart), so
+:mod:`.breaker` holds all the logic once.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
+Outcome = tuple[float, bool, str]
+
 BREAKER_FIELDS = (
     "service",
     "state",
-    "failures",
+    "outcomes",
     "opened_at",
     "half_open_at",
     "reason",

@@ -14,7 +14,7 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
-from aptool_assets.resilience.failures import fail_fast
+from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
 from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.sources.aeries import frames
 from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
@@ -38,7 +38,9 @@ from aptool_assets.vocabulary import school_year_bounds, school_year_of
 GROUP = "aeries"
 OWNERS = ["team:district-data"]
 KINDS = {"aeries", "polars", "duckdb", "postgres"}
-RETRY = dg.RetryPolicy(max_retries=2, delay=60, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+# Service failures are retried as they need (resilience.failures: seconds for a transient failure, the
+# half-open time for an open breaker, none for a refused certificate); this is for anything else.
+RETRY = STEP_RETRY_POLICY
 
 
 SCHOOLS_KEY = asset_key(SCHOOLS)
@@ -73,8 +75,9 @@ def aeries_asset(
     partitions_def: dg.PartitionsDefinition | None = None,
     backfill_policy: dg.BackfillPolicy | None = None,
 ):
-    """An asset that pulls one Aeries table: shared group, kinds, owners, step retries, column schema,
-    and no step retries on a refused certificate or a malformed response."""
+    """An asset that pulls one Aeries table: shared group, kinds, owners, column schema, and step retries
+    that fit the failure (seconds after a transient one, the half-open time of an open breaker, none after
+    a refused certificate or a malformed response)."""
 
     def decorate(fn):
         return dg.asset(
@@ -88,7 +91,7 @@ def aeries_asset(
             retry_policy=RETRY,
             description=description,
             metadata={"dagster/column_schema": column_schema(table)},
-        )(fail_fast(fn))
+        )(retry_as_fits(fn))
 
     return decorate
 

@@ -12,7 +12,7 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_subject_partitions, split_year_subject_key
-from aptool_assets.resilience.failures import fail_fast
+from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import AssessmentWindows
 from aptool_assets.sources.iready.files import diagnostic_files
@@ -113,9 +113,9 @@ def _files_markdown(landing: PartitionLanding) -> str:
             description="Every region has a current, readable diagnostic file for the partition.",
         )
     ],
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=30, backoff=dg.Backoff.LINEAR, jitter=dg.Jitter.PLUS_MINUS),
+    retry_policy=STEP_RETRY_POLICY,  # service failures: resilience.failures.retry_as_fits
 )
-@fail_fast
+@retry_as_fits
 def raw_diagnostic_files(
     context: dg.AssetExecutionContext,
     iready_sftp: IReadySFTPResource,

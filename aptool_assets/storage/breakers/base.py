@@ -12,7 +12,10 @@ webhook inbox (``open_inbox``):
   overrides), WAL mode, updates under ``BEGIN IMMEDIATE``.
 
 Both implement :class:`~aptool_assets.resilience.store_api.BreakerStore`, the interface the breakers
-need. Rows are plain dicts with epoch-second floats (this module converts the stored form), so
+need. A table of the count-based breaker (before issue #12: a ``failures`` column of failure times) is
+migrated in place when a store first opens it, under the store's write lock: the column becomes
+``outcomes`` and its windows start empty (an open breaker stays open until its half-open time; the
+rows hold no business data). Rows are plain dicts with epoch-second floats (this module converts the stored form), so
 :mod:`aptool_assets.resilience.breaker` holds all the logic once.
 """
 
@@ -24,10 +27,19 @@ from typing import Any
 
 from aptool_assets.resilience.store_api import BREAKER_FIELDS, BreakerStore
 
-__all__ = ["BREAKER_FIELDS", "MAX_MESSAGE", "BreakerStore", "as_datetime", "as_epoch", "row_from_db"]
+__all__ = [
+    "BREAKER_FIELDS",
+    "MAX_MESSAGE",
+    "RETIRED_COLUMN",
+    "BreakerStore",
+    "as_datetime",
+    "as_epoch",
+    "row_from_db",
+]
 
 _TIME_FIELDS = ("opened_at", "half_open_at", "trial_started_at", "updated_at")
 MAX_MESSAGE = 500
+RETIRED_COLUMN = "failures"  # the count-based breaker's column, renamed to ``outcomes`` when found
 
 
 def as_datetime(value: float | None) -> dt.datetime | None:
@@ -45,8 +57,9 @@ def as_epoch(value: Any) -> float | None:
 def row_from_db(raw: dict) -> dict:
     """A stored breaker row (either backend's types) as the breaker's plain dict."""
     row = {k: raw[k] for k in BREAKER_FIELDS}
-    failures = row["failures"]
-    row["failures"] = [float(x) for x in (json.loads(failures) if isinstance(failures, str) else failures or [])]
+    outcomes = row["outcomes"]
+    parsed = json.loads(outcomes) if isinstance(outcomes, str) else outcomes or []
+    row["outcomes"] = [(float(t), bool(ok), str(call or "")) for t, ok, call in parsed]
     for name in _TIME_FIELDS:
         row[name] = as_epoch(row[name])
     row["times_opened"] = int(row["times_opened"] or 0)

@@ -8,7 +8,14 @@ import threading
 
 from aptool_assets.redaction import scrubbing
 from aptool_assets.storage.backends import redact_url
-from aptool_assets.storage.breakers.base import MAX_MESSAGE, BreakerStore, as_datetime, as_epoch, row_from_db
+from aptool_assets.storage.breakers.base import (
+    MAX_MESSAGE,
+    RETIRED_COLUMN,
+    BreakerStore,
+    as_datetime,
+    as_epoch,
+    row_from_db,
+)
 
 
 class PostgresBreakerStore(BreakerStore):
@@ -41,10 +48,18 @@ class PostgresBreakerStore(BreakerStore):
                 con.execute("CREATE SCHEMA IF NOT EXISTS aptool")
                 con.execute(
                     "CREATE TABLE IF NOT EXISTS aptool.circuit_breakers (service text PRIMARY KEY, "
-                    "state text NOT NULL, failures jsonb NOT NULL DEFAULT '[]', opened_at timestamptz, "
+                    "state text NOT NULL, outcomes jsonb NOT NULL DEFAULT '[]', opened_at timestamptz, "
                     "half_open_at timestamptz, reason text, trial_started_at timestamptz, "
                     "times_opened integer NOT NULL DEFAULT 0, updated_at timestamptz NOT NULL)"
                 )
+                retired = con.execute(
+                    "SELECT 1 FROM information_schema.columns WHERE table_schema = 'aptool' "
+                    "AND table_name = 'circuit_breakers' AND column_name = %s",
+                    (RETIRED_COLUMN,),
+                ).fetchone()
+                if retired:  # the count-based breaker's table: migrated in place (see base)
+                    con.execute(f"ALTER TABLE aptool.circuit_breakers RENAME COLUMN {RETIRED_COLUMN} TO outcomes")
+                    con.execute("UPDATE aptool.circuit_breakers SET outcomes = '[]'")
                 con.execute(
                     "CREATE TABLE IF NOT EXISTS aptool.failed_operations (id bigserial PRIMARY KEY, "
                     "service text NOT NULL, operation text NOT NULL, error_type text NOT NULL, message text, "
@@ -92,12 +107,12 @@ class PostgresBreakerStore(BreakerStore):
                 new = change(current)
                 if new is not None:
                     con.execute(
-                        "UPDATE aptool.circuit_breakers SET state = %s, failures = %s::jsonb, opened_at = %s, "
+                        "UPDATE aptool.circuit_breakers SET state = %s, outcomes = %s::jsonb, opened_at = %s, "
                         "half_open_at = %s, reason = %s, trial_started_at = %s, times_opened = %s, updated_at = %s "
                         "WHERE service = %s",
                         (
                             new["state"],
-                            json.dumps(new["failures"]),
+                            json.dumps(new["outcomes"]),
                             as_datetime(new["opened_at"]),
                             as_datetime(new["half_open_at"]),
                             new["reason"],

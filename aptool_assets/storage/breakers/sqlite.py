@@ -8,8 +8,27 @@ import threading
 import time
 from pathlib import Path
 
-from aptool_assets.storage.breakers.base import BREAKER_FIELDS, MAX_MESSAGE, BreakerStore, row_from_db
+from aptool_assets.storage.breakers.base import BREAKER_FIELDS, MAX_MESSAGE, RETIRED_COLUMN, BreakerStore, row_from_db
 from aptool_assets.storage.sqlite_file import open_sqlite_wal
+
+
+def _columns(con: sqlite3.Connection) -> set[str]:
+    return {row["name"] for row in con.execute("PRAGMA table_info(circuit_breakers)").fetchall()}
+
+
+def _migrate(con: sqlite3.Connection) -> None:
+    """A file of the count-based breaker: ``failures`` becomes ``outcomes``, every window empty (see base)."""
+    if RETIRED_COLUMN not in _columns(con):
+        return
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if RETIRED_COLUMN in _columns(con):  # another process may have migrated it meanwhile
+            con.execute(f"ALTER TABLE circuit_breakers RENAME COLUMN {RETIRED_COLUMN} TO outcomes")
+            con.execute("UPDATE circuit_breakers SET outcomes = '[]'")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 class SqliteBreakerStore(BreakerStore):
@@ -27,9 +46,10 @@ class SqliteBreakerStore(BreakerStore):
             con = open_sqlite_wal(self.path, self.busy_timeout_s)
             con.execute(
                 "CREATE TABLE IF NOT EXISTS circuit_breakers (service TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                "failures TEXT NOT NULL DEFAULT '[]', opened_at REAL, half_open_at REAL, reason TEXT, "
+                "outcomes TEXT NOT NULL DEFAULT '[]', opened_at REAL, half_open_at REAL, reason TEXT, "
                 "trial_started_at REAL, times_opened INTEGER NOT NULL DEFAULT 0, updated_at REAL NOT NULL)"
             )
+            _migrate(con)
             con.execute(
                 "CREATE TABLE IF NOT EXISTS failed_operations (id INTEGER PRIMARY KEY AUTOINCREMENT, "
                 "service TEXT NOT NULL, operation TEXT NOT NULL, error_type TEXT NOT NULL, message TEXT, "
@@ -58,7 +78,7 @@ class SqliteBreakerStore(BreakerStore):
                 current = row_from_db(dict(raw)) if raw else None
                 new = change(current)
                 if new is not None:
-                    values = [json.dumps(new["failures"]) if k == "failures" else new[k] for k in BREAKER_FIELDS]
+                    values = [json.dumps(new["outcomes"]) if k == "outcomes" else new[k] for k in BREAKER_FIELDS]
                     con.execute(
                         f"INSERT OR REPLACE INTO circuit_breakers ({', '.join(BREAKER_FIELDS)}) "
                         f"VALUES ({', '.join('?' * len(BREAKER_FIELDS))})",
