@@ -270,7 +270,7 @@ def test_reprs_and_descriptions_leave_the_password_out(tmp_path):
         repr(database_target(url)),
         PostgresInbox(url).describe(),
         PostgresBreakerStore(url).describe(),
-        repr(CircuitBreaker(BreakerSettings("aeries", 1, 60, 60), PostgresBreakerStore(url))),
+        repr(CircuitBreaker(BreakerSettings.block("aeries", 60), PostgresBreakerStore(url))),
     ]
     for text in shown:
         assert_hidden(text)
@@ -307,7 +307,7 @@ def test_retry_and_breaker_messages_are_scrubbed(tmp_path):
     assert_hidden(str(exhausted))
     store = SqliteBreakerStore(tmp_path / "breakers.sqlite")
     try:
-        breaker = CircuitBreaker(BreakerSettings("aeries", 1, 60, 600), store)
+        breaker = CircuitBreaker(BreakerSettings.block("aeries", 600), store)
         status = breaker.open_for(600, f"maintenance announced at {url} ({PW})")
         assert status.is_open
         texts = [
