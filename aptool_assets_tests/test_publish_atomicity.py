@@ -3,7 +3,8 @@
 Every published table goes through ``Warehouse.write`` (one transaction per call). These tests load
 a new version of a table in a separate Python process and kill it with SIGKILL while the load is
 really in flight — for PostgreSQL, while ``pg_stat_progress_copy`` shows its COPY streaming rows into
-the table; for DuckDB, while its INSERT runs or just before its COMMIT — and then check from a fresh
+the table (or its shadow), or, for a table carrying a DBA addition (replaced in place), while it inserts
+into the table itself; for DuckDB, while its INSERT runs or just before its COMMIT — and then check from a fresh
 connection that the table still holds exactly the previous version (row count and a content
 checksum), that nothing of the dead process lingers, and that re-running the publish converges.
 They also cover a run that dies between two tables (each table is complete, old or new, and a

@@ -27,8 +27,14 @@ from psycopg.types.string import TextLoader
 
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
 from aptool_assets.storage.backends import redact_url
-from aptool_assets.storage.warehouse import pg_replace
 from aptool_assets.storage.warehouse.base import SCHEMA, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse.pg_replace import (
+    attachments,
+    lock_down,
+    merge_statements,
+    replace_in_place,
+    swap_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -185,7 +191,7 @@ class PostgresWarehouse(Warehouse):
         with self._connect() as con, con.transaction():
             con.execute(f"DROP TABLE IF EXISTS {shadow}")
             con.execute(f"CREATE TABLE {shadow} (LIKE {table.qualified})")
-            pg_replace.lock_down(con, SCHEMA, self._shadow(table))
+            lock_down(con, SCHEMA, self._shadow(table))
         workers = max(1, min(self.copy_workers, -(-df.height // self.rows_per_worker)))
         step = -(-df.height // workers) if df.height else 0
         parts = [df.slice(i * step, step) for i in range(workers)]
@@ -212,7 +218,7 @@ class PostgresWarehouse(Warehouse):
         attached to the table (``kept`` empty), else replace its rows in place from a transaction-local
         ``stage`` (:mod:`.pg_replace`)."""
         if not kept:
-            kept = pg_replace.swap_in(con, table, self._shadow(table))
+            kept = swap_in(con, table, self._shadow(table))
             if kept:  # attached while the shadow loaded: the loaded shadow is the stage
                 shadow = f"{SCHEMA}.{self._shadow(table)}"
                 self._replace_rows(con, table, shadow, kept)
@@ -227,7 +233,7 @@ class PostgresWarehouse(Warehouse):
 
     @staticmethod
     def _replace_rows(con: psycopg.Connection, table: TableSpec, stage: str, kept: list[str]) -> None:
-        diff = pg_replace.replace_in_place(con, table, stage)
+        diff = replace_in_place(con, table, stage)
         log.info(
             "%s replaced in place (it carries: %s): %d rows deleted, %d updated, %d inserted",
             table.qualified,
@@ -267,7 +273,7 @@ class PostgresWarehouse(Warehouse):
             if w.upsert or w.delete or w.replace_where != {}:
                 continue
             con.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"{w.table.qualified}:swap"])
-            plans[i] = pg_replace.attachments(con, w.table)
+            plans[i] = attachments(con, w.table)
             if not plans[i]:
                 self._load_shadow(w.table, df)  # (its unique key index refuses rows sharing a key)
             else:
@@ -301,7 +307,7 @@ class PostgresWarehouse(Warehouse):
                 # Merge: rows go to a transaction-local stage, then update older stored rows and add new keys.
                 stage = f"_stage_{w.table.name}_{i}"
                 self._stage(con, stage, w.table, df)
-                for stmt in pg_replace.merge_statements(w, stage):
+                for stmt in merge_statements(w, stage):
                     con.execute(stmt)
             elif i in plans:
                 self._replace_whole(con, w.table, df, plans[i], stage=f"_replace_{w.table.name}_{i}")
