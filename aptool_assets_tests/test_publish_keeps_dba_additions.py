@@ -88,8 +88,9 @@ class Dba:
 
     def role(self, prefix: str) -> str:
         name = f"{prefix}_{uuid.uuid4().hex[:8]}"
-        self.sql(f"CREATE ROLE {name} LOGIN", f"GRANT USAGE ON SCHEMA aptool TO {name}")
-        self.roles.append(name)
+        self.sql(f"CREATE ROLE {name} LOGIN")
+        self.roles.append(name)  # roles are cluster-wide: dropped at teardown whatever happens next
+        self.sql(f"GRANT USAGE ON SCHEMA aptool TO {name}")
         return name
 
     def connect_as(self, role: str) -> psycopg.Connection:
