@@ -3,7 +3,8 @@
 Every published table goes through ``Warehouse.write`` (one transaction per call). These tests load
 a new version of a table in a separate Python process and kill it with SIGKILL while the load is
 really in flight — for PostgreSQL, while ``pg_stat_progress_copy`` shows its COPY streaming rows into
-the table; for DuckDB, while its INSERT runs or just before its COMMIT — and then check from a fresh
+the table (or its shadow), or, for a table carrying a DBA addition (replaced in place), while it inserts
+into the table itself; for DuckDB, while its INSERT runs or just before its COMMIT — and then check from a fresh
 connection that the table still holds exactly the previous version (row count and a content
 checksum), that nothing of the dead process lingers, and that re-running the publish converges.
 They also cover a run that dies between two tables (each table is complete, old or new, and a
@@ -19,8 +20,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,25 +239,50 @@ def pg_monitor(url: str) -> psycopg.Connection:
     return psycopg.connect(url, autocommit=True, application_name="atomicity-monitor")
 
 
-def wait_for_copy(mon: psycopg.Connection, pub: Publisher, table: TableSpec, min_rows: int) -> tuple[int, int]:
-    """Block until the publisher's COPY into ``table`` has streamed ``min_rows``; (backend pid, rows)."""
+def wait_for(pub: Publisher, probe: Callable[[], Any], what: str) -> Any:
+    """Poll ``probe`` until it returns something (which is returned); fail if the publisher exits first."""
     deadline = time.monotonic() + IN_FLIGHT_TIMEOUT_S
     while time.monotonic() < deadline:
         if not pub.alive():
-            pytest.fail(f"publisher exited ({pub.proc.returncode}) before its COPY was seen: {pub.err()}")
+            pytest.fail(f"publisher exited ({pub.proc.returncode}) before {what} was seen: {pub.err()}")
+        if found := probe():
+            return found
+        time.sleep(0.005)
+    pytest.fail(f"no {what} within {IN_FLIGHT_TIMEOUT_S}s")
+
+
+def wait_for_copy(mon: psycopg.Connection, pub: Publisher, table: TableSpec, min_rows: int) -> tuple[int, int]:
+    """Block until the publisher's COPY into ``table`` has streamed ``min_rows``; (backend pid, rows)."""
+
+    def probe() -> tuple[int, int] | None:
         row = mon.execute(
             "SELECT p.pid, p.tuples_processed FROM pg_stat_progress_copy p "
             "JOIN pg_stat_activity a USING (pid) "
             "WHERE p.datname = current_database() AND a.application_name = 'aptool' "
-            # A whole-table replace COPYs into its shadow table (``<table>__next``, loaded in parallel
-            # before the publishing transaction swaps it in); a slice replace into the table itself.
+            # A whole-table replace of a bare table COPYs into its shadow table (``<table>__next``, loaded
+            # in parallel before the publishing transaction swaps it in); a slice replace into the table.
             "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
             [table.qualified, f"{table.qualified}__next"],
         ).fetchone()
-        if row and row[1] >= min_rows:
-            return row[0], row[1]
-        time.sleep(0.01)
-    pytest.fail(f"no COPY into {table.qualified} reached {min_rows} rows within {IN_FLIGHT_TIMEOUT_S}s")
+        return row if row and row[1] >= min_rows else None
+
+    return wait_for(pub, probe, f"COPY into {table.qualified} reaching {min_rows} rows")
+
+
+def attach(url: str, table: TableSpec) -> None:
+    """What a DBA adds (here a comment): from now on a whole-table replace changes rows in place."""
+    with psycopg.connect(url, autocommit=True) as con:
+        con.execute(f"COMMENT ON TABLE {table.qualified} IS 'kept by every publish'")
+
+
+def in_place_writer(mon: psycopg.Connection, table: TableSpec, verb: str = "(INSERT INTO|UPDATE|DELETE FROM)") -> Any:
+    """The backend pid of a publisher writing rows into ``table`` itself (an in-place replace), if any."""
+    row = mon.execute(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'aptool' "
+        "AND state = 'active' AND query ~ %s",
+        [rf"^{verb} {re.escape(table.qualified)} "],
+    ).fetchone()
+    return row and row[0]
 
 
 def assert_backend_gone(mon: psycopg.Connection, backend_pid: int) -> None:
@@ -291,20 +318,31 @@ def assert_backend_gone(mon: psycopg.Connection, backend_pid: int) -> None:
 
 
 @pytest.mark.postgres
-def test_postgres_kill9_mid_copy_keeps_version1_and_rerun_converges(pg_url, publishers):
+@pytest.mark.parametrize("way", ["swap", "in_place"])
+def test_postgres_kill9_mid_copy_keeps_version1_and_rerun_converges(pg_url, publishers, way):
+    """``swap``: killed while the new version streams into the shadow table. ``in_place`` (the table carries
+    a DBA addition): killed inside the publishing transaction after it updated version 1's rows in the
+    table itself, while it inserts the new ones."""
     wh = open_warehouse(pg_url)
     wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
     assert_version(wh, TABLE_A, 1, V1_ROWS)
+    if way == "in_place":
+        attach(pg_url, TABLE_A)
 
     with pg_monitor(pg_url) as mon:
-        # Whole-table replaces COPY into a shadow table, so measure the database, not the table.
+        # Whole-table replaces COPY into a shadow or stage table, so measure the database, not the table.
         size_v1 = mon.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         pub = start(publishers, pg_url, [write_step((TABLE_A, 2, BIG_ROWS))])
-        backend, streamed = wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
+        if way == "swap":
+            backend, streamed = wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
+            assert streamed >= IN_FLIGHT_ROWS
+        else:
+            # Its deletes and updates of version 1's rows are done, in the same transaction.
+            backend = wait_for(pub, lambda: in_place_writer(mon, TABLE_A, "INSERT INTO"), "INSERT into the table")
         # The uncommitted rows are physically on disk already...
         size_in_flight = mon.execute("SELECT pg_database_size(current_database())").fetchone()[0]
         pub.kill9()
-        assert streamed >= IN_FLIGHT_ROWS and size_in_flight > size_v1
+        assert size_in_flight > size_v1
         assert_backend_gone(mon, backend)
 
     # ...yet a fresh connection sees exactly version 1.
@@ -313,6 +351,8 @@ def test_postgres_kill9_mid_copy_keeps_version1_and_rerun_converges(pg_url, publ
     rerun = start(publishers, pg_url, [write_step((TABLE_A, 2, BIG_ROWS))])
     rerun.finish()
     assert_version(open_warehouse(pg_url), TABLE_A, 2, BIG_ROWS)
+    if way == "in_place":
+        assert open_warehouse(pg_url).query(f"SELECT obj_description('{TABLE_A.qualified}'::regclass) AS c").item()
 
 
 @pytest.mark.parametrize("kill_at", ["during_insert", "before_commit"])
@@ -446,9 +486,12 @@ def test_duckdb_kill9_before_commit_of_two_table_write_leaves_both_old(duckdb_ur
 
 
 @pytest.mark.postgres
-def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url, publishers):
+@pytest.mark.parametrize("way", ["swap", "in_place"])
+def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url, publishers, way):
     wh = open_warehouse(pg_url)
     wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
+    if way == "in_place":
+        attach(pg_url, TABLE_A)
     v1 = (V1_ROWS, V1_ROWS * 1)
     v2 = (BIG_ROWS, BIG_ROWS * 2)
 
@@ -458,11 +501,14 @@ def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url,
         deadline = time.monotonic() + RUN_TIMEOUT_S
         while pub.alive():
             assert time.monotonic() < deadline, "the load did not finish"
-            in_flight = reader.execute(
-                "SELECT count(*) > 0 FROM pg_stat_progress_copy p WHERE tuples_processed > 0 "
-                "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
-                [TABLE_A.qualified, f"{TABLE_A.qualified}__next"],
-            ).fetchone()[0]
+            if way == "swap":
+                in_flight = reader.execute(
+                    "SELECT count(*) > 0 FROM pg_stat_progress_copy p WHERE tuples_processed > 0 "
+                    "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
+                    [TABLE_A.qualified, f"{TABLE_A.qualified}__next"],
+                ).fetchone()[0]
+            else:  # rows of the table itself are being deleted, updated or inserted
+                in_flight = in_place_writer(reader, TABLE_A) is not None
             n, s_v = reader.execute(f"SELECT count(*), coalesce(sum(version), 0) FROM {TABLE_A.qualified}").fetchone()
             seen.append(((n, int(s_v)), in_flight))
         pub.finish()
@@ -470,7 +516,7 @@ def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url,
 
     states = {s for s, _ in seen}
     assert states <= {v1, v2}, f"a reader saw a partial table: {sorted(states - {v1, v2})}"
-    assert any(s == v1 and flying for s, flying in seen), "no read overlapped the COPY; the test proved nothing"
+    assert any(s == v1 and flying for s, flying in seen), "no read overlapped the load; the test proved nothing"
     # Once a reader has seen version 2 it never goes back to version 1.
     first_v2 = next((i for i, (s, _) in enumerate(seen) if s == v2), len(seen))
     assert all(s == v2 for s, _ in seen[first_v2:])

@@ -151,7 +151,7 @@ def test_whole_table_replace_on_postgres_keeps_grants_key_and_dependent_views(po
                 con.execute("INSERT INTO aptool.test_scores (year, subject, student_id) VALUES (2024, 'ela', 3)")
         with psycopg.connect(postgres_url, autocommit=True) as con:
             con.execute("CREATE VIEW aptool.test_scores_view AS SELECT student_id FROM aptool.test_scores")
-        wh.write(TableWrite(SCORES, frame(2024, "ela", [6])))  # a dependent view: delete + copy path
+        wh.write(TableWrite(SCORES, frame(2024, "ela", [6])))  # a dependent view: replaced in place
         assert wh.query("SELECT student_id FROM aptool.test_scores_view")["student_id"].to_list() == [6]
     finally:
         with psycopg.connect(postgres_url, autocommit=True) as con:

@@ -1,6 +1,6 @@
 """Benchmark: publishing 1,000,000 ``aptool.attendance_days`` rows to PostgreSQL.
 
-    python benchmarks/bench_publish.py [--rows 1000000] [--repeats 3] [--naive-slice 100000]
+    python benchmarks/bench_publish.py [--rows 1000000] [--repeats 3] [--naive-slice 100000] [--no-in-place]
 
 Generates a seeded, realistic school year of negative attendance (vectorised numpy/polars) and, in
 ONE run against a throwaway database it creates and drops, times:
@@ -19,9 +19,16 @@ ONE run against a throwaway database it creates and drops, times:
     at most NAIVE_FULL_MAX_S for all rows the rest is run too, otherwise the full time is
     extrapolated linearly (and the output says so).
 
-(a), b and b0 are interleaved per round (a, b, b0; a CHECKPOINT before each) and the best of
-``--repeats`` is kept. A whole-table replace builds the new version in a shadow table, creates the
-key index after the load and swaps names at commit (see ``PostgresWarehouse._swap_in``); a first
+(d) the same replace when the table carries something a DBA added (here row-level security and a
+    policy): it is then replaced in place (``pg_replace.replace_in_place``: one full join of the old
+    and the new version, then only the rows that differ are deleted, updated or inserted) —
+      d  the rows are the same as the stored ones (nothing to change but the comparison);
+      dx every row changed (``source_updated_at`` one second later): 1M updates.
+    No target: these are the price of keeping the DBA's additions (``--no-in-place`` skips them).
+
+(a), b, b0, d and dx are interleaved per round (a CHECKPOINT before each) and the best of
+``--repeats`` is kept. A whole-table replace of a bare table builds the new version in a shadow table,
+creates the key index after the load and swaps names at commit (see ``pg_replace.swap_in``); a first
 version of this benchmark measured where the old delete-then-copy path spent its time (two thirds in
 unique-index maintenance) and led to that change. A later profile (1M rows: CSV serialisation 0.65 s
 on the client, COPY 3.6 s of which ~1.7 s is the server parsing timestamps, dates and JSON, index
@@ -64,6 +71,13 @@ TABLE = ATTENDANCE_DAYS.qualified
 COLS = ", ".join(ATTENDANCE_DAYS.columns)
 # Exactly the loader's CSV dialect (PostgresWarehouse._copy_into).
 CSV_OPTS = {"include_header": False, "null_value": "", "datetime_format": "%Y-%m-%dT%H:%M:%S%.f%:z"}
+
+# What a DBA adds for (d)/(dx): the table is then no longer swapped but replaced in place.
+ATTACH = (
+    f"ALTER TABLE {TABLE} ENABLE ROW LEVEL SECURITY",
+    f"CREATE POLICY bench_school_1 ON {TABLE} FOR SELECT USING (school_code = 1)",
+)
+DETACH = (f"DROP POLICY bench_school_1 ON {TABLE}", f"ALTER TABLE {TABLE} DISABLE ROW LEVEL SECURITY")
 
 # ---------------------------------------------------------------------------------------------
 # Data
@@ -246,6 +260,7 @@ def main() -> int:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--naive-slice", type=int, default=100_000)
+    ap.add_argument("--no-in-place", dest="in_place", action="store_false", help="skip (d) and (dx)")
     args = ap.parse_args()
 
     t0 = time.perf_counter()
@@ -276,7 +291,8 @@ def main() -> int:
             psql_copy(url, csv_path)
             run_sql(url, f"TRUNCATE {TABLE}")
 
-            a_s, b_s, b0_s = [], [], []
+            a_s, b_s, b0_s, d_s, dx_s = [], [], [], [], []
+            changed = df.with_columns(source_updated_at=pl.col("source_updated_at") + pl.duration(seconds=1))
             for r in range(args.repeats):
                 run_sql(url, f"TRUNCATE {TABLE}", "CHECKPOINT")
                 a_s.append(timed(lambda: psql_copy(url, csv_path)))
@@ -287,7 +303,16 @@ def main() -> int:
                 run_sql(url, f"TRUNCATE {TABLE}", "CHECKPOINT")
                 b0_s.append(timed(lambda: wh.write(TableWrite(ATTENDANCE_DAYS, df, {}))))
                 assert count(url) == n
-                print(f"  round {r + 1}: a {a_s[-1]:.2f}s  b(replace) {b_s[-1]:.2f}s  b0(empty) {b0_s[-1]:.2f}s")
+                line = f"  round {r + 1}: a {a_s[-1]:.2f}s  b(replace) {b_s[-1]:.2f}s  b0(empty) {b0_s[-1]:.2f}s"
+                if args.in_place:
+                    run_sql(url, *ATTACH, f"VACUUM (ANALYZE) {TABLE}", "CHECKPOINT")
+                    d_s.append(timed(lambda: wh.write(TableWrite(ATTENDANCE_DAYS, df, {}))))
+                    run_sql(url, "CHECKPOINT")
+                    dx_s.append(timed(lambda: wh.write(TableWrite(ATTENDANCE_DAYS, changed, {}))))
+                    assert count(url) == n
+                    run_sql(url, *DETACH)
+                    line += f"  d(in place) {d_s[-1]:.2f}s  dx(in place, all changed) {dx_s[-1]:.2f}s"
+                print(line, flush=True)
             a, b, b0 = min(a_s), min(b_s), min(b0_s)
 
             # (c) naive INSERT batches
@@ -318,6 +343,10 @@ def main() -> int:
             print(f"ratio b/a  = {b / a:6.2f}   (target <= {MAX_B_OVER_A})")
             print(f"ratio b0/a = {b0 / a:6.2f}   (same work as the floor + loader overhead)")
             print(f"ratio c/b  = {c / b:6.1f}   (target >= {MIN_C_OVER_B})")
+            if args.in_place:
+                d, dx = min(d_s), min(dx_s)
+                print(f"(d)  in place (RLS + policy), rows unchanged {fmt(n, d)}   d/a = {d / a:.2f}  (no target)")
+                print(f"(dx) in place, every row changed          {fmt(n, dx)}   dx/a = {dx / a:.2f}  (no target)")
             results.update(a=a, b=b, b0=b0, c=c)
 
     finally:

@@ -2,8 +2,10 @@
 
 Rows arrive by COPY and every write publishes in one transaction: a slice replace deletes its slice
 and copies straight into the table; a merge copies into a transaction-local stage first; a
-whole-table replace is loaded beforehand (in parallel) into a shadow table that the transaction
-swaps in. Readers never see a partial table and a killed load leaves the previous version in place.
+whole-table replace of a table that carries nothing but what the platform made is loaded beforehand
+(in parallel) into a shadow table that the transaction swaps in, and one that carries anything the DBA
+added (row-level security, triggers, grants to others, foreign keys, ...) has its rows replaced in place
+(:mod:`.pg_replace`). Readers never see a partial table and a killed load leaves the previous version.
 Transient database errors (connection refused or dropped, serialization failures, deadlocks) retry the
 whole transaction with the database policy; the write is a replace-where, so a retry is idempotent.
 """
@@ -21,13 +23,19 @@ from typing import Any
 import polars as pl
 import psycopg
 from psycopg import errors as pg_errors
-from psycopg import sql
 from psycopg.types.string import TextLoader
 
 from aptool_assets.redaction import scrubbing
 from aptool_assets.resilience.retry import DATABASE_RETRY, RetrySettings, call_with_retry
 from aptool_assets.storage.backends import redact_url
 from aptool_assets.storage.warehouse.base import ROW_ERRORS, SCHEMA, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse.pg_replace import (
+    attachments,
+    lock_down,
+    merge_statements,
+    replace_in_place,
+    swap_in,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +52,8 @@ def is_transient_db_error(exc: BaseException) -> bool:
     """Retry connection trouble and concurrency aborts, never bad SQL, bad data or bad credentials."""
     if isinstance(exc, _TRANSIENT):
         return True
+    if isinstance(exc, pg_errors.ObjectNotInPrerequisiteState) and exc.sqlstate == "55000":
+        return False  # e.g. a published table without a replica identity: only the DBA can change that
     if isinstance(exc, psycopg.OperationalError):
         text = str(exc).lower()
         return not ("password authentication failed" in text or "role" in text and "does not exist" in text)
@@ -164,33 +174,34 @@ class PostgresWarehouse(Warehouse):
             for start in range(0, len(view), step):
                 copy.write(view[start : start + step])
 
-    @staticmethod
-    def _has_dependent_views(con: psycopg.Connection, table: TableSpec) -> bool:
-        row = con.execute(
-            "SELECT 1 FROM pg_depend d JOIN pg_rewrite r ON r.oid = d.objid "
-            "WHERE d.refobjid = to_regclass(%s) AND r.ev_class <> d.refobjid LIMIT 1",
-            [table.qualified],
-        ).fetchone()
-        return row is not None
+    def _stage(self, con: psycopg.Connection, stage: str, table: TableSpec, df: pl.DataFrame) -> None:
+        """A transaction-local table of the spec's columns (typed as stored, no constraints: columns the
+        DBA added stay out of it) holding ``df``."""
+        con.execute(
+            f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+            f"SELECT {', '.join(table.columns)} FROM {table.qualified} WITH NO DATA"
+        )
+        self._copy_into(con, stage, table, df)
 
     def _shadow(self, table: TableSpec) -> str:
         return f"{table.name}__next"
 
     def _load_shadow(self, table: TableSpec, df: pl.DataFrame) -> None:
-        """Build the new version of a whole table beside it, in ``<table>__next``.
+        """Build the new version of a whole table beside it, in ``<table>__next``, for :func:`swap_in`.
 
         The shadow is no published table (readers never look at it), so it is loaded outside the
         publishing transaction and in parallel: ``copy_workers`` connections each serialise and COPY
         a slice of the rows (polars writes CSV without the GIL, and each COPY is parsed by its own
-        server process), then the key index is built once over the whole shadow. A load that dies
-        leaves only a stale shadow, which the next load drops first. Callers hold the table's swap
-        lock, so two publishers of one table never share a shadow.
+        server process), then the key index is built once over the whole shadow. It is created without
+        any grant (default privileges revoked in the creating transaction), so no other role can read
+        it. A load that dies leaves only a stale shadow, which the next load drops first. Callers hold
+        the table's swap lock, so two publishers of one table never share a shadow.
         """
         shadow = f"{SCHEMA}.{self._shadow(table)}"
-        with self._connect() as con:
-            con.autocommit = True
+        with self._connect() as con, con.transaction():
             con.execute(f"DROP TABLE IF EXISTS {shadow}")
-            con.execute(f"CREATE TABLE {shadow} (LIKE {table.qualified} INCLUDING DEFAULTS)")
+            con.execute(f"CREATE TABLE {shadow} (LIKE {table.qualified})")
+            lock_down(con, SCHEMA, self._shadow(table))
         workers = max(1, min(self.copy_workers, -(-df.height // self.rows_per_worker)))
         step = -(-df.height // workers) if df.height else 0
         parts = [df.slice(i * step, step) for i in range(workers)]
@@ -210,70 +221,86 @@ class PostgresWarehouse(Warehouse):
                 con.execute("SET maintenance_work_mem = '256MB'")
                 con.execute(f"CREATE UNIQUE INDEX {self._shadow(table)}_key ON {shadow} ({', '.join(table.key)})")
 
-    def _swap_in(self, con: psycopg.Connection, table: TableSpec) -> None:
-        """Swap the loaded shadow in for the table, inside the publishing transaction.
+    def _replace_whole(
+        self, con: psycopg.Connection, table: TableSpec, df: pl.DataFrame, kept: list[str], stage: str
+    ) -> None:
+        """Publish a whole table inside the transaction: swap the loaded shadow in when nothing is
+        attached to the table (``kept`` empty), else replace its rows in place from a transaction-local
+        ``stage`` (:mod:`.pg_replace`)."""
+        if not kept:
+            kept = swap_in(con, table, self._shadow(table))
+            if kept:  # attached while the shadow loaded: the loaded shadow is the stage
+                shadow = f"{SCHEMA}.{self._shadow(table)}"
+                self._replace_rows(con, table, shadow, kept)
+                con.execute(f"DROP TABLE {shadow}")
+        elif table.key:
+            self._stage(con, stage, table, df)
+            con.execute(f"ANALYZE {stage}")
+            self._replace_rows(con, table, stage, kept)
+        else:  # no key to match rows by (no platform table today)
+            con.execute(f"DELETE FROM {table.qualified}")
+            self._copy_into(con, table.qualified, table, df)
 
-        Building the new version beside the table (:meth:`_load_shadow`: parallel COPY into an
-        index-less table, key index afterwards) is several times faster than deleting 1M rows and
-        inserting 1M through a unique index (make bench); readers keep reading the old table until
-        the swap commits, and its exclusive lock lasts milliseconds. Grants on the old table are
-        carried over; a table with dependent views takes the slower delete-and-copy path instead
-        (DROP would fail on the view).
-        """
-        shadow = self._shadow(table)
-        grants = con.execute(
-            "SELECT grantee, privilege_type FROM information_schema.role_table_grants "
-            "WHERE table_schema = %s AND table_name = %s AND grantee <> current_user",
-            [SCHEMA, table.name],
-        ).fetchall()
-        con.execute("SET LOCAL lock_timeout = '60s'")
-        con.execute(f"DROP TABLE {table.qualified}")
-        con.execute(f"ALTER TABLE {SCHEMA}.{shadow} RENAME TO {table.name}")
-        if table.key:
-            con.execute(f"ALTER INDEX {SCHEMA}.{shadow}_key RENAME TO {table.name}_key")
-        for grantee, privilege in grants:
-            con.execute(
-                sql.SQL("GRANT {} ON {} TO {}").format(
-                    sql.SQL(privilege), sql.Identifier(SCHEMA, table.name), sql.Identifier(grantee)
-                )
-            )
+    @staticmethod
+    def _replace_rows(con: psycopg.Connection, table: TableSpec, stage: str, kept: list[str]) -> None:
+        diff = replace_in_place(con, table, stage)
+        log.info(
+            "%s replaced in place (it carries: %s): %d rows deleted, %d updated, %d inserted",
+            table.qualified,
+            ", ".join(kept),
+            diff.deleted,
+            diff.updated,
+            diff.inserted,
+        )
 
     def write(self, *writes: TableWrite) -> dict[str, int]:
         prepared = [(w, self.incoming(w)) for w in writes]
-        for w, _ in prepared:
+        for w, df in prepared:
+            if w.upsert:
+                self._refuse_shared_keys(w.table, df)
             self.ensure_table(w.table)
 
         def run() -> dict[str, int]:
             counts: dict[str, int] = {}
             with self._connect() as con:
                 con.autocommit = True  # session-level swap locks; the publishing transaction is explicit
-                swapped = self._prepare_swaps(con, prepared)
+                plans = self._plan_whole_tables(con, prepared)
                 with con.transaction():
-                    self._apply(con, prepared, swapped, counts)
+                    self._apply(con, prepared, plans, counts)
             return counts
 
         names = ", ".join(w.table.qualified for w in writes)
         return self._retrying(run, f"publish {names}")
 
-    def _prepare_swaps(self, con: psycopg.Connection, prepared: list[tuple[TableWrite, pl.DataFrame]]) -> set[int]:
-        """Load the shadow of every whole-table replace (under the table's swap lock, held by ``con``
-        until it closes); returns the indexes of the writes that will swap."""
-        swapped = set()
+    def _plan_whole_tables(
+        self, con: psycopg.Connection, prepared: list[tuple[TableWrite, pl.DataFrame]]
+    ) -> dict[int, list[str]]:
+        """For each whole-table replace (by index of the write), what the DBA attached to the table: an
+        empty list means it will swap, and its shadow is loaded here. Each table's swap lock is taken
+        first and held by ``con`` until it closes."""
+        plans: dict[int, list[str]] = {}
         for i, (w, df) in enumerate(prepared):
             if w.upsert or w.delete or w.replace_where != {}:
                 continue
             con.execute("SELECT pg_advisory_lock(hashtext(%s))", [f"{w.table.qualified}:swap"])
-            if self._has_dependent_views(con, w.table):
-                continue
-            self._load_shadow(w.table, df)
-            swapped.add(i)
-        return swapped
+            plans[i] = attachments(con, w.table)
+            if not plans[i]:
+                self._load_shadow(w.table, df)  # (its unique key index refuses rows sharing a key)
+            else:
+                self._refuse_shared_keys(w.table, df)
+        return plans
+
+    @staticmethod
+    def _refuse_shared_keys(table: TableSpec, df: pl.DataFrame) -> None:
+        """Rows that update stored rows by key must not share one: the update would silently keep either."""
+        if table.key and df.select(table.key).is_duplicated().any():
+            raise ValueError(f"{table.qualified}: incoming rows share a key {table.key}")
 
     def _apply(
         self,
         con: psycopg.Connection,
         prepared: list[tuple[TableWrite, pl.DataFrame]],
-        swapped: set[int],
+        plans: dict[int, list[str]],
         counts: dict[str, int],
     ) -> None:
         """The writes of one publishing transaction, in order."""
@@ -287,17 +314,16 @@ class PostgresWarehouse(Warehouse):
                 self._copy_into(con, stage, w.table, df, columns=w.table.key)
                 con.execute(self.delete_by_key_sql(w, stage))
             elif w.upsert:
-                # Merge: rows go to a transaction-local stage, then replace older stored rows.
+                # Merge: rows go to a transaction-local stage, then update older stored rows and add new keys.
                 stage = f"_stage_{w.table.name}_{i}"
-                con.execute(f"CREATE TEMP TABLE {stage} (LIKE {w.table.qualified} INCLUDING DEFAULTS) ON COMMIT DROP")
-                self._copy_into(con, stage, w.table, df)
-                for stmt in self.merge_sql(w, stage):
+                self._stage(con, stage, w.table, df)
+                for stmt in merge_statements(w, stage):
                     con.execute(stmt)
-            elif i in swapped:
-                self._swap_in(con, w.table)
+            elif i in plans:
+                self._replace_whole(con, w.table, df, plans[i], stage=f"_replace_{w.table.name}_{i}")
             else:
-                # Replace a slice: delete it and COPY straight into the table. Other sessions keep
-                # seeing the previous rows (MVCC) until the whole transaction commits.
+                # Replace a slice (or append): delete it and COPY straight into the table. Other
+                # sessions keep seeing the previous rows (MVCC) until the whole transaction commits.
                 if w.replace_where is not None:
                     clause, params = self.where_clause(w.replace_where)
                     con.execute(f"DELETE FROM {w.table.qualified}{clause}", params or None)
