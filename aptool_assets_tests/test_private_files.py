@@ -26,7 +26,7 @@ from aptool_assets.storage.private_files import private_dir
 from aptool_assets.storage.warehouse import TableSpec, TableWrite
 from aptool_assets.storage.warehouse.duckdb import DuckDBWarehouse
 
-CLOSED = {"service": "aeries", "state": "closed", "failures": [], "times_opened": 0, "updated_at": 0.0}
+CLOSED = {"service": "aeries", "state": "closed", "outcomes": [], "times_opened": 0, "updated_at": 0.0}
 T = TableSpec(name="private_test", columns={"id": pl.Int64, "note": pl.Utf8}, key=("id",))
 
 

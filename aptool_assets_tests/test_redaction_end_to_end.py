@@ -23,6 +23,7 @@ from psycopg import sql
 
 from aptool_assets.alerts.reports import failure_alert
 from aptool_assets.alerts.slack import AlertResource
+from aptool_assets.storage.inbox import open_inbox
 from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
 from aptool_assets_tests.iready_helpers import write_file
 from aptool_assets_tests.test_cli import APTOOL, aeries_env, aeries_simulator, clean_env, run  # noqa: F401 - a fixture
@@ -240,7 +241,10 @@ def form_shown(form: str, role: str, db: str) -> str:
 
 
 def test_dead_letters_with_a_good_url_never_shows_the_password(role_db, tmp_path):
-    env = clean_env(APTOOL_DATABASE_URL=good_url("userinfo", *role_db))
+    url = good_url("userinfo", *role_db)
+    with contextlib.closing(open_inbox(url)) as inbox:  # the inbox the receiver made (dead-letters never creates one)
+        inbox.setup()
+    env = clean_env(APTOOL_DATABASE_URL=url)
     proc = run(["--debug", "dead-letters", "list"], tmp_path, env, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert_nowhere(proc.stdout + proc.stderr)

@@ -58,7 +58,7 @@ def row_from_db(raw: dict) -> dict:
     """A stored breaker row (either backend's types) as the breaker's plain dict."""
     row = {k: raw[k] for k in BREAKER_FIELDS}
     outcomes = row["outcomes"]
-    parsed = json.loads(outcomes) if isinstance(outcomes, str) else outcomes or []
+    parsed = (json.loads(outcomes) if isinstance(outcomes, str) else outcomes) or []  # NULL / 'null': none
     row["outcomes"] = [(float(t), bool(ok), str(call or "")) for t, ok, call in parsed]
     for name in _TIME_FIELDS:
         row[name] = as_epoch(row[name])
