@@ -108,7 +108,7 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     assert "[ok] attendance summary" in proc.stdout
     # Per table rows of a multi-asset step, and the step's time.
     assert re.search(
-        r"\[ok\] schools, absence codes, students: schools \d+, absence_codes \d+, students \d+ rows, "
+        r"\[ok\] schools, students: schools \d+, students \d+ rows, "
         r"\d+ requests \(\d+\.\d s\)",
         proc.stdout,
     ), proc.stdout
@@ -118,8 +118,8 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
 
     table = summary_rows(proc.stdout)
     assert list(table) == [
-        "schools, absence codes, students",
-        "calendar, enrollment, Aeries totals",
+        "schools, students",
+        "absence codes, calendar, enrollment, Aeries totals",
         "attendance 2025-07-01..2025-10-17",
         "attendance summary",
         "academic risk",
@@ -139,15 +139,12 @@ def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aerie
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "401" in lines[0], proc.stderr
-    assert (
-        lines[0].startswith("aptool: error: schools, absence codes, students: ")
-        and "Fix: check AERIES_CERT" in lines[0]
-    )
+    assert lines[0].startswith("aptool: error: schools, students: ") and "Fix: check AERIES_CERT" in lines[0]
     assert wrong not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     # The table says what ran, what failed and what was left alone.
     table = summary_rows(proc.stdout)
-    assert table["schools, absence codes, students"][0] == "FAILED"
+    assert table["schools, students"][0] == "FAILED"
     assert [table[k][0] for k in ("attendance summary", "academic risk", "intervention ranking")] == ["skipped"] * 3
     assert table["total"][0] == "FAILED"
 
