@@ -45,10 +45,7 @@ from aptool_assets_tests.fault_tools import (
     tmpfs,
 )
 from aptool_assets_tests.iready_helpers import write_file
-from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR, AeriesEnv
-from aptool_assets_tests.test_iready_pipeline import ELA, IReadyEnv
-from aptool_assets_tests.test_iready_pipeline import YEAR as IREADY_YEAR
-from aptool_assets_tests.test_publish_atomicity import (  # noqa: F401 - publishers is a fixture
+from aptool_assets_tests.publish_atomicity_helpers import (  # noqa: F401 - publishers is a fixture
     BIG_ROWS,
     IN_FLIGHT_ROWS,
     TABLE_A,
@@ -62,6 +59,9 @@ from aptool_assets_tests.test_publish_atomicity import (  # noqa: F401 - publish
     wait_for_copy,
     write_step,
 )
+from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR, AeriesEnv
+from aptool_assets_tests.test_iready_pipeline import ELA, IReadyEnv
+from aptool_assets_tests.test_iready_pipeline import YEAR as IREADY_YEAR
 from aptool_demo.district import build_district
 from aptool_demo.simulator import build_sim_district, start_simulator
 

@@ -16,7 +16,7 @@ from aptool_assets.sources.aeries.assets import SCHOOLS_KEY, STUDENTS_KEY
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets_tests.test_aeries_pipeline import env, simulator  # noqa: F401 - the fixtures, used as parameters
-from aptool_assets_tests.test_webhook_apply import event
+from aptool_assets_tests.webhook_apply_helpers import event
 
 UTC = dt.UTC
 PULL_LATENCY_S = 4.0  # each roster request waits this long in the simulator: the window events land in

@@ -26,7 +26,7 @@ from aptool_assets.storage.warehouse.postgres import PostgresWarehouse
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS
 from aptool_assets_tests.conftest import schema_reset
-from aptool_assets_tests.test_webhook_apply import DAY, SCHOOL, T0, day_row, event, mark, roster
+from aptool_assets_tests.webhook_apply_helpers import DAY, SCHOOL, T0, day_row, event, mark, roster
 
 NOW = dt.datetime(2026, 3, 10, 18, 0, tzinfo=dt.UTC)
 

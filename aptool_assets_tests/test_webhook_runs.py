@@ -27,8 +27,14 @@ from aptool_assets.storage.warehouse import TableWrite
 from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
 from aptool_assets_tests.conftest import evaluate_sensor, with_default_resources
 from aptool_assets_tests.test_aeries_pipeline import YEAR, env, simulator  # noqa: F401 - the fixtures, used as parameters
-from aptool_assets_tests.test_webhook_apply import DAY, SCHOOL, apply_webhook_events_job, roster, webhook_inbox_sensor
 from aptool_assets_tests.test_webhook_isolation import bad_payloads, store
+from aptool_assets_tests.webhook_apply_helpers import (
+    DAY,
+    SCHOOL,
+    apply_webhook_events_job,
+    roster,
+    webhook_inbox_sensor,
+)
 
 UTC = dt.UTC
 

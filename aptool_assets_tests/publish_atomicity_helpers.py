@@ -1,19 +1,19 @@
-"""Publishing is atomic under real failures (contract §3): real subprocesses, real ``kill -9``.
+"""Machinery of the publishing-atomicity tests (contract §3; test_publish_atomicity_*.py): real
+subprocesses, real ``kill -9``.
 
-Every published table goes through ``Warehouse.write`` (one transaction per call). These tests load
+Every published table goes through ``Warehouse.write`` (one transaction per call). The tests load
 a new version of a table in a separate Python process and kill it with SIGKILL while the load is
 really in flight — for PostgreSQL, while ``pg_stat_progress_copy`` shows its COPY streaming rows into
 the table (or its shadow), or, for a table carrying a DBA addition (replaced in place), while it inserts
 into the table itself; for DuckDB, while its INSERT runs or just before its COMMIT — and then check from a fresh
 connection that the table still holds exactly the previous version (row count and a content
 checksum), that nothing of the dead process lingers, and that re-running the publish converges.
-They also cover a run that dies between two tables (each table is complete, old or new, and a
-re-run converges), one ``write()`` of two tables that fails mid-way, and readers counting rows
-while a load is in flight.
 
 The subprocess runs :func:`run_plan` of this module (``python -c``); for DuckDB it can wrap
 ``duckdb.connect`` to announce its INSERT and hold its COMMIT (``stall_duckdb_commit``) so the kill
 lands inside the open transaction deterministically; the warehouse code itself is not changed.
+Fixtures: ``publishers`` (any still running at teardown are killed), ``pg_url`` (a database of the
+test module's own), ``duckdb_url`` and ``any_url`` (both backends); a test module imports them all.
 """
 
 from __future__ import annotations
@@ -164,7 +164,7 @@ if plan.get("stall_duckdb_commit"):
 
     duckdb.connect = lambda *a, **k: _AnnouncingConnection(_real_connect(*a, **k))
 
-from aptool_assets_tests.test_publish_atomicity import run_plan
+from aptool_assets_tests.publish_atomicity_helpers import run_plan
 run_plan(plan)
 """
 
@@ -310,215 +310,3 @@ def assert_backend_gone(mon: psycopg.Connection, backend_pid: int) -> None:
         ).fetchone()[0]
         == 0
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# kill -9 mid-load
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("way", ["swap", "in_place"])
-def test_postgres_kill9_mid_copy_keeps_version1_and_rerun_converges(pg_url, publishers, way):
-    """``swap``: killed while the new version streams into the shadow table. ``in_place`` (the table carries
-    a DBA addition): killed inside the publishing transaction after it updated version 1's rows in the
-    table itself, while it inserts the new ones."""
-    wh = open_warehouse(pg_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
-    assert_version(wh, TABLE_A, 1, V1_ROWS)
-    if way == "in_place":
-        attach(pg_url, TABLE_A)
-
-    with pg_monitor(pg_url) as mon:
-        # Whole-table replaces COPY into a shadow or stage table, so measure the database, not the table.
-        size_v1 = mon.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        pub = start(publishers, pg_url, [write_step((TABLE_A, 2, BIG_ROWS))])
-        if way == "swap":
-            backend, streamed = wait_for_copy(mon, pub, TABLE_A, IN_FLIGHT_ROWS)
-            assert streamed >= IN_FLIGHT_ROWS
-        else:
-            # Its deletes and updates of version 1's rows are done, in the same transaction.
-            backend = wait_for(pub, lambda: in_place_writer(mon, TABLE_A, "INSERT INTO"), "INSERT into the table")
-        # The uncommitted rows are physically on disk already...
-        size_in_flight = mon.execute("SELECT pg_database_size(current_database())").fetchone()[0]
-        pub.kill9()
-        assert size_in_flight > size_v1
-        assert_backend_gone(mon, backend)
-
-    # ...yet a fresh connection sees exactly version 1.
-    assert_version(open_warehouse(pg_url), TABLE_A, 1, V1_ROWS)
-
-    rerun = start(publishers, pg_url, [write_step((TABLE_A, 2, BIG_ROWS))])
-    rerun.finish()
-    assert_version(open_warehouse(pg_url), TABLE_A, 2, BIG_ROWS)
-    if way == "in_place":
-        assert open_warehouse(pg_url).query(f"SELECT obj_description('{TABLE_A.qualified}'::regclass) AS c").item()
-
-
-@pytest.mark.parametrize("kill_at", ["during_insert", "before_commit"])
-def test_duckdb_kill9_mid_write_keeps_version1_and_rerun_converges(duckdb_url, publishers, kill_at):
-    path = Path(duckdb_url[len("duckdb://") :])
-    wh = open_warehouse(duckdb_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
-    assert_version(wh, TABLE_A, 1, V1_ROWS)
-
-    pub = start(publishers, duckdb_url, [write_step((TABLE_A, 2, DUCKDB_BIG_ROWS))], stall_duckdb_commit=True)
-    pub.wait_for_line(f"INSERTING {TABLE_A.qualified}")
-    if kill_at == "during_insert":
-        time.sleep(0.05)  # the INSERT of 1M rows is running (or done and held at COMMIT): uncommitted either way
-    else:
-        pub.wait_for_line("BEFORE_COMMIT")  # every statement of the transaction has run
-    pub.kill9()
-
-    # Reopening the file (and replaying its WAL) gives exactly version 1.
-    assert path.exists()
-    assert_version(open_warehouse(duckdb_url), TABLE_A, 1, V1_ROWS)
-
-    rerun = start(publishers, duckdb_url, [write_step((TABLE_A, 2, DUCKDB_BIG_ROWS))])
-    rerun.finish()
-    assert_version(open_warehouse(duckdb_url), TABLE_A, 2, DUCKDB_BIG_ROWS)
-
-
-# ---------------------------------------------------------------------------------------------
-# Several tables
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("death", ["raise", "kill9"])
-def test_run_dying_between_tables_leaves_each_complete_and_rerun_converges(any_url, publishers, death):
-    """A run publishes A, then B, in separate transactions, and dies in between."""
-    wh = open_warehouse(any_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, SMALL_ROWS), {}))
-    wh.write(TableWrite(TABLE_B, version_frame(1, SMALL_ROWS), {}))
-    n2 = SMALL_ROWS + 5_000
-
-    if death == "raise":
-
-        def run(fail_after_a: bool) -> None:
-            wh.write(TableWrite(TABLE_A, version_frame(2, n2), {}))
-            if fail_after_a:
-                raise RuntimeError("step failed after publishing A")
-            wh.write(TableWrite(TABLE_B, version_frame(2, n2), {}))
-
-        with pytest.raises(RuntimeError, match="after publishing A"):
-            run(fail_after_a=True)
-    else:
-        steps = [write_step((TABLE_A, 2, n2)), ["say", "A_PUBLISHED"], ["sleep", 3600], write_step((TABLE_B, 2, n2))]
-        pub = start(publishers, any_url, steps)
-        pub.wait_for_line("A_PUBLISHED")
-        pub.kill9()
-
-    assert_version(open_warehouse(any_url), TABLE_A, 2, n2)  # fully new
-    assert_version(open_warehouse(any_url), TABLE_B, 1, SMALL_ROWS)  # fully old
-
-    # The re-run publishes both again (idempotent for A) and converges.
-    if death == "raise":
-        run(fail_after_a=False)
-    else:
-        start(publishers, any_url, [write_step((TABLE_A, 2, n2)), write_step((TABLE_B, 2, n2))]).finish()
-    assert_version(open_warehouse(any_url), TABLE_A, 2, n2)
-    assert_version(open_warehouse(any_url), TABLE_B, 2, n2)
-
-
-def test_one_write_of_two_tables_failing_in_the_database_leaves_both_old(any_url):
-    """B's last row is rejected by the database after A's rows and most of B's were written."""
-    wh = open_warehouse(any_url)
-    wh.write(
-        TableWrite(TABLE_A, version_frame(1, SMALL_ROWS), {}), TableWrite(STRICT_B, version_frame(1, SMALL_ROWS), {})
-    )
-    n2 = SMALL_ROWS * 2
-    bad = version_frame(2, n2, bad_last_row=True)
-    assert STRICT_B.conform(bad).height == n2  # the failure is the database's, not conform()'s
-
-    with pytest.raises(Exception, match=r"(?i)not a number"):
-        wh.write(TableWrite(TABLE_A, version_frame(2, n2), {}), TableWrite(STRICT_B, bad, {}))
-    assert_version(open_warehouse(any_url), TABLE_A, 1, SMALL_ROWS)
-    assert_version(open_warehouse(any_url), STRICT_B, 1, SMALL_ROWS)
-
-    wh.write(TableWrite(TABLE_A, version_frame(2, n2), {}), TableWrite(STRICT_B, version_frame(2, n2), {}))
-    assert_version(open_warehouse(any_url), TABLE_A, 2, n2)
-    assert_version(open_warehouse(any_url), STRICT_B, 2, n2)
-
-
-@pytest.mark.postgres
-def test_postgres_kill9_during_second_table_of_one_write_leaves_both_old(pg_url, publishers):
-    wh = open_warehouse(pg_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}), TableWrite(TABLE_B, version_frame(1, V1_ROWS), {}))
-    n_a = V1_ROWS + 50_000
-
-    with pg_monitor(pg_url) as mon:
-        pub = start(publishers, pg_url, [write_step((TABLE_A, 2, n_a), (TABLE_B, 2, BIG_ROWS))])
-        # A's COPY is complete (same transaction) once B's is streaming.
-        backend, _ = wait_for_copy(mon, pub, TABLE_B, IN_FLIGHT_ROWS)
-        pub.kill9()
-        assert_backend_gone(mon, backend)
-
-    assert_version(open_warehouse(pg_url), TABLE_A, 1, V1_ROWS)
-    assert_version(open_warehouse(pg_url), TABLE_B, 1, V1_ROWS)
-
-    start(publishers, pg_url, [write_step((TABLE_A, 2, n_a), (TABLE_B, 2, BIG_ROWS))]).finish()
-    assert_version(open_warehouse(pg_url), TABLE_A, 2, n_a)
-    assert_version(open_warehouse(pg_url), TABLE_B, 2, BIG_ROWS)
-
-
-def test_duckdb_kill9_before_commit_of_two_table_write_leaves_both_old(duckdb_url, publishers):
-    wh = open_warehouse(duckdb_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}), TableWrite(TABLE_B, version_frame(1, V1_ROWS), {}))
-    n2 = V1_ROWS + 50_000
-
-    steps = [write_step((TABLE_A, 2, n2), (TABLE_B, 2, n2))]
-    pub = start(publishers, duckdb_url, steps, stall_duckdb_commit=True)
-    pub.wait_for_line(f"INSERTING {TABLE_B.qualified}")  # A deleted and re-inserted, B under way
-    pub.wait_for_line("BEFORE_COMMIT")
-    pub.kill9()
-
-    assert_version(open_warehouse(duckdb_url), TABLE_A, 1, V1_ROWS)
-    assert_version(open_warehouse(duckdb_url), TABLE_B, 1, V1_ROWS)
-
-    start(publishers, duckdb_url, steps).finish()
-    assert_version(open_warehouse(duckdb_url), TABLE_A, 2, n2)
-    assert_version(open_warehouse(duckdb_url), TABLE_B, 2, n2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Readers during a load
-# ---------------------------------------------------------------------------------------------
-
-
-@pytest.mark.postgres
-@pytest.mark.parametrize("way", ["swap", "in_place"])
-def test_postgres_readers_see_version1_or_version2_never_a_partial_table(pg_url, publishers, way):
-    wh = open_warehouse(pg_url)
-    wh.write(TableWrite(TABLE_A, version_frame(1, V1_ROWS), {}))
-    if way == "in_place":
-        attach(pg_url, TABLE_A)
-    v1 = (V1_ROWS, V1_ROWS * 1)
-    v2 = (BIG_ROWS, BIG_ROWS * 2)
-
-    seen: list[tuple[tuple[int, int], bool]] = []  # ((count, sum(version)), COPY in flight at the time)
-    with pg_monitor(pg_url) as reader:
-        pub = start(publishers, pg_url, [write_step((TABLE_A, 2, BIG_ROWS))])
-        deadline = time.monotonic() + RUN_TIMEOUT_S
-        while pub.alive():
-            assert time.monotonic() < deadline, "the load did not finish"
-            if way == "swap":
-                in_flight = reader.execute(
-                    "SELECT count(*) > 0 FROM pg_stat_progress_copy p WHERE tuples_processed > 0 "
-                    "AND p.relid IN (to_regclass(%s), to_regclass(%s))",
-                    [TABLE_A.qualified, f"{TABLE_A.qualified}__next"],
-                ).fetchone()[0]
-            else:  # rows of the table itself are being deleted, updated or inserted
-                in_flight = in_place_writer(reader, TABLE_A) is not None
-            n, s_v = reader.execute(f"SELECT count(*), coalesce(sum(version), 0) FROM {TABLE_A.qualified}").fetchone()
-            seen.append(((n, int(s_v)), in_flight))
-        pub.finish()
-        final = reader.execute(f"SELECT count(*), coalesce(sum(version), 0) FROM {TABLE_A.qualified}").fetchone()
-
-    states = {s for s, _ in seen}
-    assert states <= {v1, v2}, f"a reader saw a partial table: {sorted(states - {v1, v2})}"
-    assert any(s == v1 and flying for s, flying in seen), "no read overlapped the load; the test proved nothing"
-    # Once a reader has seen version 2 it never goes back to version 1.
-    first_v2 = next((i for i, (s, _) in enumerate(seen) if s == v2), len(seen))
-    assert all(s == v2 for s, _ in seen[first_v2:])
-    assert (final[0], int(final[1])) == v2
-    assert_version(open_warehouse(pg_url), TABLE_A, 2, BIG_ROWS)

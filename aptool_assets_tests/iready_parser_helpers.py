@@ -1,0 +1,70 @@
+"""Helpers for the i-Ready parser tests: a valid current-layout record with planted fake names, files
+written by the demo's vendor-format writer, the parser called the way the tests call it, and a check
+that none of the planted names leaks."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
+from aptool_demo.iready_files import write_diagnostic_csv
+
+# Fake personal data planted in generated files; none of it may surface anywhere.
+PII = ("Quillfeather", "Zenobia", "zenobia.quillfeather")
+LOADED_AT = datetime(2025, 1, 15, 8, 30, tzinfo=UTC)
+
+
+def parse(path: Path, subject: str = "ela", **kwargs) -> ParsedDiagnostics:
+    kwargs.setdefault("loaded_at", LOADED_AT)
+    return parse_diagnostic_file(path, subject=subject, source_file=path.name, **kwargs)
+
+
+def record(**overrides) -> dict:
+    """A valid current-layout ELA record with planted fake names."""
+    base = {
+        "student_id": 1001,
+        "last_name": PII[0],
+        "first_name": PII[1],
+        "user_name": PII[2],
+        "class_teachers": "Quillfeather, Zenobia; Okafor, Ada",
+        "student_grade": 5,
+        "academic_year": 2024,
+        "school_name": "Cedar Grove Elementary School",
+        "start_date": date(2024, 9, 3),
+        "completion_date": date(2024, 9, 4),
+        "is_baseline": True,
+        "is_most_recent": True,
+        "duration_min": 45,
+        "overall_scale_score": 520,
+        "overall_placement": "Early 5",
+        "overall_relative_placement": "Early On Grade Level",
+        "percentile": 48,
+        "grouping": 3,
+        "lexile_measure": "780L",
+        "lexile_range": "680L-830L",
+        "vocabulary_scale_score": 530,
+        "vocabulary_placement": "Mid 5",
+        "vocabulary_relative_placement": "Mid or Above Grade Level",
+        "diagnostic_gain": 0,
+        "mid_on_grade_level_scale_score": 560,
+    }
+    base.update(overrides)
+    return base
+
+
+def records(n: int, start_id: int = 1001, **overrides) -> list[dict]:
+    return [record(student_id=start_id + i, **overrides) for i in range(n)]
+
+
+def write(tmp_path: Path, rows, name: str = "diagnostic_results_ela_CONFIDENTIAL.csv", **kwargs) -> Path:
+    kwargs.setdefault("subject", "ela")
+    path = tmp_path / name
+    write_diagnostic_csv(path, rows, **kwargs)
+    return path
+
+
+def assert_no_pii(*texts: str) -> None:
+    for text in texts:
+        for secret in PII:
+            assert secret not in text, f"personal data leaked: {secret!r}"
