@@ -198,18 +198,32 @@ def test_failure_fixes_and_summary_table():
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
+@pytest.mark.parametrize("id_field", ["student_id", "student_number"])
+def test_demo_runs_end_to_end_with_no_configuration(tmp_path, id_field):
+    """The demo as is, and a second district that rosters i-Ready by StudentNumber (APTOOL_IREADY_ID_FIELD)."""
     home = tmp_path / "demo"
-    proc = run(["demo", "--home", str(home), "--year", "2026"], tmp_path, clean_env())
+    args = ["demo", "--home", str(home), "--year", "2026", "--iready-id-field", id_field]
+    proc = run(args, tmp_path, clean_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "academic risk 2026:" in proc.stdout
+    assert f"keyed by {id_field}" in proc.stdout
     wh = open_warehouse(f"duckdb:///{home / 'warehouse.duckdb'}")
     loaded = wh.query("SELECT count(*) AS n FROM aptool.iready_diagnostic_results").item()
+    mapped = wh.query("SELECT count(student_id) AS n FROM aptool.iready_diagnostic_results").item()
     rejected = wh.query("SELECT count(*) AS n FROM aptool.iready_rejected_rows").item()
+    cells = wh.query("SELECT count(*) AS n FROM aptool.iready_cell_problems").item()
     risk = wh.query("SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026").item()
+    with_results = wh.query(
+        "SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026 AND overall_risk <> 'UNKNOWN'"
+    ).item()
     attendance = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
     summary = wh.query("SELECT count(*) AS n FROM aptool.student_attendance_summary WHERE school_year = 2026").item()
     assert loaded > 0 and rejected == 4 and risk > 0 and attendance > 0 and summary > 0
+    # Every row maps to its Aeries student whichever ID the files carry; the repeated diagnostic with a
+    # Percentile of 0 in each current-year file is one row with that cell reported.
+    assert mapped == loaded and with_results > 0 and cells == 2
+    unknown = wh.query("SELECT count(*) AS n FROM aptool.attendance_days WHERE absence_category = 'unknown_code'")
+    assert unknown.item() == 0  # the district-only code is found in the district table
     # No student names reach the terminal: the demo's synthetic names are the canary.
     from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 

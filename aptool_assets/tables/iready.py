@@ -155,6 +155,7 @@ REJECTED_ROWS = TableSpec(
         "rejected_at": UTC_TS,
     },
     key=("academic_year", "subject", "source_file", "line_number"),
-    description="Rows of accepted files that failed validation, with the reason (no names are kept).",
+    description="Rows of accepted files set aside with the reason: an unusable key, overall scale score or overall "
+    "relative placement, or a repeat whose placement conflicts (no names are kept).",
     sql_types={"raw_record": "TEXT"},
 )

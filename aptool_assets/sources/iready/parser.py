@@ -376,7 +376,7 @@ def _rejected_frame(rows: pl.DataFrame, reason: pl.Expr, source_file: str) -> pl
     return rows.select(
         pl.lit(source_file, pl.Utf8).alias("source_file"),
         pl.col("_line").cast(pl.Int64).alias("line_number"),
-        pl.col("_raw_student_id").alias("student_id_raw"),
+        pl.col("_raw_vendor_student_id").alias("student_id_raw"),
         reason.cast(pl.Utf8).alias("reason"),
         pl.struct(raw_cols).struct.json_encode().alias("raw_record"),
     )
@@ -491,9 +491,13 @@ def parse_diagnostic_file(
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
     failures = schema_failure_cases(results, key_unique=False)  # key repeats were settled above
+    published_lines = work.get_column("_line")
     if failures is not None:
         results, gated = _apply_schema_gate(results, work, failures, source_file)
         rejected_parts.append(gated)
+        published_lines = published_lines.filter(~published_lines.is_in(gated.get_column("line_number").implode()))
+    # Only cells of published rows are problems to report: a collapsed or rejected row's are not.
+    cell_problems = cell_problems.filter(pl.col("line_number").is_in(published_lines.cast(pl.Int64).implode()))
 
     parts = [p for p in rejected_parts if not p.is_empty()]
     rejected = pl.concat(parts).sort("line_number") if parts else _empty_rejected()
