@@ -16,6 +16,7 @@ import warnings
 from pathlib import Path
 
 from aptool_assets.redaction import scrub, scrub_logs
+from aptool_assets.rules.student_ids import DEFAULT_ID_FIELD, ID_FIELDS
 
 DEMO_HOME = Path(".aptool") / "demo"
 
@@ -312,6 +313,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--ui", action="store_true", help="then open the Dagster UI on the same instance")
     demo.add_argument("--home", default=str(DEMO_HOME), help="where the demo keeps its state (default .aptool/demo)")
     demo.add_argument("--year", type=int, default=None, help="school year (start year); default: the current one")
+    demo.add_argument(
+        "--iready-id-field",
+        choices=ID_FIELDS,
+        default=DEFAULT_ID_FIELD,
+        help="key the i-Ready files by this Aeries identifier and set APTOOL_IREADY_ID_FIELD to it",
+    )
     demo.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as `aptool --debug demo`")
     demo.set_defaults(func=cmd_demo)
 

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from aptool_assets.resilience.guard import ServiceGuard, credential_id
 from aptool_assets.resilience.policy import ResiliencePolicy
+from aptool_assets.rules.student_ids import DEFAULT_ID_FIELD
 from aptool_assets.settings import DEFAULT_TIMEZONE, Settings, read_env
 from aptool_assets.storage.breakers import open_breaker_store
 
@@ -31,7 +32,8 @@ class PlatformResource(dg.ConfigurableResource):
     iready_freshness_hours: float = 48.0
     reconcile_tolerance_days: int = 2
     recent_attendance_school_days: int = 14
-    priority_weights: str | None = None  # "tier=1000,risk=100,absence_rate=99" (contract order by default)
+    priority_weights: str | None = None  # "enrolled=10000,tier=1000,risk=100,absence_rate=99" (contract order)
+    iready_id_field: str = DEFAULT_ID_FIELD  # the students column i-Ready's "Student ID" holds (contract §2)
     unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
     landing_retention_days: int = Field(default=30, ge=1)  # landed/quarantined files older than this are pruned
 

@@ -338,16 +338,16 @@ class _Runner:
             return f"{counts} rows, {_value(m, 'aeries_requests')} requests"
 
         ok = self.stage(
-            "schools, absence codes, students",
+            "schools, students",
             "aeries_reference",
-            dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY),
+            dg.AssetSelection.assets(SCHOOLS_KEY, STUDENTS_KEY),
             None,
             rows,
         )
         ok = ok and self.stage(
-            "calendar, enrollment, Aeries totals",
+            "absence codes, calendar, enrollment, Aeries totals",
             "aeries_year",
-            dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY),
+            dg.AssetSelection.assets(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY),
             str(year),
             rows,
         )
@@ -362,7 +362,7 @@ class _Runner:
         if not ok:
             ran = {s.step for s in self.summary.steps}
             later = (
-                ("calendar, enrollment, Aeries totals", "aeries_year"),
+                ("absence codes, calendar, enrollment, Aeries totals", "aeries_year"),
                 (f"attendance {first}..{last}", "attendance_days"),
             )
             for label, step in later:

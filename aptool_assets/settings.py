@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
+from aptool_assets.rules.student_ids import ID_FIELDS
 from aptool_assets.vocabulary import clip_to_school_year, school_year_of
 
 DEFAULT_TIMEZONE = "America/Los_Angeles"
@@ -97,6 +98,16 @@ def positive_number(variable: str, kind: Callable[[str], Any]) -> Callable[[str]
     return parse
 
 
+def parse_iready_id_field(text: str) -> str:
+    value = text.strip().lower()
+    if value not in ID_FIELDS:
+        raise ConfigurationError(
+            f"APTOOL_IREADY_ID_FIELD={text!r} must be the Aeries identifier the district rosters into i-Ready as "
+            f"Student ID: one of {', '.join(ID_FIELDS)}"
+        )
+    return value
+
+
 def _checked_windows(text: str) -> str:
     parse_windows(text)
     return text
@@ -116,6 +127,7 @@ ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "reconcile_tolerance_days": ("APTOOL_RECONCILE_TOLERANCE_DAYS", _number("APTOOL_RECONCILE_TOLERANCE_DAYS", int)),
     "recent_attendance_school_days": ("APTOOL_RECENT_ATTENDANCE_DAYS", _number("APTOOL_RECENT_ATTENDANCE_DAYS", int)),
     "priority_weights": ("APTOOL_PRIORITY_WEIGHTS", str),
+    "iready_id_field": ("APTOOL_IREADY_ID_FIELD", parse_iready_id_field),
     "unknown_student_retry_hours": (
         "APTOOL_UNKNOWN_STUDENT_RETRY_HOURS",
         _number("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS", float),

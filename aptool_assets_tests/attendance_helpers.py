@@ -31,10 +31,15 @@ def calendar_frame(school: int, days: list[date], holidays: dict[date, str] | No
     return pl.DataFrame(rows, schema=CALENDAR_SCHEMA, orient="row")
 
 
-def codes_frame(school: int, rows: list[tuple] | None = None) -> pl.DataFrame:
-    """rows: (code, type_code, counts_for_ada, is_suspension, is_partial_day_truant, is_tne)."""
+def codes_frame(school: int, rows: list[tuple] | None = None, *, year: int | None = None) -> pl.DataFrame:
+    """rows: (code, type_code, counts_for_ada, is_suspension, is_partial_day_truant, is_tne).
+
+    School ``DISTRICT_SCHOOL_CODE`` (0) is the district-wide table. With ``year`` the frame carries a
+    ``school_year`` column: the table then applies only to dates of that school year.
+    """
     rows = rows if rows is not None else STANDARD_CODES
-    return pl.DataFrame([(school, *r) for r in rows], schema=ABSENCE_CODES_SCHEMA, orient="row")
+    frame = pl.DataFrame([(school, *r) for r in rows], schema=ABSENCE_CODES_SCHEMA, orient="row")
+    return frame if year is None else frame.with_columns(pl.lit(year, dtype=pl.Int32).alias("school_year"))
 
 
 STANDARD_CODES = [

@@ -42,9 +42,12 @@ def write_file(
     n_students: int = 30,
     seed: int = 1,
     mtime: int | None = None,
+    records: pl.DataFrame | None = None,
 ) -> Path:
+    """A vendor file of ``diagnostics(...)`` (or of ``records``) under ``root/<folder>/name``."""
     path = year_dir(root, folder) / name
-    write_diagnostic_csv(path, diagnostics(academic_year, subject, n_students, seed), subject=subject, layout=layout)
+    rows = diagnostics(academic_year, subject, n_students, seed) if records is None else records
+    write_diagnostic_csv(path, rows, subject=subject, layout=layout)
     os.chmod(path, 0o644)
     if mtime is not None:
         os.utime(path, (mtime, mtime))

@@ -1,12 +1,16 @@
 """Helpers for the i-Ready parser tests: a valid current-layout record with planted fake names, files
-written by the demo's vendor-format writer, the parser called the way the tests call it, and a check
-that none of the planted names leaks."""
+written by the demo's vendor-format writer, the parser called the way the tests call it, the vendor IDs
+mapped to Aeries StudentIDs through a roster made from them, and a check that none of the planted names
+leaks."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import polars as pl
+
+from aptool_assets.rules.student_ids import map_vendor_ids
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
 from aptool_demo.iready_files import write_diagnostic_csv
 
@@ -62,6 +66,19 @@ def write(tmp_path: Path, rows, name: str = "diagnostic_results_ela_CONFIDENTIAL
     path = tmp_path / name
     write_diagnostic_csv(path, rows, **kwargs)
     return path
+
+
+def roster_of(results: pl.DataFrame) -> pl.DataFrame:
+    """An ``aptool.students``-like roster in which each delivered Student ID, read as a number, is one
+    student's StudentID, StudentNumber and SSID (so "00123" belongs to student 123)."""
+    ids = results.get_column("vendor_student_id").cast(pl.Int64).unique().sort()
+    return pl.DataFrame({"student_id": ids, "student_number": ids, "state_student_id": ids.cast(pl.Utf8)})
+
+
+def mapped(results: pl.DataFrame, id_field: str = "student_id") -> pl.DataFrame:
+    """``results`` with ``student_id`` filled the way the pipeline does (``map_vendor_ids``), against
+    :func:`roster_of` the same results."""
+    return map_vendor_ids(results, roster_of(results), id_field)
 
 
 def assert_no_pii(*texts: str) -> None:

@@ -4,15 +4,17 @@ and the order and reasons it gives."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 import polars as pl
 
+from aptool_assets.rules.enrollment import ENROLLMENT_SCHEMA
 from aptool_assets.rules.ranking import intervention_ranking
 
 YEAR = 2025
 S1, S2 = 101, 202
 NOW = datetime(2025, 10, 1, 12, 0, tzinfo=UTC)
+AS_OF = date(2025, 10, 1)
 
 SUMMARY_SCHEMA = {
     "school_year": pl.Int32,
@@ -25,6 +27,7 @@ SUMMARY_SCHEMA = {
     "truancy_letter_level": pl.Int32,
     "days_enrolled": pl.Int32,
     "days_absent": pl.Int32,
+    "as_of_date": pl.Date,
     "first_name": pl.Utf8,
     "last_name": pl.Utf8,
 }
@@ -49,7 +52,7 @@ def tier_of(rate: float | None) -> str:
 
 
 def summary(rows: list[dict], year: int = YEAR) -> pl.DataFrame:
-    """rows: dicts with student_id and optional school/rate/tier/absent/enrolled/truancy/letter."""
+    """rows: dicts with student_id and optional school/rate/tier/absent/enrolled/truancy/letter/as_of."""
     data = []
     for r in rows:
         rate = r.get("rate")
@@ -66,6 +69,7 @@ def summary(rows: list[dict], year: int = YEAR) -> pl.DataFrame:
                 "truancy_letter_level": r.get("letter", 0),
                 "days_enrolled": enrolled,
                 "days_absent": r.get("absent", round((rate or 0) * enrolled)),
+                "as_of_date": r.get("as_of", AS_OF),
                 "first_name": "Zebulon",
                 "last_name": "Quixote",
             }
@@ -110,3 +114,25 @@ def order(ranking: pl.DataFrame, school: int = S1) -> list[int]:
 
 def reasons_of(ranking: pl.DataFrame) -> dict[int, str]:
     return dict(ranking.select("student_id", "reasons").iter_rows())
+
+
+def stints(rows: list[tuple]) -> pl.DataFrame:
+    """An enrollment frame; rows: (student_id, school_code, enter_date, leave_date or None)."""
+    return pl.DataFrame(rows, schema=ENROLLMENT_SCHEMA, orient="row")
+
+
+def reference_enrollment(rows: list[tuple], student_id: int, school: int, as_of: date) -> tuple[bool, date | None]:
+    """(is_enrolled, left_on) written plainly (contract §4.4): enrolled when a stint at that school
+    includes the as-of date (leave date inclusive, open while None); left_on, for a student not enrolled,
+    the latest leave date before the as-of date."""
+    mine = [(enter, leave) for sid, sc, enter, leave in rows if (sid, sc) == (student_id, school)]
+    enrolled = any(enter is not None and enter <= as_of and (leave is None or leave >= as_of) for enter, leave in mine)
+    left = [leave for _, leave in mine if leave is not None and leave < as_of]
+    return enrolled, (max(left) if left and not enrolled else None)
+
+
+def enrollment_prefix(enrolled: bool, left_on: date | None, as_of: date) -> str | None:
+    """How ``reasons`` must start for a student who is not enrolled; None for an enrolled one."""
+    if enrolled:
+        return None
+    return f"left on {left_on.isoformat()}; " if left_on else f"not enrolled on {as_of.isoformat()}; "

@@ -212,7 +212,7 @@ def test_roster_only_students_are_unknown_and_other_years_ignored():
             (3, "ela", 2023, date(2024, 3, 1), 500, "3 or More Grade Levels Below"),  # last year: ignored
         ]
     )
-    roster = pl.Series([3, 2, 2, None], dtype=pl.Int64)
+    roster = pl.Series([3, 2, 2, None, 1], dtype=pl.Int64)
     out = student_academic_risk(df, 2024, roster_student_ids=roster)
     assert out.select("student_id", "overall_risk").rows() == [(1, "MEDIUM"), (2, "UNKNOWN"), (3, "UNKNOWN")]
     unknown = out.filter(pl.col("student_id") == 2).row(0, named=True)
@@ -220,10 +220,19 @@ def test_roster_only_students_are_unknown_and_other_years_ignored():
     assert unknown["ela_relative_placement"] is None and unknown["math_completion_date"] is None
 
 
-def test_student_with_results_but_not_on_roster_is_kept():
-    df = _diag([(9, "math", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level")])
+def test_results_of_no_roster_student_get_no_risk_row():
+    """Contract v2: one row per roster student; results that map to no student (null or off the roster) are
+    counted by the iready_students_matched check, not given a risk row."""
+    df = _diag(
+        [
+            (9, "math", 2024, date(2024, 9, 1), 500, "Mid or Above Grade Level"),
+            (None, "ela", 2024, date(2024, 9, 1), 500, "3 or More Grade Levels Below"),
+        ]
+    )
     out = student_academic_risk(df, 2024, roster_student_ids=pl.Series([1], dtype=pl.Int64))
-    assert out.get_column("student_id").to_list() == [1, 9]
+    assert out.select("student_id", "overall_risk").rows() == [(1, "UNKNOWN")]
+    without_roster = student_academic_risk(df, 2024)
+    assert without_roster.get_column("student_id").to_list() == [9]
 
 
 def test_risk_output_schema_and_empty_input():

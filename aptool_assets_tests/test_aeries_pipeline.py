@@ -27,9 +27,10 @@ from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.aeries.sensors import aeries_student_changes_sensor
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import open_warehouse
-from aptool_assets.tables.aeries import ATTENDANCE_DAYS, STUDENTS
+from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, STUDENTS
 from aptool_assets.tables.metrics import STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
 from aptool_assets_tests.conftest import evaluate_sensor, with_default_resources
+from aptool_demo.codes import DISTRICT_ONLY_LETTER
 from aptool_demo.district import build_district
 from aptool_demo.simulator import build_sim_district, start_simulator
 
@@ -73,8 +74,8 @@ class AeriesEnv:
         )
 
     def full_sync(self) -> None:
-        assert self.run(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY).success
-        assert self.run(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR)).success
+        assert self.run(SCHOOLS_KEY, STUDENTS_KEY).success
+        assert self.run(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR)).success
         result = self.run(ATTENDANCE_DAYS_KEY, tags={RANGE_START: FIRST.isoformat(), RANGE_END: THROUGH.isoformat()})
         assert result.success, failed_checks(result)
         self.attendance_result = result
@@ -128,7 +129,7 @@ def test_full_sync_publishes_students_attendance_and_summary(env):
 
 
 def test_full_year_pull_costs_one_request_per_school_and_month(env):
-    assert env.run(SCHOOLS_KEY, ABSENCE_CODES_KEY).success
+    assert env.run(SCHOOLS_KEY).success and env.run(ABSENCE_CODES_KEY, partition_key=str(YEAR)).success
     env.sim.reset_stats()
     result = env.run(ATTENDANCE_DAYS_KEY, tags={RANGE_START: FIRST.isoformat(), RANGE_END: THROUGH.isoformat()})
     assert result.success
@@ -210,3 +211,40 @@ def test_change_feed_sensor_repulls_only_changed_students(env):
     row = students.filter((pl.col("student_id") == sid) & (pl.col("school_code") == sc))
     assert row.item(0, "school_leave_date") == dt.date(2026, 3, 12) and not row.item(0, "is_active")
     assert students.filter(pl.col("student_id") != sid).sort(STUDENTS.key).equals(untouched_before.sort(STUDENTS.key))
+
+
+def test_district_codes_and_withdrawn_students_through_the_pipeline(env):
+    """Contract v2 on the demo district: a suspension entered under a code only the district table (SchoolCode 0)
+    defines is an out-of-school suspension, not an unknown code and never truancy; the student who left the
+    district with many absences ranks after every student still at the school, with "left on <date>"."""
+    env.full_sync()
+    codes = env.warehouse.read_table(ABSENCE_CODES)
+    assert set(codes.get_column("school_year")) == {YEAR}
+    district_only = codes.filter(pl.col("school_code") == 0).join(
+        codes.filter(pl.col("school_code") != 0).select("code"), on="code", how="anti"
+    )
+    assert district_only.get_column("code").to_list() == [DISTRICT_ONLY_LETTER]
+    days = env.warehouse.read_table(ATTENDANCE_DAYS).filter(pl.col("all_day_code") == DISTRICT_ONLY_LETTER)
+    assert days.height > 0 and set(days.get_column("absence_category")) == {"suspension_out_of_school"}
+    checks = {e.check_name: e for e in env.attendance_result.get_asset_check_evaluations()}
+    assert checks["attendance_codes_known"].passed, checks["attendance_codes_known"].description
+    summary_checks = {e.check_name: e for e in env.summary_result.get_asset_check_evaluations()}
+    assert summary_checks["attendance_has_enrollment"].passed, summary_checks["attendance_has_enrollment"].description
+    suspended = days.get_column("student_id").unique().to_list()
+    summary = env.warehouse.read_table(STUDENT_ATTENDANCE_SUMMARY).filter(pl.col("student_id").is_in(suspended))
+    assert (summary.get_column("days_suspension_out_of_school") > 0).all()
+
+    assert env.run(ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, partition_key=str(YEAR)).success
+    ranking = env.warehouse.read_table(STUDENT_INTERVENTION_RANKING)
+    leavers = [r for r in env.sim.district.enrollment if r["LeaveDate"] and r.get("ExitReasonCode") == "T200"]
+    assert leavers, "the demo district must have a student who left the district"
+    for stint in leavers:
+        row = ranking.filter(
+            (pl.col("student_id") == stint["StudentID"]) & (pl.col("school_code") == stint["SchoolCode"])
+        ).row(0, named=True)
+        assert row["is_enrolled"] is False
+        assert row["reasons"].startswith(f"left on {stint['LeaveDate']:%Y-%m-%d}; ")
+        assert row["attendance_tier"] in ("moderate_chronic", "severe_chronic")
+        school = ranking.filter(pl.col("school_code") == stint["SchoolCode"])
+        enrolled = school.filter(pl.col("is_enrolled"))
+        assert enrolled.height and row["rank"] > enrolled.get_column("rank").max()

@@ -190,7 +190,10 @@ def test_same_letter_means_different_things_at_two_schools():
     assert (b["days_suspension_in_school"], b["days_absent"], b["truancy_count"]) == (4, 0, 0)
 
 
-def test_unknown_code_neither_crashes_nor_counts():
+def test_unknown_all_day_code_is_unknown_code_counted_as_unverified():
+    """Contract §4.1 (changed): an all-day code in no table is no longer a null category left out of the
+    counts; it is ``unknown_code``, a full-day absence counted as unverified, never truancy by itself. An
+    unknown period code still only names itself in ``unknown_code``: the day keeps its category."""
     codes = codes_frame(S1)
     att = attendance_frame(
         [
@@ -200,9 +203,10 @@ def test_unknown_code_neither_crashes_nor_counts():
         ]
     )
     out = categorize_attendance(att, codes)
-    assert out["absence_category"].to_list() == [None, "partial", "absent_unexcused"]
+    assert out["absence_category"].to_list() == ["unknown_code", "partial", "absent_unexcused"]
     assert out["unknown_code"].to_list() == ["Z", "Q", None]
     assert out["is_truancy_day"].to_list() == [False, False, True]
+    assert out["is_full_day_absence"].to_list() == [True, False, True]
 
     row = summarize(
         calendar=calendar_frame(S1, weekdays(10)),
@@ -210,13 +214,17 @@ def test_unknown_code_neither_crashes_nor_counts():
         attendance=att,
         codes=codes,
     )[(1, S1)]
-    assert (row["days_enrolled"], row["days_absent"], row["truancy_count"]) == (10, 1, 1)
+    assert (row["days_enrolled"], row["days_absent"], row["truancy_count"]) == (10, 2, 1)
+    assert (row["days_unverified"], row["days_unexcused"]) == (1, 1)
 
 
-def test_code_defined_only_at_another_school_is_unknown():
+def test_code_defined_only_at_another_school_is_unknown_code():
+    """Another school's table is never borrowed (only the district's, SchoolCode 0, is): the code is
+    ``unknown_code`` (contract §4.1, changed from a null category), a full-day absence without truancy."""
     codes = codes_frame(S2)  # S1 has no table at all
     out = categorize_attendance(attendance_frame([(1, S1, FIRST_DAY, "U", ["U"])]), codes)
-    assert out["absence_category"].to_list() == [None]
+    assert out["absence_category"].to_list() == ["unknown_code"]
+    assert out["is_full_day_absence"].to_list() == [True]
     assert out["is_truancy_day"].to_list() == [False]
     assert out["unknown_code"].to_list() == ["U"]
 

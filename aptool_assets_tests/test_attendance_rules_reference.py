@@ -1,5 +1,7 @@
 """Attendance rules (contract §4.1): the fast implementation against a slow reference written plainly
-below (one Python set entry per enrolled day) on a few hundred seeded random districts."""
+below (one Python set entry per enrolled day) on a few hundred seeded random districts: per-school code
+tables over a district-wide table (SchoolCode 0), per-school-year tables, codes in no table, suspension
+codes of every TypeCode, and students who left before the as-of date (also ranked, contract §4.4)."""
 
 from __future__ import annotations
 
@@ -17,11 +19,15 @@ from aptool_assets.rules.attendance import (
     student_attendance_summary,
 )
 from aptool_assets.rules.enrollment import CALENDAR_SCHEMA
+from aptool_assets.rules.ranking import intervention_ranking
 from aptool_assets_tests.attendance_helpers import YEAR, attendance_frame, enrollment_frame
+from aptool_assets_tests.ranking_helpers import NOW, enrollment_prefix, reference_enrollment, risks
 
 # --- property: fast == slow reference on random districts ------------------------------------
 
-FULL_DAY = {"absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school"}
+DISTRICT = 0  # Aeries' district pseudo-school: its table holds the district-wide definitions
+FULL_DAY = {"absent_unverified", "absent_excused", "absent_unexcused", "suspension_out_of_school", "unknown_code"}
+TIER_RANK = {"severe_chronic": 0, "moderate_chronic": 1, "at_risk": 2, "satisfactory": 3}
 TYPE_CATEGORY = {
     1: "absent_unverified",
     2: "absent_excused",
@@ -39,16 +45,34 @@ def _clean(code):
     return code or None
 
 
-def reference_day(school, all_day, periods, codes):
-    """(category, is_truancy_day) of one attendance row (periods: list of codes), per contract §4.1."""
+def school_year_of(day):
+    """July–June: 2025-07-01 .. 2026-06-30 is school year 2025."""
+    return day.year if day.month >= 7 else day.year - 1
+
+
+def lookup(codes, school, day, code, by_year):
+    """The code's definition (type_code, ada, suspension, partial_truant, tne) with None flags read as
+    False: the school's own table, else the district's, each of the date's school year when the tables
+    are kept per year; None when neither table has it."""
+    year = school_year_of(day) if by_year else None
+    for table in (school, DISTRICT):
+        if (year, table, code) in codes:
+            type_code, *flags = codes[(year, table, code)]
+            return (type_code, *(bool(f) for f in flags))
+    return None
+
+
+def reference_day(school, day, all_day, periods, codes, by_year):
+    """(category, is_truancy_day, unknown_code) of one attendance row (periods: list of codes), per §4.1."""
     code = _clean(all_day)
     period_codes = [c for c in map(_clean, periods or []) if c]
+    found = lookup(codes, school, day, code, by_year) if code else None
     if code is None:
         category = "partial" if period_codes else None
-    elif (school, code) not in codes:
-        category = None
+    elif found is None:
+        category = "unknown_code"  # counted as an unverified absence, never dropped
     else:
-        type_code, ada, suspension, partial_truant, tne = codes[(school, code)]
+        type_code, ada, suspension, _, tne = found
         if tne:
             category = "not_enrolled"
         elif suspension:
@@ -56,17 +80,17 @@ def reference_day(school, all_day, periods, codes):
         else:
             category = TYPE_CATEGORY.get(type_code)
     truant = False
-    if code is not None and (school, code) in codes:
-        type_code, _, _, partial_truant, _ = codes[(school, code)]
-        truant = type_code == 3 or partial_truant
-    for c in period_codes:
-        if (school, c) in codes:
-            type_code, _, _, partial_truant, _ = codes[(school, c)]
-            truant = truant or type_code == 3 or partial_truant
-    return category, truant and category != "not_enrolled"
+    for c in ([code] if found else []) + period_codes:
+        definition = lookup(codes, school, day, c, by_year)
+        if definition is not None:
+            type_code, _, suspension, partial_truant, _ = definition
+            truant = truant or (not suspension and (type_code == 3 or partial_truant))  # a suspension never
+    unknown_periods = [c for c in period_codes if lookup(codes, school, day, c, by_year) is None]
+    unknown = code if code and found is None else min(unknown_periods, default=None)
+    return category, truant and category != "not_enrolled", unknown
 
 
-def reference_summary(calendar, enrollment, attendance, codes, school_year, as_of):
+def reference_summary(calendar, enrollment, attendance, codes, by_year, school_year, as_of):
     """Explode every enrolled day into a set, then count: slow and obviously right."""
     year_start, year_end = date(school_year, 7, 1), date(school_year + 1, 6, 30)
     as_of = min(as_of, year_end)
@@ -83,16 +107,16 @@ def reference_summary(calendar, enrollment, attendance, codes, school_year, as_o
             day += timedelta(days=1)
     coded = {}
     for sid, sc, d, all_day, periods in attendance:  # the last row for a day wins
-        coded[(sid, sc, d)] = reference_day(sc, all_day, periods, codes)
+        coded[(sid, sc, d)] = reference_day(sc, d, all_day, periods, codes, by_year)
     out = {}
     for sid, sc in roster:
         days = {d for d in enrolled[(sid, sc)] if coded.get((sid, sc, d), (None,))[0] != "not_enrolled"}
         cats = [coded[(sid, sc, d)] for d in days if (sid, sc, d) in coded]
 
-        def n(category, cats=cats):
-            return sum(1 for c, _ in cats if c == category)
+        def n(*categories, cats=cats):
+            return sum(1 for c, _, _ in cats if c in categories)
 
-        absent = sum(1 for c, _ in cats if c in FULL_DAY)
+        absent = n(*FULL_DAY)
         rate = absent / len(days) if days else None
         tier = (
             "satisfactory"
@@ -103,7 +127,7 @@ def reference_summary(calendar, enrollment, attendance, codes, school_year, as_o
             if rate < 0.20
             else "severe_chronic"
         )
-        truancy = sum(1 for _, t in cats if t)
+        truancy = sum(1 for _, t, _ in cats if t)
         out[(sid, sc)] = {
             "school_year": school_year,
             "student_id": sid,
@@ -113,7 +137,7 @@ def reference_summary(calendar, enrollment, attendance, codes, school_year, as_o
             "days_absent": absent,
             "days_excused": n("absent_excused"),
             "days_unexcused": n("absent_unexcused"),
-            "days_unverified": n("absent_unverified"),
+            "days_unverified": n("absent_unverified", "unknown_code"),
             "days_suspension_out_of_school": n("suspension_out_of_school"),
             "days_suspension_in_school": n("suspension_in_school"),
             "absence_rate": rate,
@@ -125,8 +149,15 @@ def reference_summary(calendar, enrollment, attendance, codes, school_year, as_o
     return out
 
 
+SCHOOL_LETTERS = "ABCDEFGH"
+DISTRICT_LETTERS = "ABCJKLM"  # A-C also at the schools (the school's row wins), J-M only the district's
+UNKNOWN_LETTERS = "ZY"  # in no table
+SUSPENSION_CODES = [("I" if ada else "O") + str(tc) for tc in range(1, 10) for ada in (False, True)]
+
+
 def random_district(rng: random.Random):
-    """A tiny district that hits the edges: year boundaries, holidays, overlaps, unknown codes."""
+    """A tiny district that hits the edges: year boundaries, holidays, overlaps, codes only the district
+    defines or no table defines, suspension codes of every TypeCode, per-year tables, students who left."""
     schools = rng.sample([11, 22, 33], rng.randint(1, 3))
     window = (date(2025, 6, 10), date(2026, 7, 20))
     span = (window[1] - window[0]).days
@@ -137,20 +168,36 @@ def random_district(rng: random.Random):
     pool = sorted({any_day() for _ in range(rng.choice([30, 60, 150]))} | {date(2025, 7, 1), date(2026, 6, 30)})
     holiday_codes = ["", "", "", "", "%", "#", "@", "+", "$", None, " "]
     calendar = [(sc, d, rng.choice(holiday_codes)) for sc in schools for d in pool if rng.random() < 0.85]
+    as_of = rng.choice([*pool, date(2026, 9, 1), date(2025, 6, 20)])
 
-    letters = "ABCDEFGH"
+    def flag(p):
+        return None if rng.random() < 0.05 else rng.random() < p  # a null flag reads as False
+
+    def definition():
+        type_code = rng.choice([1, 2, 3, 3, 4, 5, 6, 7, 8, 9, None])
+        return (type_code, flag(0.5), flag(0.15), flag(0.2), flag(0.1))
+
+    # One table for every date (None), or tables per school year: the window spans 2024, 2025 and 2026.
+    by_year = rng.random() < 0.4
+    years = rng.choice([[2025], [2024, 2025], [2024, 2025, 2026], [2025, 2026]]) if by_year else [None]
     codes = {}
-    for sc in schools:
-        for letter in letters:
+    for year in years:
+        for sc in schools:
+            for letter in SCHOOL_LETTERS:
+                if rng.random() < 0.8:
+                    codes[(year, sc, letter)] = definition()
+        for letter in DISTRICT_LETTERS:
             if rng.random() < 0.8:
-                codes[(sc, letter)] = (
-                    rng.choice([1, 2, 3, 3, 4, 5, 6, 7, 8, 9]),
-                    rng.random() < 0.5,
-                    rng.random() < 0.15,
-                    rng.random() < 0.2,
-                    rng.random() < 0.1,
-                )
-    code_rows = [(sc, c, *v) for (sc, c), v in codes.items()]
+                codes[(year, DISTRICT, letter)] = definition()
+        for code in SUSPENSION_CODES:  # suspension codes of every TypeCode, in school (I) and out (O)
+            ada, type_code = code[0] == "I", int(code[1])
+            tables = {"district": [DISTRICT], "schools": schools, "both": [DISTRICT, *schools]}[
+                rng.choice(["district", "schools", "both"])
+            ]
+            for table in tables:
+                if rng.random() < 0.8:
+                    codes[(year, table, code)] = (type_code, ada, True, flag(0.3), flag(0.05))
+    code_rows = [(sc, c, *v, *([year] if by_year else [])) for (year, sc, c), v in codes.items()]
 
     def near_pool_day():
         d = rng.choice(pool)
@@ -161,8 +208,13 @@ def random_district(rng: random.Random):
     for sid in students:
         for _ in range(rng.choice([1, 1, 1, 2, 2, 3])):
             sc = rng.choice(schools)
-            enter = near_pool_day()
-            leave = None if rng.random() < 0.4 else near_pool_day()
+            kind = rng.random()
+            if kind < 0.3:  # left before the as-of date (or on it)
+                leave = as_of - timedelta(days=rng.choice([0, 1, 1, 2, 7, 30, 90]))
+                enter = leave - timedelta(days=rng.randint(0, 150))
+            else:
+                enter = near_pool_day()
+                leave = None if kind < 0.6 else near_pool_day()
             enrollment.append((sid, sc, enter, leave))
 
     def inside_a_stint(sid):
@@ -175,31 +227,46 @@ def random_district(rng: random.Random):
                 return sc, rng.choice(days)
         return rng.choice(schools + [44]), near_pool_day()
 
+    letters = [*SCHOOL_LETTERS, *SCHOOL_LETTERS, *DISTRICT_LETTERS, *UNKNOWN_LETTERS, *SUSPENSION_CODES]
     attendance = []
     for sid in students + [99]:  # 99 has codes but no enrollment
         for _ in range(rng.randint(0, len(pool) // 3 + 10)):
             sc, day = inside_a_stint(sid)
-            all_day = rng.choice([None, "", " ", "Z", *letters, *letters, *letters])
-            periods = rng.choice([None, [], [rng.choice(["", "Z", *letters]) for _ in range(rng.randint(1, 4))]])
+            all_day = rng.choice([None, "", " ", *letters])
+            periods = rng.choice([None, [], [rng.choice(["", *letters]) for _ in range(rng.randint(1, 4))]])
             if all_day is None and not periods and rng.random() < 0.7:
                 periods = [rng.choice(letters)]
             attendance.append((sid, sc, day, all_day, periods))
-    as_of = rng.choice([*pool, date(2026, 9, 1), date(2025, 6, 20)])
-    return calendar, enrollment, attendance, codes, code_rows, as_of
+    return calendar, enrollment, attendance, codes, code_rows, by_year, as_of
+
+
+def reference_order(expected: dict, enrollment: list[tuple]) -> dict[int, list[int]]:
+    """Per school, the contract order (§4.4) by a plain sort: enrolled on the as-of date first, then tier,
+    then risk (all UNKNOWN here), then rate (higher first, null last), then student_id."""
+    by_school = defaultdict(list)
+    for (sid, sc), row in expected.items():
+        enrolled, _ = reference_enrollment(enrollment, sid, sc, row["as_of_date"])
+        rate = row["absence_rate"]
+        by_school[sc].append((not enrolled, TIER_RANK[row["attendance_tier"]], rate is None, -(rate or 0.0), sid))
+    return {sc: [key[-1] for key in sorted(keys)] for sc, keys in by_school.items()}
 
 
 @pytest.mark.parametrize("seed", range(4))
 def test_fast_summary_equals_reference_on_random_districts(seed):
     rng = random.Random(seed)
     for _ in range(75):  # 4 x 75 = 300 districts
-        calendar, enrollment, attendance, codes, code_rows, as_of = random_district(rng)
+        calendar, enrollment, attendance, codes, code_rows, by_year, as_of = random_district(rng)
         att = attendance_frame(attendance)
-        code_frame = pl.DataFrame(code_rows, schema=ABSENCE_CODES_SCHEMA, orient="row")
+        schema = ABSENCE_CODES_SCHEMA | ({"school_year": pl.Int32} if by_year else {})
+        code_frame = pl.DataFrame(code_rows, schema=schema, orient="row")
 
         categorized = categorize_attendance(att, code_frame)
-        expected_days = [reference_day(sc, a, p, codes) for _, sc, _, a, p in attendance]
-        assert list(zip(categorized["absence_category"], categorized["is_truancy_day"], strict=True)) == expected_days
-        assert categorized["is_full_day_absence"].to_list() == [c in FULL_DAY for c, _ in expected_days]
+        expected_days = [reference_day(sc, d, a, p, codes, by_year) for _, sc, d, a, p in attendance]
+        got_days = zip(
+            categorized["absence_category"], categorized["is_truancy_day"], categorized["unknown_code"], strict=True
+        )
+        assert list(got_days) == expected_days
+        assert categorized["is_full_day_absence"].to_list() == [c in FULL_DAY for c, _, _ in expected_days]
 
         fast = student_attendance_summary(
             calendar=pl.DataFrame(calendar, schema=CALENDAR_SCHEMA, orient="row"),
@@ -212,5 +279,23 @@ def test_fast_summary_equals_reference_on_random_districts(seed):
         assert fast.schema == pl.Schema(SUMMARY_SCHEMA)
         got = {(r["student_id"], r["school_code"]): r for r in fast.iter_rows(named=True)}
         assert fast.height == len(got)
-        expected = reference_summary(calendar, enrollment, attendance, codes, YEAR, as_of)
+        expected = reference_summary(calendar, enrollment, attendance, codes, by_year, YEAR, as_of)
         assert got == expected
+
+        # The same summary ranked with the same stints: who left ranks last, with "left on ..." first.
+        ranking = intervention_ranking(
+            fast, risks([]), school_year=YEAR, enrollment=enrollment_frame(enrollment), computed_at=NOW
+        )
+        orders = ranking.group_by("school_code").agg(pl.col("student_id").sort_by("rank"))
+        assert dict(orders.iter_rows()) == reference_order(expected, enrollment)
+        for row in ranking.iter_rows(named=True):
+            summary_row = expected[(row["student_id"], row["school_code"])]
+            enrolled, left_on = reference_enrollment(
+                enrollment, row["student_id"], row["school_code"], summary_row["as_of_date"]
+            )
+            assert (row["is_enrolled"], row["days_enrolled"]) == (enrolled, summary_row["days_enrolled"])
+            prefix = enrollment_prefix(enrolled, left_on, summary_row["as_of_date"])
+            if prefix is None:
+                assert "left on" not in row["reasons"] and "not enrolled" not in row["reasons"]
+            else:
+                assert row["reasons"].startswith(prefix)

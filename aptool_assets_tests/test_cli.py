@@ -108,7 +108,7 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     assert "[ok] attendance summary" in proc.stdout
     # Per table rows of a multi-asset step, and the step's time.
     assert re.search(
-        r"\[ok\] schools, absence codes, students: schools \d+, absence_codes \d+, students \d+ rows, "
+        r"\[ok\] schools, students: schools \d+, students \d+ rows, "
         r"\d+ requests \(\d+\.\d s\)",
         proc.stdout,
     ), proc.stdout
@@ -118,8 +118,8 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
 
     table = summary_rows(proc.stdout)
     assert list(table) == [
-        "schools, absence codes, students",
-        "calendar, enrollment, Aeries totals",
+        "schools, students",
+        "absence codes, calendar, enrollment, Aeries totals",
         "attendance 2025-07-01..2025-10-17",
         "attendance summary",
         "academic risk",
@@ -139,15 +139,12 @@ def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aerie
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "401" in lines[0], proc.stderr
-    assert (
-        lines[0].startswith("aptool: error: schools, absence codes, students: ")
-        and "Fix: check AERIES_CERT" in lines[0]
-    )
+    assert lines[0].startswith("aptool: error: schools, students: ") and "Fix: check AERIES_CERT" in lines[0]
     assert wrong not in proc.stdout + proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     # The table says what ran, what failed and what was left alone.
     table = summary_rows(proc.stdout)
-    assert table["schools, absence codes, students"][0] == "FAILED"
+    assert table["schools, students"][0] == "FAILED"
     assert [table[k][0] for k in ("attendance summary", "academic risk", "intervention ranking")] == ["skipped"] * 3
     assert table["total"][0] == "FAILED"
 
@@ -201,18 +198,32 @@ def test_failure_fixes_and_summary_table():
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_with_no_configuration(tmp_path):
+@pytest.mark.parametrize("id_field", ["student_id", "student_number"])
+def test_demo_runs_end_to_end_with_no_configuration(tmp_path, id_field):
+    """The demo as is, and a second district that rosters i-Ready by StudentNumber (APTOOL_IREADY_ID_FIELD)."""
     home = tmp_path / "demo"
-    proc = run(["demo", "--home", str(home), "--year", "2026"], tmp_path, clean_env())
+    args = ["demo", "--home", str(home), "--year", "2026", "--iready-id-field", id_field]
+    proc = run(args, tmp_path, clean_env())
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "academic risk 2026:" in proc.stdout
+    assert f"keyed by {id_field}" in proc.stdout
     wh = open_warehouse(f"duckdb:///{home / 'warehouse.duckdb'}")
     loaded = wh.query("SELECT count(*) AS n FROM aptool.iready_diagnostic_results").item()
+    mapped = wh.query("SELECT count(student_id) AS n FROM aptool.iready_diagnostic_results").item()
     rejected = wh.query("SELECT count(*) AS n FROM aptool.iready_rejected_rows").item()
+    cells = wh.query("SELECT count(*) AS n FROM aptool.iready_cell_problems").item()
     risk = wh.query("SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026").item()
+    with_results = wh.query(
+        "SELECT count(*) AS n FROM aptool.student_academic_risk WHERE school_year = 2026 AND overall_risk <> 'UNKNOWN'"
+    ).item()
     attendance = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
     summary = wh.query("SELECT count(*) AS n FROM aptool.student_attendance_summary WHERE school_year = 2026").item()
     assert loaded > 0 and rejected == 4 and risk > 0 and attendance > 0 and summary > 0
+    # Every row maps to its Aeries student whichever ID the files carry; the repeated diagnostic with a
+    # Percentile of 0 in each current-year file is one row with that cell reported.
+    assert mapped == loaded and with_results > 0 and cells == 2
+    unknown = wh.query("SELECT count(*) AS n FROM aptool.attendance_days WHERE absence_category = 'unknown_code'")
+    assert unknown.item() == 0  # the district-only code is found in the district table
     # No student names reach the terminal: the demo's synthetic names are the canary.
     from aptool_demo.district import FIRST_NAMES, LAST_NAMES
 

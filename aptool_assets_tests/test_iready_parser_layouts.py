@@ -23,7 +23,7 @@ from aptool_assets.sources.iready.schemas import (
     validate_results,
 )
 from aptool_assets.tables.iready import COLUMN_NAMES, PUBLISHED_COLUMNS
-from aptool_assets_tests.iready_parser_helpers import parse, record, write
+from aptool_assets_tests.iready_parser_helpers import mapped, parse, record, write
 from aptool_demo.diagnostics import synthetic_diagnostics
 from aptool_demo.iready_files import LAYOUTS, layout_headers
 
@@ -53,9 +53,9 @@ def fixture(name: str) -> Path:
     return FIXTURES / name
 
 
-def row_of(parsed: ParsedDiagnostics, student_id: int, completion: date) -> dict:
+def row_of(parsed: ParsedDiagnostics, vendor_student_id: str, completion: date) -> dict:
     rows = parsed.results.filter(
-        (pl.col("student_id") == student_id) & (pl.col("completion_date") == completion)
+        (pl.col("vendor_student_id") == vendor_student_id) & (pl.col("completion_date") == completion)
     ).to_dicts()
     assert len(rows) == 1, rows
     return rows[0]
@@ -79,6 +79,10 @@ def test_every_fixture_parses_cleanly(name):
     assert validate_results(parsed.results) == []
     assert parsed.results.get_column("subject").unique().to_list() == [subject]
     assert peek_academic_years(fixture(name)) == {year}
+    # The parser leaves the Aeries StudentID to the mapping; every delivered ID is kept as digits.
+    assert parsed.results.get_column("student_id").null_count() == n_rows
+    assert parsed.results.get_column("vendor_student_id").str.contains(r"^[0-9]+$").all()
+    assert mapped(parsed.results).get_column("student_id").null_count() == 0
 
 
 @needs_fixtures
@@ -92,7 +96,7 @@ def test_writer_reproduces_fixture_headers(name):
 @needs_fixtures
 def test_fixture_2018_19_oldest_ela_layout():
     parsed = parse(fixture(FX_2018_ELA), "ela")
-    row = row_of(parsed, 10179, date(2018, 9, 25))
+    row = row_of(parsed, "10179", date(2018, 9, 25))
     assert row["academic_year"] == 2018
     assert row["student_grade"] == 10
     assert row["overall_scale_score"] == 361
@@ -118,24 +122,24 @@ def test_fixture_2018_19_oldest_ela_layout():
 @needs_fixtures
 def test_fixture_2020_21_math_with_optional_columns():
     parsed = parse(fixture(FX_2020_MATH), "math")
-    first = row_of(parsed, 13029, date(2020, 12, 17))
+    first = row_of(parsed, "13029", date(2020, 12, 17))
     assert first["rush_flag"] == "Yellow Rush Flag"
     assert first["start_date"] == date(2020, 11, 30)
     assert first["assessment_window"] == "MOY"
     assert first["quantile_measure"] == "145Q"
     assert first["number_and_operations_relative_placement"] == "1 Grade Level Below"
     assert first["geometry_scale_score"] == 362
-    spring = row_of(parsed, 13029, date(2021, 3, 23))  # zero-padded 03/23/2021
+    spring = row_of(parsed, "13029", date(2021, 3, 23))  # zero-padded 03/23/2021
     assert spring["quantile_measure"] == "EM390Q"
     assert spring["overall_relative_placement"] == "3 or More Grade Levels Below"
     assert spring["is_most_recent"] is True and spring["assessment_window"] == "EOY"
-    assert parsed.results.filter(pl.col("student_id") == 13031).height == 3
+    assert parsed.results.filter(pl.col("vendor_student_id") == "13031").height == 3
 
 
 @needs_fixtures
 def test_fixture_2021_22_ela_tested_out_domains():
     parsed = parse(fixture(FX_2021_ELA), "ela")
-    row = row_of(parsed, 13033, date(2021, 8, 24))
+    row = row_of(parsed, "13033", date(2021, 8, 24))
     assert row["rush_flag"] == "Red Rush Flag"
     assert row["lexile_measure"] == "670L"
     for domain in ("phonological_awareness", "phonics", "high_frequency_words"):
@@ -143,7 +147,7 @@ def test_fixture_2021_22_ela_tested_out_domains():
         assert row[f"{domain}_placement"] == "Tested Out"
         assert row[f"{domain}_relative_placement"] == "Mid or Above Grade Level"
     assert row["comprehension_literature_relative_placement"] == "3 or More Grade Levels Below"
-    early = row_of(parsed, 13034, date(2021, 8, 17))
+    early = row_of(parsed, "13034", date(2021, 8, 17))
     assert early["overall_placement"] == "Early 7"
     assert early["comprehension_informational_text_relative_placement"] == "Mid or Above Grade Level"
 
@@ -151,7 +155,7 @@ def test_fixture_2021_22_ela_tested_out_domains():
 @needs_fixtures
 def test_fixture_2022_23_math_transition_headers():
     parsed = parse(fixture(FX_2022_MATH), "math")
-    row = row_of(parsed, 13976, date(2022, 8, 23))
+    row = row_of(parsed, "13976", date(2022, 8, 23))
     assert row["student_grade"] == 1
     assert row["overall_relative_placement"] == "Early On Grade Level"
     assert row["is_baseline"] is True and row["is_most_recent"] is True
@@ -165,7 +169,7 @@ def test_fixture_2022_23_math_transition_headers():
 def test_fixture_2024_25_ela_current_layout():
     # The folder says 2023-2024 but the content is Academic Year 2024-2025.
     parsed = parse(fixture(FX_2024_ELA), "ela", expected_academic_year=2024)
-    first = row_of(parsed, 11455, date(2024, 8, 6))  # unpadded 8/6/2024
+    first = row_of(parsed, "11455", date(2024, 8, 6))  # unpadded 8/6/2024
     assert first["student_grade"] == 0  # 'K'
     assert first["academic_year"] == 2024
     assert first["overall_scale_score"] == 594 and first["overall_placement"] == "Grade 7"
@@ -176,20 +180,20 @@ def test_fixture_2024_25_ela_current_layout():
     assert first["comprehension_overall_scale_score"] == 584
     assert first["comprehension_informational_text_placement"] == "Grade 4"
     assert first["annual_typical_growth_measure"] is None
-    later = row_of(parsed, 11455, date(2024, 12, 12))
+    later = row_of(parsed, "11455", date(2024, 12, 12))
     assert later["percentile"] is None and later["diagnostic_gain"] == 45
     assert later["assessment_window"] == "MOY" and later["is_most_recent"] is True
-    winter = row_of(parsed, 11402, date(2025, 1, 22))
+    winter = row_of(parsed, "11402", date(2025, 1, 22))
     assert winter["phonics_scale_score"] == 532 and winter["phonics_placement"] == "Grade 3"
 
 
 @needs_fixtures
 def test_fixture_2024_25_math_current_layout():
     parsed = parse(fixture(FX_2024_MATH), "math")
-    row = row_of(parsed, 11455, date(2024, 12, 9))
+    row = row_of(parsed, "11455", date(2024, 12, 9))
     assert row["quantile_measure"] == "EM85Q"
     assert row["lexile_measure"] is None
-    late = row_of(parsed, 11402, date(2024, 12, 10))
+    late = row_of(parsed, "11402", date(2024, 12, 10))
     assert late["number_and_operations_scale_score"] is None
     assert late["number_and_operations_placement"] == "Surpassed Level"
     assert late["overall_relative_placement"] == "Early On Grade Level"
@@ -256,7 +260,7 @@ HEADER_VARIANTS = {
     "High-Frequency Words Relative Placement": "high_frequency_words_relative_placement",
     "Proficiency if Student Shows No Additional Growth": "proficiency_no_additional_growth",
     "Reading Difficulty Indicator (Y/N)": "reading_difficulty_indicator",
-    "  student id ": "student_id",
+    "  student id ": "vendor_student_id",
     "OVERALL RELATIVE PLACEMENT": "overall_relative_placement",
     "\ufeffLast Name": "last_name",
 }
@@ -312,12 +316,19 @@ def test_generated_layout_round_trips(tmp_path, layout, subject):
     assert validate_results(parsed.results) == []
 
     carried = {HEADER_ALIASES[header_key(h)] for h in layout_headers(layout, subject)}
-    expected = source.select(
-        (pl.col(c) if c in carried and c in source.columns else pl.lit(None)).cast(PUBLISHED_COLUMNS[c]).alias(c)
+    delivered = source.rename({"student_id": "vendor_student_id"})  # the file's "Student ID"
+    expected = delivered.select(
+        (pl.col(c) if c in carried and c in delivered.columns else pl.lit(None)).cast(PUBLISHED_COLUMNS[c]).alias(c)
         for c in CELL_COLUMNS
     )
     got = parsed.results.select(CELL_COLUMNS)
-    assert got.sort("student_id", "completion_date").equals(expected.sort("student_id", "completion_date"))
+    order = ("vendor_student_id", "completion_date")
+    assert got.sort(*order).equals(expected.sort(*order))
+    # Mapped through a roster of the delivered IDs, each row finds its student again.
+    by_student = ("student_id", "completion_date")
+    assert mapped(parsed.results).select(by_student).sort(by_student).rows() == (
+        source.select(by_student).sort(by_student).rows()
+    )
 
 
 def test_fy27_layout_renames(tmp_path):
@@ -354,4 +365,4 @@ def test_old_and_new_header_in_one_file_are_coalesced(tmp_path):
     path.write_text("\n".join(lines) + "\n")
     parsed = parse(path)
     assert parsed.unknown_columns == []
-    assert parsed.results.sort("student_id").get_column("diagnostic_gain").to_list() == [12, 9]
+    assert parsed.results.sort("vendor_student_id").get_column("diagnostic_gain").to_list() == [12, 9]

@@ -1,5 +1,6 @@
-"""i-Ready Diagnostic Results parser on bad input: rows rejected with their reasons, files that fail
-as a whole, stale and mixed academic years, and duplicate rows (collapsed or rejected as conflicts)."""
+"""i-Ready Diagnostic Results parser on bad input: rows rejected with their reasons, secondary cells published
+as null with a cell problem, files that fail as a whole, stale and mixed academic years, and duplicate rows
+(collapsed or rejected as conflicts)."""
 
 from __future__ import annotations
 
@@ -44,8 +45,9 @@ def test_bad_rows_are_rejected_exactly_with_reasons(tmp_path):
         "invalid_relative_placement": 1,
         "invalid_date": 1,
     }
-    good_ids = [r["student_id"] for i, r in enumerate(rows) if i not in (1, 3, 5, 7)]
-    assert sorted(parsed.results.get_column("student_id").to_list()) == good_ids
+    good_ids = [str(r["student_id"]) for i, r in enumerate(rows) if i not in (1, 3, 5, 7)]
+    assert sorted(parsed.results.get_column("vendor_student_id").to_list()) == good_ids
+    assert parsed.cell_problems.is_empty()
     assert parsed.total_rows == 10
     assert parsed.total_rows == parsed.results.height + parsed.rejected.height + parsed.duplicate_rows_collapsed
     assert parsed.rejected.schema == pl.Schema(
@@ -59,7 +61,7 @@ def test_bad_rows_are_rejected_exactly_with_reasons(tmp_path):
     )
     assert set(parsed.rejected.get_column("source_file")) == {path.name}
     raw = json.loads(parsed.rejected.item(1, "raw_record"))
-    assert raw["overall_scale_score"] == "950" and raw["student_id"] == "1104"
+    assert raw["overall_scale_score"] == "950" and raw["vendor_student_id"] == "1104"
     assert set(raw) == set(CELL_COLUMNS)
     assert_no_pii(parsed.rejected.write_csv())
 
@@ -67,37 +69,58 @@ def test_bad_rows_are_rejected_exactly_with_reasons(tmp_path):
 @pytest.mark.parametrize(
     "overrides, reason",
     [
-        ({"student_id": ""}, "missing_value: student_id"),
+        ({"student_id": ""}, "missing_value: vendor_student_id"),
         ({"student_id": "-5"}, "non_numeric_student_id"),
         ({"academic_year": "2024"}, "invalid_academic_year"),
         ({"academic_year": "2024-2026"}, "invalid_academic_year"),
         ({"completion_date": ""}, "missing_value: completion_date"),
         ({"completion_date": "8/5/24"}, "invalid_date: completion_date"),
         ({"completion_date": "2/30/2025"}, "invalid_date: completion_date"),
-        ({"start_date": "soon"}, "invalid_date: start_date"),
         ({"overall_scale_score": ""}, "missing_value: overall_scale_score"),
         ({"overall_scale_score": "abc"}, "invalid_integer: overall_scale_score"),
         ({"overall_scale_score": "99"}, "scale_score_out_of_range: overall_scale_score=99"),
         ({"overall_relative_placement": ""}, "missing_value: overall_relative_placement"),
         ({"overall_relative_placement": "Not Assessed"}, "invalid_relative_placement: overall_relative_placement"),
-        ({"student_grade": "13"}, "invalid_grade: student_grade"),
-        ({"student_grade": "TK"}, "invalid_grade: student_grade"),
-        ({"is_baseline": "maybe"}, "invalid_flag: is_baseline"),
-        ({"percentile": "0"}, "percentile_out_of_range: percentile=0"),
-        ({"percentile": "100"}, "percentile_out_of_range: percentile=100"),
-        ({"percentile": "12.5"}, "invalid_integer: percentile"),
-        ({"duration_min": "-3"}, "invalid_duration: duration_min=-3"),
-        ({"diagnostic_gain": "lots"}, "invalid_integer: diagnostic_gain"),
-        ({"vocabulary_scale_score": "850"}, "scale_score_out_of_range: vocabulary_scale_score=850"),
-        ({"vocabulary_relative_placement": "Below"}, "invalid_relative_placement: vocabulary_relative_placement"),
     ],
 )
-def test_each_rule_rejects_with_its_reason(tmp_path, overrides, reason):
+def test_each_row_rule_rejects_with_its_reason(tmp_path, overrides, reason):
+    """The key, the overall scale score and the overall relative placement: unusable → the row is set aside."""
     rows = [record(student_id=2001), record(**{"student_id": 2002, **overrides})]
     parsed = parse(write(tmp_path, rows), expected_academic_year=2024 if "academic_year" not in overrides else None)
     assert parsed.rejected.select("line_number", "reason").rows() == [(3, reason)]
-    assert parsed.results.get_column("student_id").to_list() == [2001]
+    assert parsed.results.get_column("vendor_student_id").to_list() == ["2001"]
+    assert parsed.cell_problems.is_empty()
     assert_no_pii(parsed.rejected.write_csv())
+
+
+@pytest.mark.parametrize(
+    "overrides, column, reason",
+    [
+        ({"start_date": "soon"}, "start_date", "invalid_date"),
+        ({"student_grade": "13"}, "student_grade", "invalid_grade"),
+        ({"is_baseline": "maybe"}, "is_baseline", "invalid_flag"),
+        ({"percentile": "0"}, "percentile", "percentile_out_of_range"),
+        ({"percentile": "100"}, "percentile", "percentile_out_of_range"),
+        ({"percentile": "12.5"}, "percentile", "invalid_integer"),
+        ({"duration_min": "-3"}, "duration_min", "invalid_duration"),
+        ({"diagnostic_gain": "lots"}, "diagnostic_gain", "invalid_integer"),
+        ({"vocabulary_scale_score": "850"}, "vocabulary_scale_score", "scale_score_out_of_range"),
+        ({"vocabulary_relative_placement": "Below"}, "vocabulary_relative_placement", "invalid_relative_placement"),
+    ],
+)
+def test_each_cell_rule_nulls_the_cell_and_records_a_problem(tmp_path, overrides, column, reason):
+    """Contract change: a bad secondary cell no longer costs the row; it is published as null and recorded
+    (line, column, reason code; never the value). TK, rejected before, is grade -1 (see test_grades)."""
+    rows = [record(student_id=2001), record(**{"student_id": 2002, **overrides})]
+    parsed = parse(write(tmp_path, rows), expected_academic_year=2024)
+    assert parsed.rejected.is_empty()
+    results = parsed.results.sort("vendor_student_id")
+    assert results.get_column("vendor_student_id").to_list() == ["2001", "2002"]
+    assert results.item(1, column) is None
+    assert results.item(0, column) is not None  # the good row keeps its cell
+    assert parsed.cell_problems.rows() == [(parsed.results.item(0, "source_file"), 3, column, reason)]
+    assert parsed.cell_problems.columns == ["source_file", "line_number", "column_name", "reason"]  # no value
+    assert_no_pii(parsed.cell_problems.write_csv())
 
 
 @pytest.mark.parametrize("as_bytes", [False, True])
@@ -112,7 +135,7 @@ def test_reasons_on_a_larger_multi_chunk_file(tmp_path, as_bytes):
         ("Student ID", "TEMP-0042"),
         ("Overall Scale Score", "950"),
         ("Academic Year", "2025-2026"),
-        ("Percentile", "0"),
+        ("Percentile", "0"),  # a cell problem now: the row is published with a null percentile
     ):
         row = list(template)
         row[header.index(column)] = value
@@ -128,9 +151,12 @@ def test_reasons_on_a_larger_multi_chunk_file(tmp_path, as_bytes):
         (first_bad, "non_numeric_student_id"),
         (first_bad + 1, "scale_score_out_of_range: overall_scale_score=950"),
         (first_bad + 2, "academic_year_mismatch: 2025"),
-        (first_bad + 3, "percentile_out_of_range: percentile=0"),
     ]
-    assert parsed.results.height == good.height
+    assert parsed.cell_problems.select("line_number", "column_name", "reason").rows() == [
+        (first_bad + 3, "percentile", "percentile_out_of_range"),
+    ]
+    assert parsed.results.height == good.height + 1
+    assert parsed.results.filter(pl.col("overall_scale_score") == 303).item(0, "percentile") is None
 
 
 def test_a_row_reports_its_first_failure_only(tmp_path):
@@ -237,41 +263,58 @@ def test_peek_reads_only_the_head(tmp_path):
 # --- duplicates ----------------------------------------------------------------------------------
 
 
-def test_byte_identical_rows_collapse_and_key_conflicts_are_rejected(tmp_path):
+def test_same_key_repeats_collapse_and_only_placement_conflicts_are_rejected(tmp_path):
+    """Contract change: a repeat of a key with other cells (here another percentile) is the same diagnostic,
+    collapsed with the later row's cells winning (it was a duplicate_key_conflict, first row winning);
+    only a differing overall relative placement is a conflict. The key is the Student ID as delivered, so
+    "002" is not "2"."""
     rows = [
         record(student_id=1),
         record(student_id=1),  # byte-identical
         record(student_id=1),  # byte-identical
         record(student_id=2),
-        record(student_id=2, percentile=77),  # same key, other content → conflict
-        record(student_id="002"),  # same key after the int cast, other bytes → conflict
+        record(student_id=2, percentile=77),  # same key, other content → collapsed, later wins
+        record(student_id=2, overall_relative_placement="Mid or Above Grade Level"),  # placement differs → conflict
+        record(student_id="002"),  # another vendor ID as delivered: its own diagnostic
         record(student_id=3, overall_scale_score=530),  # same-day retest with another score: kept
         record(student_id=3, overall_scale_score=545),
     ]
     parsed = parse(write(tmp_path, rows))
-    assert parsed.total_rows == 8
-    assert parsed.duplicate_rows_collapsed == 2
+    assert parsed.total_rows == 9
+    assert parsed.duplicate_rows_collapsed == 3
     assert parsed.rejected.select("line_number", "reason").rows() == [
-        (6, "duplicate_key_conflict"),
-        (7, "duplicate_key_conflict"),
+        (7, "duplicate_key_conflict: overall_relative_placement differs"),
     ]
-    assert parsed.results.height == 4
-    assert parsed.results.filter(pl.col("student_id") == 2).item(0, "percentile") == 48  # first wins
-    assert parsed.results.filter(pl.col("student_id") == 3).height == 2
+    assert parsed.rejected_by_reason == {"duplicate_key_conflict": 1}
+    assert parsed.results.height == 5
+    assert parsed.results.filter(pl.col("vendor_student_id") == "2").item(0, "percentile") == 77  # later wins
+    assert parsed.results.filter(pl.col("vendor_student_id") == "002").item(0, "percentile") == 48
+    assert parsed.results.filter(pl.col("vendor_student_id") == "3").height == 2
     assert parsed.total_rows == parsed.results.height + parsed.rejected.height + parsed.duplicate_rows_collapsed
 
 
-def test_same_key_with_other_personal_cells_is_a_conflict_not_a_duplicate(tmp_path):
+def test_same_key_with_other_personal_cells_is_collapsed_not_a_conflict(tmp_path):
+    """Contract change: other roster cells (names, teachers) do not make a repeat a conflict any more."""
     rows = [record(student_id=4), record(student_id=4, first_name="Octavia", class_teachers="Other, Teacher")]
     parsed = parse(write(tmp_path, rows))
-    assert parsed.duplicate_rows_collapsed == 0
-    assert parsed.rejected.select("line_number", "reason").rows() == [(3, "duplicate_key_conflict")]
-    assert "Octavia" not in parsed.rejected.write_csv()
-    assert_no_pii(parsed.rejected.write_csv())
+    assert parsed.duplicate_rows_collapsed == 1
+    assert parsed.rejected.is_empty()
+    assert parsed.results.get_column("vendor_student_id").to_list() == ["4"]
+    for frame in (parsed.results, parsed.rejected, parsed.cell_problems):
+        assert "Octavia" not in frame.write_csv()
+        assert_no_pii(frame.write_csv())
 
 
-def test_duplicated_bad_rows_are_rejected_once(tmp_path):
+def test_repeated_bad_rows_are_each_rejected(tmp_path):
+    """Changed: a row without a usable key repeats no diagnostic, so identical bad rows are not collapsed
+    (they were rejected once, the repeats counted as collapsed); each is rejected on its own line."""
     rows = [record(student_id="bad")] * 3 + [record(student_id=9)]
     parsed = parse(write(tmp_path, rows))
-    assert parsed.duplicate_rows_collapsed == 2
-    assert parsed.rejected.select("line_number", "reason").rows() == [(2, "non_numeric_student_id")]
+    assert parsed.duplicate_rows_collapsed == 0
+    assert parsed.rejected.select("line_number", "reason").rows() == [
+        (2, "non_numeric_student_id"),
+        (3, "non_numeric_student_id"),
+        (4, "non_numeric_student_id"),
+    ]
+    assert parsed.results.get_column("vendor_student_id").to_list() == ["9"]
+    assert parsed.total_rows == parsed.results.height + parsed.rejected.height + parsed.duplicate_rows_collapsed

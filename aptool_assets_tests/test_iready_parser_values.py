@@ -16,7 +16,16 @@ from aptool_assets.sources.iready import parser as parser_module
 from aptool_assets.sources.iready.parser import StaleFileError, parse_diagnostic_file
 from aptool_assets.sources.iready.schemas import DIAGNOSTIC_RESULTS_SCHEMA, PII_FIELDS, validate_results
 from aptool_assets.tables.iready import COLUMN_NAMES, PUBLISHED_COLUMNS
-from aptool_assets_tests.iready_parser_helpers import LOADED_AT, PII, assert_no_pii, parse, record, records, write
+from aptool_assets_tests.iready_parser_helpers import (
+    LOADED_AT,
+    PII,
+    assert_no_pii,
+    mapped,
+    parse,
+    record,
+    records,
+    write,
+)
 from aptool_demo.diagnostics import synthetic_diagnostics
 from aptool_demo.iready_files import write_diagnostic_csv
 
@@ -36,7 +45,8 @@ def test_bom_line_endings_and_final_newline(tmp_path, bom, crlf, final_newline):
     parsed = parse(path)
     assert parsed.rejected.is_empty() and parsed.unknown_columns == []
     assert parsed.results.height == source.height
-    assert parsed.results.get_column("student_id").sort().to_list() == source.get_column("student_id").sort().to_list()
+    ids = mapped(parsed.results).get_column("student_id")
+    assert ids.sort().to_list() == source.get_column("student_id").sort().to_list()
     # bytes in, same result out
     from_bytes = parse_diagnostic_file(data, subject="ela", source_file=path.name, loaded_at=LOADED_AT)
     assert from_bytes.results.equals(parsed.results)
@@ -54,7 +64,7 @@ def test_date_formats_unpadded_padded_and_dashes(tmp_path):
     ]
     parsed = parse(write(tmp_path, rows))
     assert parsed.rejected.is_empty()
-    got = parsed.results.sort("student_id").select("completion_date", "start_date", "assessment_window").rows()
+    got = parsed.results.sort("vendor_student_id").select("completion_date", "start_date", "assessment_window").rows()
     assert got == [
         (date(2024, 8, 5), date(2024, 8, 5), "BOY"),
         (date(2024, 8, 5), date(2024, 8, 5), "BOY"),
@@ -73,12 +83,18 @@ def test_configured_windows_are_used(tmp_path):
     assert parse(path, windows=late_boy).results.item(0, "assessment_window") == "BOY"
 
 
-def test_leading_zero_ids_become_integers(tmp_path):
+def test_leading_zero_ids_are_kept_as_delivered_and_map_to_integers(tmp_path):
+    """Contract change: the file's Student ID is published as text as delivered (leading zeros kept, padding
+    trimmed) and the integer Aeries StudentID comes from the mapping, where leading zeros do not matter."""
     rows = [record(student_id="00123"), record(student_id="0000456"), record(student_id=" 789 ")]
     parsed = parse(write(tmp_path, rows))
     assert parsed.rejected.is_empty()
-    assert parsed.results.get_column("student_id").to_list() == [123, 456, 789]
-    assert parsed.results.schema["student_id"] == pl.Int64
+    assert parsed.results.get_column("vendor_student_id").to_list() == ["00123", "0000456", "789"]
+    assert parsed.results.schema["vendor_student_id"] == pl.Utf8
+    assert parsed.results.get_column("student_id").null_count() == 3  # not mapped by the parser
+    ids = mapped(parsed.results)
+    assert ids.get_column("student_id").to_list() == [123, 456, 789]
+    assert ids.schema["student_id"] == pl.Int64
 
 
 def test_measures_kept_as_text(tmp_path):
@@ -87,7 +103,7 @@ def test_measures_kept_as_text(tmp_path):
         record(student_id=2, lexile_measure="1035L", lexile_range="1060L - 1210L"),
     ]
     parsed = parse(write(tmp_path, rows))
-    assert parsed.results.sort("student_id").get_column("lexile_measure").to_list() == ["BR400L", "1035L"]
+    assert parsed.results.sort("vendor_student_id").get_column("lexile_measure").to_list() == ["BR400L", "1035L"]
     math = [record(student_id=3, quantile_measure="EM85Q", lexile_measure=None)]
     row = parse(write(tmp_path, math, subject="math", name="m.csv"), "math").results.row(0, named=True)
     assert row["quantile_measure"] == "EM85Q" and row["lexile_measure"] is None
@@ -124,7 +140,7 @@ def test_domain_placements_without_scores_are_valid(tmp_path):
     parsed = parse(write(tmp_path, rows))
     assert parsed.rejected.is_empty()
     got = (
-        parsed.results.sort("student_id")
+        parsed.results.sort("vendor_student_id")
         .select("phonics_scale_score", "phonics_placement", "phonics_relative_placement")
         .rows()
     )
@@ -166,10 +182,15 @@ def test_integers_written_as_floats_and_padded_text(tmp_path):
     assert row["student_grade"] == 0 and row["is_baseline"] is True
 
 
-@pytest.mark.parametrize("grade, expected", [("K", 0), ("KG", 0), ("0", 0), ("1", 1), ("12", 12), ("", None)])
+@pytest.mark.parametrize(
+    "grade, expected",
+    [("TK", -1), ("tk", -1), ("K", 0), ("KG", 0), ("0", 0), ("1", 1), ("12", 12), ("", None)],
+)
 def test_grades(tmp_path, grade, expected):
+    """TK (transitional kindergarten) is grade -1 as in Aeries (contract change: it was rejected before)."""
     parsed = parse(write(tmp_path, [record(student_grade=grade)]))
     assert parsed.rejected.is_empty()
+    assert parsed.cell_problems.is_empty()
     assert parsed.results.item(0, "student_grade") == expected
 
 
@@ -190,7 +211,7 @@ def test_quoted_cells_with_commas_and_header_variations(tmp_path):
     assert parsed.unknown_columns == ["Favorite Color", "Georgia Custom Flag"]
     row = parsed.results.row(0, named=True)
     assert row["school_name"] == "Smith, Jones Academy"
-    assert (row["student_id"], row["overall_scale_score"], row["duration_min"]) == (1001, 520, 45)
+    assert (row["vendor_student_id"], row["overall_scale_score"], row["duration_min"]) == ("1001", 520, 45)
     assert "teal" not in parsed.results.write_json()
 
 
@@ -219,7 +240,9 @@ def test_no_personal_data_anywhere(tmp_path):
     assert PII[0] in path.read_text()  # the file really carries the names
     parsed = parse(path)
     assert not set(parsed.results.columns) & PII_FIELDS
-    assert_no_pii(parsed.results.write_csv(), parsed.rejected.write_csv(), repr(parsed))
+    assert_no_pii(
+        parsed.results.write_csv(), parsed.rejected.write_csv(), parsed.cell_problems.write_csv(), repr(parsed)
+    )
     for bad in ({"expected_academic_year": 2030},):
         with pytest.raises(StaleFileError) as err:
             parse(path, **bad)
@@ -250,16 +273,16 @@ def test_unknown_subject_is_refused(tmp_path):
 
 def test_schema_columns_follow_the_contract_order():
     assert list(DIAGNOSTIC_RESULTS_SCHEMA.columns) == list(COLUMN_NAMES)
-    assert COLUMN_NAMES[:3] == ("student_id", "subject", "academic_year")
+    assert COLUMN_NAMES[:4] == ("student_id", "vendor_student_id", "subject", "academic_year")
     assert COLUMN_NAMES[-2:] == ("source_file", "loaded_at")
-    assert len(COLUMN_NAMES) == 60
+    assert len(COLUMN_NAMES) == 61
 
 
 def test_validate_results_reports_problems(tmp_path):
     good = parse(write(tmp_path, records(3))).results
     assert validate_results(good) == []
     broken = pl.concat([good, good.head(1)]).with_columns(
-        pl.when(pl.col("student_id") == 1002)
+        pl.when(pl.col("vendor_student_id") == "1002")
         .then(950)
         .otherwise(pl.col("overall_scale_score"))
         .cast(pl.Int32)
@@ -282,7 +305,7 @@ def test_pandera_gate_sets_aside_rows_the_rules_missed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(parser_module, "_row_checks", without_range)
     parsed = parse(write(tmp_path, [record(student_id=1), record(student_id=2, overall_scale_score=950)]))
-    assert parsed.results.get_column("student_id").to_list() == [1]
+    assert parsed.results.get_column("vendor_student_id").to_list() == ["1"]
     assert parsed.rejected.select("line_number", "reason").rows() == [
         (3, "schema_check: overall_scale_score in_range(100, 800)")
     ]
@@ -314,7 +337,7 @@ def test_synthetic_diagnostics_are_deterministic_and_coherent():
     assert one.get_column("completion_date").is_between(date(2024, 7, 1), date(2025, 6, 30)).all()
     windows = (
         parse_diagnostic_file(_write_tmp(one, "math"), subject="math", source_file="m.csv")
-        .results.group_by("student_id")
+        .results.group_by("vendor_student_id")
         .agg(pl.col("assessment_window").n_unique().alias("w"), pl.len().alias("n"))
     )
     assert (windows.get_column("w") == windows.get_column("n")).all()  # one test per window

@@ -172,8 +172,8 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
             assert result.success, failed
             return result
 
-        materialize(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY)
-        materialize(CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR))
+        materialize(SCHOOLS_KEY, STUDENTS_KEY)
+        materialize(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR))
         materialize(ATTENDANCE_DAYS_KEY, tags={RANGE_START: FIRST.isoformat(), RANGE_END: THROUGH.isoformat()})
         summary = materialize(STUDENT_ATTENDANCE_SUMMARY_KEY, partition_key=str(YEAR))
 

@@ -1,6 +1,7 @@
 """Intervention ranking (contract §4.4): the order, one level at a time, schools ranked independently,
 the output shape, the ``ranking_problems`` check, and a comparison of the columnar ranking with a plain
-Python sort by the contract key on a few hundred seeded random schools."""
+Python sort by the contract key (enrolled on the as-of date first) on a few hundred seeded random schools
+with enrollment stints, students who left among them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,21 @@ import pytest
 from aptool_assets.rules.academic import RISK_BY_RELATIVE_PLACEMENT
 from aptool_assets.rules.ranking import RANKING_SCHEMA, PriorityWeights, intervention_ranking, ranking_problems
 from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER
-from aptool_assets_tests.ranking_helpers import NOW, PLACEMENT_BY_RISK, S1, S2, YEAR, order, rank, risks, summary
+from aptool_assets_tests.ranking_helpers import (
+    AS_OF,
+    NOW,
+    PLACEMENT_BY_RISK,
+    S1,
+    S2,
+    YEAR,
+    enrollment_prefix,
+    order,
+    rank,
+    reference_enrollment,
+    risks,
+    stints,
+    summary,
+)
 
 # --- the contract order, one level at a time ----------------------------------------------------
 
@@ -50,10 +65,11 @@ def test_rate_beats_student_id_and_null_rate_is_last():
             {"student_id": 4, "rate": 0.01},
         ],
     )
-    # A null rate scores like 0 but sorts after a measured 0.
+    # A null rate scores like 0 but sorts after a measured 0 (both only the enrolled weight: without
+    # enrollment stints every student counts as enrolled).
     assert order(ranking) == [3, 4, 2, 1]
     scores = dict(ranking.select("student_id", "priority_score").iter_rows())
-    assert scores[1] == scores[2] == 0.0
+    assert scores[1] == scores[2] == PriorityWeights().enrolled
 
 
 def test_ties_in_everything_but_id_go_by_id_ascending():
@@ -240,27 +256,49 @@ def test_problems_report_many_schools_briefly():
 # --- randomized comparison with a plain sort ----------------------------------------------------
 
 
-def random_district(rng: random.Random, schools: int) -> tuple[pl.DataFrame, pl.DataFrame]:
-    rows, risk_rows = [], {}
-    for school in rng.sample(range(1, 10_000), schools):
+def random_stints(rng: random.Random, sid: int, school: int, as_of) -> list[tuple]:
+    """0-3 stints around the as-of date: open, left before it (or on it), left and re-entered, entering
+    after it; plus now and then a stint at another school, which never counts here."""
+    out = []
+    for _ in range(rng.choice([0, 1, 1, 1, 2, 3])):
+        enter = as_of + timedelta(days=rng.choice([-200, -60, -30, -1, 0, 1, 20]))
+        leave = rng.choice([None, None, enter + timedelta(days=rng.randint(0, 90)), as_of, as_of - timedelta(days=1)])
+        out.append((sid, school, enter, leave if leave is None or leave >= enter else enter))
+    if rng.random() < 0.2:
+        out.append((sid, school + 1, as_of - timedelta(days=10), None))
+    return out
+
+
+def random_district(
+    rng: random.Random, schools: int
+) -> tuple[pl.DataFrame, pl.DataFrame, list[tuple], dict[tuple[int, int], bool]]:
+    """(summary, risks, stints, is_enrolled by (school, student)) for a random district."""
+    rows, risk_rows, stint_rows, enrolled_at = [], {}, [], {}
+    for school in rng.sample(range(1, 10_000, 2), schools):  # odd codes: school + 1 is never ranked
         n = rng.randint(1, 25)
         for sid in rng.sample(range(1, 400), n):  # small id space: students shared between schools
             enrolled = rng.choice([0, rng.randint(1, 30), rng.randint(31, 180)])
             absent = rng.choice([0, rng.randint(0, enrolled), enrolled // 10, (enrolled + 9) // 10])
             rate = absent / enrolled if enrolled else None
             rows.append({"student_id": sid, "school": school, "rate": rate, "absent": absent, "enrolled": enrolled})
+            stint_rows += random_stints(rng, sid, school, AS_OF)
             if sid not in risk_rows and rng.random() < 0.8:
                 ela = rng.choice([None, *PLACEMENT_BY_RISK.values(), "3 or More Grade Levels Below"])
                 math = rng.choice([None, *PLACEMENT_BY_RISK.values(), "Mid or Above Grade Level"])
                 worst = max((RISK_ORDER[RISK_BY_RELATIVE_PLACEMENT[p]] for p in (ela, math) if p), default=0)
                 overall = {v: k for k, v in RISK_ORDER.items()}[worst]
                 risk_rows[sid] = (sid, ela, math, rng.choice([overall, None]) if worst == 0 else overall)
-    return summary(rows), risks(list(risk_rows.values()))
+    for row in rows:
+        key = (row["school"], row["student_id"])
+        enrolled_at[key] = reference_enrollment(stint_rows, row["student_id"], row["school"], AS_OF)[0]
+    return summary(rows), risks(list(risk_rows.values())), stint_rows, enrolled_at
 
 
 def contract_key(row: dict) -> tuple:
+    """The contract order (§4.4) as a plain sort key: enrolled first, tier, risk, rate (null last), id."""
     rate = row["absence_rate"]
     return (
+        not row.get("is_enrolled", True),
         -TIER_ORDER[row["attendance_tier"]],
         -RISK_ORDER[row["overall_risk"] or "UNKNOWN"],
         rate is None,
@@ -269,11 +307,15 @@ def contract_key(row: dict) -> tuple:
     )
 
 
-def expected_orders(s: pl.DataFrame, r: pl.DataFrame, key) -> dict[int, list[int]]:
+def expected_orders(
+    s: pl.DataFrame, r: pl.DataFrame, key, enrolled_at: dict[tuple[int, int], bool] | None = None
+) -> dict[int, list[int]]:
+    """Per school, the student ids sorted by ``key``; without ``enrolled_at`` every student is enrolled."""
     risk_by_id = {row["student_id"]: row["overall_risk"] for row in r.iter_rows(named=True)}
     by_school: dict[int, list[dict]] = {}
     for row in s.iter_rows(named=True):
         row["overall_risk"] = risk_by_id.get(row["student_id"])
+        row["is_enrolled"] = True if enrolled_at is None else enrolled_at[(row["school_code"], row["student_id"])]
         by_school.setdefault(row["school_code"], []).append(row)
     return {school: [row["student_id"] for row in sorted(rows, key=key)] for school, rows in by_school.items()}
 
@@ -285,35 +327,75 @@ def actual_orders(ranking: pl.DataFrame) -> dict[int, list[int]]:
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_random_schools_match_a_plain_sort_by_the_contract_key(seed):
+    """Without enrollment stints every student counts as enrolled: the order is tier, risk, rate, id."""
     rng = random.Random(seed)
-    s, r = random_district(rng, schools=150)
+    s, r, _, _ = random_district(rng, schools=150)
     ranking = intervention_ranking(
         s.sample(fraction=1.0, shuffle=True, seed=seed), r, school_year=YEAR, computed_at=NOW
     )
     assert ranking.height == s.height
+    assert ranking.get_column("is_enrolled").all()
     assert actual_orders(ranking) == expected_orders(s, r, contract_key)
     assert ranking_problems(ranking) == []
     # Ranks are 1..n in row order within each school, and the score never rises.
     assert ranking.select((pl.col("rank") == pl.int_range(1, pl.len() + 1).over("school_code")).all()).item()
 
 
+@pytest.mark.parametrize("seed", [6, 7, 8])
+def test_random_schools_with_stints_match_a_plain_sort_enrolled_first(seed):
+    """With stints, some students left (or never had a stint there): the plain key is (not is_enrolled,
+    tier desc, risk desc, rate desc nulls last, student_id), and each row's is_enrolled, days_enrolled and
+    the start of its reasons follow the stints written plainly."""
+    rng = random.Random(seed)
+    s, r, stint_rows, enrolled_at = random_district(rng, schools=150)
+    assert 0 < sum(enrolled_at.values()) < len(enrolled_at)  # both kinds in every seed
+    ranking = intervention_ranking(
+        s.sample(fraction=1.0, shuffle=True, seed=seed),
+        r,
+        school_year=YEAR,
+        enrollment=stints(rng.sample(stint_rows, len(stint_rows))),  # stint order does not matter
+        computed_at=NOW,
+    )
+    assert ranking.height == s.height
+    assert actual_orders(ranking) == expected_orders(s, r, contract_key, enrolled_at)
+    assert ranking_problems(ranking) == []  # the default weights keep the score monotone in rank
+    days = {(row["school_code"], row["student_id"]): row["days_enrolled"] for row in s.iter_rows(named=True)}
+    for row in ranking.iter_rows(named=True):
+        key = (row["school_code"], row["student_id"])
+        enrolled, left_on = reference_enrollment(stint_rows, row["student_id"], row["school_code"], AS_OF)
+        assert (row["is_enrolled"], row["days_enrolled"]) == (enrolled, days[key])
+        prefix = enrollment_prefix(enrolled, left_on, AS_OF)
+        if prefix is None:
+            assert "left on" not in row["reasons"] and "not enrolled" not in row["reasons"]
+        else:
+            assert row["reasons"].startswith(prefix)
+
+
 @pytest.mark.parametrize("seed", [4, 5])
 def test_random_schools_with_custom_weights_order_by_score_then_contract_key(seed):
     rng = random.Random(seed)
-    weights = PriorityWeights(tier=rng.uniform(0, 50), risk=rng.uniform(0, 50), absence_rate=rng.uniform(0, 200))
-    s, r = random_district(rng, schools=150)
-    ranking = intervention_ranking(s, r, school_year=YEAR, weights=weights, computed_at=NOW)
+    weights = PriorityWeights(
+        enrolled=rng.uniform(0, 50), tier=rng.uniform(0, 50), risk=rng.uniform(0, 50), absence_rate=rng.uniform(0, 200)
+    )
+    s, r, stint_rows, enrolled_at = random_district(rng, schools=150)
+    ranking = intervention_ranking(
+        s, r, school_year=YEAR, enrollment=stints(stint_rows), weights=weights, computed_at=NOW
+    )
     score = {(row["school_code"], row["student_id"]): row["priority_score"] for row in ranking.iter_rows(named=True)}
     risk_by_id = dict(r.select("student_id", "overall_risk").iter_rows())
     for row in s.iter_rows(named=True):  # the formula, by hand
         rate = min(max(row["absence_rate"] or 0.0, 0.0), 1.0)
         level = RISK_ORDER[risk_by_id.get(row["student_id"]) or "UNKNOWN"]
+        enrolled = enrolled_at[(row["school_code"], row["student_id"])]
         assert score[(row["school_code"], row["student_id"])] == pytest.approx(
-            TIER_ORDER[row["attendance_tier"]] * weights.tier + level * weights.risk + rate * weights.absence_rate
+            enrolled * weights.enrolled
+            + TIER_ORDER[row["attendance_tier"]] * weights.tier
+            + level * weights.risk
+            + rate * weights.absence_rate
         )
 
     def key(row: dict) -> tuple:
         return (-score[(row["school_code"], row["student_id"])], *contract_key(row))
 
-    assert actual_orders(ranking) == expected_orders(s, r, key)
+    assert actual_orders(ranking) == expected_orders(s, r, key, enrolled_at)
     assert ranking_problems(ranking) == []

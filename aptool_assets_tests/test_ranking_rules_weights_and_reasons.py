@@ -1,7 +1,12 @@
 """Intervention ranking (contract §4.4): the priority score and its weights (the defaults, weights that
-break the contract order, parsing them from a string) and the plain-language reasons of each student."""
+break the contract order, parsing them from a string) and the plain-language reasons of each student.
+
+Without enrollment stints every student counts as enrolled, so each score below carries the enrolled
+weight; the ranking with stints (students who left) is in test_rules_contract_v2.py."""
 
 from __future__ import annotations
+
+from datetime import date
 
 import polars as pl
 import pytest
@@ -14,6 +19,7 @@ from aptool_assets_tests.ranking_helpers import order, rank, reasons_of
 
 
 def test_default_scores_are_monotone_and_follow_the_formula():
+    """enrolled · 1 + tier · TIER_ORDER + risk · RISK_ORDER + absence_rate · rate, defaults 10000/1000/100/99."""
     ranking = rank(
         [
             {"student_id": 1, "rate": 0.23},
@@ -24,26 +30,41 @@ def test_default_scores_are_monotone_and_follow_the_formula():
         [(1, "HIGH"), (2, "MEDIUM"), (4, "UNKNOWN")],
     )
     scores = dict(ranking.select("student_id", "priority_score").iter_rows())
-    assert scores == {1: 3000 + 300 + 0.23 * 99, 2: 3000 + 200 + 0.5 * 99, 3: 0.0, 4: 3000 + 99.0}
+    assert scores == {
+        1: 10000 + 3000 + 300 + 0.23 * 99,
+        2: 10000 + 3000 + 200 + 0.5 * 99,
+        3: 10000.0,
+        4: 10000 + 3000 + 99.0,
+    }
     by_rank = ranking.sort("rank").get_column("priority_score").to_list()
     assert by_rank == sorted(by_rank, reverse=True)
 
 
 def test_score_expr_reads_null_rate_as_zero_clips_the_rate_and_nulls_unknown_values():
+    """The expression now also reads is_enrolled (contract §4.4 change): a student who left loses the
+    enrolled weight; the other levels score as before."""
     df = pl.DataFrame(
         {
-            "attendance_tier": ["at_risk", "at_risk", "at_risk", "satisfactory", "weird"],
-            "overall_risk": [None, "LOW", "LOW", "nope", "LOW"],
-            "absence_rate": [None, 1.7, float("nan"), 0.0, 0.0],
+            "is_enrolled": [True, True, False, True, True, False],
+            "attendance_tier": ["at_risk", "at_risk", "at_risk", "satisfactory", "weird", "severe_chronic"],
+            "overall_risk": [None, "LOW", "LOW", "nope", "LOW", "HIGH"],
+            "absence_rate": [None, 1.7, float("nan"), 0.0, 0.0, 1.0],
         }
     )
-    assert df.select(priority_score_expr()).to_series().to_list() == [1000.0, 1199.0, 1100.0, None, None]
+    assert df.select(priority_score_expr()).to_series().to_list() == [11000.0, 11199.0, 1100.0, None, None, 3399.0]
+    assert "is_enrolled" in priority_score_expr().meta.root_names()
 
 
 def test_default_weights_preserve_the_contract_order():
-    assert PriorityWeights(1000, 100, 99) == DEFAULT_WEIGHTS
+    """The defaults gained ``enrolled`` (first field, contract §4.4 change): 10000, 1000, 100, 99."""
+    assert PriorityWeights(10000, 1000, 100, 99) == DEFAULT_WEIGHTS
+    assert PriorityWeights(tier=1000, risk=100, absence_rate=99) == DEFAULT_WEIGHTS
     assert DEFAULT_WEIGHTS.preserves_contract_order()
     # The tightest case: the best of a lower level against the worst of the level above.
+    assert (
+        DEFAULT_WEIGHTS.enrolled * 1
+        > DEFAULT_WEIGHTS.tier * 3 + DEFAULT_WEIGHTS.risk * 3 + DEFAULT_WEIGHTS.absence_rate
+    )
     assert DEFAULT_WEIGHTS.tier * 1 > DEFAULT_WEIGHTS.risk * 3 + DEFAULT_WEIGHTS.absence_rate
     assert DEFAULT_WEIGHTS.risk * 1 > DEFAULT_WEIGHTS.absence_rate * 1
 
@@ -56,6 +77,9 @@ def test_default_weights_preserve_the_contract_order():
         PriorityWeights(tier=1000, risk=100, absence_rate=0),  # rate ignored
         PriorityWeights(tier=-1000, risk=100, absence_rate=10),
         PriorityWeights(tier=10, risk=1, absence_rate=100),  # rate first
+        PriorityWeights(enrolled=3399),  # enrolled = 3·tier + 3·risk + rate: not strictly above
+        PriorityWeights(enrolled=0),  # leaving ignored
+        PriorityWeights(enrolled=-10000),  # who left first
     ],
 )
 def test_weights_that_break_dominance_are_detected(weights):
@@ -76,7 +100,8 @@ def test_broken_weights_order_by_score_then_contract_keys():
         weights=weights,
     )
     scores = dict(ranking.select("student_id", "priority_score").iter_rows())
-    assert scores[2] == pytest.approx(90.0) and scores[1] == pytest.approx(58.0)
+    # Every student counts as enrolled here, so each score carries the default enrolled weight.
+    assert scores[2] == pytest.approx(10090.0) and scores[1] == pytest.approx(10058.0)
     assert order(ranking) == [2, 1, 4, 5, 3]
     by_rank = ranking.sort("rank").get_column("priority_score").to_list()
     assert by_rank == sorted(by_rank, reverse=True)
@@ -90,7 +115,7 @@ def test_equal_scores_under_custom_weights_fall_back_to_the_contract_keys():
         [(1, "MEDIUM"), (2, "LOW"), (3, "LOW")],
         weights=weights,
     )
-    assert ranking.get_column("priority_score").to_list() == [2.0, 2.0, 2.0]
+    assert ranking.get_column("priority_score").to_list() == [10002.0, 10002.0, 10002.0]  # + enrolled weight
     assert order(ranking) == [3, 2, 1]  # tier, then rate: 3 before 2
 
 
@@ -101,9 +126,12 @@ def test_equal_scores_under_custom_weights_fall_back_to_the_contract_keys():
         ("", DEFAULT_WEIGHTS),
         ("   ", DEFAULT_WEIGHTS),
         ("tier=1000,risk=100,absence_rate=99", DEFAULT_WEIGHTS),
-        (" tier = 5000 , risk=200 ", PriorityWeights(5000, 200, 99)),
-        ("absence_rate=0.5,", PriorityWeights(1000, 100, 0.5)),
-        ("risk=1e2,tier=2E3", PriorityWeights(2000, 100, 99)),
+        ("enrolled=10000,tier=1000,risk=100,absence_rate=99", DEFAULT_WEIGHTS),
+        (" tier = 5000 , risk=200 ", PriorityWeights(tier=5000, risk=200)),
+        ("absence_rate=0.5,", PriorityWeights(absence_rate=0.5)),
+        ("risk=1e2,tier=2E3", PriorityWeights(tier=2000, risk=100)),
+        ("enrolled=20000", PriorityWeights(20000, 1000, 100, 99)),
+        ("absence_rate=1,enrolled=0", PriorityWeights(enrolled=0, absence_rate=1)),
     ],
 )
 def test_weights_from_string(text, expected):
@@ -120,6 +148,7 @@ def test_weights_from_string(text, expected):
         ("urgency=3", "unknown weight 'urgency'"),
         ("tier=lots", "'lots' in 'tier=lots' is not a number"),
         ("tier=1,tier=2", "'tier' is given twice"),
+        ("enrolled=yes", "'yes' in 'enrolled=yes' is not a number"),
         ("risk=nan", "'nan' in 'risk=nan' is not a finite number"),
         ("absence_rate=inf", "not a finite number"),
     ],
@@ -130,11 +159,13 @@ def test_weights_from_string_errors_name_the_bad_part(text, message):
     assert message in str(err.value)
 
 
-def test_weights_round_trip_through_their_string():
+def test_weights_round_trip_through_their_string_which_now_starts_with_enrolled():
+    """Contract §4.4 change: the string form leads with the enrolled weight."""
     weights = PriorityWeights(tier=2500, risk=120.5, absence_rate=7)
-    assert str(weights) == "tier=2500,risk=120.5,absence_rate=7"
+    assert str(weights) == "enrolled=10000,tier=2500,risk=120.5,absence_rate=7"
     assert PriorityWeights.from_string(str(weights)) == weights
-    assert str(DEFAULT_WEIGHTS) == "tier=1000,risk=100,absence_rate=99"
+    assert str(DEFAULT_WEIGHTS) == "enrolled=10000,tier=1000,risk=100,absence_rate=99"
+    assert PriorityWeights.from_string(str(PriorityWeights(enrolled=4e4))) == PriorityWeights(enrolled=40000)
     with pytest.raises(ValueError, match="finite"):
         PriorityWeights(tier=float("inf"))
 
@@ -186,19 +217,37 @@ def test_reasons_never_read_names():
     assert not {"first_name", "last_name"} & set(ranking.columns)
 
 
-def test_reasons_expr_works_on_a_bare_frame_and_quotes_an_odd_placement():
+def test_reasons_expr_on_a_bare_frame_needs_the_enrollment_columns_and_quotes_an_odd_placement():
+    """Contract §4.4 change: reasons now start with the enrollment, so a bare frame needs is_enrolled,
+    left_on and as_of_date besides the old columns (without them the expression cannot run)."""
     df = pl.DataFrame(
         {
-            "attendance_tier": ["at_risk"],
-            "absence_rate": [0.07],
-            "days_absent": [None],
-            "days_enrolled": [None],
-            "overall_risk": ["MEDIUM"],
-            "ela_relative_placement": ["4 Grade Levels Below"],
-            "math_relative_placement": ["Mid or Above Grade Level"],
-            "truancy_count": [None],
-            "truancy_letter_level": [3],
+            "attendance_tier": ["at_risk"] * 5,
+            "absence_rate": [0.07] * 5,
+            "days_absent": [None] * 5,
+            "days_enrolled": [None] * 5,
+            "overall_risk": ["MEDIUM"] * 5,
+            "ela_relative_placement": ["4 Grade Levels Below"] * 5,
+            "math_relative_placement": ["Mid or Above Grade Level"] * 5,
+            "truancy_count": [None] * 5,
+            "truancy_letter_level": [3] * 5,
         },
         schema_overrides={"days_absent": pl.Int32, "days_enrolled": pl.Int32, "truancy_count": pl.Int32},
     )
-    assert df.select(reasons_expr()).item() == "at-risk attendance 7%; reading 4 grade levels below; truancy letter 3"
+    with pytest.raises(pl.exceptions.ColumnNotFoundError):
+        df.select(reasons_expr())
+    rest = "at-risk attendance 7%; reading 4 grade levels below; truancy letter 3"
+    enrollment = pl.DataFrame(
+        {
+            "is_enrolled": [True, None, False, False, False],
+            "left_on": [None, None, date(2025, 9, 30), None, None],
+            "as_of_date": [date(2025, 10, 1)] * 3 + [date(2025, 10, 2), None],
+        }
+    )
+    assert pl.concat([df, enrollment], how="horizontal").select(reasons_expr()).to_series().to_list() == [
+        rest,
+        rest,  # a null is_enrolled says nothing about leaving
+        "left on 2025-09-30; " + rest,
+        "not enrolled on 2025-10-02; " + rest,
+        "not enrolled; " + rest,
+    ]

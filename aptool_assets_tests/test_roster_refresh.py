@@ -12,7 +12,7 @@ import time
 import polars as pl
 
 from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
-from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, SCHOOLS_KEY, STUDENTS_KEY
+from aptool_assets.sources.aeries.assets import SCHOOLS_KEY, STUDENTS_KEY
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets_tests.test_aeries_pipeline import env, simulator  # noqa: F401 - the fixtures, used as parameters
@@ -51,7 +51,7 @@ def _withdraw(student: dict, ts: dt.datetime, event_id: str):
 
 
 def test_a_full_roster_pull_keeps_newer_events_and_overrules_older_ones(env):
-    assert env.run(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
     wh = env.warehouse
     schools = wh.query("SELECT school_code FROM aptool.schools WHERE is_real_school ORDER BY 1").to_series()
     active = wh.read_table(STUDENTS).filter(pl.col("is_active") & (pl.col("school_code") == schools[0]))

@@ -207,3 +207,24 @@ def test_exclusive_admits_one_holder_at_a_time_across_connections(warehouse_url)
         order.append("first:released")
     waiting.join(10)
     assert order == ["second:another_lock", "first:released", "second:attendance_days"]
+
+
+def test_a_key_that_gains_a_column_between_releases_accepts_rows_the_new_key_allows(warehouse):
+    """Contract v2 keeps absence codes per school year: the table's key gained ``school_year``. A warehouse
+    written by the previous release still holds the old unique index; the next write must replace it, or the
+    second year's codes would be refused as duplicates of the first's."""
+    old = TableSpec("key_migration", {"school_code": pl.Int32, "code": pl.Utf8}, key=("school_code", "code"))
+    new = TableSpec(
+        "key_migration",
+        {"school_year": pl.Int32, "school_code": pl.Int32, "code": pl.Utf8},
+        key=("school_year", "school_code", "code"),
+    )
+    warehouse.write(TableWrite(old, pl.DataFrame({"school_code": [1], "code": ["A"]})))
+    rows = pl.DataFrame({"school_year": [2024, 2025], "school_code": [1, 1], "code": ["A", "A"]})
+    warehouse.write(TableWrite(new, rows.filter(pl.col("school_year") == 2024), {"school_year": 2024}))
+    warehouse.write(TableWrite(new, rows.filter(pl.col("school_year") == 2025), {"school_year": 2025}))
+    stored = warehouse.read_table(new).drop_nulls("school_year").sort("school_year")
+    assert stored.equals(rows)
+    # The new key is enforced: the same (year, school, code) twice is still refused by a merge.
+    warehouse.write(TableWrite(new, rows.head(1), upsert=True))
+    assert warehouse.read_table(new).drop_nulls("school_year").height == 2

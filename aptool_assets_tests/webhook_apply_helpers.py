@@ -14,6 +14,7 @@ from aptool_assets.definitions import defs
 from aptool_assets.storage.inbox import InboxEvent
 from aptool_assets.storage.warehouse import TableWrite
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, STUDENTS
+from aptool_assets.vocabulary import school_year_of
 
 UTC = dt.UTC
 T0 = dt.datetime(2026, 3, 10, 16, 0, tzinfo=UTC)
@@ -32,6 +33,7 @@ def roster(wh) -> None:
     codes = pl.DataFrame(
         [
             {
+                "school_year": school_year_of(T0.date()),
                 "school_code": s,
                 "code": c,
                 "title": f"code {c}",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from aptool_demo.calendars import PERIOD_SCHOOL_PERIODS, instructional_days
-from aptool_demo.codes import ALTERNATE_LETTER_SCHOOL, letters_for
+from aptool_demo.codes import ALTERNATE_LETTER_SCHOOL, DISTRICT_LETTERS, letters_for
 from aptool_demo.records import PERIOD_ATTENDANCE_SCHOOL
 from aptool_demo.sim_district import SimDistrict
 
@@ -48,7 +48,7 @@ class _Sheet:
     taken: set[int] = field(default_factory=set)
 
     def full_day(self, i: int, meaning: str) -> None:
-        letter = self.letters[meaning]
+        letter = self.letters.get(meaning) or DISTRICT_LETTERS[meaning]
         periods = dict.fromkeys(PERIOD_SCHOOL_PERIODS, letter) if self.period_school else {}
         self.out[self.days[i]] = {"all_day": letter, "periods": periods}
 
@@ -60,6 +60,8 @@ def generate_attendance(sim: SimDistrict, rng: random.Random, through: date) -> 
         (r for r in sim.enrollment if r["AcademicYear"] == year), key=lambda r: (r["StudentID"], r["EnterDate"])
     )
     profiles = _profiles(sorted({r["StudentID"] for r in stints}), rng)
+    for left in _left_the_district(stints):
+        profiles[left] = _WITHDRAWN_PROFILE  # a withdrawn student who missed a lot: the ranking must not lead with them
     candidates = sorted({r["StudentID"] for r in stints})
     specials = _choose_specials(rng, candidates)
     recent_by_school = {
@@ -80,6 +82,14 @@ def generate_attendance(sim: SimDistrict, rng: random.Random, through: date) -> 
         if sheet.out:
             sim.attendance.setdefault(code, {})[sid] = dict(sorted(sheet.out.items()))
     _field_trip(sim, rng, through)
+
+
+_WITHDRAWN_PROFILE = _Profile(absence_rate=0.3, tardy_rate=0.04, partial_rate=0.04, unexcused_share=0.5)
+
+
+def _left_the_district(stints: list[dict]) -> list[int]:
+    """Students whose stint ended with a move out of the district (exit reason T200)."""
+    return sorted({r["StudentID"] for r in stints if r["LeaveDate"] and r.get("ExitReasonCode") == "T200"})
 
 
 def _profiles(student_ids: list[int], rng: random.Random) -> dict[int, _Profile]:
@@ -122,8 +132,10 @@ def _add_specials(rng: random.Random, sheet: _Sheet, sid: int, specials: _Specia
             for i in run:
                 sheet.full_day(i, "unexcused")
             remaining -= len(run)
+    # The first out-of-school suspension is entered under the code only the district table defines.
+    oss = "oss_district" if specials.suspended_out[:1] == [sid] else "oss"
     for members, meaning, length in (
-        (specials.suspended_out, "oss", rng.randint(2, 3)),
+        (specials.suspended_out, oss, rng.randint(2, 3)),
         (specials.suspended_in, "iss", rng.randint(1, 2)),
         (specials.not_enrolled, "tne", 3),
     ):

@@ -1,7 +1,10 @@
 """Code tables the simulated Aeries serves: absence codes per school (reference §6.5) and two code sets.
 
 Absence codes are per school and one letter each; one school keeps its own, clashing letters, so a
-client that assumes one district-wide table is caught. The meanings are the simulator's own vocabulary.
+client that assumes one district-wide table is caught. The district-wide table (SchoolCode 0) holds the
+standard letters plus one code no school table defines (``O``, an out-of-school suspension entered with
+TypeCode 3), so a client that does not fall back to the district table is caught too. The meanings are
+the simulator's own vocabulary.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ _MEANINGS: dict[str, tuple[str, str, int, bool, bool, bool, bool]] = {
     "tne": ("TMPNOTENR", "TNE", 2, False, False, False, True),
     "activity": ("ACTIVITY", "ACT", 4, True, False, False, False),
     "truant": ("TRUANT", "TRU", 3, False, False, False, False),
+    "oss_district": ("SUSP-DIST", "SSD", 3, False, True, False, False),
 }
 _TYPE_DESCRIPTIONS = {
     1: "Unverified Absence",
@@ -59,6 +63,10 @@ ALTERNATE_LETTERS = {
     "truant": "T",
 }
 ALTERNATE_LETTER_SCHOOL = 102
+DISTRICT_SCHOOL = 0
+DISTRICT_ONLY_LETTER = "O"
+DISTRICT_LETTERS = {**STANDARD_LETTERS, "oss_district": DISTRICT_ONLY_LETTER}
+"""SchoolCode 0's table: what the district copies to schools, plus a code only it defines."""
 
 
 def absence_code_table(school_code: int, letters: dict[str, str]) -> list[dict]:
@@ -91,6 +99,8 @@ def absence_code_table(school_code: int, letters: dict[str, str]) -> list[dict]:
 
 def letters_for(school_code: int) -> dict[str, str]:
     """The school's letter for each meaning (the simulator's own knowledge; clients must read the table)."""
+    if school_code == DISTRICT_SCHOOL:
+        return DISTRICT_LETTERS
     return ALTERNATE_LETTERS if school_code == ALTERNATE_LETTER_SCHOOL else STANDARD_LETTERS
 
 

@@ -9,6 +9,7 @@ at work.
 from __future__ import annotations
 
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,8 +61,11 @@ def build_district(school_year: int, students_per_school: int = 40, seed: int = 
     return SyntheticDistrict(school_year, schools, pl.DataFrame(rows))
 
 
-def _records(district: SyntheticDistrict, academic_year: int, subject: str, seed: int) -> pl.DataFrame:
-    """Diagnostics for most of the district's students, joined to their school, grade and names."""
+def _records(
+    district: SyntheticDistrict, academic_year: int, subject: str, seed: int, vendor_ids: Mapping[int, str] | None
+) -> pl.DataFrame:
+    """Diagnostics for most of the district's students, joined to their school, grade and names; with
+    ``vendor_ids`` (StudentID → the identifier the district rosters into i-Ready) the file carries those."""
     tested = district.students.sample(fraction=0.9, seed=seed, shuffle=False)
     records = synthetic_diagnostics(
         n_students=tested.height,
@@ -73,13 +77,20 @@ def _records(district: SyntheticDistrict, academic_year: int, subject: str, seed
     roster = tested.select(
         "student_id", "school_name", "first_name", "last_name", pl.col("grade").alias("student_grade")
     )
-    return records.drop(
+    records = records.drop(
         [c for c in ("school_name", "first_name", "last_name", "student_grade") if c in records.columns]
     ).join(roster, on="student_id", how="left")
+    if vendor_ids is None:
+        return records
+    return records.with_columns(
+        pl.col("student_id").replace_strict(dict(vendor_ids), return_dtype=pl.Utf8).alias("vendor_student_id")
+    ).drop("student_id")
 
 
 def append_invalid_rows(path: Path) -> None:
-    """Append two rows the parser must reject: a non-numeric ID and an impossible scale score."""
+    """Append the data-quality cases of reference §9: two rows the parser must reject (a non-numeric ID, an
+    impossible scale score) and a diagnostic delivered twice, the repeat spelling its date with dashes and
+    carrying an impossible Percentile of 0 (collapsed into one row, that cell published as null)."""
     lines = path.read_text(encoding="utf-8").splitlines()
     header = lines[0].split(",")
     template = next(line for line in lines[1:] if '"' not in line).split(",")
@@ -87,14 +98,22 @@ def append_invalid_rows(path: Path) -> None:
     bad_id[header.index("Student ID")] = "TEMP-0042"
     bad_score = list(template)
     bad_score[header.index("Overall Scale Score")] = "950"
-    path.write_text("\n".join([*lines, ",".join(bad_id), ",".join(bad_score)]) + "\n", encoding="utf-8")
+    repeat = list(template)
+    completed = header.index("Completion Date")
+    repeat[completed] = repeat[completed].replace("/", "-")
+    repeat[header.index("Percentile")] = "0"
+    rows = [",".join(bad_id), ",".join(bad_score), ",".join(repeat)]
+    path.write_text("\n".join([*lines, *rows]) + "\n", encoding="utf-8")
 
 
-def write_iready_exports(district: SyntheticDistrict, sftp_root: Path) -> list[Path]:
+def write_iready_exports(
+    district: SyntheticDistrict, sftp_root: Path, vendor_ids: Mapping[int, str] | None = None
+) -> list[Path]:
     """Lay out the vendor's SFTP tree: ``exports/<region>/Current_Year`` plus last year's archive.
 
     The current year uses the names and layout of its era (FY27 names from 2026-27 on); the archive
-    keeps the older names, as the vendor's folders do.
+    keeps the older names, as the vendor's folders do. ``vendor_ids`` (StudentID → identifier): files keyed
+    by the StudentNumber or SSID instead of the StudentID (``APTOOL_IREADY_ID_FIELD``).
     """
     year = district.school_year
     current = sftp_root / "exports" / REGION / "Current_Year"
@@ -114,12 +133,14 @@ def write_iready_exports(district: SyntheticDistrict, sftp_root: Path) -> list[P
         else:
             name, layout = f"diagnostic_results_{subject}_CONFIDENTIAL.csv", "2024-25"
         path = current / name
-        write_diagnostic_csv(path, _records(district, year, subject, seed), subject=subject, layout=layout)
+        write_diagnostic_csv(path, _records(district, year, subject, seed, vendor_ids), subject=subject, layout=layout)
         append_invalid_rows(path)
         written.append(path)
 
         old = archive / f"diagnostic_results_{subject}_CONFIDENTIAL.csv"
-        write_diagnostic_csv(old, _records(district, year - 1, subject, seed + 100), subject=subject, layout="2024-25")
+        write_diagnostic_csv(
+            old, _records(district, year - 1, subject, seed + 100, vendor_ids), subject=subject, layout="2024-25"
+        )
         written.append(old)
     # Another export in the same folder that the name filter must ignore.
     (current / "personalized_instruction_by_lesson_math_CONFIDENTIAL.csv").write_text("Student ID,Lesson\n1,x\n")

@@ -5,9 +5,9 @@ without the real sample files) and by the parser benchmark. Layouts follow the s
 samples (reference §6-7); columns are built with polars so 200,000 rows take about a second.
 
 Records use the canonical field names of ``schemas.VENDOR_HEADERS``: the published cell fields
-(``student_id``, ``academic_year``, ``completion_date``, ...), the personal fields ``last_name``,
-``first_name`` (and optionally ``user_name``, ``sex``, ``classes``, ``class_teachers``, ...), and
-optionally ``lexile_range``/``quantile_range``. Typed values are formatted like the vendor
+(``vendor_student_id``, or ``student_id`` for it, ``academic_year``, ``completion_date``, ...), the
+personal fields ``last_name``, ``first_name`` (and optionally ``user_name``, ``sex``, ``classes``,
+``class_teachers``, ...), and optionally ``lexile_range``/``quantile_range``. Typed values are formatted like the vendor
 (M/D/YYYY dates, 'YYYY-YYYY' years, grade 'K', Y/N flags); a ``str`` value is written verbatim,
 which is how tests plant malformed cells. Missing keys are written blank, except ``enrolled``
 ('Enrolled'), ``read_aloud`` ('Off'), ``assessment_language`` ('English') and ``user_name``
@@ -207,6 +207,8 @@ def write_diagnostic_csv(
     headers = layout_headers(layout, subject)
     padded = layout in _PADDED_DATES
     frame = _to_frame(records, padded)
+    if "vendor_student_id" not in frame.columns and "student_id" in frame.columns:
+        frame = frame.rename({"student_id": "vendor_student_id"})  # the ID the vendor file carries
     if "user_name" not in frame.columns and {"first_name", "last_name"} <= set(frame.columns):
         frame = frame.with_columns(
             pl.concat_str(pl.col("first_name"), pl.col("last_name"), separator=".").alias("user_name")

@@ -19,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from aptool_assets.definitions import build_resources
+from aptool_assets.rules.student_ids import DEFAULT_ID_FIELD
 from aptool_assets.runner import run_pipeline
 from aptool_assets.settings import Settings
 from aptool_assets.storage.warehouse import open_warehouse
 from aptool_assets.vocabulary import school_year_bounds
 from aptool_demo.district import build_district, write_iready_exports
 from aptool_demo.sftp_server import LocalSFTPServer, start_local_sftp_server
+from aptool_demo.sim_district import SimDistrict
 from aptool_demo.simulator import RunningSimulator, build_sim_district, start_simulator
 
 INSTANCE_YAML = """# Written by `aptool demo`: local storage under this folder.
@@ -48,20 +50,22 @@ def run_demo(
     settings = Settings.from_env({} if args.year is None else {"APTOOL_SCHOOL_YEAR": str(args.year)})
     school_year = settings.school_year
     district = build_district(school_year)
-    files = write_iready_exports(district, sftp_root)
+    # Attendance through the as-of date (the whole year for a past year), on the same students.
+    through = min(settings.as_of_date, school_year_bounds(school_year)[1])
+    sim_district = build_sim_district(district, through=through)
+    id_field = getattr(args, "iready_id_field", DEFAULT_ID_FIELD)
+    files = write_iready_exports(district, sftp_root, vendor_ids(sim_district, id_field))
     print(
         f"demo: synthetic district with {district.students.height} students in {district.schools.height} schools; "
-        f"{len(files)} i-Ready files under {sftp_root}"
+        f"{len(files)} i-Ready files under {sftp_root}, keyed by {id_field}"
     )
 
     server = start_local_sftp_server(sftp_root, home / "sftp-server")
     print(f"demo: {server.kind} SFTP server on {server.host}:{server.port}")
-    # Attendance through the as-of date (the whole year for a past year), on the same students.
-    through = min(settings.as_of_date, school_year_bounds(school_year)[1])
-    simulator = start_simulator(build_sim_district(district, through=through))
+    simulator = start_simulator(sim_district)
     print(f"demo: Aeries simulator on {simulator.base_url} (attendance through {through})")
     try:
-        env = _demo_env(home, server, simulator, through, school_year)
+        env = {**_demo_env(home, server, simulator, through, school_year), "APTOOL_IREADY_ID_FIELD": id_field}
         os.environ.update(env)
         _write_instance_yaml(Path(env["DAGSTER_HOME"]))
         with open_instance() as instance:
@@ -77,6 +81,20 @@ def run_demo(
         simulator.stop()
         server.stop()
     return 0
+
+
+_AERIES_ID_KEYS = {"student_id": "StudentID", "student_number": "StudentNumber", "state_student_id": "StateStudentID"}
+
+
+def vendor_ids(sim: SimDistrict, id_field: str) -> dict[int, str] | None:
+    """StudentID → the identifier a district rostering i-Ready by ``id_field`` puts in the files: the one on the
+    student's record at the school the files name (the first school); None for the StudentID itself."""
+    if id_field == DEFAULT_ID_FIELD:
+        return None
+    ids: dict[int, str] = {}
+    for record in sim.students:  # a transfer's first record is the one at the school the files name
+        ids.setdefault(record["StudentID"], str(record[_AERIES_ID_KEYS[id_field]]))
+    return ids
 
 
 def _demo_env(

@@ -56,7 +56,9 @@ class SimDistrict:
     # -- lookups ---------------------------------------------------------------------------------
 
     def code_table(self, school_code: int) -> dict[str, dict]:
-        return {row["AbsenceCode"]: row for row in self.absence_codes.get(school_code, [])}
+        """The codes usable at a school: its own table over the district-wide one (SchoolCode 0)."""
+        district = {row["AbsenceCode"]: row for row in self.absence_codes.get(0, [])}
+        return district | {row["AbsenceCode"]: row for row in self.absence_codes.get(school_code, [])}
 
     def student_record(self, student_id: int, school_code: int) -> dict:
         for record in self.students:

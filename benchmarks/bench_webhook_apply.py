@@ -40,6 +40,7 @@ from aptool_assets.events.frame import event_frame
 from aptool_assets.storage.inbox import InboxEvent
 from aptool_assets.storage.warehouse import TableWrite, Warehouse, open_warehouse
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, STUDENTS
+from aptool_assets.vocabulary import school_year_of
 
 ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 T0 = dt.datetime(2026, 3, 10, 16, 0, tzinfo=dt.UTC)
@@ -117,6 +118,7 @@ def seed(wh: Warehouse) -> None:
     codes = pl.DataFrame(
         {"school_code": [SCHOOL, SCHOOL], "code": ["U", "Z"], "title": ["u", "z"], "type_code": [3, 3]}
     ).with_columns(
+        pl.lit(school_year_of(T0.date()), pl.Int32).alias("school_year"),
         *[pl.lit(False).alias(c) for c in ("counts_for_ada", "is_suspension", "is_partial_day_truant")],
         pl.lit(False).alias("is_temporarily_not_enrolled"),
         pl.lit(T0).alias("source_updated_at"),

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 import polars as pl
 
 from aptool_assets.events.frame import ATTENDANCE_TYPES, EVENT_SCHEMA, STUDENT_TYPES, event_frame
+from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance_cells import (
     CELL_KEY,
     DAY_KEY,
@@ -131,7 +132,8 @@ class SchoolReference:
         if not schools:
             return cls(ABSENCE_CODES.empty(), ATTENDANCE_PULLS.empty())
         where = {"school_code": AnyOf(schools)}
-        return cls(wh.read_table(ABSENCE_CODES, where=where), wh.read_table(ATTENDANCE_PULLS, where=where))
+        codes = wh.read_table(ABSENCE_CODES, where={"school_code": AnyOf([DISTRICT_SCHOOL_CODE, *schools])})
+        return cls(codes, wh.read_table(ATTENDANCE_PULLS, where=where))
 
 
 def _with_winner_flag(wh: Warehouse, latest: pl.DataFrame, near: dict, pulls: pl.DataFrame) -> pl.DataFrame:

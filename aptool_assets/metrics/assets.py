@@ -11,6 +11,7 @@ from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
 from aptool_assets.rules.ranking import PriorityWeights
+from aptool_assets.rules.student_ids import map_vendor_ids
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
     ATTENDANCE_DAYS_KEY,
@@ -18,7 +19,7 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     STUDENTS_KEY,
 )
-from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
+from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY, roster_ids
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite
 from aptool_assets.tables.aeries import STUDENTS
@@ -34,12 +35,6 @@ INTERVENTION_RANKING_KEY = dg.AssetKey(["aptool", STUDENT_INTERVENTION_RANKING.n
 # Eager, but without waiting for every upstream partition: the summary depends on *all* daily
 # attendance partitions, most of which are never pulled (days before the district's first year).
 AFTER_ANY_UPDATE = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
-
-
-def roster_student_ids(warehouse) -> pl.Series | None:
-    """Every student Aeries knows (active or not); None before the roster was ever published."""
-    ids = warehouse.read_table(STUDENTS, columns=["student_id"]).get_column("student_id").unique()
-    return ids if ids.len() else None
 
 
 @dg.asset(
@@ -60,16 +55,24 @@ def roster_student_ids(warehouse) -> pl.Series | None:
         "aptool.student_academic_risk: per student and school year, the most recent diagnostic per "
         "subject mapped to HIGH/MEDIUM/LOW (1 grade level below = MEDIUM, 2 or more = HIGH), and the "
         "higher of the two as overall_risk (UNKNOWN without results). Covers every student in "
-        "aptool.students plus every student with results that year."
+        "aptool.students; results whose Student ID maps to no student (APTOOL_IREADY_ID_FIELD) get no row "
+        "and are counted by the iready_students_matched check."
     ),
     metadata={"dagster/column_schema": column_schema(STUDENT_ACADEMIC_RISK)},
 )
-def student_academic_risk(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
+def student_academic_risk(
+    context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.MaterializeResult:
     school_year = int(context.partition_key)
     wh = warehouse.get()
-    diagnostics = wh.read_table(DIAGNOSTIC_RESULTS, where={"academic_year": school_year})
-    roster = roster_student_ids(wh)
+    students = roster_ids(wh)
+    # Mapped again against today's roster: a student enrolled since the file was loaded is matched now.
+    diagnostics = map_vendor_ids(
+        wh.read_table(DIAGNOSTIC_RESULTS, where={"academic_year": school_year}), students, platform.iready_id_field
+    )
+    roster = students.get_column("student_id").unique() if students.height else None
     risk = compute_academic_risk(diagnostics, school_year, roster)
+    unmatched = int(diagnostics.get_column("student_id").is_null().sum())
     wh.write(TableWrite(STUDENT_ACADEMIC_RISK, risk, {"school_year": school_year}))
     distribution = dict(risk.group_by("overall_risk").len().iter_rows())
     context.log.info(f"academic risk {school_year}: {risk.height} students, {distribution}")
@@ -81,6 +84,7 @@ def student_academic_risk(context: dg.AssetExecutionContext, warehouse: Warehous
                 "overall_risk_distribution": counts_table(distribution, label="overall_risk"),
                 "students_without_results": distribution.get("UNKNOWN", 0),
                 "roster_available": roster is not None,
+                "diagnostics_matching_no_student": unmatched,
             },
         )
     )

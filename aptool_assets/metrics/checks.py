@@ -10,10 +10,11 @@ from aptool_assets.partitions import school_year_slice
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
+from aptool_assets.storage.warehouse import Between
 from aptool_assets.tables import asset_key
-from aptool_assets.tables.aeries import ATTENDANCE_HISTORY_SUMMARY
+from aptool_assets.tables.aeries import ATTENDANCE_DAYS, ATTENDANCE_HISTORY_SUMMARY, ENROLLMENT
 from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
-from aptool_assets.vocabulary import RISK_LEVELS, RISK_ORDER
+from aptool_assets.vocabulary import RISK_LEVELS, RISK_ORDER, school_year_bounds
 
 
 @dg.asset_check(
@@ -85,6 +86,37 @@ def summary_reconciles_with_aeries(
 
 
 @dg.asset_check(
+    asset=STUDENT_ATTENDANCE_SUMMARY_KEY,
+    additional_deps=[asset_key(ATTENDANCE_DAYS), asset_key(ENROLLMENT)],
+    description="Every student with attendance in the school year has an enrollment record for it at that "
+    "school: attendance without one cannot be counted (no enrolled days), so it is reported here, by student "
+    "ID and number of days, instead of being dropped silently.",
+)
+def attendance_has_enrollment(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.AssetCheckResult:
+    wh = warehouse.get()
+    year = school_year_slice(context).get("school_year", platform.settings().school_year)
+    first, last = school_year_bounds(year)
+    keys = ["student_id", "school_code"]
+    days = wh.read_table(ATTENDANCE_DAYS, where={"calendar_date": Between(first, last)}, columns=keys)
+    enrolled = wh.read_table(ENROLLMENT, where={"academic_year": year}, columns=keys).unique()
+    orphans = days.join(enrolled, on=keys, how="anti").group_by(keys).len("days").sort(keys)
+    total = int(orphans.get_column("days").sum()) if orphans.height else 0
+    return dg.AssetCheckResult(
+        passed=orphans.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{orphans.height} student-school pairs with attendance in {year} but no enrollment record, "
+        f"{total} coded days not counted" + (f"; student IDs {id_sample(orphans)}" if orphans.height else ""),
+        metadata={
+            "students_without_enrollment": orphans.height,
+            "days_not_counted": total,
+            "student_id_sample": dg.MetadataValue.json(id_sample(orphans)),
+        },
+    )
+
+
+@dg.asset_check(
     asset=ACADEMIC_RISK_KEY,
     description="One row per (school_year, student_id); risks are HIGH/MEDIUM/LOW (overall also UNKNOWN) "
     "and overall_risk is the higher of the subject risks.",
@@ -133,6 +165,7 @@ def ranking_dense_and_monotone(
 
 METRICS_CHECKS = [
     summary_rates_valid,
+    attendance_has_enrollment,
     summary_reconciles_with_aeries,
     academic_risk_consistent,
     ranking_dense_and_monotone,

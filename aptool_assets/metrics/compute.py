@@ -14,6 +14,7 @@ import polars as pl
 
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules import period_codes
+from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
 from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
 from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
@@ -32,9 +33,12 @@ def attendance_summary(
     first, last = school_year_bounds(school_year)
     where_students: dict = {}
     where_schools: dict = {}
+    where_codes: dict = {"school_year": school_year}
     if students is not None:
+        schools = students.get_column("school_code").unique().to_list()
         where_students = {"student_id": AnyOf(students.get_column("student_id").unique().to_list())}
-        where_schools = {"school_code": AnyOf(students.get_column("school_code").unique().to_list())}
+        where_schools = {"school_code": AnyOf(schools)}
+        where_codes["school_code"] = AnyOf([DISTRICT_SCHOOL_CODE, *schools])  # the district table backs every school
 
     def only(frame: pl.DataFrame) -> pl.DataFrame:
         return frame if students is None else frame.join(students.select(_RECORD).unique(), on=_RECORD, how="semi")
@@ -52,7 +56,7 @@ def attendance_summary(
         calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
         enrollment=only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
         attendance=attendance,
-        absence_codes=wh.read_table(ABSENCE_CODES, where=where_schools),
+        absence_codes=wh.read_table(ABSENCE_CODES, where=where_codes),
         school_year=school_year,
         as_of_date=clip_to_school_year(school_year, as_of),
     )
@@ -67,11 +71,12 @@ def ranking(
 ) -> pl.DataFrame:
     """The ranking of ``school_year`` for every school, or only ``schools``; ``summary`` (the rows of
     those schools) when the caller already holds a newer summary than the warehouse."""
-    where = {"school_year": school_year} | ({"school_code": AnyOf(schools)} if schools is not None else {})
+    in_schools = {"school_code": AnyOf(schools)} if schools is not None else {}
     if summary is None:
-        summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where=where)
+        summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, **in_schools})
     risk = wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year})
-    return intervention_ranking(summary, risk, school_year=school_year, weights=weights)
+    enrollment = wh.read_table(ENROLLMENT, where={"academic_year": school_year, **in_schools})
+    return intervention_ranking(summary, risk, school_year=school_year, enrollment=enrollment, weights=weights)
 
 
 def refresh_students(

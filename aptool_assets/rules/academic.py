@@ -140,8 +140,9 @@ def student_academic_risk(
 ) -> pl.DataFrame:
     """Per-student academic risk for one school year (contract §4.2, table student_academic_risk).
 
-    Students come from the roster (may be None) plus anyone with a diagnostic that year, so a
-    rostered student without results is reported as UNKNOWN rather than silently missing.
+    One row per roster student (a student without results is UNKNOWN rather than silently missing);
+    diagnostics whose ``student_id`` is null (mapped to no student) or not on the roster get no row.
+    Without a roster (None: none published yet), the students with mapped results.
     """
     latest = latest_diagnostics(
         diagnostics.filter(pl.col("academic_year") == school_year).select(
@@ -153,10 +154,11 @@ def student_academic_risk(
             "overall_relative_placement",
         )
     )
-    ids = [latest.select("student_id")]
-    if roster_student_ids is not None:
-        ids.append(pl.DataFrame({"student_id": roster_student_ids.cast(pl.Int64)}))
-    students = pl.concat(ids).drop_nulls().unique().sort("student_id")
+    if roster_student_ids is None:
+        students = latest.select("student_id")
+    else:
+        students = pl.DataFrame({"student_id": roster_student_ids.cast(pl.Int64)})
+    students = students.drop_nulls().unique().sort("student_id")
 
     out = students
     for subject in SUBJECTS:

@@ -14,7 +14,9 @@ Input frames (column names and dtypes; ``_conform`` casts and checks them):
 - calendar: school_code Int32, calendar_date Date, holiday_code Utf8
 - enrollment: student_id Int64, school_code Int32, enter_date Date, leave_date Date (null = open)
 - absence_codes: school_code Int32, code Utf8, type_code Int32, counts_for_ada,
-  is_suspension, is_partial_day_truant, is_temporarily_not_enrolled (Boolean)
+  is_suspension, is_partial_day_truant, is_temporarily_not_enrolled (Boolean); optionally
+  school_year Int32 (codes are then looked up in the table of the year each date falls in).
+  SchoolCode 0 is the district-wide table: a code a school's table lacks is looked up there.
 - attendance: student_id Int64, school_code Int32, calendar_date Date, all_day_code Utf8,
   period_codes List(Struct(period Utf8, section_number Int64, code Utf8))
 """
@@ -39,6 +41,7 @@ from aptool_assets.vocabulary import (
     TIER_LOWER_BOUNDS,
     TRUANCY_LETTER_THRESHOLDS,
     school_year_bounds,
+    school_year_expr,
 )
 
 ABSENCE_CATEGORIES: tuple[str, ...] = (
@@ -51,6 +54,7 @@ ABSENCE_CATEGORIES: tuple[str, ...] = (
     "tardy",
     "present",
     "partial",
+    "unknown_code",
 )
 
 FULL_DAY_ABSENCE_CATEGORIES: tuple[str, ...] = (
@@ -58,8 +62,10 @@ FULL_DAY_ABSENCE_CATEGORIES: tuple[str, ...] = (
     "absent_excused",
     "absent_unexcused",
     "suspension_out_of_school",
+    "unknown_code",
 )
-"""What ``days_absent`` adds up. ISS, tardies and partial days are attendance, not absence."""
+"""What ``days_absent`` adds up. ISS, tardies and partial days are attendance, not absence; a code found in
+no table is counted as an unverified absence (contract §4.1: never silently dropped)."""
 
 _CATEGORY_COLUMNS: dict[str, str] = {
     "absent_unverified": "days_unverified",
@@ -67,7 +73,10 @@ _CATEGORY_COLUMNS: dict[str, str] = {
     "absent_unexcused": "days_unexcused",
     "suspension_out_of_school": "days_suspension_out_of_school",
 }
-"""The summary column that counts each absence category."""
+"""The summary column that counts each absence category (``unknown_code`` days count as unverified)."""
+
+DISTRICT_SCHOOL_CODE = 0
+"""Aeries' district pseudo-school: its absence-code table holds the district-wide definitions."""
 
 CATEGORY_BY_TYPE_CODE: dict[int, str] = {
     1: "absent_unverified",
@@ -138,39 +147,62 @@ def _blank_to_null(col: str) -> pl.Expr:
     return pl.when(code == "").then(None).otherwise(code)
 
 
-def _code_table(absence_codes: pl.DataFrame) -> pl.DataFrame:
-    """One row per (school_code, code); null flags read as false, so nothing is invented."""
+_YEAR = "_school_year"  # the school year of an attendance date, when code tables are kept per year
+
+
+def _code_table(absence_codes: pl.DataFrame, schools: pl.Series) -> tuple[pl.DataFrame, list[str]]:
+    """(codes, key): one definition per (school year when given, school_code, code) for every school in
+    ``schools``: the school's own row, else the district-wide row (SchoolCode 0) it inherits. Null flags
+    read as false, so nothing is invented."""
     flags = ["counts_for_ada", "is_suspension", "is_partial_day_truant", "is_temporarily_not_enrolled"]
-    return (
-        conform(absence_codes, ABSENCE_CODES_SCHEMA, "absence_codes")
+    by_year = "school_year" in absence_codes.columns
+    schema = ABSENCE_CODES_SCHEMA | ({"school_year": pl.Int32} if by_year else {})
+    scope = [_YEAR] if by_year else []
+    key = [*scope, "school_code", "code"]
+    codes = (
+        conform(absence_codes, schema, "absence_codes")
         .select(
+            *([pl.col("school_year").alias(_YEAR)] if by_year else []),
             "school_code",
             _blank_to_null("code").alias("code"),
             "type_code",
             *[pl.col(flag).fill_null(False) for flag in flags],
         )
-        .drop_nulls(["school_code", "code"])
-        .unique(subset=["school_code", "code"], keep="first", maintain_order=True)
+        .drop_nulls(key)
+        .unique(subset=key, keep="first", maintain_order=True)
     )
+    district = codes.filter(pl.col("school_code") == DISTRICT_SCHOOL_CODE).drop("school_code")
+    others = pl.DataFrame({"school_code": schools.unique().drop_nulls()}, schema={"school_code": pl.Int32})
+    inherited = (
+        others.filter(pl.col("school_code") != DISTRICT_SCHOOL_CODE)
+        .join(district, how="cross")
+        .join(codes, on=key, how="anti")
+        .select(codes.columns)
+    )
+    return pl.concat([codes, inherited]), key
 
 
-def _period_facts(frame: pl.DataFrame, codes: pl.DataFrame) -> pl.DataFrame:
+def _period_facts(frame: pl.DataFrame, codes: pl.DataFrame, key: list[str]) -> pl.DataFrame:
     """Per attendance row (``_row``) that has period codes: any coded period, truancy, unknown code.
 
     Only rows with a non-empty list are exploded, so the cost follows the sparse coded periods.
+    A suspension code never counts toward truancy (contract §4.1), whatever its TypeCode.
     """
-    truant = (pl.col("is_partial_day_truant") | (pl.col("type_code") == UNEXCUSED_TYPE_CODE)).fill_null(False)
+    truant = (
+        (pl.col("is_partial_day_truant") | (pl.col("type_code") == UNEXCUSED_TYPE_CODE)) & ~pl.col("is_suspension")
+    ).fill_null(False)
+    scope = key[:-2]
     periods = (
         frame.filter(pl.col("period_codes").list.len() > 0)
-        .select("_row", "school_code", pl.col("period_codes").list.eval(pl.element().struct.field("code")))
+        .select("_row", *scope, "school_code", pl.col("period_codes").list.eval(pl.element().struct.field("code")))
         .explode("period_codes")
-        .select("_row", "school_code", _blank_to_null("period_codes").alias("code"))
+        .select("_row", *scope, "school_code", _blank_to_null("period_codes").alias("code"))
         .drop_nulls("code")
     )
     return (
         periods.join(
-            codes.select("school_code", "code", "type_code", "is_partial_day_truant", pl.lit(True).alias("_known")),
-            on=["school_code", "code"],
+            codes.select(*key, "type_code", "is_partial_day_truant", "is_suspension", pl.lit(True).alias("_known")),
+            on=key,
             how="left",
         )
         .group_by("_row")
@@ -188,7 +220,7 @@ def _category_expr(has_code: pl.Expr, known: pl.Expr) -> pl.Expr:
         pl.when(~has_code)
         .then(pl.when(has_period).then(pl.lit("partial")).otherwise(pl.lit(None, dtype=pl.Utf8)))
         .when(~known)
-        .then(pl.lit(None, dtype=pl.Utf8))
+        .then(pl.lit("unknown_code"))
         .when(pl.col("is_temporarily_not_enrolled"))
         .then(pl.lit("not_enrolled"))
         .when(pl.col("is_suspension") & ~pl.col("counts_for_ada"))
@@ -200,10 +232,13 @@ def _category_expr(has_code: pl.Expr, known: pl.Expr) -> pl.Expr:
 
 
 def _truancy_expr(known: pl.Expr) -> pl.Expr:
-    """Ed. Code 48260 day: an unexcused or partial-day-truant all-day code, or such a period code;
-    never on a day the student was not enrolled (needs ``absence_category``)."""
-    all_day_truant = known & ((pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")).fill_null(
-        False
+    """Ed. Code 48260 day: an unexcused (TypeCode 3) or partial-day-truant all-day code that is not a
+    suspension code, or such a period code; never on a day the student was not enrolled (needs
+    ``absence_category``). A suspension is a removal, not truancy."""
+    all_day_truant = (
+        known
+        & ~pl.col("is_suspension").fill_null(False)
+        & ((pl.col("type_code") == UNEXCUSED_TYPE_CODE) | pl.col("is_partial_day_truant")).fill_null(False)
     )
     return (all_day_truant | pl.col("_period_truant").fill_null(False)) & (
         pl.col("absence_category") != "not_enrolled"
@@ -213,38 +248,43 @@ def _truancy_expr(known: pl.Expr) -> pl.Expr:
 def categorize_attendance(attendance: pl.DataFrame, absence_codes: pl.DataFrame) -> pl.DataFrame:
     """Add absence_category, is_full_day_absence, is_truancy_day and unknown_code to coded days.
 
-    The category comes from the all-day code's row in *that school's* code table, flags first
-    (contract §4.1): IsTemporarilyNotEnrolled → not_enrolled; IsSuspension without ADA →
-    suspension_out_of_school, with ADA → suspension_in_school; else TypeCode (1 unverified,
-    2 excused, 3 unexcused, 4/6 present, 5/8/9 tardy). No all-day code but a coded period →
-    partial, even when every period is coded.
+    The category comes from the all-day code's row in *that school's* code table, or, when the school's
+    table lacks the code, in the district-wide table (SchoolCode 0); with a ``school_year`` column in
+    ``absence_codes``, from the tables of the school year the date falls in. Flags first (contract
+    §4.1): IsTemporarilyNotEnrolled → not_enrolled; IsSuspension without ADA → suspension_out_of_school,
+    with ADA → suspension_in_school; else TypeCode (1 unverified, 2 excused, 3 unexcused, 4/6 present,
+    5/8/9 tardy). No all-day code but a coded period → partial, even when every period is coded.
 
-    Codes that cannot be read never crash and never count:
+    Codes that cannot be read never crash and are never silently dropped:
 
-    - an all-day code missing from the school's table → category null, ``unknown_code`` = it;
-    - otherwise a period code missing from the table → ``unknown_code`` = the (smallest) such
-      code; the day keeps its category and that period simply adds nothing;
+    - an all-day code in neither table → category ``unknown_code`` (a full-day absence, counted as
+      unverified by the summary), ``unknown_code`` = the code;
+    - otherwise a period code in neither table → ``unknown_code`` = the (smallest) such code; the day
+      keeps its category and that period simply adds nothing;
     - a known all-day code whose TypeCode has no meaning (7 or anything unlisted) and no flag →
       category null (``unknown_code`` stays null: the code exists, its definition is the gap);
     - a row with neither an all-day nor a period code → category null.
 
     ``is_truancy_day`` (Ed. Code 48260, counted per day): the all-day code has TypeCode 3 or is
-    flagged IsPartialDayTruant, or any period code is flagged IsPartialDayTruant or has
-    TypeCode 3. A not_enrolled day is never a truancy day: the student was not enrolled.
-    Input rows keep their order and columns; the four columns are appended.
+    flagged IsPartialDayTruant, or any period code is flagged IsPartialDayTruant or has TypeCode 3,
+    where a suspension code never counts (whatever its TypeCode). A not_enrolled day is never a
+    truancy day: the student was not enrolled. Input rows keep their order and columns; the four
+    columns are appended.
     """
     added = ["absence_category", "is_full_day_absence", "is_truancy_day", "unknown_code"]
     attendance = attendance.drop(added, strict=False)  # re-categorizing replaces, never duplicates
-    codes = _code_table(absence_codes)
     frame = conform(attendance, ATTENDANCE_SCHEMA, "attendance").with_row_index("_row")
+    codes, key = _code_table(absence_codes, frame.get_column("school_code"))
     frame = frame.with_columns(_blank_to_null("all_day_code").alias("_code"))
+    if _YEAR in key:
+        frame = frame.with_columns(school_year_expr("calendar_date").alias(_YEAR))
 
     frame = frame.join(
         codes.rename({"code": "_code"}).with_columns(pl.lit(True).alias("_known")),
-        on=["school_code", "_code"],
+        on=[*key[:-1], "_code"],
         how="left",
         maintain_order="left",
-    ).join(_period_facts(frame, codes), on="_row", how="left", maintain_order="left")
+    ).join(_period_facts(frame, codes, key), on="_row", how="left", maintain_order="left")
 
     has_code = pl.col("_code").is_not_null()
     known = pl.col("_known").fill_null(False)
@@ -328,7 +368,7 @@ def _day_counts(coded: pl.DataFrame) -> pl.DataFrame:
         days("not_enrolled").alias("_not_enrolled"),
         days("absent_excused").alias("days_excused"),
         days("absent_unexcused").alias("days_unexcused"),
-        days("absent_unverified").alias("days_unverified"),
+        category.is_in(["absent_unverified", "unknown_code"]).fill_null(False).sum().alias("days_unverified"),
         days("suspension_out_of_school").alias("days_suspension_out_of_school"),
         days("suspension_in_school").alias("days_suspension_in_school"),
         (pl.col("is_truancy_day").fill_null(False) & (category != "not_enrolled").fill_null(True))
@@ -367,7 +407,7 @@ def summary_from_attendance_days(
         .with_columns(pl.col("_span_days", *count_cols).fill_null(0).cast(pl.Int32))
         .with_columns(
             (pl.col("_span_days") - pl.col("_not_enrolled")).alias("days_enrolled"),
-            pl.sum_horizontal(*(_CATEGORY_COLUMNS[c] for c in FULL_DAY_ABSENCE_CATEGORIES)).alias("days_absent"),
+            pl.sum_horizontal(*_CATEGORY_COLUMNS.values()).alias("days_absent"),
         )
         .with_columns(
             absence_rate_expr().alias("absence_rate"),

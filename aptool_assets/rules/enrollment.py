@@ -107,3 +107,36 @@ def count_school_days(spans: pl.DataFrame, school_days: pl.DataFrame) -> pl.Seri
     after_hi = keys.search_sorted(bounds["hi"], side="right").cast(pl.Int64)
     before_lo = keys.search_sorted(bounds["lo"], side="left").cast(pl.Int64)
     return (after_hi - before_lo).alias("school_days")
+
+
+def enrollment_on(enrollment: pl.DataFrame, students: pl.DataFrame) -> pl.DataFrame:
+    """For each (student_id, school_code, as_of_date) of ``students``: ``is_enrolled`` (a stint at that school
+    includes the as-of date, leave date inclusive, open while null) and ``left_on`` (the latest leave date
+    before the as-of date, null while enrolled or when no stint ended). A student without any stint at the
+    school is not enrolled there. Rows keep the order of ``students``."""
+    stints = conform(enrollment, ENROLLMENT_SCHEMA, "enrollment").select(*STUDENT_KEY, "enter_date", "leave_date")
+    keys = students.select(
+        pl.col("student_id").cast(pl.Int64), pl.col("school_code").cast(pl.Int32), pl.col("as_of_date").cast(pl.Date)
+    ).with_row_index("_order")
+    as_of = pl.col("as_of_date")
+    facts = (
+        keys.join(stints, on=STUDENT_KEY, how="inner")
+        .group_by("_order")
+        .agg(
+            ((pl.col("enter_date") <= as_of) & (pl.col("leave_date").is_null() | (pl.col("leave_date") >= as_of)))
+            .fill_null(False)
+            .any()
+            .alias("is_enrolled"),
+            pl.col("leave_date").filter(pl.col("leave_date") < as_of).max().alias("left_on"),
+        )
+    )
+    return (
+        keys.join(facts, on="_order", how="left")
+        .sort("_order")
+        .select(
+            *STUDENT_KEY,
+            "as_of_date",
+            pl.col("is_enrolled").fill_null(False),
+            pl.when(pl.col("is_enrolled").fill_null(False)).then(None).otherwise(pl.col("left_on")).alias("left_on"),
+        )
+    )

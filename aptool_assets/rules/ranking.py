@@ -3,17 +3,20 @@
 Pure functions over polars frames: no Dagster, no I/O, so every boundary can be tested with
 small hand-built frames and the assets stay thin.
 
-The contract fixes the *order*: attendance tier, then overall academic risk, then absence
-rate (higher first), then student_id (ascending). ``priority_score`` is a single number
-that is monotone in that order, so a reader can sort or threshold on it without knowing the
-rule. It is a weighted sum of three levels::
+The contract fixes the *order*: enrolled at the school on the as-of date first (a student who left
+cannot be reached there), then attendance tier, then overall academic risk, then absence rate
+(higher first), then student_id (ascending). ``priority_score`` is a single number that is
+monotone in that order, so a reader can sort or threshold on it without knowing the rule. It is
+a weighted sum of four levels::
 
-    priority_score = tier * TIER_ORDER[attendance_tier]
+    priority_score = enrolled * is_enrolled
+                   + tier * TIER_ORDER[attendance_tier]
                    + risk * RISK_ORDER[overall_risk]
                    + absence_rate * clip(absence_rate, 0, 1)      (null or NaN rate → 0)
 
-With the default weights (1000, 100, 99) each level strictly dominates everything below it
-(1000 > 3·100 + 99 and 100 > 99), so sorting by the score reproduces the contract order; the
+With the default weights (10000, 1000, 100, 99) each level strictly dominates everything below it
+(10000 > 3·1000 + 3·100 + 99, 1000 > 3·100 + 99 and 100 > 99), so sorting by the score reproduces
+the contract order; the
 remaining keys only break exact score ties (equal tier, risk and rate, or a null rate next
 to a 0 rate). A district may set other weights (``APTOOL_PRIORITY_WEIGHTS``); when they
 break dominance the rows are ordered by the score first and the contract keys only break
@@ -32,6 +35,7 @@ from datetime import UTC, datetime
 
 import polars as pl
 
+from aptool_assets.rules.enrollment import enrollment_on
 from aptool_assets.rules.reasons import clean_rate, reasons_expr
 from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER, UNKNOWN_RISK
 
@@ -45,6 +49,8 @@ RANKING_SCHEMA: dict[str, pl.DataType] = {
     "overall_risk": pl.Utf8(),
     "absence_rate": pl.Float64(),
     "is_chronically_absent": pl.Boolean(),
+    "is_enrolled": pl.Boolean(),
+    "days_enrolled": pl.Int32(),
     "reasons": pl.Utf8(),
     "computed_at": pl.Datetime("us", "UTC"),
 }
@@ -78,13 +84,15 @@ _KEY = ["school_year", "school_code", "student_id"]
 
 @dataclass(frozen=True)
 class PriorityWeights:
-    """priority_score = tier · TIER_ORDER + risk · RISK_ORDER + absence_rate · rate (rate clipped to 0..1).
+    """priority_score = enrolled · is_enrolled + tier · TIER_ORDER + risk · RISK_ORDER + absence_rate · rate
+    (rate clipped to 0..1).
 
-    Parsed from ``APTOOL_PRIORITY_WEIGHTS`` ("tier=1000,risk=100,absence_rate=99"); unnamed
+    Parsed from ``APTOOL_PRIORITY_WEIGHTS`` ("enrolled=10000,tier=1000,risk=100,absence_rate=99"); unnamed
     weights keep their defaults. Any finite weights are accepted: ``preserves_contract_order``
     tells whether the score alone reproduces the contract order (the asset warns when not).
     """
 
+    enrolled: float = 10000.0
     tier: float = 1000.0
     risk: float = 100.0
     absence_rate: float = 99.0
@@ -125,14 +133,15 @@ class PriorityWeights:
         return cls(**values)
 
     def to_string(self) -> str:
-        """The ``from_string`` form, e.g. "tier=1000,risk=100,absence_rate=99"."""
+        """The ``from_string`` form, e.g. "enrolled=10000,tier=1000,risk=100,absence_rate=99"."""
         return ",".join(f"{f.name}={getattr(self, f.name):g}" for f in fields(self))
 
     __str__ = to_string
 
     def preserves_contract_order(self) -> bool:
         """True when each level strictly outweighs everything below it, so the score alone gives
-        the contract order: tier > 3·risk + absence_rate, risk > absence_rate, all > 0.
+        the contract order: enrolled > 3·tier + 3·risk + absence_rate, tier > 3·risk + absence_rate,
+        risk > absence_rate, all > 0.
 
         (The rate contributes at most ``absence_rate`` points because it is clipped to 0..1;
         risk levels span 0..3.)
@@ -143,6 +152,7 @@ class PriorityWeights:
             and self.absence_rate > 0
             and self.risk > self.absence_rate
             and self.tier > 3 * self.risk + self.absence_rate
+            and self.enrolled > 3 * self.tier + 3 * self.risk + self.absence_rate
         )
 
 
@@ -162,7 +172,7 @@ def _risk_level(col: str = "overall_risk") -> pl.Expr:
 
 
 def priority_score_expr(weights: PriorityWeights = DEFAULT_WEIGHTS) -> pl.Expr:
-    """``priority_score`` from attendance_tier, overall_risk and absence_rate (Float64).
+    """``priority_score`` from is_enrolled, attendance_tier, overall_risk and absence_rate (Float64).
 
     A null rate counts as 0 (nothing measured yet, nothing missed); the rate is clipped to
     0..1 so even a corrupt rate cannot jump a risk level. A null overall_risk counts as
@@ -172,7 +182,8 @@ def priority_score_expr(weights: PriorityWeights = DEFAULT_WEIGHTS) -> pl.Expr:
     """
     rate = clean_rate().fill_null(0.0).clip(0.0, 1.0)
     return (
-        _tier_level().cast(pl.Float64) * weights.tier
+        pl.col("is_enrolled").cast(pl.Float64) * weights.enrolled
+        + _tier_level().cast(pl.Float64) * weights.tier
         + _risk_level().cast(pl.Float64) * weights.risk
         + rate * weights.absence_rate
     ).alias("priority_score")
@@ -201,8 +212,10 @@ def _inputs(summary: pl.DataFrame, academic_risk: pl.DataFrame, school_year: int
     tier and risk levels; raises ValueError (naming IDs) on a null or repeated key."""
     _require(summary, SUMMARY_COLUMNS, "summary")
     _require(academic_risk, RISK_COLUMNS, "academic_risk")
+    known = "as_of_date" in summary.columns
+    as_of = [pl.col("as_of_date").cast(pl.Date) if known else pl.lit(None, pl.Date).alias("as_of_date")]
     students = (
-        summary.select(SUMMARY_COLUMNS)
+        summary.select(*SUMMARY_COLUMNS, *as_of)
         .with_columns(
             pl.col("school_year").cast(pl.Int32),
             pl.col("school_code").cast(pl.Int32),
@@ -259,11 +272,22 @@ def _utc(moment: datetime | None) -> datetime:
     return (moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment).astimezone(UTC)
 
 
+def _with_enrollment(frame: pl.DataFrame, summary: pl.DataFrame, enrollment: pl.DataFrame | None) -> pl.DataFrame:
+    """``is_enrolled`` and ``left_on`` per row: from the enrollment stints and the summary's as-of date, or,
+    without ``enrollment``, every student enrolled (nothing known about leaving)."""
+    if enrollment is None:
+        return frame.with_columns(pl.lit(True).alias("is_enrolled"), pl.lit(None, pl.Date).alias("left_on"))
+    _require(summary, ["as_of_date"], "summary")
+    status = enrollment_on(enrollment, frame.select("student_id", "school_code", pl.col("as_of_date")))
+    return pl.concat([frame, status.select("is_enrolled", "left_on")], how="horizontal")
+
+
 def intervention_ranking(
     summary: pl.DataFrame,
     academic_risk: pl.DataFrame,
     *,
     school_year: int,
+    enrollment: pl.DataFrame | None = None,
     weights: PriorityWeights = DEFAULT_WEIGHTS,
     computed_at: datetime | None = None,
 ) -> pl.DataFrame:
@@ -271,23 +295,25 @@ def intervention_ranking(
 
     One row per summary row of that year (a student at two schools is ranked in each);
     students without an academic-risk row, or with a null overall_risk, are ``UNKNOWN``.
+    ``is_enrolled``: a stint of ``enrollment`` at that school includes the summary's as-of date
+    (without ``enrollment``, as in hand-built examples, every student counts as enrolled).
     Within each (school_year, school_code) rows are sorted by priority_score descending, then
-    tier, risk, absence rate (null last) descending, then student_id ascending, and ranked
-    1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
+    enrolled, tier, risk, absence rate (null last) descending, then student_id ascending, and
+    ranked 1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
 
     Raises ValueError (naming the IDs) when an input key is null or repeated or a tier or risk
     is not a known value: the upstream tables guarantee all of these, so a violation is a bug
     to surface, not a row to guess about. ``computed_at`` defaults to now; a naive value is
     read as UTC.
     """
-    frame = _inputs(summary, academic_risk, school_year)
+    frame = _with_enrollment(_inputs(summary, academic_risk, school_year), summary, enrollment)
     _require_known_levels(frame)
     ranked = (
         frame.with_columns(priority_score_expr(weights), reasons_expr())
         .sort(
-            [*_SCHOOL, "priority_score", "_tier", "_risk", "absence_rate", "student_id"],
-            descending=[False, False, True, True, True, True, False],
-            nulls_last=[False, False, False, False, False, True, False],
+            [*_SCHOOL, "priority_score", "is_enrolled", "_tier", "_risk", "absence_rate", "student_id"],
+            descending=[False, False, True, True, True, True, True, False],
+            nulls_last=[False, False, False, False, False, False, True, False],
         )
         # Rows are sorted by school, so a per-school running count is the rank.
         .with_columns(pl.int_range(1, pl.len() + 1, dtype=pl.Int32).over(_SCHOOL).alias("rank"))

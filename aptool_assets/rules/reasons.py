@@ -9,6 +9,9 @@ from __future__ import annotations
 import polars as pl
 
 REASON_COLUMNS: tuple[str, ...] = (
+    "is_enrolled",
+    "left_on",
+    "as_of_date",
     "attendance_tier",
     "absence_rate",
     "days_absent",
@@ -139,13 +142,32 @@ def _truancy_reason() -> pl.Expr:
     )
 
 
+def _enrollment_reason() -> pl.Expr:
+    """ "left on 2025-10-03" for a student no longer enrolled at the school (or "not enrolled on <as-of
+    date>" when no leave date is known); nothing for an enrolled student."""
+
+    def day(col: str) -> pl.Expr:
+        return pl.col(col).cast(pl.Date).dt.to_string("%Y-%m-%d")
+
+    left = pl.concat_str([pl.lit("left on "), day("left_on")])
+    if_unknown = pl.concat_str([pl.lit("not enrolled on "), day("as_of_date")])
+    return (
+        pl.when(pl.col("is_enrolled").fill_null(True))
+        .then(pl.lit(None, dtype=pl.Utf8))
+        .otherwise(pl.coalesce(left, if_unknown, pl.lit("not enrolled")))
+    )
+
+
 def reasons_expr() -> pl.Expr:
-    """A short plain-words explanation: attendance; academics; truancy (parts joined by "; ").
+    """A short plain-words explanation: enrollment; attendance; academics; truancy (parts joined by "; ").
 
     e.g. "severe chronic absence 23% (14 of 60 days); reading 2 grade levels below; math 1
-    grade level below; truancy letter 2 (7 days)" or "satisfactory attendance 1% (1 of 58
-    days); no i-Ready results". Reads only ``REASON_COLUMNS``: never a name.
+    grade level below; truancy letter 2 (7 days)", "satisfactory attendance 1% (1 of 58
+    days); no i-Ready results", or "left on 2025-10-03; severe chronic absence 40% (4 of 10 days);
+    ...". Reads only ``REASON_COLUMNS``: never a name.
     """
     return pl.concat_str(
-        [_attendance_reason(), _academic_reason(), _truancy_reason()], separator="; ", ignore_nulls=True
+        [_enrollment_reason(), _attendance_reason(), _academic_reason(), _truancy_reason()],
+        separator="; ",
+        ignore_nulls=True,
     ).alias("reasons")

@@ -34,6 +34,7 @@ SCHOOLS = TableSpec(
 ABSENCE_CODES = TableSpec(
     name="absence_codes",
     columns={
+        "school_year": pl.Int32,
         "school_code": pl.Int32,
         "code": pl.Utf8,
         "title": pl.Utf8,
@@ -44,8 +45,9 @@ ABSENCE_CODES = TableSpec(
         "is_temporarily_not_enrolled": pl.Boolean,
         **PULLED,
     },
-    key=("school_code", "code"),
-    description="Each school's absence-code table: the only source of what a code means.",
+    key=("school_year", "school_code", "code"),
+    description="Each school's absence-code table per school year, and the district-wide table (school_code 0) "
+    "a school's missing codes are looked up in: the only source of what a code means.",
 )
 
 SCHOOL_CALENDAR = TableSpec(

@@ -37,7 +37,7 @@ GROWTH_INT_COLUMNS: tuple[str, ...] = (
 """Nullable integers from the vendor's growth block ("12.0" is accepted for them by the parser)."""
 
 KEY_COLUMNS: tuple[str, ...] = (
-    "student_id",
+    "vendor_student_id",
     "subject",
     "academic_year",
     "completion_date",
@@ -48,7 +48,8 @@ KEY_COLUMNS: tuple[str, ...] = (
 
 def _published_columns() -> dict[str, pl.DataType]:
     cols: dict[str, pl.DataType] = {
-        "student_id": pl.Int64(),
+        "student_id": pl.Int64(),  # the Aeries StudentID the vendor's ID maps to (APTOOL_IREADY_ID_FIELD), or null
+        "vendor_student_id": pl.Utf8(),  # the file's "Student ID", as delivered
         "subject": pl.Utf8(),
         "academic_year": pl.Int32(),
         "school_name": pl.Utf8(),
@@ -125,6 +126,22 @@ QUARANTINED_FILES = TableSpec(
     description="Files refused as a whole (stale rollover copy, missing columns); the published data was kept.",
 )
 
+CELL_PROBLEMS = TableSpec(
+    name="iready_cell_problems",
+    columns={
+        "academic_year": pl.Int32,
+        "subject": pl.Utf8,
+        "source_file": pl.Utf8,
+        "line_number": pl.Int64,
+        "column_name": pl.Utf8,
+        "reason": pl.Utf8,
+        "recorded_at": UTC_TS,
+    },
+    key=("academic_year", "subject", "source_file", "line_number", "column_name"),
+    description="Secondary cells of published rows that could not be read (published as null): where and why, "
+    "never the value.",
+)
+
 REJECTED_ROWS = TableSpec(
     name="iready_rejected_rows",
     columns={
@@ -138,6 +155,7 @@ REJECTED_ROWS = TableSpec(
         "rejected_at": UTC_TS,
     },
     key=("academic_year", "subject", "source_file", "line_number"),
-    description="Rows of accepted files that failed validation, with the reason (no names are kept).",
+    description="Rows of accepted files set aside with the reason: an unusable key, overall scale score or overall "
+    "relative placement, or a repeat whose placement conflicts (no names are kept).",
     sql_types={"raw_record": "TEXT"},
 )

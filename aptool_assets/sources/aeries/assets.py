@@ -14,7 +14,9 @@ import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
 from aptool_assets.partitions import school_year_partitions
+from aptool_assets.resilience.errors import NotFoundError
 from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
+from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.sources.aeries import frames
 from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
@@ -71,7 +73,7 @@ def aeries_asset(
     table: TableSpec,
     *,
     description: str,
-    deps: Sequence[dg.AssetKey] = (SCHOOLS_KEY,),
+    deps: Sequence[dg.AssetKey | dg.AssetDep] = (SCHOOLS_KEY,),
     partitions_def: dg.PartitionsDefinition | None = None,
     backfill_policy: dg.BackfillPolicy | None = None,
 ):
@@ -298,10 +300,11 @@ def attendance_days(context: dg.AssetExecutionContext, aeries: AeriesResource, w
     pulled_at = _now()
     raw, meta = pull_attendance(aeries, codes, first, last)
     rows = attendance_rows(raw, code_table, pulled_at)
-    unknown = rows.filter(pl.col("absence_category").is_null() & pl.col("all_day_code").is_not_null())
+    unknown = rows.filter(pl.col("absence_category") == "unknown_code")
     if unknown.height:
         context.log.warning(
-            f"{unknown.height} attendance rows carry codes missing from their school's code table: "
+            f"{unknown.height} attendance rows carry codes found neither in their school's nor in the district's "
+            f"code table (published as unknown_code, counted as unverified absences): "
             f"{sorted(set(unknown.select('school_code', 'all_day_code').iter_rows()))[:10]}"
         )
     rows = publish_attendance_window(wh, rows, code_table, codes, first, last, pulled_at)
@@ -328,7 +331,7 @@ def build_attendance_days(day_partitions: dg.PartitionsDefinition) -> dg.AssetsD
         "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
         "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
         "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
-        deps=[SCHOOLS_KEY, ABSENCE_CODES_KEY],
+        deps=[SCHOOLS_KEY, dg.AssetDep(ABSENCE_CODES_KEY, partition_mapping=dg.AllPartitionMapping())],
         partitions_def=day_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )(attendance_days)
@@ -347,6 +350,7 @@ class SchoolPull:
     year_column: str | None = None
     noun: str | None = None  # what a row is, for aptool.sync_state's detail ("12 codes")
     metadata: Callable[[pl.DataFrame], dict] = lambda df: {}
+    with_district: bool = False  # pull SchoolCode 0 (the district-wide table) besides the real schools
 
 
 def build_school_pull(spec: SchoolPull) -> dg.AssetsDefinition:
@@ -355,8 +359,9 @@ def build_school_pull(spec: SchoolPull) -> dg.AssetsDefinition:
     def pull(context: dg.AssetExecutionContext, aeries: AeriesResource, warehouse: WarehouseResource):
         year = int(context.partition_key) if spec.year_column else None
         wh = warehouse.get()
+        schools = ([DISTRICT_SCHOOL_CODE] if spec.with_district else []) + real_school_codes(wh)
         df, meta = pull_per_school(
-            aeries, real_school_codes(wh), lambda c, sc: spec.frame(spec.fetch(c, sc, year)), spec.frame([]), year
+            aeries, schools, lambda c, sc: spec.frame(spec.fetch(c, sc, year)), spec.frame([]), year
         )
         df = spec.shape(df, year)
         entity = spec.table.name if year is None else f"{spec.table.name}/{year}"
@@ -396,15 +401,39 @@ def _instructional_days_by_school(df: pl.DataFrame) -> dict:
     return {"instructional_days_by_school": counts_table({str(k): v for k, v in days.iter_rows()}, "school")}
 
 
+def _district_codes_optional(client: AeriesClient, school: int) -> list[dict]:
+    """A school's code table; the district-wide table (SchoolCode 0) may not exist: then it is empty."""
+    if school != DISTRICT_SCHOOL_CODE:
+        return client.absence_codes(school)
+    try:
+        return client.absence_codes(school)
+    except NotFoundError:
+        return []
+
+
+def _codes_of_year(df: pl.DataFrame, year: int | None) -> pl.DataFrame:
+    return _pulled_now(df.with_columns(pl.lit(year, pl.Int32).alias("school_year")))
+
+
+def _codes_by_table(df: pl.DataFrame) -> dict:
+    district = df.filter(pl.col("school_code") == DISTRICT_SCHOOL_CODE).height
+    return {"district_wide_codes": district, "school_codes": df.height - district}
+
+
 absence_codes = build_school_pull(
     SchoolPull(
         ABSENCE_CODES,
-        description="aptool.absence_codes: each school's absence-code table (TypeCode and flags). Categories "
-        "are always derived from these definitions, never from hard-coded letters.",
-        fetch=lambda client, school, year: client.absence_codes(school),
+        description="aptool.absence_codes: each school's absence-code table (TypeCode and flags) for the school "
+        "year (pulled with its DatabaseYear), and the district-wide table (SchoolCode 0) that a code missing "
+        "from a school's table is looked up in. Categories are always derived from these definitions, never "
+        "from hard-coded letters.",
+        fetch=lambda client, school, year: _district_codes_optional(client, school),
         frame=frames.absence_codes_frame,
-        shape=_pulled_now,
+        shape=_codes_of_year,
+        year_column="school_year",
         noun="codes",
+        metadata=_codes_by_table,
+        with_district=True,
     )
 )
 school_calendar = build_school_pull(

@@ -5,9 +5,10 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from aptool_assets.metadata import ID_SAMPLE, duplicate_keys, id_sample
+from aptool_assets.metadata import ID_SAMPLE, counts_table, duplicate_keys, id_sample
 from aptool_assets.rules import period_codes
-from aptool_assets.sources.aeries.assets import ATTENDANCE_DAYS_KEY, STUDENTS_KEY
+from aptool_assets.rules.attendance import categorize_attendance
+from aptool_assets.sources.aeries.assets import ABSENCE_CODES_KEY, ATTENDANCE_DAYS_KEY, STUDENTS_KEY
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import Between
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, STUDENTS
@@ -72,33 +73,37 @@ def attendance_students_known(
 
 @dg.asset_check(
     asset=ATTENDANCE_DAYS_KEY,
-    description="Every all-day and period code used exists in that school's absence-code table.",
+    additional_deps=[ABSENCE_CODES_KEY],
+    description="Every all-day and period code used is defined in that school's absence-code table or the "
+    "district-wide table (SchoolCode 0) of its school year. A code in neither is published as unknown_code "
+    "and counted as an unverified absence: a warning, by school, code and number of days.",
 )
 def attendance_codes_known(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
     wh = warehouse.get()
     att = wh.read_table(
-        ATTENDANCE_DAYS, where=_window(context), columns=["school_code", "all_day_code", "period_codes"]
+        ATTENDANCE_DAYS,
+        where=_window(context),
+        columns=["student_id", "school_code", "calendar_date", "all_day_code", "period_codes"],
+    ).with_columns(period_codes.from_json(pl.col("period_codes")).alias("period_codes"))
+    unknown = (
+        categorize_attendance(att, wh.read_table(ABSENCE_CODES))
+        .drop_nulls("unknown_code")
+        .group_by("school_code", pl.col("unknown_code").alias("code"))
+        .len("days")
+        .sort("school_code", "code")
     )
-    used = (
-        pl.concat(
-            [
-                att.select("school_code", pl.col("all_day_code").alias("code")),
-                att.select("school_code", period_codes.from_json(pl.col("period_codes")).alias("p"))
-                .explode("p")
-                .select("school_code", pl.col("p").struct.field("code").alias("code")),
-            ]
-        )
-        .drop_nulls()
-        .filter(pl.col("code") != "")
-        .unique()
-    )
-    codes = wh.read_table(ABSENCE_CODES, columns=["school_code", "code"])
-    unknown = used.join(codes, on=["school_code", "code"], how="anti").sort(["school_code", "code"])
-    pairs = [f"{sc}:{c}" for sc, c in unknown.head(ID_SAMPLE).iter_rows()]
+    lines = [f"{sc}:{code} ({days} days)" for sc, code, days in unknown.head(ID_SAMPLE).iter_rows()]
+    days = int(unknown.get_column("days").sum()) if unknown.height else 0
     return dg.AssetCheckResult(
         passed=unknown.height == 0,
-        description=f"{unknown.height} codes missing from their school's table" + (f": {pairs}" if pairs else ""),
-        metadata={"unknown_codes": unknown.height},
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{unknown.height} codes in no table of their school or the district, on {days} student-days "
+        "(published as unknown_code, counted as unverified absences)" + (f": {lines}" if lines else ""),
+        metadata={
+            "unknown_codes": unknown.height,
+            "unknown_code_days": days,
+            "unknown_codes_by_school": counts_table({f"{sc}:{code}": n for sc, code, n in unknown.iter_rows()}, "code"),
+        },
     )
 
 

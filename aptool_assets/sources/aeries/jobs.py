@@ -16,8 +16,8 @@ TAGS = {"aptool/source": "aeries"}
 
 aeries_reference_job = dg.define_asset_job(
     name="aeries_reference_sync",
-    selection=dg.AssetSelection.assets(SCHOOLS_KEY, ABSENCE_CODES_KEY, STUDENTS_KEY),
-    description="Schools, absence-code tables and the full student roster.",
+    selection=dg.AssetSelection.assets(SCHOOLS_KEY, STUDENTS_KEY),
+    description="Schools and the full student roster.",
     tags=TAGS,
 )
 aeries_student_changes_job = dg.define_asset_job(
@@ -35,10 +35,11 @@ aeries_attendance_job = dg.define_asset_job(
 _YEAR_INPUTS = dg.AssetSelection.assets(CALENDAR_KEY, ENROLLMENT_KEY)
 aeries_year_job = dg.define_asset_job(
     name="aeries_year_sync",
-    # The year's calendar and enrollment, and what is computed straight from them (the attendance summary,
+    # The year's codes, calendar and enrollment, and what is computed straight from them (the attendance summary,
     # which lives in a layer above the sources: selected by the graph, not imported).
-    selection=_YEAR_INPUTS.downstream(depth=1) | dg.AssetSelection.assets(HISTORY_KEY),
-    description="Calendar, enrollment and Aeries' totals for a school year, then the attendance summary.",
+    selection=_YEAR_INPUTS.downstream(depth=1) | dg.AssetSelection.assets(ABSENCE_CODES_KEY, HISTORY_KEY),
+    description="Absence codes, calendar, enrollment and Aeries' totals for a school year (each with its "
+    "DatabaseYear), then the attendance summary.",
     tags=TAGS,
 )
 

@@ -91,7 +91,7 @@ def _aeries_nightly_reference(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule="0 3 * * *",
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly 03:00: schools, absence codes and the full student roster.",
+        description="Nightly 03:00: schools and the full student roster.",
     )
     def aeries_nightly_reference(context: dg.ScheduleEvaluationContext):
         return dg.RunRequest(run_key=f"aeries-reference-{context.scheduled_execution_time:%Y%m%d}")
@@ -124,7 +124,8 @@ def _aeries_nightly_year_sync(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule="50 3 * * *",
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly 03:50: calendar, enrollment and Aeries' totals for the school year, then the summary.",
+        description="Nightly 03:50: absence codes, calendar, enrollment and Aeries' totals for the school year, "
+        "then the summary.",
     )
     def aeries_nightly_year_sync(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
         year = platform.settings().school_year

@@ -15,6 +15,7 @@ from aptool_assets.partitions import school_year_subject_partitions, split_year_
 from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import AssessmentWindows
+from aptool_assets.rules.student_ids import ID_FIELDS, map_vendor_ids
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.sources.iready.landing import PartitionLanding, land_partition, quarantine
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
@@ -23,12 +24,30 @@ from aptool_assets.sources.iready.retention import current_selection
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
 from aptool_assets.storage.warehouse import TableWrite
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, QUARANTINED_FILES, REJECTED_ROWS
+from aptool_assets.tables import asset_key
+from aptool_assets.tables.aeries import SCHOOLS, STUDENTS
+from aptool_assets.tables.iready import (
+    CELL_PROBLEMS,
+    DIAGNOSTIC_RESULTS,
+    LANDED_FILES,
+    QUARANTINED_FILES,
+    REJECTED_ROWS,
+)
 
 GROUP = "iready"
 RAW_FILES_KEY = dg.AssetKey(["iready", "raw_diagnostic_files"])
 DIAGNOSTIC_RESULTS_KEY = dg.AssetKey(["aptool", DIAGNOSTIC_RESULTS.name])
 FILE_ACCEPTED_CHECK = "file_accepted"
+STUDENTS_KEY = asset_key(STUDENTS)
+
+
+def roster_ids(warehouse) -> pl.DataFrame:
+    """Every student record's identifiers and its school's name: what a vendor Student ID is mapped through."""
+    students = warehouse.read_table(STUDENTS, columns=[*ID_FIELDS, "school_code"])
+    names = warehouse.read_table(SCHOOLS, columns=["school_code", "name"]).rename({"name": "school_name"})
+    return students.join(names, on="school_code", how="left").drop("school_code")
+
+
 OWNERS = ["team:district-data"]
 
 
@@ -214,6 +233,7 @@ def _parse_landed_files(
         duplicate_rows_collapsed=sum(p.duplicate_rows_collapsed for p in parts),
         academic_years=sorted({y for p in parts for y in p.academic_years}),
         unknown_columns=sorted({c for p in parts for c in p.unknown_columns}),
+        cell_problems=pl.concat([p.cell_problems for p in parts], how="vertical_relaxed"),
     )
 
 
@@ -221,14 +241,18 @@ def _parse_landed_files(
     key=DIAGNOSTIC_RESULTS_KEY,
     group_name=GROUP,
     partitions_def=school_year_subject_partitions,
-    deps=[RAW_FILES_KEY],
+    deps=[RAW_FILES_KEY, STUDENTS_KEY],
     kinds={"polars", "pandera", "duckdb", "postgres"},
     owners=OWNERS,
     description=(
         "aptool.iready_diagnostic_results: one row per completed diagnostic, parsed by header name from "
-        "every vendor layout, validated with a pandera schema. Rows with non-numeric IDs or impossible "
-        "values go to aptool.iready_rejected_rows with the reason; byte-identical duplicates are "
-        "collapsed. The partition is replaced atomically."
+        "every vendor layout, validated with a pandera schema. The file's Student ID is kept as "
+        "vendor_student_id and mapped to the Aeries StudentID through aptool.students by "
+        "APTOOL_IREADY_ID_FIELD (null when no student matches). Rows whose key, overall scale score or "
+        "overall relative placement is unusable go to aptool.iready_rejected_rows with the reason; any other "
+        "unreadable cell is published as null and listed in aptool.iready_cell_problems. Rows repeating a "
+        "diagnostic are collapsed (the later row wins) unless their placements conflict. The partition is "
+        "replaced atomically."
     ),
     metadata={"dagster/column_schema": column_schema(DIAGNOSTIC_RESULTS)},
 )
@@ -248,7 +272,15 @@ def iready_diagnostic_results(
 
     loaded_at = dt.datetime.now(dt.UTC)
     parsed = _parse_landed_files(context, files, school_year, subject, platform.settings().windows, loaded_at)
-    result_df = parsed.results
+    id_field = platform.iready_id_field
+    result_df = map_vendor_ids(parsed.results, roster_ids(wh), id_field)
+    matched = int(result_df.get_column("student_id").is_not_null().sum())
+    context.log.info(f"{matched} of {result_df.height} rows matched an Aeries student by {id_field}")
+    problems_df = parsed.cell_problems.with_columns(
+        pl.lit(school_year, pl.Int32).alias("academic_year"),
+        pl.lit(subject).alias("subject"),
+        pl.lit(loaded_at).alias("recorded_at"),
+    )
     rejected_df = parsed.rejected.with_columns(
         pl.lit(school_year, pl.Int32).alias("academic_year"),
         pl.lit(subject).alias("subject"),
@@ -259,11 +291,13 @@ def iready_diagnostic_results(
     wh.write(
         TableWrite(DIAGNOSTIC_RESULTS, result_df, slice_),
         TableWrite(REJECTED_ROWS, rejected_df, slice_),
+        TableWrite(CELL_PROBLEMS, problems_df, slice_),
         sync_state(
             "iready",
             f"diagnostic_results/{school_year}/{subject}",
             cursor=source_files_cursor,
-            detail=f"{result_df.height} rows loaded, {rejected_df.height} rejected",
+            detail=f"{result_df.height} rows loaded, {rejected_df.height} rejected, "
+            f"{problems_df.height} cells unreadable",
         ),
     )
 
@@ -284,7 +318,13 @@ def iready_diagnostic_results(
                 "rows_rejected": rejected_df.height,
                 "rejected_by_reason": counts_table(reasons),
                 "duplicate_rows_collapsed": parsed.duplicate_rows_collapsed,
-                "students": result_df.get_column("student_id").n_unique(),
+                "cells_unreadable": problems_df.height,
+                "cell_problems_by_column": counts_table(
+                    dict(problems_df.group_by("column_name").len().iter_rows()), "column"
+                ),
+                "id_field": id_field,
+                "rows_matched_to_students": matched,
+                "students": result_df.get_column("student_id").drop_nulls().n_unique(),
                 "unknown_columns": ", ".join(sorted(parsed.unknown_columns)) or "none",
                 "student_id_preview": dg.MetadataValue.json(id_preview(result_df)),
                 "source_files": ", ".join(files.get_column("remote_path").to_list()),

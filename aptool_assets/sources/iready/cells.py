@@ -13,6 +13,7 @@ from aptool_assets.sources.iready.schemas import (
     CELL_COLUMNS,
     GRADE_MAX,
     GRADE_MIN,
+    VENDOR_ID_PATTERN,
 )
 from aptool_assets.tables.iready import DOMAINS, GROWTH_INT_COLUMNS, PUBLISHED_COLUMNS
 
@@ -29,7 +30,9 @@ _INT_FIELDS: tuple[str, ...] = (
     *GROWTH_INT_COLUMNS,
     *(f"{d}_scale_score" for d in DOMAINS),
 )
-_TEXT_FIELDS: tuple[str, ...] = tuple(c for c in CELL_COLUMNS if PUBLISHED_COLUMNS[c] == pl.Utf8)
+_TEXT_FIELDS: tuple[str, ...] = tuple(
+    c for c in CELL_COLUMNS if PUBLISHED_COLUMNS[c] == pl.Utf8 and c != "vendor_student_id"
+)
 _DISTINCT_FIELDS: dict[str, pl.DataType] = {
     "academic_year": pl.Int32(),
     "start_date": pl.Date(),
@@ -54,12 +57,12 @@ def _int_tolerant(raw: pl.Expr, dtype: pl.DataType = pl.Int32) -> pl.Expr:
 
 
 def _id_fast(raw: pl.Expr) -> pl.Expr:
-    v = raw.cast(pl.Int64, strict=False)
-    return pl.when(v >= 0).then(v)
+    """The vendor's Student ID as delivered when it is digits (leading zeros kept), else null."""
+    return pl.when(raw.str.contains(VENDOR_ID_PATTERN)).then(raw)
 
 
 def _id_tolerant(raw: pl.Expr) -> pl.Expr:
-    """Digits (leading zeros vanish in the key); trimmed, "123.0" from a spreadsheet tolerated."""
+    """Digits, trimmed, "123.0" from a spreadsheet re-save read as "123"."""
     return _id_fast(_strip(raw).str.strip_suffix(".0"))
 
 
@@ -81,8 +84,15 @@ def _parse_date(raw: pl.Expr) -> pl.Expr:
 
 
 def _parse_grade(raw: pl.Expr) -> pl.Expr:
+    """K (or KG) → 0, TK (transitional kindergarten) → -1 as in Aeries, else 1..12."""
     u = _strip(raw).str.to_uppercase()
-    g = pl.when(u.is_in(["K", "KG"])).then(pl.lit(0, pl.Int32)).otherwise(_int_tolerant(u))
+    g = (
+        pl.when(u.is_in(["K", "KG"]))
+        .then(pl.lit(0, pl.Int32))
+        .when(u == "TK")
+        .then(pl.lit(-1, pl.Int32))
+        .otherwise(_int_tolerant(u))
+    )
     return pl.when(g.is_between(GRADE_MIN, GRADE_MAX)).then(g)
 
 
@@ -133,7 +143,7 @@ def convert_cells(src: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, set[st
     """
     c = pl.col
     typed = src.select(
-        _id_fast(c("student_id")).alias("student_id"),
+        _id_fast(c("vendor_student_id")).alias("vendor_student_id"),
         *(c(f).cast(PUBLISHED_COLUMNS[f], strict=False).alias(f) for f in _INT_FIELDS),
     ).with_columns(_map_distinct(src, list(_DISTINCT_FIELDS)))
 
@@ -144,7 +154,8 @@ def convert_cells(src: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, set[st
         return src, pl.concat([typed, src.select(_TEXT_FIELDS)], how="horizontal").select(CELL_COLUMNS), failed
 
     src = src.with_columns(_strip(c(f)).alias(f) for f in failed | padded)
-    tolerant = [_id_tolerant(c("student_id")).alias("student_id")] if "student_id" in failed else []
+    vendor_id = "vendor_student_id"
+    tolerant = [_id_tolerant(c(vendor_id)).alias(vendor_id)] if vendor_id in failed else []
     tolerant += [_int_tolerant(c(f), PUBLISHED_COLUMNS[f]).alias(f) for f in _INT_FIELDS if f in failed]
     typed = typed.with_columns(
         *src.select(tolerant).get_columns(),

@@ -9,13 +9,15 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
+from aptool_assets.metadata import counts_table
 from aptool_assets.partitions import split_year_subject_key
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import RELATIVE_PLACEMENTS
-from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY
+from aptool_assets.rules.student_ids import MATCHED_ERROR_BELOW, MATCHED_WARN_BELOW, match_shares
+from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY, STUDENTS_KEY, roster_ids
 from aptool_assets.sources.iready.schemas import validate_results
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, REJECTED_ROWS
+from aptool_assets.tables.iready import CELL_PROBLEMS, DIAGNOSTIC_RESULTS, REJECTED_ROWS
 
 SAMPLE = 10
 
@@ -51,10 +53,10 @@ def key_unique(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResou
     where = _slice(context)
     df = warehouse.get().read_table(DIAGNOSTIC_RESULTS, where=where, columns=DIAGNOSTIC_RESULTS.key)
     dupes = df.group_by(list(DIAGNOSTIC_RESULTS.key)).len().filter(pl.col("len") > 1)
-    ids = dupes.get_column("student_id").unique().sort().head(SAMPLE).to_list()
+    ids = dupes.get_column("vendor_student_id").unique().sort().head(SAMPLE).to_list()
     return dg.AssetCheckResult(
         passed=dupes.height == 0,
-        description=f"{dupes.height} duplicated keys" + (f"; student IDs {ids}" if ids else ""),
+        description=f"{dupes.height} duplicated keys" + (f"; vendor student IDs {ids}" if ids else ""),
         metadata={"duplicate_keys": dupes.height, "student_id_sample": dg.MetadataValue.json(ids)},
     )
 
@@ -141,6 +143,68 @@ def fresh(
     )
 
 
+@dg.asset_check(
+    asset=DIAGNOSTIC_RESULTS_KEY,
+    additional_deps=[STUDENTS_KEY],
+    description="The share of the year's rows whose Student ID maps to an Aeries student by APTOOL_IREADY_ID_FIELD: "
+    f"a warning under {MATCHED_WARN_BELOW:.0%}, an error under {MATCHED_ERROR_BELOW:.0%}; when it is low, the "
+    "check says which ID field would match better.",
+)
+def iready_students_matched(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.AssetCheckResult:
+    where = _slice(context) or {"academic_year": platform.settings().school_year}
+    wh = warehouse.get()
+    rows = wh.read_table(DIAGNOSTIC_RESULTS, where=where, columns=["vendor_student_id", "school_name", "student_id"])
+    field = platform.iready_id_field
+    matched = int(rows.get_column("student_id").is_not_null().sum())
+    share = matched / rows.height if rows.height else 1.0
+    advice = ""
+    shares: dict[str, float] = {}
+    if share < MATCHED_WARN_BELOW:
+        shares = match_shares(rows, roster_ids(wh))
+        best = max(shares, key=lambda f: shares[f])
+        if best != field and shares[best] > share:
+            advice = f"; APTOOL_IREADY_ID_FIELD={best} would match {shares[best]:.1%}"
+    unmatched = rows.filter(pl.col("student_id").is_null()).get_column("vendor_student_id")
+    return dg.AssetCheckResult(
+        passed=share >= MATCHED_WARN_BELOW,
+        severity=dg.AssetCheckSeverity.ERROR if share < MATCHED_ERROR_BELOW else dg.AssetCheckSeverity.WARN,
+        description=f"{matched} of {rows.height} rows ({share:.1%}) in {_scope(where)} match an Aeries student by "
+        f"{field}{advice}",
+        metadata={
+            "id_field": field,
+            "rows": rows.height,
+            "rows_matched": matched,
+            "share_matched": share,
+            "share_by_id_field": dg.MetadataValue.json({k: round(v, 4) for k, v in shares.items()}),
+            "unmatched_vendor_id_sample": dg.MetadataValue.json(unmatched.unique().sort().head(SAMPLE).to_list()),
+        },
+    )
+
+
+@dg.asset_check(
+    asset=DIAGNOSTIC_RESULTS_KEY,
+    description="Secondary cells that could not be read (published as null, listed in aptool.iready_cell_problems), "
+    "counted by column and reason: a warning, the diagnostics themselves are published.",
+)
+def cells_readable(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    where = _slice(context)
+    problems = warehouse.get().read_table(CELL_PROBLEMS, where=where, columns=["column_name", "reason"])
+    by_cause = problems.group_by("column_name", "reason").len().sort("len", "column_name", descending=[True, False])
+    causes = [f"{col} {reason} ({n})" for col, reason, n in by_cause.head(SAMPLE).iter_rows()]
+    return dg.AssetCheckResult(
+        passed=problems.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{problems.height} unreadable cells published as null in {_scope(where)}"
+        + (f": {', '.join(causes)}" if causes else ""),
+        metadata={
+            "cells_unreadable": problems.height,
+            "by_column": counts_table(dict(problems.group_by("column_name").len().iter_rows()), "column"),
+        },
+    )
+
+
 IREADY_CHECKS = [
     schema_valid,
     key_unique,
@@ -148,4 +212,6 @@ IREADY_CHECKS = [
     relative_placement_valid,
     rejected_ratio_below_threshold,
     fresh,
+    iready_students_matched,
+    cells_readable,
 ]

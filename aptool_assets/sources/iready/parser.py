@@ -1,9 +1,12 @@
 """Parser of i-Ready Diagnostic Results CSV exports into the published table.
 
 Columnar end to end (polars): every cell is read as text, mapped by header name, converted
-and checked with vectorised expressions; rows that fail are set aside with a reason instead of
-failing the file, and the pandera schema gates what is published. Nothing here logs or raises
-with cell contents, because the files carry student names and demographics.
+and checked with vectorised expressions. A row is set aside with a reason only when what identifies
+the diagnostic or what risk is computed from is unusable (its key, overall scale score or overall
+relative placement); any other unreadable cell is published as null and recorded as a cell problem
+(line, column, reason). Rows repeating a diagnostic's key are one diagnostic (the later row's cells
+win) unless their overall placements disagree. The pandera schema gates what is published. Nothing
+here logs or raises with cell contents, because the files carry student names and demographics.
 """
 
 from __future__ import annotations
@@ -56,6 +59,13 @@ __all__ = [
     "peek_academic_years",
 ]
 
+CELL_PROBLEM_SCHEMA: dict[str, pl.DataType] = {
+    "source_file": pl.Utf8(),
+    "line_number": pl.Int64(),
+    "column_name": pl.Utf8(),
+    "reason": pl.Utf8(),
+}
+
 REJECTED_SCHEMA: dict[str, pl.DataType] = {
     "source_file": pl.Utf8(),
     "line_number": pl.Int64(),
@@ -80,7 +90,8 @@ class ParsedDiagnostics:
     """Outcome of one file: publishable rows, set-aside rows and what was noticed on the way.
 
     ``total_rows`` counts the non-blank data records, so
-    ``total_rows == len(results) + len(rejected) + duplicate_rows_collapsed``.
+    ``total_rows == len(results) + len(rejected) + duplicate_rows_collapsed``. ``cell_problems`` lists the
+    cells of published rows that were set to null (line, column, reason; never the value).
     """
 
     results: pl.DataFrame
@@ -89,6 +100,7 @@ class ParsedDiagnostics:
     duplicate_rows_collapsed: int
     academic_years: list[int]
     unknown_columns: list[str]
+    cell_problems: pl.DataFrame
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -162,11 +174,13 @@ def _map_headers(columns: list[str]) -> tuple[dict[str, list[str]], list[str]]:
 
 @dataclass(frozen=True)
 class _Check:
-    """One row rule: ``bad`` flags the row; ``reason`` is evaluated only on flagged rows."""
+    """One rule: ``bad`` flags the row; ``reason`` is evaluated only on flagged rows. A cell rule names the
+    ``column`` that is published as null instead of setting the row aside."""
 
     name: str
     bad: pl.Expr
     reason: pl.Expr
+    column: str | None = None
 
 
 def _text(*parts: str | pl.Expr) -> pl.Expr:
@@ -179,8 +193,14 @@ def _value_reason(code: str, col: str) -> pl.Expr:
     return _text(f"{code}: {col}=", pl.col(col))
 
 
+def _not_applicable_is_fine(checks: list[_Check]) -> list[_Check]:
+    """A null comparison means "not applicable", never "bad"."""
+    return [_Check(k.name, k.bad.fill_null(False), k.reason, k.column) for k in checks]
+
+
 def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_Check]:
-    """Row rules in reporting priority order (a rejected row reports its first failure).
+    """Rules that set a row aside, in reporting priority order (a rejected row reports its first failure):
+    the diagnostic's key, its overall scale score and overall relative placement.
 
     A conversion rule is only built for fields where a conversion failed somewhere, because
     elsewhere it is false by construction.
@@ -196,14 +216,8 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
             text = f"{code}: {col}" if detail else code
             checks.append(_Check(f"unconverted_{col}", c(f"_raw_{col}").is_not_null() & c(col).is_null(), pl.lit(text)))
 
-    def out_of_range(col: str, code: str, lo: int, hi: int) -> None:
-        checks.append(_Check(f"range_{col}", ~c(col).is_between(lo, hi), _value_reason(code, col)))
-
-    def vocabulary(col: str, allowed: tuple[str, ...]) -> None:
-        checks.append(_Check(f"vocabulary_{col}", ~c(col).is_in(allowed), pl.lit(f"invalid_relative_placement: {col}")))
-
-    missing("student_id")
-    unconverted("student_id", "non_numeric_student_id", detail=False)
+    missing("vendor_student_id")
+    unconverted("vendor_student_id", "non_numeric_student_id", detail=False)
     missing("academic_year")
     unconverted("academic_year", "invalid_academic_year", detail=False)
     if expected_academic_year is not None:
@@ -216,12 +230,44 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
         )
     missing("completion_date")
     unconverted("completion_date", "invalid_date")
-    unconverted("start_date", "invalid_date")
     missing("overall_scale_score")
     unconverted("overall_scale_score", "invalid_integer")
-    out_of_range("overall_scale_score", "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
+    checks.append(
+        _Check(
+            "range_overall_scale_score",
+            ~c("overall_scale_score").is_between(SCALE_SCORE_MIN, SCALE_SCORE_MAX),
+            _value_reason("scale_score_out_of_range", "overall_scale_score"),
+        )
+    )
     missing("overall_relative_placement")
-    vocabulary("overall_relative_placement", RELATIVE_PLACEMENTS)
+    checks.append(
+        _Check(
+            "vocabulary_overall_relative_placement",
+            ~c("overall_relative_placement").is_in(RELATIVE_PLACEMENTS),
+            pl.lit("invalid_relative_placement: overall_relative_placement"),
+        )
+    )
+    return _not_applicable_is_fine(checks)
+
+
+def _cell_checks(failed: set[str]) -> list[_Check]:
+    """Rules on the other cells: a cell that breaks one is published as null and recorded (reason codes only,
+    no values), so one bad secondary cell never costs the student a diagnostic."""
+    c = pl.col
+    checks: list[_Check] = []
+
+    def unconverted(col: str, code: str) -> None:
+        if col in failed:
+            bad = c(f"_raw_{col}").is_not_null() & c(col).is_null()
+            checks.append(_Check(f"unconverted_{col}", bad, pl.lit(code), col))
+
+    def out_of_range(col: str, code: str, lo: int, hi: int) -> None:
+        checks.append(_Check(f"range_{col}", ~c(col).is_between(lo, hi), pl.lit(code), col))
+
+    def vocabulary(col: str, allowed: tuple[str, ...]) -> None:
+        checks.append(_Check(f"vocabulary_{col}", ~c(col).is_in(allowed), pl.lit("invalid_relative_placement"), col))
+
+    unconverted("start_date", "invalid_date")
     unconverted("student_grade", "invalid_grade")
     unconverted("is_baseline", "invalid_flag")
     unconverted("is_most_recent", "invalid_flag")
@@ -233,8 +279,7 @@ def _row_checks(failed: set[str], expected_academic_year: int | None) -> list[_C
         unconverted(f"{d}_scale_score", "invalid_integer")
         out_of_range(f"{d}_scale_score", "scale_score_out_of_range", SCALE_SCORE_MIN, SCALE_SCORE_MAX)
         vocabulary(f"{d}_relative_placement", DOMAIN_RELATIVE_PLACEMENTS)
-    # A null comparison means "not applicable", never "bad".
-    return [_Check(k.name, k.bad.fill_null(False), k.reason) for k in checks]
+    return _not_applicable_is_fine(checks)
 
 
 def _live_checks(checks: list[_Check], work: pl.DataFrame) -> list[_Check]:
@@ -262,16 +307,58 @@ _KEY = [c for c in KEY_COLUMNS if c not in ("subject", "source_file")]  # consta
 
 
 def _key_repeats(typed: pl.DataFrame) -> pl.Series:
-    """Rows whose contract key (by hash) occurs more than once: a superset of both
-    byte-identical repeats and key conflicts, so the exact comparisons run on these only."""
+    """Rows whose contract key (by hash) occurs more than once: a superset of the true repeats, so the
+    exact grouping runs on these only."""
     return typed.select(pl.struct(_KEY).hash().is_duplicated()).to_series()
 
 
-def _identical_repeats(records: pl.DataFrame, candidates: pl.Series) -> pl.Series:
-    """True for every record that repeats an earlier one cell for cell (all columns, as text)."""
-    subset = records.filter(candidates)
-    repeat = subset.select(~pl.struct(subset.columns).is_first_distinct()).to_series()
-    return pl.Series(values=[False] * records.height, dtype=pl.Boolean).scatter(candidates.arg_true(), repeat)
+def _collapse_repeats(work: pl.DataFrame, source_file: str) -> tuple[pl.DataFrame, pl.DataFrame, int]:
+    """(work, rejected, collapsed): rows sharing a key are one diagnostic delivered twice (other roster cells,
+    another date spelling), so only the last of them is kept and the rest are counted as collapsed; a row
+    whose overall relative placement differs from the first row of its key is a real conflict and is set
+    aside with the reason."""
+    repeats = _key_repeats(work)
+    if not repeats.any():
+        return work, _empty_rejected(), 0
+    work = work.with_row_index("_pos")
+    candidates = work.filter(repeats)
+    first = pl.col("overall_relative_placement").first().over(_KEY)
+    conflict = candidates.filter(pl.col("overall_relative_placement") != first)
+    same = candidates.filter(pl.col("overall_relative_placement") == first)
+    winners = same.group_by(_KEY).agg(pl.col("_pos").max()).get_column("_pos")
+    dropped = candidates.filter(~pl.col("_pos").is_in(winners.implode())).get_column("_pos")
+    rejected = _rejected_frame(
+        conflict, pl.lit("duplicate_key_conflict: overall_relative_placement differs"), source_file
+    )
+    kept = work.filter(~pl.col("_pos").is_in(dropped.implode())).drop("_pos")
+    return kept, rejected, dropped.len() - conflict.height
+
+
+def _null_bad_cells(work: pl.DataFrame, checks: list[_Check], source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(work, problems): cells breaking a cell rule set to null, and one problem row per such cell."""
+    live = _live_checks(checks, work)
+    if not live:
+        return work, pl.DataFrame(schema=CELL_PROBLEM_SCHEMA)
+    flags = work.select(pl.col("_line"), *(k.bad.alias(f"_bad{i}") for i, k in enumerate(live)))
+    problems = pl.concat(
+        [
+            flags.filter(pl.col(f"_bad{i}")).select(
+                pl.lit(source_file, pl.Utf8).alias("source_file"),
+                pl.col("_line").cast(pl.Int64).alias("line_number"),
+                pl.lit(k.column, pl.Utf8).alias("column_name"),
+                k.reason.cast(pl.Utf8).alias("reason"),
+            )
+            for i, k in enumerate(live)
+        ]
+    ).unique(subset=["line_number", "column_name"], keep="first", maintain_order=True)
+    masks: dict[str, pl.Series] = {}
+    for i, k in enumerate(live):
+        bad = flags.get_column(f"_bad{i}")
+        masks[k.column] = masks[k.column] | bad if k.column in masks else bad
+    nulled = work.with_columns(
+        pl.when(pl.lit(mask)).then(None).otherwise(pl.col(col)).alias(col) for col, mask in masks.items()
+    )
+    return nulled, problems.sort("line_number", "column_name")
 
 
 # --- the parser -----------------------------------------------------------------------------
@@ -289,7 +376,7 @@ def _rejected_frame(rows: pl.DataFrame, reason: pl.Expr, source_file: str) -> pl
     return rows.select(
         pl.lit(source_file, pl.Utf8).alias("source_file"),
         pl.col("_line").cast(pl.Int64).alias("line_number"),
-        pl.col("_raw_student_id").alias("student_id_raw"),
+        pl.col("_raw_vendor_student_id").alias("student_id_raw"),
         reason.cast(pl.Utf8).alias("reason"),
         pl.struct(raw_cols).struct.json_encode().alias("raw_record"),
     )
@@ -338,24 +425,14 @@ def _refuse_stale(years: list[int], expected_academic_year: int | None, source_f
         )
 
 
-def _set_aside(
-    work: pl.DataFrame, repeats: pl.Series, checks: list[_Check], source_file: str
-) -> tuple[pl.DataFrame, list[pl.DataFrame]]:
-    """Rows failing a row check, then rows that repeat a contract key with other content (the first
-    delivered row wins), moved out of ``work`` into rejected frames."""
-    rejected_parts = []
+def _set_aside(work: pl.DataFrame, checks: list[_Check], source_file: str) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Rows failing a row check, moved out of ``work`` into a rejected frame."""
     live = _live_checks(checks, work)
     if live:
         bad = work.select(pl.any_horizontal(k.bad for k in live)).to_series()
         if bad.any():
-            rejected_parts.append(_rejected_frame(work.filter(bad), _first_reason(live), source_file))
-            work, repeats = work.filter(~bad), repeats.filter(~bad)
-    if repeats.any():
-        conflict = work.select(~pl.struct(_KEY).is_first_distinct()).to_series()
-        if conflict.any():
-            rejected_parts.append(_rejected_frame(work.filter(conflict), pl.lit("duplicate_key_conflict"), source_file))
-            work = work.filter(~conflict)
-    return work, rejected_parts
+            return work.filter(~bad), _rejected_frame(work.filter(bad), _first_reason(live), source_file)
+    return work, _empty_rejected()
 
 
 def _published(
@@ -363,6 +440,7 @@ def _published(
 ) -> pl.DataFrame:
     """The kept rows in the published columns, with the file's subject, lineage and assessment window."""
     constants = {
+        "student_id": pl.lit(None, pl.Int64),  # mapped to the Aeries StudentID by the caller (rules.student_ids)
         "subject": pl.lit(subject, pl.Utf8),
         "source_file": pl.lit(source_file, pl.Utf8),
         "loaded_at": pl.lit(loaded_at, UTC_TS),
@@ -403,24 +481,23 @@ def parse_diagnostic_file(
     _refuse_stale(years, expected_academic_year, source_file)
 
     work = pl.concat([raw.select("_line"), src.select(pl.all().name.prefix("_raw_")), typed], how="horizontal")
-    # Byte-identical records are one diagnostic delivered twice: keep one, count the rest.
-    repeats = _key_repeats(typed)
-    collapsed = 0
-    if repeats.any():
-        identical = _identical_repeats(raw.drop("_line"), repeats)
-        collapsed = int(identical.sum())
-        if collapsed:
-            work, repeats = work.filter(~identical), repeats.filter(~identical)
     del raw, src, typed
 
-    work, rejected_parts = _set_aside(work, repeats, _row_checks(failed, expected_academic_year), source_file)
+    work, unusable = _set_aside(work, _row_checks(failed, expected_academic_year), source_file)
+    work, cell_problems = _null_bad_cells(work, _cell_checks(failed), source_file)
+    work, conflicts, collapsed = _collapse_repeats(work, source_file)
+    rejected_parts = [unusable, conflicts]
     results = _published(work, subject, source_file, loaded_at, windows)
 
     # The pandera gate: whatever the rules above missed is set aside, never published.
     failures = schema_failure_cases(results, key_unique=False)  # key repeats were settled above
+    published_lines = work.get_column("_line")
     if failures is not None:
         results, gated = _apply_schema_gate(results, work, failures, source_file)
         rejected_parts.append(gated)
+        published_lines = published_lines.filter(~published_lines.is_in(gated.get_column("line_number").implode()))
+    # Only cells of published rows are problems to report: a collapsed or rejected row's are not.
+    cell_problems = cell_problems.filter(pl.col("line_number").is_in(published_lines.cast(pl.Int64).implode()))
 
     parts = [p for p in rejected_parts if not p.is_empty()]
     rejected = pl.concat(parts).sort("line_number") if parts else _empty_rejected()
@@ -431,6 +508,7 @@ def parse_diagnostic_file(
         duplicate_rows_collapsed=collapsed,
         academic_years=years,
         unknown_columns=unknown,
+        cell_problems=cell_problems,
     )
 
 

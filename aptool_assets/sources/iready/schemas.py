@@ -28,17 +28,21 @@ DOMAIN_RELATIVE_PLACEMENTS: tuple[str, ...] = (*RELATIVE_PLACEMENTS, NOT_ASSESSE
 
 SCALE_SCORE_MIN, SCALE_SCORE_MAX = 100, 800
 PERCENTILE_MIN, PERCENTILE_MAX = 1, 99
-GRADE_MIN, GRADE_MAX = 0, 12
+GRADE_MIN, GRADE_MAX = -1, 12  # TK (transitional kindergarten) is -1, as in Aeries; K is 0
+VENDOR_ID_PATTERN = r"^[0-9]{1,20}$"
+"""A vendor "Student ID" the platform keeps: digits (every Aeries identifier is numeric; a name shifted into
+the column never is), leading zeros as delivered."""
 # Sanity bounds only: i-Ready exports start in the 2010s; anything outside is a broken cell.
 ACADEMIC_YEAR_MIN, ACADEMIC_YEAR_MAX = 2000, 2100
 
-# Published columns that come from a file cell (the rest are derived: subject, window, lineage).
+# Published columns that come from a file cell (the rest are derived: the mapped Aeries ID, subject, window,
+# lineage).
 CELL_COLUMNS: tuple[str, ...] = tuple(
-    c for c in COLUMN_NAMES if c not in ("subject", "assessment_window", "source_file", "loaded_at")
+    c for c in COLUMN_NAMES if c not in ("student_id", "subject", "assessment_window", "source_file", "loaded_at")
 )
 
 REQUIRED_FIELDS: tuple[str, ...] = (
-    "student_id",
+    "vendor_student_id",
     "academic_year",
     "completion_date",
     "overall_scale_score",
@@ -75,7 +79,7 @@ _DOMAIN_HEADERS: dict[str, tuple[str, ...]] = {
 
 # canonical field → vendor headers (newest first). Order within a tuple is the coalesce order.
 _PUBLISHED_HEADERS: dict[str, tuple[str, ...]] = {
-    "student_id": ("Student ID",),
+    "vendor_student_id": ("Student ID",),
     "academic_year": ("Academic Year",),
     "school_name": ("School", "School Name"),
     "student_grade": ("Student Grade", "Grade"),
@@ -196,6 +200,7 @@ def _column(name: str, dtype: pl.DataType) -> pa.Column:
         "subject": pa.Check.isin(SUBJECTS),
         "assessment_window": pa.Check.isin(ASSESSMENT_WINDOWS),
         "student_id": pa.Check.ge(0),
+        "vendor_student_id": pa.Check.str_matches(VENDOR_ID_PATTERN),
         "duration_min": pa.Check.ge(0),
     }
     return pa.Column(dtype, checks=checks.get(name), nullable=nullable)

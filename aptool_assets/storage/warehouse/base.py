@@ -258,8 +258,6 @@ class Warehouse(ABC):
         gained since (``con``: a DB-API connection of the backend, inside the caller's transaction)."""
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
         con.execute(self.create_table_sql(table))
-        for statement in self.key_index_sql(table):
-            con.execute(statement)
         existing = {
             row[0]
             for row in con.execute(
@@ -271,6 +269,8 @@ class Warehouse(ABC):
         for col in table.columns:
             if col not in existing:
                 con.execute(f"ALTER TABLE {table.qualified} ADD COLUMN {col} {table.column_sql(col)}")
+        for statement in self.key_index_sql(table):  # after the columns: a key may have gained one
+            con.execute(statement)
 
     def create_table_sql(self, table: TableSpec) -> str:
         cols = ", ".join(f"{c} {table.column_sql(c)}" for c in table.columns)

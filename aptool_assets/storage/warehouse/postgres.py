@@ -144,7 +144,15 @@ class PostgresWarehouse(Warehouse):
     def key_index_sql(self, table: TableSpec) -> list[str]:
         if not table.key:
             return []
-        return [f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({', '.join(table.key)})"]
+        columns = ", ".join(table.key)
+        # A key that changed between releases (a column added to it) leaves the old index behind, and it
+        # would refuse rows the new key allows: drop it when its columns differ, then create the new one.
+        drop_stale = (
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_indexes "
+            f"WHERE schemaname = '{SCHEMA}' AND indexname = '{table.name}_key' "
+            f"AND indexdef NOT LIKE '%({columns})') THEN DROP INDEX {SCHEMA}.{table.name}_key; END IF; END $$"
+        )
+        return [drop_stale, f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({columns})"]
 
     def ensure_table(self, table: TableSpec) -> None:
         def run() -> None:
