@@ -145,12 +145,19 @@ class PostgresWarehouse(Warehouse):
         if not table.key:
             return []
         columns = ", ".join(table.key)
-        # A key that changed between releases (a column added to it) leaves the old index behind, and it
-        # would refuse rows the new key allows: drop it when its columns differ, then create the new one.
+        # A key that changed between releases (a column added to it) leaves the old index behind, and it would
+        # refuse rows the new key allows: drop it when its key columns differ (a DBA's INCLUDE columns, fill
+        # factor or tablespace are not a difference), then create the new one.
+        wanted = ", ".join(f"'{col}'" for col in table.key)
+        key_columns = (
+            "ARRAY(SELECT a.attname::text FROM unnest(i.indkey[0:i.indnkeyatts - 1]) WITH ORDINALITY AS k(attnum, ord) "
+            "JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.ord)"
+        )
         drop_stale = (
-            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_indexes "
-            f"WHERE schemaname = '{SCHEMA}' AND indexname = '{table.name}_key' "
-            f"AND indexdef NOT LIKE '%({columns})') THEN DROP INDEX {SCHEMA}.{table.name}_key; END IF; END $$"
+            "DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+            f"JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = '{SCHEMA}' "
+            f"AND c.relname = '{table.name}_key' AND {key_columns} <> ARRAY[{wanted}]) "
+            f"THEN DROP INDEX {SCHEMA}.{table.name}_key; END IF; END $$"
         )
         return [drop_stale, f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({columns})"]
 
