@@ -15,6 +15,7 @@ import dagster as dg
 
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.dashboard import INDICATOR_KEY, STUDENT_GROUPS_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
 from aptool_assets.redaction import scrub
 from aptool_assets.sources.aeries.assets import (
@@ -246,6 +247,8 @@ def run_pipeline(
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
         runner.skip("academic risk", "student_academic_risk")
         runner.skip("intervention ranking", "student_intervention_ranking")
+        if only in (None, "aeries"):
+            runner.skip("dashboard preview", "chronic_absenteeism_indicator")
         echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
         return runner.summary
     year_key = str(settings.school_year)
@@ -265,6 +268,14 @@ def run_pipeline(
         )
     else:
         runner.skip("intervention ranking", "student_intervention_ranking")
+    if only in (None, "aeries"):
+        runner.stage(
+            "dashboard preview",
+            "chronic_absenteeism_indicator",
+            dg.AssetSelection.assets(STUDENT_GROUPS_KEY, INDICATOR_KEY),
+            year_key,
+            lambda m: f"{m.get('rows_by_table') or _value(m, 'dagster/row_count')} rows",
+        )
     return runner.summary
 
 
