@@ -20,13 +20,14 @@ from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SU
 from aptool_assets.metrics.plots import group_rates_png, png_markdown
 from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.indicator import RACE_GROUPS, cde_layout, chronic_absenteeism_indicator, student_groups
+from aptool_assets.rules.indicator import cde_layout, chronic_absenteeism_indicator
+from aptool_assets.rules.student_groups import student_groups
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite, Warehouse
 from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import ENROLLMENT, STUDENT_DEMOGRAPHICS, STUDENT_PROGRAMS, STUDENTS
 from aptool_assets.tables.metrics import CHRONIC_ABSENTEEISM_INDICATOR, STUDENT_ATTENDANCE_SUMMARY, STUDENT_GROUPS
-from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
+from aptool_assets.vocabulary import RACE_ETHNICITY_GROUPS, clip_to_school_year, school_year_bounds
 
 GROUP = "metrics"
 STUDENT_GROUPS_KEY = asset_key(STUDENT_GROUPS)
@@ -91,7 +92,7 @@ def student_groups_asset(
     wh.write(TableWrite(STUDENT_GROUPS, groups, {"school_year": school_year}))
     counts = {
         "students": groups.height,
-        **{f"race_{race}": int((groups.get_column("race_ethnicity") == race).sum()) for race in RACE_GROUPS},
+        **{f"race_{race}": int((groups.get_column("race_ethnicity") == race).sum()) for race in RACE_ETHNICITY_GROUPS},
         **{flag: int(groups.get_column(flag).sum()) for flag in groups.columns if flag.startswith("is_")},
     }
     context.log.info(f"student groups {school_year}: {counts}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from aptool_assets.rules.indicator import RACE_GROUPS
+from aptool_assets.vocabulary import RACE_ETHNICITY_GROUPS
 
 MIN_PUBLISHED_GROUP = 11
 _CURRENT = ("chronic_count", "rate_pct", "status_level", "change_pct", "change_level")
@@ -35,7 +35,7 @@ def suppression_problems(indicator: pl.DataFrame, max_examples: int = 5) -> list
             )
             problems.append(f"{shown.height} rows show figures for fewer than 11 students ({which}), e.g. {examples}")
     race_suppressed = (
-        indicator.filter(pl.col("student_group").is_in(RACE_GROUPS) & pl.col("chronic_count").is_null())
+        indicator.filter(pl.col("student_group").is_in(RACE_ETHNICITY_GROUPS) & pl.col("chronic_count").is_null())
         .select(_SCOPE)
         .unique()
     )

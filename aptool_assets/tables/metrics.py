@@ -5,8 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.rules.attendance import SUMMARY_SCHEMA
-from aptool_assets.rules.indicator import INDICATOR_SCHEMA, STUDENT_GROUPS_SCHEMA
+from aptool_assets.rules.indicator import INDICATOR_SCHEMA
 from aptool_assets.rules.ranking import RANKING_SCHEMA
+from aptool_assets.rules.student_groups import STUDENT_GROUPS_SCHEMA
 from aptool_assets.storage.warehouse import TableSpec
 
 STUDENT_ATTENDANCE_SUMMARY = TableSpec(
