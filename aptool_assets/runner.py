@@ -25,11 +25,16 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     HISTORY_KEY,
     SCHOOLS_KEY,
+    STUDENT_PROGRAMS_KEY,
     STUDENTS_KEY,
 )
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.vocabulary import school_year_bounds
+
+YEAR_STAGE_LABEL = "absence codes, calendar, enrollment, programs, Aeries totals"
+"""The Aeries stage of the school year (each table pulled with the year's DatabaseYear); after the roster,
+whose student IDs the programs fall back to where a district refuses the whole-school call."""
 
 
 class PipelineError(RuntimeError):
@@ -356,9 +361,11 @@ class _Runner:
             rows,
         )
         ok = ok and self.stage(
-            "absence codes, calendar, enrollment, Aeries totals",
+            YEAR_STAGE_LABEL,
             "aeries_year",
-            dg.AssetSelection.assets(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY),
+            dg.AssetSelection.assets(
+                ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, STUDENT_PROGRAMS_KEY
+            ),
             str(year),
             rows,
         )
@@ -373,7 +380,7 @@ class _Runner:
         if not ok:
             ran = {s.step for s in self.summary.steps}
             later = (
-                ("absence codes, calendar, enrollment, Aeries totals", "aeries_year"),
+                (YEAR_STAGE_LABEL, "aeries_year"),
                 (f"attendance {first}..{last}", "attendance_days"),
             )
             for label, step in later:

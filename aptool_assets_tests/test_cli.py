@@ -119,7 +119,7 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     table = summary_rows(proc.stdout)
     assert list(table) == [
         "schools, students",
-        "absence codes, calendar, enrollment, Aeries totals",
+        "absence codes, calendar, enrollment, programs, Aeries totals",
         "attendance 2025-07-01..2025-10-17",
         "attendance summary",
         "academic risk",
