@@ -8,8 +8,6 @@ The metadata shows counts and rates per school and group, with suppressed cells 
 detail, the table is the one a district may share.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 
 import dagster as dg
