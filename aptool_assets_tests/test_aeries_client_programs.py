@@ -27,8 +27,9 @@ from aptool_assets.sources.aeries.frames import (
 )
 from aptool_assets.storage.breakers import open_breaker_store
 from aptool_assets.tables.aeries import DEMOGRAPHIC_CODE_COLUMNS, STUDENT_DEMOGRAPHICS
-from aptool_assets_tests.aeries_sim_helpers import (  # noqa: F401 - the fixtures, used as parameters
+from aptool_assets_tests.aeries_sim_helpers import (  # noqa: F401 - the fixtures; _clean_simulator is autouse
     YEAR,
+    _clean_simulator,
     district,
     make_client,
     sim,

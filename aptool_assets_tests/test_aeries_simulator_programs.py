@@ -15,9 +15,10 @@ import httpx
 import pytest
 
 from aptool_assets.vocabulary import school_year_bounds
-from aptool_assets_tests.aeries_sim_helpers import (  # noqa: F401 - the fixtures, used as parameters
+from aptool_assets_tests.aeries_sim_helpers import (  # noqa: F401 - the fixtures; _clean_simulator is autouse
     THROUGH,
     YEAR,
+    _clean_simulator,
     api,
     district,
     fresh_district,
