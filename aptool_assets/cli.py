@@ -114,6 +114,29 @@ def cmd_webhooks_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_dashboard_preview(args: argparse.Namespace) -> int:
+    """The Chronic Absenteeism Indicator preview as CDE's downloadable file lays it out (CSV)."""
+    from aptool_assets.metrics.dashboard import dashboard_preview
+    from aptool_assets.settings import Settings
+    from aptool_assets.storage.backends import configured_database_url, database_target, default_database_url
+    from aptool_assets.storage.warehouse import open_warehouse
+
+    url = configured_database_url() or default_database_url()
+    target = database_target(url)
+    if target.kind != "postgres" and not Path(target.duckdb_path).exists():
+        return _fail(f"no warehouse at {url}: set APTOOL_DATABASE_URL, or run `aptool run` first")
+    year = args.year or Settings.from_env().school_year
+    preview = dashboard_preview(open_warehouse(url), year)
+    if preview.height == 0:
+        return _fail(f"no chronic absenteeism indicator for {year}-{year + 1} yet. Fix: run `aptool run --year {year}`")
+    if args.out:
+        preview.write_csv(args.out, null_value="")
+        print(f"aptool: {preview.height} rows for {year}-{year + 1} written to {args.out}", file=sys.stderr)
+    else:
+        sys.stdout.write(preview.write_csv(null_value=""))
+    return 0
+
+
 def _existing_inbox():
     """The inbox the environment points at, or (None, why) when its store does not exist: `dead-letters`
     reads an inbox, it never creates one (a wrong DAGSTER_HOME must not look like an empty inbox)."""
@@ -345,6 +368,16 @@ def build_parser() -> argparse.ArgumentParser:
     failed.add_argument("ids", nargs="*", help="resolve: IDs (none = every pending one)")
     failed.add_argument("--all", action="store_true", help="list: include resolved ones")
     failed.set_defaults(func=cmd_failed_operations)
+
+    export = sub.add_parser("export", help="write a published table in another system's layout")
+    export_sub = export.add_subparsers(dest="export_command", required=True)
+    preview = export_sub.add_parser(
+        "dashboard-preview",
+        help="the Chronic Absenteeism Indicator preview in CDE's downloadable-file layout (CSV), to diff with CDE's",
+    )
+    preview.add_argument("--year", type=int, default=None, help="school year as its start year (default: current)")
+    preview.add_argument("--out", default=None, help="CSV file to write (default: standard output)")
+    preview.set_defaults(func=cmd_export_dashboard_preview)
     return parser
 
 

@@ -27,6 +27,7 @@ from aptool_assets.metrics.assets import (
 )
 from aptool_assets.metrics.checks import METRICS_CHECKS
 from aptool_assets.metrics.compute import refresh_after_events
+from aptool_assets.metrics.dashboard import DASHBOARD_ASSETS
 from aptool_assets.metrics.jobs import academic_risk_job
 from aptool_assets.partitions import attendance_day_partitions
 from aptool_assets.resilience.policy import aeries_policy, iready_policy
@@ -115,6 +116,7 @@ def build_definitions(platform: PlatformResource | None = None) -> dg.Definition
             student_attendance_summary,
             student_academic_risk,
             student_intervention_ranking,
+            *DASHBOARD_ASSETS,
             circuit_breakers,
         ],
         asset_checks=[*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS],

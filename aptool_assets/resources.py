@@ -14,6 +14,7 @@ from aptool_assets.resilience.policy import ResiliencePolicy
 from aptool_assets.rules.student_ids import DEFAULT_ID_FIELD
 from aptool_assets.settings import DEFAULT_TIMEZONE, Settings, read_env
 from aptool_assets.storage.breakers import open_breaker_store
+from aptool_assets.vocabulary import DEFAULT_FOSTER_PROGRAM_CODE
 
 
 class PlatformResource(dg.ConfigurableResource):
@@ -34,6 +35,7 @@ class PlatformResource(dg.ConfigurableResource):
     recent_attendance_school_days: int = 14
     priority_weights: str | None = None  # "enrolled=10000,tier=1000,risk=100,absence_rate=99" (contract order)
     iready_id_field: str = DEFAULT_ID_FIELD  # the students column i-Ready's "Student ID" holds (contract §2)
+    foster_program_code: str = DEFAULT_FOSTER_PROGRAM_CODE  # the district's Aeries foster-youth program (§4.5)
     unknown_student_retry_hours: float = 24.0  # webhook events for students the roster lacks wait this long
     landing_retention_days: int = Field(default=30, ge=1)  # landed/quarantined files older than this are pruned
 

@@ -15,6 +15,7 @@ import dagster as dg
 
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.dashboard import INDICATOR_KEY, STUDENT_GROUPS_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
 from aptool_assets.redaction import scrub
 from aptool_assets.sources.aeries.assets import (
@@ -24,11 +25,16 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     HISTORY_KEY,
     SCHOOLS_KEY,
+    STUDENT_PROGRAMS_KEY,
     STUDENTS_KEY,
 )
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
 from aptool_assets.vocabulary import school_year_bounds
+
+YEAR_STAGE_LABEL = "absence codes, calendar, enrollment, programs, Aeries totals"
+"""The Aeries stage of the school year (each table pulled with the year's DatabaseYear); after the roster,
+whose student IDs the programs fall back to where a district refuses the whole-school call."""
 
 
 class PipelineError(RuntimeError):
@@ -246,6 +252,8 @@ def run_pipeline(
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
         runner.skip("academic risk", "student_academic_risk")
         runner.skip("intervention ranking", "student_intervention_ranking")
+        if only in (None, "aeries"):
+            runner.skip("dashboard preview", "chronic_absenteeism_indicator")
         echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
         return runner.summary
     year_key = str(settings.school_year)
@@ -265,6 +273,14 @@ def run_pipeline(
         )
     else:
         runner.skip("intervention ranking", "student_intervention_ranking")
+    if only in (None, "aeries"):
+        runner.stage(
+            "dashboard preview",
+            "chronic_absenteeism_indicator",
+            dg.AssetSelection.assets(STUDENT_GROUPS_KEY, INDICATOR_KEY),
+            year_key,
+            lambda m: f"{m.get('rows_by_table') or _value(m, 'dagster/row_count')} rows",
+        )
     return runner.summary
 
 
@@ -345,9 +361,11 @@ class _Runner:
             rows,
         )
         ok = ok and self.stage(
-            "absence codes, calendar, enrollment, Aeries totals",
+            YEAR_STAGE_LABEL,
             "aeries_year",
-            dg.AssetSelection.assets(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY),
+            dg.AssetSelection.assets(
+                ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, STUDENT_PROGRAMS_KEY
+            ),
             str(year),
             rows,
         )
@@ -362,7 +380,7 @@ class _Runner:
         if not ok:
             ran = {s.step for s in self.summary.steps}
             later = (
-                ("absence codes, calendar, enrollment, Aeries totals", "aeries_year"),
+                (YEAR_STAGE_LABEL, "aeries_year"),
                 (f"attendance {first}..{last}", "attendance_days"),
             )
             for label, step in later:

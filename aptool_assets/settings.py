@@ -108,6 +108,16 @@ def parse_iready_id_field(text: str) -> str:
     return value
 
 
+def parse_program_code(text: str) -> str:
+    value = text.strip()
+    if not value.isdigit() or len(value) > 4:
+        raise ConfigurationError(
+            f"APTOOL_FOSTER_PROGRAM_CODE={text!r} must be the district's Aeries program code for foster youth, "
+            "digits such as 190"
+        )
+    return value
+
+
 def _checked_windows(text: str) -> str:
     parse_windows(text)
     return text
@@ -128,6 +138,7 @@ ENV_FIELDS: dict[str, tuple[str, Callable[[str], Any]]] = {
     "recent_attendance_school_days": ("APTOOL_RECENT_ATTENDANCE_DAYS", _number("APTOOL_RECENT_ATTENDANCE_DAYS", int)),
     "priority_weights": ("APTOOL_PRIORITY_WEIGHTS", str),
     "iready_id_field": ("APTOOL_IREADY_ID_FIELD", parse_iready_id_field),
+    "foster_program_code": ("APTOOL_FOSTER_PROGRAM_CODE", parse_program_code),
     "unknown_student_retry_hours": (
         "APTOOL_UNKNOWN_STUDENT_RETRY_HOURS",
         _number("APTOOL_UNKNOWN_STUDENT_RETRY_HOURS", float),

@@ -81,3 +81,45 @@ RISK_ORDER: dict[str, int] = {"HIGH": 3, "MEDIUM": 2, "LOW": 1, UNKNOWN_RISK: 0}
 
 RISK_LEVELS: tuple[str, ...] = tuple(level for level in RISK_ORDER if level != UNKNOWN_RISK)
 """The levels a subject can have (worst first); ``overall_risk`` may also be UNKNOWN."""
+
+# --- student groups and the Chronic Absenteeism Indicator (contract §3, §4.5) ----------------------
+
+RACE_ETHNICITY_GROUPS: tuple[str, ...] = ("AA", "AI", "AS", "FI", "HI", "PI", "WH", "MR")
+"""The Dashboard's race/ethnicity groups (a student is in exactly one of them, or in ``NOT_REPORTED``)."""
+
+NOT_REPORTED = "NR"
+"""Race/ethnicity not reported: a platform group (the complement the suppression rule protects), not CDE's."""
+
+PROGRAM_GROUPS: tuple[str, ...] = ("EL", "SED", "SWD", "FOS", "HOM")
+"""Groups a student may belong to any number of, besides the race/ethnicity group."""
+
+STUDENT_GROUPS: tuple[str, ...] = ("ALL", *RACE_ETHNICITY_GROUPS, NOT_REPORTED, *PROGRAM_GROUPS)
+"""Every ``student_group`` of ``aptool.chronic_absenteeism_indicator``, in the order rows are listed."""
+
+DEFAULT_FOSTER_PROGRAM_CODE = "190"
+"""``APTOOL_FOSTER_PROGRAM_CODE``'s default: the Aeries program code that marks foster youth."""
+
+INDICATOR_GRADES: tuple[int, int] = (-1, 8)
+"""Grades the Dashboard's chronic absenteeism indicator counts: TK (-1, reported with K) through 8."""
+
+SUPPRESSION_MIN_COUNT = 11
+"""A group with fewer eligible students publishes no chronic count, rate or level (CDE's n < 11 rule)."""
+
+N_SIZE = 30
+"""The Dashboard colours a group from this many eligible students (``n_size_met``)."""
+
+STATUS_LEVEL_CUTS: tuple[tuple[str, int], ...] = (("very_low", 25), ("low", 50), ("medium", 100), ("high", 200))
+"""Inclusive upper bound of each status level, in tenths of a percentage point (2.5% = 25); above: very_high.
+Tenths, so a published one-decimal rate is compared exactly."""
+
+STATUS_LEVEL_TOP = "very_high"
+
+CHANGE_LEVEL_CUTS: tuple[tuple[str, int], ...] = (
+    ("declined_significantly", -30),
+    ("declined", -5),
+    ("maintained", 4),
+    ("increased", 29),
+)
+"""Inclusive upper bound of each change level, in tenths of a percentage point; above: increased_significantly."""
+
+CHANGE_LEVEL_TOP = "increased_significantly"

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import psycopg
 import pytest
 
@@ -119,11 +120,12 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     table = summary_rows(proc.stdout)
     assert list(table) == [
         "schools, students",
-        "absence codes, calendar, enrollment, Aeries totals",
+        "absence codes, calendar, enrollment, programs, Aeries totals",
         "attendance 2025-07-01..2025-10-17",
         "attendance summary",
         "academic risk",
         "intervention ranking",
+        "dashboard preview",
         "total",
     ]
     assert all(status == "ok" for status, *_ in table.values()), table
@@ -131,6 +133,19 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
     attendance_rows = wh.query("SELECT count(*) AS n FROM aptool.attendance_days").item()
     assert table["attendance 2025-07-01..2025-10-17"][1] == str(attendance_rows)
     assert float(table["total"][3]) >= max(float(r[3]) for k, r in table.items() if k != "total")
+
+    # The Dashboard preview in CDE's layout, from the warehouse the run published.
+    env = aeries_env(aeries_simulator, tmp_path)
+    out = tmp_path / "preview.csv"
+    exported = run(["export", "dashboard-preview", "--out", str(out)], tmp_path, env)
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    preview = pl.read_csv(out, infer_schema=False)
+    assert preview.columns[:3] == ["cds", "rtype", "studentgroup"] and set(preview.get_column("rtype")) == {"S", "D"}
+    assert f"rows for 2025-2026 written to {out}" in exported.stderr
+    stdout = run(["export", "dashboard-preview"], tmp_path, env)
+    assert stdout.returncode == 0 and stdout.stdout == out.read_text()
+    missing = run(["export", "dashboard-preview", "--year", "2019"], tmp_path, env)
+    assert missing.returncode == 1 and "no chronic absenteeism indicator for 2019-2020" in missing.stderr
 
 
 def test_run_with_a_wrong_certificate_fails_in_one_line_without_the_secret(aeries_simulator, tmp_path):
@@ -207,6 +222,10 @@ def test_demo_runs_end_to_end_with_no_configuration(tmp_path, id_field):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "academic risk 2026:" in proc.stdout
     assert f"keyed by {id_field}" in proc.stdout
+    # The district's Dashboard preview: ALL and the groups, suppressed cells as *.
+    preview = proc.stdout.split("Dashboard preview 2026-2027: chronic absenteeism, district", 1)[1]
+    assert re.search(r"^\s+ALL\s+\d+\s+\d+\s+\d+\.\d%", preview, re.M), preview
+    assert re.search(r"^\s+[A-Z]{2,3}\s+\d+\s+\*\s+\*", preview, re.M), preview
     wh = open_warehouse(f"duckdb:///{home / 'warehouse.duckdb'}")
     loaded = wh.query("SELECT count(*) AS n FROM aptool.iready_diagnostic_results").item()
     mapped = wh.query("SELECT count(student_id) AS n FROM aptool.iready_diagnostic_results").item()

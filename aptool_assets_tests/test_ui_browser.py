@@ -441,6 +441,14 @@ def test_operator_pages_render_without_errors(webserver, browser, tmp_path):
     page.open("/assets/aptool/student_intervention_ranking?view=checks", "ranking_dense_and_monotone", "Passed")
     page.screenshot("ranking-checks")
 
+    # The Dashboard preview: per-school status and change, the rate-by-group chart, the suppression check.
+    indicator = "/assets/aptool/chronic_absenteeism_indicator"
+    text = page.open(indicator, "chronic_absenteeism_indicator", "by_school", "rate_by_group", "prior_year_held")
+    page.screenshot("dashboard-preview")
+    page.fail_on_errors()
+    page.open(f"{indicator}?view=checks", "indicator_suppression_respected", "Passed")
+    page.screenshot("dashboard-preview-checks")
+
     # Sensors and schedules: every one listed, and one of each opens with its description.
     names = [s.name for s in list(definitions.defs.schedules)] + [s.name for s in list(definitions.defs.sensors)]
     page.open("/automation", *names)

@@ -1,8 +1,9 @@
 """Builds what the Aeries simulator serves from the synthetic district: the same students, as Aeries holds them.
 
 Schools (with the pseudo-schools 0 and 999 and a closed one), calendars, absence codes, students and
-staff, the awkward enrollment cases, attendance entered up to a date, the nightly history job, and the
-back-dated corrections that came after it. Deterministic for a seed.
+staff, the awkward enrollment cases, attendance entered up to a date, the nightly history job, the
+back-dated corrections that came after it, and the demographic codes and program records the student
+groups need (from generators of their own, so the attendance stays as it was). Deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from aptool_demo.district import SCHOOLS, SyntheticDistrict
 from aptool_demo.population import add_awkward_cases, add_staff, add_students
 from aptool_demo.records import PERIOD_ATTENDANCE_SCHOOL, school_record
 from aptool_demo.sim_district import LOCAL_TIMEZONE, SimDistrict
+from aptool_demo.student_groups import add_demographics, add_programs
 
 DISTRICT_NAME = "Demo Unified School District"
 # Pseudo-schools: the district (0) and inactive and transferred students (999); 103 is a closed school.
@@ -59,6 +61,9 @@ def build_sim_district(district: SyntheticDistrict, *, seed: int = 7, through: d
     generate_attendance(sim, rng, through)
     sim.run_nightly_history_job(through)
     back_dated_corrections(sim, through)
+    # Last, from generators seeded apart from ``rng``: the attendance above does not depend on them.
+    add_demographics(sim, seed)
+    add_programs(sim, seed, through)
     return sim
 
 

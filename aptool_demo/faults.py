@@ -10,6 +10,10 @@ pattern matches, from 1) gets that fault, e.g. the flaky API of issue #12 §4::
 
 and a hard outage is ``drop_every = 1`` (every request dropped). The "next N" counters go first; where
 several ``*_every`` fall on the same request, a drop wins over a 429, a 429 over a 503.
+
+``school_programs_refusal`` is not a transport fault but a district whose Aeries does not serve the
+whole-school programs call (``/schools/{sc}/students/programs``): set it to 400 or 404 and that call is
+refused with a ``Message`` while the per-student ``/students/{StudentID}/programs`` calls still answer.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class FaultPlan:
     unavailable_every: int = 0  # every Nth request a 503 without Retry-After
     drop_every: int = 0  # every Nth request dropped without a response
     seen: int = 0  # requests the pattern matched so far (what the *_every fields count)
+    school_programs_refusal: int = 0  # 400 or 404: the whole-school programs call is refused (0: served)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
     def take(self, path: str) -> tuple[str | None, float]:

@@ -1,8 +1,15 @@
-"""Aeries records in the exact shapes of the recorded demo responses: students, schools, staff, enrollment.
+"""Aeries records in the exact shapes of the recorded demo responses: students, schools, staff, enrollment;
+and program records, of which no response was recorded.
 
 Every key of the recorded ``students.json``, ``schools.json`` and ``staff.json`` is present, in the same
 order and with the same value types, so clients meet the real payloads; the values are fake but plausible.
 Builders that take an ``rng`` draw from it in a fixed order: the same seed gives the same records.
+
+Program records (``/schools/{sc}/students[/{StudentID}]/programs``) are an **assumption**: the reference
+(aeries-api.md §2) marks their field names **[UNCERTAIN]**. The simulator serves ``StudentID`` (int),
+``ProgramCode`` (a CALPADS program code as a string, e.g. ``"144"``), ``ProgramDescription``,
+``EligibilityStartDate``, ``EligibilityEndDate``, ``ParticipationStartDate`` and ``ParticipationEndDate``
+(dates as ``YYYY-MM-DDT00:00:00``, null when open or unknown), in that order, one record per program stint.
 """
 
 from __future__ import annotations
@@ -177,6 +184,41 @@ def _student_schooling(
         "NextGradeLevelShortDescription": "",
         "NextGradeLevelLongDescription": "",
         "RecordsReleaseCode": "",
+    }
+
+
+PROGRAM_DESCRIPTIONS = {
+    "101": "Section 504 Accommodation Plan",
+    "127": "Gifted and Talented Education (GATE)",
+    "135": "Migrant Education",
+    "144": "Special Education",
+    "181": "Free Meal Program",
+    "182": "Reduced-Price Meal Program",
+    "190": "Foster Program",
+    "191": "Homeless Program",
+}
+"""The CALPADS education program codes the simulated district uses (reference §2), with their titles."""
+
+
+def program_record(
+    student_id: int,
+    program_code: str,
+    *,
+    eligibility_start: date | None = None,
+    eligibility_end: date | None = None,
+    participation_start: date | None = None,
+    participation_end: date | None = None,
+    description: str | None = None,
+) -> dict:
+    """One program stint of a student, in the assumed shape (see the module docstring)."""
+    return {
+        "StudentID": student_id,
+        "ProgramCode": str(program_code),
+        "ProgramDescription": PROGRAM_DESCRIPTIONS.get(str(program_code), "") if description is None else description,
+        "EligibilityStartDate": eligibility_start,
+        "EligibilityEndDate": eligibility_end,
+        "ParticipationStartDate": participation_start,
+        "ParticipationEndDate": participation_end,
     }
 
 

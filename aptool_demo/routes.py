@@ -3,7 +3,9 @@
 A table maps each URL pattern (matched whole and case-insensitively, below ``/api/v5/``) to the method
 that answers it, so a reader sees every endpoint in one place. The behaviours that trip clients up are
 kept: arrays where one object is expected, ``200 []`` versus 404, 1-based paging with no totals,
-negative attendance with period-only days, and a change feed that never mentions attendance.
+negative attendance with period-only days, and a change feed that never mentions attendance. Program
+records (shape assumed, see ``records``) come per student or for a whole school in one call, which
+``FaultPlan.school_programs_refusal`` makes the server refuse, as some districts' Aeries does.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 from aptool_demo.codes import CODE_SETS
+from aptool_demo.faults import FaultPlan
 from aptool_demo.sim_district import LOCAL_TIMEZONE, SimDistrict
 
 AERIES_VERSION = "10.25.1105.1"
@@ -47,8 +50,9 @@ def _route(pattern: str, handler: Callable[..., Any], *, paged: bool = False, ne
 class Api:
     """Routes one request to the district data; returns (status, JSON payload)."""
 
-    def __init__(self, district: SimDistrict, cert: str):
+    def __init__(self, district: SimDistrict, cert: str, faults: FaultPlan | None = None):
         self.district, self.cert = district, cert
+        self.faults = faults or FaultPlan()
         self.routes: list[Route] = [
             _route(r"systeminfo", self._systeminfo, needs_cert=False),
             _route(r"schools", self._schools),
@@ -60,6 +64,8 @@ class Api:
             _route(_SC + r"/students/grade/(?P<grade>-?\d+)", self._students_by_grade, paged=True),
             _route(_SC + r"/students/sn/(?P<sn>\d+)", self._students_by_number),
             _route(_SC + r"/students/(?P<sid>\d+)", self._student),
+            _route(_SC + r"/students/programs", self._school_programs),
+            _route(_SC + r"/students/(?P<sid>\d+)/programs", self._student_programs),
             _route(r"enrollment/(?P<sid>\d+)(?:/year/(?P<year>\d{4}))?", self._enrollment),
             _route(_SC + r"/enrollment/(?P<sid>\d+)(?:/year/(?P<year>\d{4}))?", self._enrollment),
             _route(_SC + r"/attendance(?:/(?P<sid>\d+))?", self._attendance),
@@ -154,6 +160,20 @@ class Api:
     def _student(self, query: dict, sc: str, sid: str) -> list[dict]:
         # Newer Aeries (KB 14000166308): the SchoolCode scopes the call; no record there is an empty array.
         return [r for r in self._records_at(sc) if r["StudentID"] == int(sid)]
+
+    def _school_programs(self, query: dict, sc: str) -> list[dict]:
+        """Every program record of the students with a record at the school (the StudentID-less form)."""
+        refusal = self.faults.school_programs_refusal
+        if refusal == 404:
+            raise ApiError(404, "No HTTP resource was found that matches the request URI.")
+        if refusal:
+            # What ASP.NET answers when "programs" is bound to the {StudentID} of /students/{StudentID}.
+            raise ApiError(refusal, "The request is invalid.")
+        return self.district.programs_at(int(sc), code=query.get("code") or None)
+
+    def _student_programs(self, query: dict, sc: str, sid: str) -> list[dict]:
+        # Scoped by the SchoolCode like the single-student call: no record there is an empty array.
+        return self.district.programs_at(int(sc), int(sid), code=query.get("code") or None)
 
     def _enrollment(self, query: dict, sid: str, year: str | None, sc: str | None = None) -> list[dict]:
         rows = self.district.enrollment

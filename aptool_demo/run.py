@@ -167,4 +167,27 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
     )
     for school, student, reasons in top.iter_rows():
         print(f"  school {school}: first for outreach is student {student} ({reasons})")
+    _print_dashboard_preview(wh, int(summary.school_year))
     print(f"  warehouse: {warehouse_url}")
+
+
+def _print_dashboard_preview(wh, school_year: int) -> None:
+    """The district's Chronic Absenteeism Indicator preview: ALL and every group, with suppression shown."""
+    rows = wh.query(
+        "SELECT student_group, eligible_count, chronic_count, rate_pct, status_level, change_level, n_size_met "
+        "FROM aptool.chronic_absenteeism_indicator "
+        f"WHERE school_year = {school_year} AND level = 'district' ORDER BY student_group <> 'ALL', student_group"
+    )
+    if rows.height == 0:
+        print("  dashboard preview: no eligible students")
+        return
+    print(
+        f"\nDashboard preview {school_year}-{school_year + 1}: chronic absenteeism, district (* = under 11, suppressed)"
+    )
+    print(f"  {'group':<6} {'eligible':>8} {'chronic':>8} {'rate':>7}  {'status':<10} {'change':<24} n-size")
+    for group, eligible, chronic, rate, status, change, n_size in rows.iter_rows():
+        shown_rate = "*" if rate is None else f"{rate:.1f}%"
+        print(
+            f"  {group:<6} {eligible:>8} {'*' if chronic is None else chronic:>8} {shown_rate:>7}  "
+            f"{status or '*':<10} {change or '–':<24} {'yes' if n_size else 'no'}"
+        )

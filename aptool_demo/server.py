@@ -108,7 +108,7 @@ class RunningSimulator:
         self._in_flight = 0
         self._stats_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._api = Api(district, cert)
+        self._api = Api(district, cert, faults)
         self._server = _Server(self)
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}{BASE_PATH}"

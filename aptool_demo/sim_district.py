@@ -1,8 +1,9 @@
 """The district as the simulated Aeries holds it: plain Python data, mutated through locked methods.
 
-Tests change it while the server runs (enrol, withdraw, correct attendance, move the clock) to play out
-what happens in a real district between two pulls; each change lands in the data-change feed exactly
-as Aeries records it, and attendance edits in none (Aeries has no attendance feed).
+Tests change it while the server runs (enrol, withdraw, correct attendance, add or end a program, move
+the clock) to play out what happens in a real district between two pulls; each change lands in the
+data-change feed exactly as Aeries records it (a program change in the ``program`` area, once per record
+the student has), and attendance edits in none (Aeries has no attendance feed).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 from aptool_assets.vocabulary import school_year_of
 from aptool_demo.calendars import instructional_days
 from aptool_demo.history import HISTORY_COUNTS, count_day, summary_record
-from aptool_demo.records import enrollment_row, grade_fields, student_record
+from aptool_demo.records import enrollment_row, grade_fields, program_record, student_record
 
 LOCAL_TIMEZONE = "America/Los_Angeles"
 
@@ -38,6 +39,7 @@ class SimDistrict:
     staff: list[dict] = field(default_factory=list)
     history: dict[tuple[int, int], dict] = field(default_factory=dict)  # (StudentID, SchoolCode) → summary
     corrections: list[dict] = field(default_factory=list)  # back-dated edits made after the last nightly job
+    programs: list[dict] = field(default_factory=list)  # program records (records.program_record), any school
     clock: Callable[[], datetime] | None = None  # local naive "now"; None = the wall clock
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
@@ -68,6 +70,15 @@ class SimDistrict:
 
     def school(self, school_code: int) -> dict | None:
         return next((s for s in self.schools if s["SchoolCode"] == school_code), None)
+
+    def programs_at(self, school_code: int, student_id: int | None = None, code: str | None = None) -> list[dict]:
+        """Program records of the students with a record (active or not) at a school, by StudentID and start;
+        ``student_id`` and ``code`` narrow them."""
+        at_school = {r["StudentID"] for r in self.students if r["SchoolCode"] == school_code}
+        if student_id is not None:
+            at_school &= {student_id}
+        rows = [p for p in self.programs if p["StudentID"] in at_school and (code is None or p["ProgramCode"] == code)]
+        return sorted(rows, key=_program_order)
 
     # -- mutations -------------------------------------------------------------------------------
 
@@ -158,6 +169,56 @@ class SimDistrict:
             self.record_change("student", record, when)
             self.record_change("enrollment", record, when)
 
+    def add_program(
+        self,
+        student_id: int,
+        program_code: str,
+        start: date,
+        *,
+        end: date | None = None,
+        eligibility_start: date | None = None,
+        at: datetime | None = None,
+    ) -> dict:
+        """A new program stint from ``start`` (participation; eligibility from ``eligibility_start`` or the
+        same day), recorded in the ``program`` area for every record the student has."""
+        with self.lock:
+            records = self._records_of(student_id)
+            row = program_record(
+                student_id,
+                str(program_code),
+                eligibility_start=eligibility_start or start,
+                eligibility_end=end,
+                participation_start=start,
+                participation_end=end,
+            )
+            self.programs.append(row)
+            when = at or self.now()
+            for record in records:
+                self.record_change("program", record, when)
+            return row
+
+    def end_program(self, student_id: int, program_code: str, end: date, *, at: datetime | None = None) -> dict:
+        """End the student's open stint of a program on ``end`` (its eligibility too), recorded in the
+        ``program`` area for every record the student has."""
+        with self.lock:
+            records = self._records_of(student_id)
+            open_rows = [
+                p
+                for p in self.programs
+                if p["StudentID"] == student_id
+                and p["ProgramCode"] == str(program_code)
+                and p["ParticipationEndDate"] is None
+                and p["EligibilityEndDate"] is None
+            ]
+            if not open_rows:
+                raise KeyError(f"StudentID {student_id} has no open program {program_code}")
+            row = open_rows[-1]
+            row.update({"ParticipationEndDate": end, "EligibilityEndDate": end})
+            when = at or self.now()
+            for record in records:
+                self.record_change("program", record, when)
+            return row
+
     def run_nightly_history_job(self, through: date) -> None:
         """Recompute AttendanceHistory summaries from attendance + calendar + codes, by all-day code.
 
@@ -189,6 +250,12 @@ class SimDistrict:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _records_of(self, student_id: int) -> list[dict]:
+        records = [r for r in self.students if r["StudentID"] == student_id]
+        if not records:
+            raise KeyError(f"no student record for StudentID {student_id}")
+        return records
+
     def _new_record(
         self, student_id: int, school_code: int, grade: int, first_name: str | None, last_name: str | None
     ) -> dict:
@@ -206,3 +273,8 @@ class SimDistrict:
         record = template | {"SchoolCode": school_code, "StudentNumber": 1 + max(numbers, default=0)}
         self.students.append(record)
         return record
+
+
+def _program_order(row: dict) -> tuple:
+    start = row["ParticipationStartDate"] or row["EligibilityStartDate"] or date.min
+    return (row["StudentID"], row["ProgramCode"], start)

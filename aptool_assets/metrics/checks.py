@@ -6,14 +6,21 @@ import polars as pl
 
 from aptool_assets.metadata import duplicate_keys, id_sample
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metrics.dashboard import INDICATOR_KEY
 from aptool_assets.partitions import school_year_slice
 from aptool_assets.resources import PlatformResource
+from aptool_assets.rules.indicator_privacy import suppression_problems
 from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import Between
 from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, ATTENDANCE_HISTORY_SUMMARY, ENROLLMENT
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import (
+    CHRONIC_ABSENTEEISM_INDICATOR,
+    STUDENT_ACADEMIC_RISK,
+    STUDENT_ATTENDANCE_SUMMARY,
+    STUDENT_INTERVENTION_RANKING,
+)
 from aptool_assets.vocabulary import RISK_LEVELS, RISK_ORDER, school_year_bounds
 
 
@@ -163,10 +170,29 @@ def ranking_dense_and_monotone(
     )
 
 
+@dg.asset_check(
+    asset=INDICATOR_KEY,
+    description="No published row carries a count, rate, level or change for a group under 11 eligible students "
+    "(current or prior year), and NR is suppressed wherever a race/ethnicity group of the same school is: nothing "
+    "suppressed can be recovered from the table.",
+)
+def indicator_suppression_respected(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(CHRONIC_ABSENTEEISM_INDICATOR, where=school_year_slice(context))
+    problems = suppression_problems(df)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems[:10]) if problems else f"{df.height} rows, every small group suppressed",
+        metadata={"rows": df.height, "problems": len(problems)},
+    )
+
+
 METRICS_CHECKS = [
     summary_rates_valid,
     attendance_has_enrollment,
     summary_reconciles_with_aeries,
     academic_risk_consistent,
     ranking_dense_and_monotone,
+    indicator_suppression_respected,
 ]

@@ -70,3 +70,38 @@ def tier_distribution_png(summary: pl.DataFrame, title: str) -> bytes:
 def png_markdown(png: bytes, alt: str) -> str:
     """Markdown that embeds the PNG as a data URI (the Dagster UI allows ``data:`` image sources)."""
     return f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
+
+
+STATUS_CUT_POINTS: tuple[tuple[float, str], ...] = (
+    (2.5, "very low ≤ 2.5"),
+    (5.0, "low ≤ 5.0"),
+    (10.0, "medium ≤ 10.0"),
+    (20.0, "high ≤ 20.0"),
+)
+"""The Dashboard's chronic absenteeism status cut points (contract §4.5), drawn as lines on the group chart."""
+
+
+def group_rates_png(rates: pl.DataFrame, title: str) -> bytes:
+    """Bars of ``rate_pct`` per ``student_group`` (suppressed groups left out by the caller), with the status
+    cut points as vertical lines, so a reader sees which groups sit in which status band."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ordered = rates.sort("rate_pct", descending=True)
+    groups = ordered.get_column("student_group").to_list()
+    values = ordered.get_column("rate_pct").to_list()
+    fig = Figure(figsize=(7, 1.4 + 0.35 * max(len(groups), 1)), dpi=96)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.barh(groups, values, color="#3d6fb6")
+    for cut, label in STATUS_CUT_POINTS:
+        ax.axvline(cut, color="#999999", linewidth=0.8, linestyle="--")
+        ax.text(cut, -0.7, label, fontsize=7, color="#555555", ha="center", va="bottom")
+    ax.invert_yaxis()
+    ax.set_xlabel("chronically absent (% of eligible students)")
+    ax.set_title(title, fontsize=10)
+    ax.spines[["top", "right"]].set_visible(False)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()

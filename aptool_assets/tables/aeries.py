@@ -1,4 +1,6 @@
-"""Tables pulled from Aeries (contract §3): reference data, the roster, enrollment and attendance."""
+"""Tables pulled from Aeries (contract §3): reference data, the roster, enrollment and attendance; and two
+internal tables (not in the contract) holding what the Dashboard's student groups are built from: the
+demographic codes of each student record and the program records."""
 
 from __future__ import annotations
 
@@ -82,6 +84,53 @@ STUDENTS = TableSpec(
     },
     key=("student_id", "school_code"),
     description="One row per student record at a school, from Aeries (contract §3).",
+)
+
+RACE_CODE_COLUMNS: tuple[str, ...] = tuple(f"race_code_{i}" for i in range(1, 6))
+"""Aeries ``RaceCode1``..``RaceCode5`` (CALPADS race codes such as ``"700"``)."""
+
+DEMOGRAPHIC_CODE_COLUMNS: tuple[str, ...] = (
+    "ethnicity_code",
+    *RACE_CODE_COLUMNS,
+    "language_fluency_code",
+    "parent_ed_level_code",
+)
+"""The codes of ``aptool.student_demographics``, as text; a blank or missing code is null."""
+
+STUDENT_DEMOGRAPHICS = TableSpec(
+    name="student_demographics",
+    columns={
+        "student_id": pl.Int64,
+        "school_code": pl.Int32,
+        **dict.fromkeys(DEMOGRAPHIC_CODE_COLUMNS, pl.Utf8),
+        "school_enter_date": pl.Date,
+        **PULLED,
+    },
+    key=("student_id", "school_code"),
+    description="Internal (not a contract table): the demographic codes of each student record at a school, "
+    "from the same pull as aptool.students (EthnicityCode, RaceCode1..RaceCode5, LanguageFluencyCode, "
+    "ParentEdLevelCode; blank codes are null). Codes only, no names: the input of the student groups "
+    "(contract §4.5).",
+)
+
+STUDENT_PROGRAMS = TableSpec(
+    name="student_programs",
+    columns={
+        "school_year": pl.Int32,
+        "student_id": pl.Int64,
+        "school_code": pl.Int32,
+        "program_code": pl.Utf8,
+        "program_description": pl.Utf8,
+        "start_date": pl.Date,
+        "end_date": pl.Date,
+        **PULLED,
+    },
+    key=("school_year", "student_id", "school_code", "program_code", "start_date"),
+    description="Internal (not a contract table): Aeries program records (CALPADS program codes: 144 special "
+    "education, 181/182 free/reduced meals, 191 homeless, 190 foster, 135 migrant, ...) of the students with a "
+    "record at each school, kept per school year when they overlap it. start_date is the participation start, "
+    "else the eligibility start, else the school year's first day; end_date likewise, null while open. The "
+    "input of the student groups (contract §4.5).",
 )
 
 ENROLLMENT = TableSpec(

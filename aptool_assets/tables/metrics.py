@@ -5,7 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.rules.attendance import SUMMARY_SCHEMA
+from aptool_assets.rules.indicator import INDICATOR_SCHEMA
 from aptool_assets.rules.ranking import RANKING_SCHEMA
+from aptool_assets.rules.student_groups import STUDENT_GROUPS_SCHEMA
 from aptool_assets.storage.warehouse import TableSpec
 
 STUDENT_ATTENDANCE_SUMMARY = TableSpec(
@@ -37,4 +39,19 @@ STUDENT_INTERVENTION_RANKING = TableSpec(
     columns=RANKING_SCHEMA,
     key=("school_year", "school_code", "student_id"),
     description="Every student of the attendance summary, ranked per school for outreach (contract §4.4).",
+)
+
+STUDENT_GROUPS = TableSpec(
+    name="student_groups",
+    columns=STUDENT_GROUPS_SCHEMA,
+    key=("school_year", "student_id"),
+    description="The School Dashboard's student groups per student and school year, from Aeries (contract §4.5).",
+)
+
+CHRONIC_ABSENTEEISM_INDICATOR = TableSpec(
+    name="chronic_absenteeism_indicator",
+    columns=INDICATOR_SCHEMA,
+    key=("school_year", "level", "school_code", "student_group"),
+    description="A preview of the Dashboard's Chronic Absenteeism Indicator per school, district and group; groups "
+    "under 11 students suppressed (contract §4.5). Safe to share.",
 )

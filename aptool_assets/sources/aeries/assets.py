@@ -1,7 +1,9 @@
-"""Aeries assets: reference data, the roster, enrollment, daily attendance and Aeries' own totals.
+"""Aeries assets: reference data, the roster (with its demographic codes), enrollment, program records,
+daily attendance and Aeries' own totals.
 
 Every pull goes per school (and per date window for attendance), never per student: a full
-school year of attendance costs about schools × months requests.
+school year of attendance costs about schools × months requests. The one exception is a district whose
+Aeries refuses the whole-school programs call: its schools' programs are then asked student by student.
 """
 
 import datetime as dt
@@ -19,10 +21,10 @@ from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
 from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.sources.aeries import frames
-from aptool_assets.sources.aeries.client import AeriesClient, AeriesResource
+from aptool_assets.sources.aeries.client import AeriesClient, AeriesRequestRefusedError, AeriesResource
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.sync_state import sync_state
-from aptool_assets.storage.warehouse import Between, TableSpec, TableWrite, Warehouse
+from aptool_assets.storage.warehouse import AnyOf, Between, TableSpec, TableWrite, Warehouse
 from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import (
     ABSENCE_CODES,
@@ -32,6 +34,8 @@ from aptool_assets.tables.aeries import (
     ENROLLMENT,
     SCHOOL_CALENDAR,
     SCHOOLS,
+    STUDENT_DEMOGRAPHICS,
+    STUDENT_PROGRAMS,
     STUDENTS,
 )
 from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
@@ -52,6 +56,7 @@ STUDENTS_KEY = asset_key(STUDENTS)
 ENROLLMENT_KEY = asset_key(ENROLLMENT)
 ATTENDANCE_DAYS_KEY = asset_key(ATTENDANCE_DAYS)
 HISTORY_KEY = asset_key(ATTENDANCE_HISTORY_SUMMARY)
+STUDENT_PROGRAMS_KEY = asset_key(STUDENT_PROGRAMS)
 
 
 _FAR_FUTURE = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
@@ -144,7 +149,9 @@ class StudentsConfig(dg.Config):
     STUDENTS,
     description="aptool.students: one row per student record at a school (active and inactive), pulled "
     "per school with paging. The change-feed sensor re-pulls only schools with changed students and "
-    "merges just those rows (a newer source_updated_at always wins).",
+    "merges just those rows (a newer source_updated_at always wins). The same pull writes the records' "
+    "demographic codes to aptool.student_demographics (internal, for the student groups), in the same "
+    "transaction.",
 )
 def students(
     context: dg.AssetExecutionContext,
@@ -159,7 +166,7 @@ def students(
     # than that (applied during the pull or after it) wins over it.
     pulled_at = _now()
     df, meta = pull_per_school(
-        aeries, codes, lambda c, sc: frames.students_frame(c.students(sc)), frames.students_frame([])
+        aeries, codes, lambda c, sc: frames.roster_frame(c.students(sc)), frames.roster_frame([])
     )
     df = df.with_columns(pl.lit(pulled_at).alias("source_updated_at"))
     if changed:
@@ -167,13 +174,15 @@ def students(
         df = df.join(wanted, on=["school_code", "student_id"], how="semi")
         wh.write(
             TableWrite(STUDENTS, df, upsert=True, newer_column="source_updated_at"),
+            TableWrite(STUDENT_DEMOGRAPHICS, df, upsert=True, newer_column="source_updated_at"),
             sync_state("aeries", "students/changes", detail=f"{df.height} changed records merged"),
         )
         missing = len(changed) - df.height
         if missing:
             context.log.warning(f"{missing} changed student record(s) not found at their school (IDs skipped)")
+        demographics = df.height
     else:
-        df = publish_roster(wh, df, pulled_at)
+        df, demographics = publish_roster(wh, df, pulled_at)
     active = int(df.get_column("is_active").sum()) if df.height else 0
     context.log.info(f"{df.height} student records from {len(codes)} school(s), {active} active")
     return dg.MaterializeResult(
@@ -183,6 +192,7 @@ def students(
             {
                 "mode": "changed students" if changed else "full roster",
                 "active_records": active,
+                "demographics_rows": demographics,
                 "student_id_preview": dg.MetadataValue.json(id_preview(df)),
                 **meta,
             },
@@ -190,28 +200,38 @@ def students(
     )
 
 
-def overlay_newer_records(pulled: pl.DataFrame, newer: pl.DataFrame) -> pl.DataFrame:
-    """The pulled roster with the stored records in ``newer`` laid over it (a newer record replaces the
-    pulled record of its student and school, or is added when the pull has none)."""
+def overlay_newer_records(pulled: pl.DataFrame, newer: pl.DataFrame, table: TableSpec = STUDENTS) -> pl.DataFrame:
+    """The pulled rows of ``table`` with the stored rows in ``newer`` laid over them (a newer row replaces the
+    pulled row of its key, e.g. a student's record at a school, or is added when the pull has none)."""
     if newer.height == 0:
         return pulled
-    key = list(STUDENTS.key)
+    key = list(table.key)
     kept = pulled.join(newer.select(key), on=key, how="anti")
     return pl.concat([kept, newer.select(pulled.columns)], how="vertical_relaxed")
 
 
-def publish_roster(wh: Warehouse, pulled: pl.DataFrame, pulled_at: dt.datetime) -> pl.DataFrame:
-    """Replace ``aptool.students`` with a full pull, laying back the records changed after the pull started
-    (webhook enrolments and withdrawals, a change-feed merge); returns what was published. Under the lock the
-    webhook path holds from reading the roster to writing it, so no event lands between the read and the write.
+def publish_roster(wh: Warehouse, pulled: pl.DataFrame, pulled_at: dt.datetime) -> tuple[pl.DataFrame, int]:
+    """Replace ``aptool.students`` and ``aptool.student_demographics`` with a full pull (``frames.roster_frame``
+    rows), laying back the rows changed after the pull started (webhook enrolments and withdrawals, a
+    change-feed merge); returns the student records published and the number of demographic rows. Under the
+    lock the webhook path holds from reading the roster to writing it, so no event lands between the read and
+    the write; both tables in one transaction.
     """
+    students = pulled.select(list(STUDENTS.columns))
+    demographics = pulled.select(list(STUDENT_DEMOGRAPHICS.columns))
+    recent = {"source_updated_at": Between(pulled_at, _FAR_FUTURE)}
     with wh.exclusive(ATTENDANCE_DAYS_LOCK):
-        stored = wh.read_table(STUDENTS, where={"source_updated_at": Between(pulled_at, _FAR_FUTURE)})
-        newer = stored.filter(pl.col("source_updated_at") > pulled_at)
-        rows = overlay_newer_records(pulled, newer)
+        newer = wh.read_table(STUDENTS, where=recent).filter(pl.col("source_updated_at") > pulled_at)
+        newer_codes = wh.read_table(STUDENT_DEMOGRAPHICS, where=recent).filter(pl.col("source_updated_at") > pulled_at)
+        rows = overlay_newer_records(students, newer)
+        codes = overlay_newer_records(demographics, newer_codes, STUDENT_DEMOGRAPHICS)
         detail = f"{rows.height} records" + (f", {newer.height} newer kept" if newer.height else "")
-        wh.write(TableWrite(STUDENTS, rows), sync_state("aeries", "students", detail=detail))
-    return rows
+        wh.write(
+            TableWrite(STUDENTS, rows),
+            TableWrite(STUDENT_DEMOGRAPHICS, codes),
+            sync_state("aeries", "students", detail=detail),
+        )
+    return rows, codes.height
 
 
 def month_windows(start: dt.date, end: dt.date) -> list[tuple[dt.date, dt.date]]:
@@ -473,6 +493,132 @@ attendance_history_summary = build_school_pull(
 )
 
 
+class ProgramsConfig(dg.Config):
+    """Empty: every real school. Otherwise the school codes the change feed reported program changes at: only
+    those schools are re-pulled, and only their rows of the school year replaced."""
+
+    schools: list[int] = []
+
+
+_PER_STUDENT_ENDPOINT = "/api/v5/schools/{sc}/students/{StudentID}/programs"
+
+
+def pull_programs(
+    aeries: AeriesResource, school_codes: list[int], roster: pl.DataFrame, school_year: int
+) -> tuple[pl.DataFrame, dict, dict[int, str]]:
+    """Every school's program records (with ``school_code``), asked with the year's DatabaseYear.
+
+    One whole-school request per school (bounded concurrency). A school whose Aeries refuses that call
+    (404, or 400/501: the server does not serve the StudentID-less form) is asked student by student instead:
+    every student with a record at the school in ``roster`` (student_id, school_code), with the client's
+    bounded concurrency. Returns the rows, the metadata (requests; the schools that fell back and what their
+    per-student requests cost) and, per school that fell back, why.
+    """
+    with aeries.client(database_year=school_year) as client:
+
+        def whole_school(sc: int) -> pl.DataFrame | str:
+            try:
+                return frames.programs_frame(client.programs(sc))
+            except (NotFoundError, AeriesRequestRefusedError) as exc:
+                return str(exc)
+
+        answers = client.map_schools(whole_school, school_codes)
+        whole_school_requests = client.request_count
+        refused = {sc: answer for sc, answer in answers.items() if isinstance(answer, str)}
+        parts = {sc: answer for sc, answer in answers.items() if isinstance(answer, pl.DataFrame)}
+        for sc in refused:
+            ids = roster.filter(pl.col("school_code") == sc).get_column("student_id").unique().sort().to_list()
+            per_student = client.map_students(lambda sid, sc=sc: client.student_programs(sc, sid), ids)
+            # The path names the student: a record without its own StudentID belongs to that student.
+            records = [
+                r if "StudentID" in r else {**r, "StudentID": sid} for sid, rs in per_student.items() for r in rs
+            ]
+            parts[sc] = frames.programs_frame(records, endpoint=_PER_STUDENT_ENDPOINT)
+        meta = {
+            "aeries_requests": client.request_count,
+            "schools": len(school_codes),
+            "per_student_fallback_schools": dg.MetadataValue.json(sorted(refused)),
+            "per_student_requests": client.request_count - whole_school_requests,
+        }
+    stacked = [df.with_columns(pl.lit(sc, pl.Int32).alias("school_code")) for sc, df in sorted(parts.items())]
+    empty = frames.programs_frame([]).with_columns(pl.lit(None, pl.Int32).alias("school_code"))
+    rows = (
+        pl.concat([df for df in stacked if df.height], how="vertical_relaxed")
+        if any(d.height for d in stacked)
+        else empty
+    )
+    return rows, meta, refused
+
+
+def programs_of_year(df: pl.DataFrame, school_year: int, pulled_at: dt.datetime) -> pl.DataFrame:
+    """The program stints that overlap the school year, as ``aptool.student_programs``: a stint without any
+    start date starts with the year (so the key has one); the last of any repeated key is kept."""
+    first, last = school_year_bounds(school_year)
+    key = [c for c in STUDENT_PROGRAMS.key if c != "school_year"]
+    return (
+        df.with_columns(pl.col("start_date").fill_null(first))
+        .filter((pl.col("start_date") <= last) & (pl.col("end_date").is_null() | (pl.col("end_date") >= first)))
+        .unique(subset=key, keep="last", maintain_order=True)
+        .with_columns(pl.lit(school_year, pl.Int32).alias("school_year"), pl.lit(pulled_at).alias("source_updated_at"))
+        .select(list(STUDENT_PROGRAMS.columns))
+        .sort("school_code", "student_id", "program_code", "start_date")
+    )
+
+
+@aeries_asset(
+    STUDENT_PROGRAMS,
+    description="aptool.student_programs (internal, for the student groups): the program records (CALPADS codes "
+    "such as 144 special education, 181/182 meals, 191 homeless, 190 foster, 135 migrant) of the students with "
+    "a record at each school, the stints overlapping the school year, pulled with its DatabaseYear: one "
+    "request per school, or, where a district's Aeries refuses the whole-school call, one per student on the "
+    "roster (metadata per_student_fallback_schools). The change-feed sensor re-pulls only the schools with "
+    "program changes.",
+    deps=[SCHOOLS_KEY, STUDENTS_KEY],
+    partitions_def=school_year_partitions,
+)
+def student_programs(
+    context: dg.AssetExecutionContext,
+    config: ProgramsConfig,
+    aeries: AeriesResource,
+    warehouse: WarehouseResource,
+):
+    year = int(context.partition_key)
+    wh = warehouse.get()
+    real = real_school_codes(wh)
+    wanted = set(config.schools)
+    codes = [sc for sc in real if sc in wanted] if wanted else real
+    roster = wh.read_table(STUDENTS, columns=["student_id", "school_code"])
+    pulled_at = _now()
+    raw, meta, refused = pull_programs(aeries, codes, roster, year)
+    for sc, reason in refused.items():
+        context.log.warning(f"school {sc}: the whole-school programs call was refused ({reason}); asked per student")
+    if refused:
+        context.log.info(
+            f"{len(refused)} school(s) pulled per student, {meta['per_student_requests']} per-student requests"
+        )
+    rows = programs_of_year(raw, year, pulled_at)
+    where = {"school_year": year, **({"school_code": AnyOf(codes)} if wanted else {})}
+    entity = f"{STUDENT_PROGRAMS.name}/{year}"
+    wh.write(
+        TableWrite(STUDENT_PROGRAMS, rows, where),
+        sync_state("aeries", entity, detail=f"{rows.height} program stints from {len(codes)} school(s)"),
+    )
+    by_program = rows.group_by("program_code").agg(pl.col("student_id").n_unique()).sort("program_code")
+    context.log.info(f"{rows.height} program stints of {rows.get_column('student_id').n_unique()} students")
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            STUDENT_PROGRAMS,
+            rows.height,
+            {
+                "mode": "changed schools" if wanted else "every school",
+                "students": rows.get_column("student_id").n_unique(),
+                "students_by_program": counts_table(dict(by_program.iter_rows()), "program_code"),
+                **meta,
+            },
+        )
+    )
+
+
 def build_aeries_assets(day_partitions: dg.PartitionsDefinition) -> list[dg.AssetsDefinition]:
     """Every Aeries asset; attendance is partitioned by ``day_partitions``."""
     return [
@@ -483,4 +629,5 @@ def build_aeries_assets(day_partitions: dg.PartitionsDefinition) -> list[dg.Asse
         enrollment,
         build_attendance_days(day_partitions),
         attendance_history_summary,
+        student_programs,
     ]

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Any, TypeVar
 
@@ -51,6 +52,7 @@ MAX_RETRY_AFTER_S = 300.0
 # A 503 asking for a longer pause than that is maintenance: the breaker opens for 30 minutes instead.
 MAINTENANCE_RETRY_AFTER_S = MAX_RETRY_AFTER_S
 _TRANSIENT_STATUSES = frozenset({408, 500, 502, 503, 504})
+_REFUSED_STATUSES = frozenset({400, 501})
 _CERT_OK = re.compile(r"^[\x21-\x7e]+$")  # printable ASCII without spaces: anything else cannot be a header
 
 
@@ -85,6 +87,11 @@ class AeriesConfigurationError(AeriesError, PermanentError):
 
 class AeriesNotFoundError(AeriesError, NotFoundError):
     """404 for a single object (school, staff, absence code)."""
+
+
+class AeriesRequestRefusedError(AeriesError, PermanentError):
+    """400 (or 501): the server refused the request itself, e.g. a path form this district's Aeries does not
+    serve (``/students/programs`` read as a StudentID) or an enhancement it has not enabled. No retry fixes it."""
 
 
 class AeriesResponseError(AeriesError, PermanentError):
@@ -298,6 +305,29 @@ class AeriesClient:
         year = int(school_year)
         return self._get_list(f"/schools/{int(school_code)}/AttendanceHistory/summary/year/{year}-{year + 1}")
 
+    def programs(self, school_code: int, code: str | None = None) -> list[dict]:
+        """Every student's program records at a school in one request (``/students/programs``, reference §2);
+        ``code`` limits them to one program code.
+
+        Not every server serves this StudentID-less form: a refusal (404 ``AeriesNotFoundError``, 400/501
+        ``AeriesRequestRefusedError``) is raised for the caller to fall back to :meth:`student_programs`,
+        and is neither kept as a failed operation nor counted against the breaker (the server answered).
+        """
+        params = {"code": code} if code else None
+        return self._get_list(f"/schools/{int(school_code)}/students/programs", params, refusal_expected=True)
+
+    def student_programs(self, school_code: int, student_id: int, code: str | None = None) -> list[dict]:
+        """One student's program records (``/students/{StudentID}/programs``); ``[]`` when there are none."""
+        path = f"/schools/{int(school_code)}/students/{int(student_id)}/programs"
+        try:
+            data = self._get(path, {"code": code} if code else None)
+        except AeriesNotFoundError:
+            log.debug("no programs for StudentID %d at school %d", int(student_id), int(school_code))
+            return []
+        if isinstance(data, dict):
+            return [data]
+        return self._require_list(path, data)
+
     def student_data_changes(self, area: str, since: datetime) -> list[dict]:
         """Student records changed in ``area`` at or after ``since``.
 
@@ -317,7 +347,16 @@ class AeriesClient:
 
         The first failure cancels the schools not yet started and is re-raised.
         """
-        codes = list(dict.fromkeys(int(code) for code in school_codes))
+        return self._map_bounded(fn, school_codes)
+
+    def map_students(self, fn: Callable[[int], T], student_ids: Iterable[int]) -> dict[int, T]:
+        """``fn(student_id)`` for each student, bounded like :meth:`map_schools` (a per-student fallback)."""
+        return self._map_bounded(fn, student_ids)
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _map_bounded(self, fn: Callable[[int], T], keys: Iterable[int]) -> dict[int, T]:
+        codes = list(dict.fromkeys(int(key) for key in keys))
         if not codes:
             return {}
         pool = ThreadPoolExecutor(max_workers=min(self._max_concurrency, len(codes)), thread_name_prefix="aeries")
@@ -330,8 +369,6 @@ class AeriesClient:
             return {code: future.result() for code, future in futures}
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
-
-    # -- internals -------------------------------------------------------------------------------
 
     def _server_utc_offset(self) -> timedelta:
         if self._server_offset is None:
@@ -347,8 +384,10 @@ class AeriesClient:
             self._server_offset = offset
         return self._server_offset
 
-    def _get_list(self, path: str, params: dict[str, Any] | None = None) -> list[dict]:
-        return self._require_list(path, self._get(path, params))
+    def _get_list(
+        self, path: str, params: dict[str, Any] | None = None, *, refusal_expected: bool = False
+    ) -> list[dict]:
+        return self._require_list(path, self._get(path, params, refusal_expected=refusal_expected))
 
     @staticmethod
     def _require_list(path: str, data: Any) -> list[dict]:
@@ -358,13 +397,24 @@ class AeriesClient:
             raise AeriesResponseError(f"GET {API_PREFIX}{path}: expected an array of objects")
         return data
 
-    def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
+    def _get(self, path: str, params: dict[str, Any] | None = None, *, refusal_expected: bool = False) -> Any:
+        """One GET through the guard. ``refusal_expected``: a 400/501 answer is an outcome the caller handles
+        (a fallback), so it is raised to the caller without being kept as a failed operation."""
         query = {key: str(value) for key, value in (params or {}).items()}
         if self.database_year is not None:
             query["DatabaseYear"] = str(self.database_year)
         full_path = API_PREFIX + path
-        return call_guarded(
-            lambda: self._send(path, full_path, query),
+
+        def send() -> Any:
+            try:
+                return self._send(path, full_path, query)
+            except AeriesRequestRefusedError as exc:
+                if refusal_expected:
+                    return _Refused(exc)
+                raise
+
+        result = call_guarded(
+            send,
             guard=self.guard,
             policy=self._retry,
             operation=f"GET {full_path}",
@@ -374,6 +424,9 @@ class AeriesClient:
             sleep=self._sleep,
             logger=log,
         )
+        if isinstance(result, _Refused):
+            raise result.error
+        return result
 
     def _send(self, path: str, full_path: str, query: dict[str, str]) -> Any:
         """One request, within the concurrency bound; transport failures as the taxonomy's errors."""
@@ -424,6 +477,8 @@ class AeriesClient:
             raise AeriesServerError.with_status(503, f"GET {full_path}: HTTP 503{detail}", retry_after_s=wanted)
         if status in _TRANSIENT_STATUSES:
             raise AeriesServerError.with_status(status, f"GET {full_path}: HTTP {status}{detail}")
+        if status in _REFUSED_STATUSES:
+            raise AeriesRequestRefusedError.with_status(status, f"GET {full_path}: HTTP {status}{detail}")
         raise AeriesError(f"GET {full_path}: HTTP {status}{detail}")
 
     def _server_message(self, response: httpx.Response) -> str:
@@ -438,6 +493,13 @@ class AeriesClient:
 
     def _scrub(self, text: str) -> str:
         return text.replace(self._cert, "[AERIES-CERT]") if self._cert else text
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A refusal the caller expects, carried through the guard as an answer (see ``AeriesClient._get``)."""
+
+    error: AeriesRequestRefusedError
 
 
 class AeriesResource(GuardedResource):

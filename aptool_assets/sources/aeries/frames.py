@@ -7,6 +7,11 @@ because a silently-null StudentID or date would corrupt every metric downstream.
 
 Values are first read as text and then converted column by column, so ``"2020"`` and ``2020`` both parse
 where Aeries is inconsistent (``AcademicYear`` is a string, most numbers are ints).
+
+Two frames are tolerant by design, because our sources do not pin their fields down: the demographic codes
+of a student record (an optional code may be missing; a blank code is null) and program records, whose
+field names are inferred (reference §2 **[UNCERTAIN]**): each column is read from the first of several
+candidate keys present, and only the StudentID and the ProgramCode are required.
 """
 
 from __future__ import annotations
@@ -23,10 +28,13 @@ from aptool_assets.storage.warehouse import TableSpec
 from aptool_assets.tables.aeries import (
     ABSENCE_CODES,
     ATTENDANCE_HISTORY_SUMMARY,
+    DEMOGRAPHIC_CODE_COLUMNS,
     ENROLLMENT,
     HISTORY_DAY_COLUMNS,
     SCHOOL_CALENDAR,
     SCHOOLS,
+    STUDENT_DEMOGRAPHICS,
+    STUDENT_PROGRAMS,
     STUDENTS,
 )
 
@@ -40,10 +48,16 @@ class _Field:
     name: str  # column name
     dtype: pl.DataType | type[pl.DataType]
     nullable: bool = False  # null allowed (dates such as SchoolLeaveDate); the key itself is still required
+    optional: bool = False  # the key may be missing from a record too (then null); implies nullable
 
 
 def _f(source: str, name: str, dtype: Any, nullable: bool = False) -> _Field:
     return _Field(source, name, dtype, nullable)
+
+
+def _optional(table: TableSpec, source: str, name: str) -> _Field:
+    """A field a record may lack altogether (then null), typed as ``table`` declares ``name``."""
+    return _Field(source, name, table.columns[name], nullable=True, optional=True)
 
 
 def _fields(table: TableSpec, *mapping: tuple[str, str] | tuple[str, str, bool]) -> list[_Field]:
@@ -109,6 +123,20 @@ _ABSENCE_CODE_FIELDS = _fields(
 _DATA_CHANGE_FIELDS = _fields(
     STUDENTS, ("StudentID", "student_id"), ("SchoolCode", "school_code"), ("StudentNumber", "student_number")
 )
+_DEMOGRAPHIC_SOURCES = (
+    "EthnicityCode",
+    *(f"RaceCode{i}" for i in range(1, 6)),
+    "LanguageFluencyCode",
+    "ParentEdLevelCode",
+)
+_DEMOGRAPHIC_FIELDS = [
+    *_fields(STUDENT_DEMOGRAPHICS, ("StudentID", "student_id"), ("SchoolCode", "school_code")),
+    *(
+        _optional(STUDENT_DEMOGRAPHICS, source, name)
+        for source, name in zip(_DEMOGRAPHIC_SOURCES, DEMOGRAPHIC_CODE_COLUMNS, strict=True)
+    ),
+    _optional(STUDENT_DEMOGRAPHICS, "SchoolEnterDate", "school_enter_date"),
+]
 HISTORY_DAY_FIELDS = dict(
     zip(
         (
@@ -141,6 +169,22 @@ CALENDAR_SCHEMA = _schema(_CALENDAR_FIELDS)
 ABSENCE_CODES_SCHEMA = _schema(_ABSENCE_CODE_FIELDS)
 DATA_CHANGES_SCHEMA = _schema(_DATA_CHANGE_FIELDS)
 HISTORY_SUMMARY_SCHEMA = {"student_id": pl.Int64, **_schema(_HISTORY_FIELDS)}
+DEMOGRAPHICS_SCHEMA = _schema(_DEMOGRAPHIC_FIELDS)
+PROGRAMS_SCHEMA = {c: STUDENT_PROGRAMS.columns[c] for c in ("student_id", "program_code", "program_description")} | {
+    "start_date": pl.Date,
+    "end_date": pl.Date,
+}
+
+# Program record keys, in order of preference per column (reference §2: the names are inferred). Dates: the
+# participation date, else the eligibility date, else a plain StartDate/EndDate.
+PROGRAM_SOURCES: dict[str, tuple[str, ...]] = {
+    "student_id": ("StudentID", "PermanentID"),
+    "program_code": ("ProgramCode", "Code"),
+    "program_description": ("ProgramDescription", "Description"),
+    "start_date": ("ParticipationStartDate", "EligibilityStartDate", "StartDate"),
+    "end_date": ("ParticipationEndDate", "EligibilityEndDate", "EndDate"),
+}
+_PROGRAM_REQUIRED = ("student_id", "program_code")
 
 # -- conversion helpers --------------------------------------------------------------------------
 
@@ -200,7 +244,7 @@ def _flat_frame(records: Any, fields: list[_Field], schema: dict[str, Any], endp
     if not rows:
         return pl.DataFrame(schema=schema)
     sources = [f.source for f in fields]
-    _require_keys(rows, sources, endpoint)
+    _require_keys(rows, [f.source for f in fields if not f.optional], endpoint)
     raw = pl.from_dicts(rows, schema=dict.fromkeys(sources, pl.Utf8), strict=False)
     return pl.DataFrame([_convert(raw.get_column(f.source), f, endpoint) for f in fields])
 
@@ -341,3 +385,53 @@ def history_summary_frame(
         _convert(summaries.get_column(f.source), f, endpoint, "HistorySummaries[].") for f in _HISTORY_FIELDS
     ]
     return pl.DataFrame(columns).select(list(HISTORY_SUMMARY_SCHEMA))
+
+
+def demographics_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/students") -> pl.DataFrame:
+    """The demographic codes of each student record (``aptool.student_demographics`` less the pull time).
+
+    StudentID and SchoolCode are required; a code the record lacks, or leaves blank, is null.
+    """
+    frame = _flat_frame(records, _DEMOGRAPHIC_FIELDS, DEMOGRAPHICS_SCHEMA, endpoint)
+    return frame.with_columns(
+        pl.when(pl.col(c) == "").then(None).otherwise(pl.col(c)).alias(c) for c in DEMOGRAPHIC_CODE_COLUMNS
+    )
+
+
+def roster_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/students") -> pl.DataFrame:
+    """:func:`students_frame` with the demographic codes of :func:`demographics_frame` beside it: one pull
+    feeds ``aptool.students`` and ``aptool.student_demographics`` (select each table's columns)."""
+    students = students_frame(records, endpoint=endpoint)
+    codes = demographics_frame(records, endpoint=endpoint).select(DEMOGRAPHIC_CODE_COLUMNS)
+    return students.hstack(codes)
+
+
+def _first_present(raw: pl.DataFrame, column: str, endpoint: str) -> pl.Series:
+    """``column`` from the first of its candidate keys that holds a value, record by record, converted."""
+    dtype = PROGRAMS_SCHEMA[column]
+    converted = []
+    for source in PROGRAM_SOURCES[column]:
+        text = raw.get_column(source).cast(pl.Utf8).str.strip_chars()
+        text = pl.select(pl.when(text == "").then(None).otherwise(text)).to_series().alias(source)
+        converted.append(_convert(text, _Field(source, column, dtype, nullable=True), endpoint))
+    out = pl.select(pl.coalesce(converted)).to_series().alias(column)
+    if column in _PROGRAM_REQUIRED and out.null_count():
+        names = " or ".join(PROGRAM_SOURCES[column])
+        raise AeriesResponseError(f"{endpoint}: required field {names} is null or missing")
+    return out
+
+
+def programs_frame(records: Any, *, endpoint: str = "/api/v5/schools/{sc}/students/programs") -> pl.DataFrame:
+    """One row per program record: ``student_id``, ``program_code`` (text), ``program_description``,
+    ``start_date`` (participation start, else eligibility start) and ``end_date`` (likewise; null while open).
+
+    Tolerant (the field names are inferred, reference §2): each column comes from the first of its
+    candidate keys in ``PROGRAM_SOURCES`` that holds a value; unknown keys are ignored; a missing
+    description or date is null. A record without a StudentID or a ProgramCode is an error.
+    """
+    rows = _as_records(records, endpoint)
+    if not rows:
+        return pl.DataFrame(schema=PROGRAMS_SCHEMA)
+    sources = [source for candidates in PROGRAM_SOURCES.values() for source in candidates]
+    raw = pl.from_dicts(rows, schema=dict.fromkeys(sources, pl.Utf8), strict=False)
+    return pl.DataFrame([_first_present(raw, column, endpoint) for column in PROGRAMS_SCHEMA])

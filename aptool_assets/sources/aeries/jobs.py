@@ -9,6 +9,7 @@ from aptool_assets.sources.aeries.assets import (
     ENROLLMENT_KEY,
     HISTORY_KEY,
     SCHOOLS_KEY,
+    STUDENT_PROGRAMS_KEY,
     STUDENTS_KEY,
 )
 
@@ -37,10 +38,24 @@ aeries_year_job = dg.define_asset_job(
     name="aeries_year_sync",
     # The year's codes, calendar and enrollment, and what is computed straight from them (the attendance summary,
     # which lives in a layer above the sources: selected by the graph, not imported).
-    selection=_YEAR_INPUTS.downstream(depth=1) | dg.AssetSelection.assets(ABSENCE_CODES_KEY, HISTORY_KEY),
-    description="Absence codes, calendar, enrollment and Aeries' totals for a school year (each with its "
-    "DatabaseYear), then the attendance summary.",
+    selection=_YEAR_INPUTS.downstream(depth=1)
+    | dg.AssetSelection.assets(ABSENCE_CODES_KEY, HISTORY_KEY, STUDENT_PROGRAMS_KEY),
+    description="Absence codes, calendar, enrollment, program records and Aeries' totals for a school year (each "
+    "with its DatabaseYear), then the attendance summary.",
+    tags=TAGS,
+)
+aeries_program_changes_job = dg.define_asset_job(
+    name="aeries_program_changes",
+    selection=dg.AssetSelection.assets(STUDENT_PROGRAMS_KEY),
+    description="Re-pull the program records of the schools the change feed reported program changes at "
+    "(run config lists them), for one school year.",
     tags=TAGS,
 )
 
-AERIES_JOBS = [aeries_reference_job, aeries_student_changes_job, aeries_attendance_job, aeries_year_job]
+AERIES_JOBS = [
+    aeries_reference_job,
+    aeries_student_changes_job,
+    aeries_attendance_job,
+    aeries_year_job,
+    aeries_program_changes_job,
+]
