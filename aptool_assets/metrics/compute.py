@@ -25,11 +25,9 @@ from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 _RECORD = ["student_id", "school_code"]
 
 
-def attendance_summary(
-    wh: Warehouse, school_year: int, as_of: dt.date, students: pl.DataFrame | None = None
-) -> pl.DataFrame:
-    """The summary of ``school_year`` for every student, or only for the (student_id, school_code)
-    pairs in ``students``."""
+def summary_inputs(wh: Warehouse, school_year: int, students: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """What the attendance rules read for ``school_year``: calendar, enrollment, coded days (period codes
+    parsed) and absence codes, for every student or only the (student_id, school_code) pairs in ``students``."""
     first, last = school_year_bounds(school_year)
     where_students: dict = {}
     where_schools: dict = {}
@@ -52,11 +50,21 @@ def attendance_summary(
         "all_day_code",
         period_codes.from_json(pl.col("period_codes")).alias("period_codes"),
     )
+    return {
+        "calendar": wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
+        "enrollment": only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
+        "attendance": attendance,
+        "absence_codes": wh.read_table(ABSENCE_CODES, where=where_codes),
+    }
+
+
+def attendance_summary(
+    wh: Warehouse, school_year: int, as_of: dt.date, students: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The summary of ``school_year`` for every student, or only for the (student_id, school_code)
+    pairs in ``students``."""
     return compute_attendance_summary(
-        calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
-        enrollment=only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
-        attendance=attendance,
-        absence_codes=wh.read_table(ABSENCE_CODES, where=where_codes),
+        **summary_inputs(wh, school_year, students),
         school_year=school_year,
         as_of_date=clip_to_school_year(school_year, as_of),
     )
