@@ -10,7 +10,7 @@ from aptool_assets.metrics.dashboard import INDICATOR_KEY
 from aptool_assets.metrics.outlook import IREADY_GROWTH_KEY, PROJECTION_KEY, growth_of_year
 from aptool_assets.partitions import school_year_slice
 from aptool_assets.resources import PlatformResource
-from aptool_assets.rules.growth import vendor_progress_counts, vendor_progress_disagreements
+from aptool_assets.rules.growth import vendor_progress_agreement, vendor_progress_disagreements
 from aptool_assets.rules.indicator_privacy import suppression_problems
 from aptool_assets.rules.outlook_checks import growth_problems, projection_problems
 from aptool_assets.rules.ranking import ranking_problems
@@ -221,7 +221,7 @@ def growth_agrees_with_vendor(
     wh = warehouse.get()
     year = school_year_slice(context).get("school_year", platform.settings().school_year)
     growth, diagnostics = growth_of_year(wh, year, platform.iready_id_field)
-    counts = vendor_progress_counts(growth, diagnostics)
+    counts = vendor_progress_agreement(growth, diagnostics)._asdict()
     disagreeing = vendor_progress_disagreements(growth, diagnostics)
     return dg.AssetCheckResult(
         passed=disagreeing.height == 0,

@@ -17,9 +17,16 @@ from aptool_assets.rules import period_codes
 from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
 from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
+from aptool_assets.rules.reasons import growth_columns
 from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import (
+    CHRONIC_ABSENCE_PROJECTION,
+    IREADY_GROWTH,
+    STUDENT_ACADEMIC_RISK,
+    STUDENT_ATTENDANCE_SUMMARY,
+    STUDENT_INTERVENTION_RANKING,
+)
 from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 
 _RECORD = ["student_id", "school_code"]
@@ -84,7 +91,17 @@ def ranking(
         summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, **in_schools})
     risk = wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year})
     enrollment = wh.read_table(ENROLLMENT, where={"academic_year": school_year, **in_schools})
-    return intervention_ranking(summary, risk, school_year=school_year, enrollment=enrollment, weights=weights)
+    growth = growth_columns(wh.read_table(IREADY_GROWTH, where={"school_year": school_year}))
+    projection = wh.read_table(CHRONIC_ABSENCE_PROJECTION, where={"school_year": school_year, **in_schools})
+    return intervention_ranking(
+        summary,
+        risk,
+        school_year=school_year,
+        enrollment=enrollment,
+        growth=growth,
+        projection=projection,
+        weights=weights,
+    )
 
 
 def refresh_students(

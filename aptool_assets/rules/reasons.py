@@ -11,7 +11,7 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows, assessment_window_expr
-from aptool_assets.vocabulary import SUBJECTS
+from aptool_assets.vocabulary import CHRONIC_RATE, SUBJECTS
 
 REASON_COLUMNS: tuple[str, ...] = (
     "is_enrolled",
@@ -32,6 +32,8 @@ REASON_COLUMNS: tuple[str, ...] = (
     "math_pct_typical_growth",
     "math_growth_status",
     "math_growth_window",
+    "projected_rate",
+    "projected_chronic",
 )
 """The only columns ``reasons_expr`` and ``growth_reason_expr`` read: no name or other identifying column ever
 can leak."""
@@ -277,3 +279,27 @@ def growth_columns(growth: pl.DataFrame, windows: AssessmentWindows = DEFAULT_WI
         )
         out = out.join(part, on=["school_year", "student_id"], how="left")
     return out.select(pl.col(n).cast(t) for n, t in GROWTH_REASON_SCHEMA.items()).sort("school_year", "student_id")
+
+
+PROJECTION_REASON_COLUMNS: tuple[str, ...] = ("projected_rate", "projected_chronic")
+"""What the projection part reads from ``aptool.chronic_absence_projection`` (also in ``REASON_COLUMNS``)."""
+
+
+def projection_reason_expr() -> pl.Expr:
+    """ "on track to be chronically absent by June (projected 12%)" for a student below 10% today whose
+    projection ends the year chronic; null otherwise. The percent is truncated like the attendance percent,
+    so it never shows 10% for a projection under it."""
+    below_today = clean_rate().fill_null(0.0) < float(CHRONIC_RATE)
+    heading = pl.col("projected_chronic").fill_null(False) & below_today
+    percent = (pl.col("projected_rate").cast(pl.Float64) * 100 + _PERCENT_EPSILON).floor().cast(pl.Int64)
+    text = pl.concat_str(
+        [pl.lit("on track to be chronically absent by June (projected "), percent.cast(pl.Utf8), pl.lit("%)")]
+    )
+    return pl.when(heading).then(text).otherwise(pl.lit(None, dtype=pl.Utf8)).alias("projection_reason")
+
+
+def outlook_reasons_expr() -> pl.Expr:
+    """``reasons_expr`` followed by where the student is heading: the projection part, then the growth part."""
+    return pl.concat_str(
+        [reasons_expr(), projection_reason_expr(), growth_reason_expr()], separator="; ", ignore_nulls=True
+    ).alias("reasons")
