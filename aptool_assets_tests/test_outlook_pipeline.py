@@ -10,9 +10,11 @@ import polars as pl
 
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY
 from aptool_assets.metrics.outlook import IREADY_GROWTH_KEY, PROJECTION_KEY
+from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.student_ids import map_vendor_ids
 from aptool_assets.sources.iready.parser import parse_diagnostic_file
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.tables.metrics import (
     CHRONIC_ABSENCE_PROJECTION,
@@ -20,8 +22,7 @@ from aptool_assets.tables.metrics import (
     STUDENT_ATTENDANCE_SUMMARY,
     STUDENT_INTERVENTION_RANKING,
 )
-from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR
-from aptool_assets_tests.test_aeries_pipeline import env, simulator  # noqa: F401 - fixtures, reused
+from aptool_assets_tests.test_aeries_pipeline import THROUGH, YEAR, env, simulator  # noqa: F401 - fixtures, reused
 from aptool_demo.diagnostics import synthetic_diagnostics
 from aptool_demo.iready_files import write_diagnostic_csv
 
@@ -40,10 +41,14 @@ def publish_diagnostics(env, tmp_path) -> pl.DataFrame:
         write_diagnostic_csv(path, records, subject=subject, layout="2024-25")
         parsed = parse_diagnostic_file(path, subject=subject, source_file=path.name, expected_academic_year=YEAR)
         parts.append(parsed.results)
-    results = map_vendor_ids(pl.concat(parts), env.warehouse.read_table("students"))
+    results = map_vendor_ids(pl.concat(parts), env.warehouse.read_table(STUDENTS))
     for subject in ("ela", "math"):
         env.warehouse.write(
-            TableWrite(DIAGNOSTIC_RESULTS, results.filter(pl.col("subject") == subject), {"academic_year": YEAR, "subject": subject})
+            TableWrite(
+                DIAGNOSTIC_RESULTS,
+                results.filter(pl.col("subject") == subject),
+                {"academic_year": YEAR, "subject": subject},
+            )
         )
     return results
 
@@ -51,7 +56,9 @@ def publish_diagnostics(env, tmp_path) -> pl.DataFrame:
 def test_growth_projection_and_reasons(env, tmp_path):
     env.full_sync()
     results = publish_diagnostics(env, tmp_path)
-    run = env.run(IREADY_GROWTH_KEY, PROJECTION_KEY, ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, partition_key=str(YEAR))
+    run = env.run(
+        IREADY_GROWTH_KEY, PROJECTION_KEY, ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, partition_key=str(YEAR)
+    )
     assert run.success
     checks = {e.check_name: e for e in run.get_asset_check_evaluations()}
     for name in ("growth_values_consistent", "projection_monotone", "ranking_dense_and_monotone"):
@@ -63,8 +70,11 @@ def test_growth_projection_and_reasons(env, tmp_path):
     wh = env.warehouse
     growth = wh.read_table(IREADY_GROWTH, where={"school_year": YEAR})
     tested = results.filter(pl.col("student_id").is_not_null()).select("student_id", "subject").unique()
-    assert growth.select("student_id", "subject").unique().sort(["student_id", "subject"]).equals(
-        tested.sort(["student_id", "subject"])
+    assert (
+        growth.select("student_id", "subject")
+        .unique()
+        .sort(["student_id", "subject"])
+        .equals(tested.sort(["student_id", "subject"]))
     )
     assert set(growth.get_column("growth_status")) <= {
         "on_track_stretch",
@@ -117,9 +127,7 @@ def test_growth_projection_and_reasons(env, tmp_path):
 def test_no_remaining_days_after_the_last_instructional_day(env):
     """As of the year's end the projection is the year itself: no remaining days, projected = current."""
     env.full_sync()
-    env.resources["platform"] = env.resources["platform"].model_copy(
-        update={"as_of_date": dt.date(YEAR + 1, 6, 30).isoformat()}
-    )
+    env.resources["platform"] = PlatformResource(school_year=YEAR, as_of_date=dt.date(YEAR + 1, 6, 30).isoformat())
     assert env.run(PROJECTION_KEY, partition_key=str(YEAR)).success
     projection = env.warehouse.read_table(CHRONIC_ABSENCE_PROJECTION, where={"school_year": YEAR})
     assert projection.height and (projection.get_column("remaining_instructional_days") == 0).all()

@@ -113,7 +113,8 @@ def iready_growth_asset(
     partitions_def=school_year_partitions,
     deps=[
         STUDENT_ATTENDANCE_SUMMARY_KEY,
-        asset_key(ATTENDANCE_DAYS),
+        # A school year spans many daily partitions; the asset reads the year's window itself.
+        dg.AssetDep(asset_key(ATTENDANCE_DAYS), partition_mapping=dg.AllPartitionMapping()),
         asset_key(SCHOOL_CALENDAR),
         asset_key(ENROLLMENT),
     ],

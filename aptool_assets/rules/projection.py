@@ -61,7 +61,7 @@ import polars as pl
 
 from aptool_assets.rules.attendance import (
     FULL_DAY_ABSENCE_CATEGORIES,
-    _coded_enrolled_days,
+    coded_enrolled_days,
     summary_from_attendance_days,
 )
 from aptool_assets.rules.enrollment import (
@@ -325,7 +325,7 @@ def chronic_absence_projection(
     index = school_days.select(_day_key(pl.col("school_code"), pl.col("calendar_date"))).to_series()
     stints = conform(enrollment, ENROLLMENT_SCHEMA, "enrollment").join(rows, on=STUDENT_KEY, how="semi")
     _, spans = enrolled_spans(stints, year_start, as_of)
-    coded = _coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of)
+    coded = coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of)
 
     counts = ["remaining_instructional_days", "_window_days", "_window_absent", "_weeks"]
     return (
