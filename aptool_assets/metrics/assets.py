@@ -246,7 +246,7 @@ def student_intervention_ranking(
     if not weights.preserves_contract_order():
         context.log.warning(f"priority weights {weights} do not preserve the contract order: ranking follows the score")
     wh = warehouse.get()
-    ranking = compute_ranking(wh, school_year, weights)
+    ranking = compute_ranking(wh, school_year, weights, windows=platform.settings().windows)
     wh.write(TableWrite(STUDENT_INTERVENTION_RANKING, ranking, {"school_year": school_year}))
     top = (
         ranking.filter(pl.col("rank") <= TOP_PER_SCHOOL)

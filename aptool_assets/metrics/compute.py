@@ -14,6 +14,7 @@ import polars as pl
 
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules import period_codes
+from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
 from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
 from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
@@ -83,15 +84,17 @@ def ranking(
     weights: PriorityWeights,
     schools: list[int] | None = None,
     summary: pl.DataFrame | None = None,
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
 ) -> pl.DataFrame:
     """The ranking of ``school_year`` for every school, or only ``schools``; ``summary`` (the rows of
-    those schools) when the caller already holds a newer summary than the warehouse."""
+    those schools) when the caller already holds a newer summary than the warehouse; ``windows`` name the
+    assessment window in the growth reasons ("by mid-year")."""
     in_schools = {"school_code": AnyOf(schools)} if schools is not None else {}
     if summary is None:
         summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, **in_schools})
     risk = wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year})
     enrollment = wh.read_table(ENROLLMENT, where={"academic_year": school_year, **in_schools})
-    growth = growth_columns(wh.read_table(IREADY_GROWTH, where={"school_year": school_year}))
+    growth = growth_columns(wh.read_table(IREADY_GROWTH, where={"school_year": school_year}), windows)
     projection = wh.read_table(CHRONIC_ABSENCE_PROJECTION, where={"school_year": school_year, **in_schools})
     return intervention_ranking(
         summary,
@@ -105,7 +108,11 @@ def ranking(
 
 
 def refresh_students(
-    wh: Warehouse, touched: pl.DataFrame, as_of: dt.date, weights: PriorityWeights
+    wh: Warehouse,
+    touched: pl.DataFrame,
+    as_of: dt.date,
+    weights: PriorityWeights,
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
 ) -> dict[int, dict[str, int]]:
     """Recompute the summary rows of the touched (school_year, student_id, school_code) and re-rank
     their schools, one transaction per year. Years whose summary was never computed are left to the
@@ -125,7 +132,7 @@ def refresh_students(
             STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, "school_code": AnyOf(schools)}
         )
         summary = pl.concat([stored.join(pairs, on=_RECORD, how="anti"), fresh], how="vertical_relaxed")
-        ranked = ranking(wh, school_year, weights, schools, summary=summary)
+        ranked = ranking(wh, school_year, weights, schools, summary=summary, windows=windows)
         wh.write(
             TableWrite(
                 STUDENT_ATTENDANCE_SUMMARY,
@@ -151,4 +158,5 @@ def refresh_after_events(wh: Warehouse, touched: pl.DataFrame, platform: Platfor
     """The webhook path's hook (:class:`~aptool_assets.events.jobs.AfterApply`): the touched students'
     summaries and their schools' rankings, as of the configured date."""
     weights = PriorityWeights.from_string(platform.priority_weights)
-    return refresh_students(wh, touched, platform.settings().as_of_date, weights)
+    settings = platform.settings()
+    return refresh_students(wh, touched, settings.as_of_date, weights, settings.windows)

@@ -45,7 +45,7 @@ def growth_of_year(wh: Warehouse, school_year: int, id_field: str) -> tuple[pl.D
     growth = iready_growth(
         diagnostics,
         wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year}),
-        wh.read_table(STUDENTS, columns=["student_id", "school_code"]),
+        wh.read_table(STUDENTS, columns=["student_id", "school_code", "school_enter_date"]),
         school_year=school_year,
     )
     return growth, diagnostics
