@@ -29,6 +29,7 @@ from aptool_assets.metrics.checks import METRICS_CHECKS
 from aptool_assets.metrics.compute import refresh_after_events
 from aptool_assets.metrics.dashboard import DASHBOARD_ASSETS
 from aptool_assets.metrics.jobs import academic_risk_job
+from aptool_assets.metrics.outlook import OUTLOOK_ASSETS
 from aptool_assets.partitions import attendance_day_partitions
 from aptool_assets.resilience.policy import aeries_policy, iready_policy
 from aptool_assets.resources import PlatformResource
@@ -117,6 +118,7 @@ def build_definitions(platform: PlatformResource | None = None) -> dg.Definition
             student_academic_risk,
             student_intervention_ranking,
             *DASHBOARD_ASSETS,
+            *OUTLOOK_ASSETS,
             circuit_breakers,
         ],
         asset_checks=[*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS],

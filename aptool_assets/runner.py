@@ -16,6 +16,7 @@ import dagster as dg
 from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.metrics.dashboard import INDICATOR_KEY, STUDENT_GROUPS_KEY
+from aptool_assets.metrics.outlook import IREADY_GROWTH_KEY, PROJECTION_KEY
 from aptool_assets.partitions import school_year_partitions, year_subject_key
 from aptool_assets.redaction import scrub
 from aptool_assets.sources.aeries.assets import (
@@ -251,6 +252,7 @@ def run_pipeline(
     if runner.summary.failures:
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
         runner.skip("academic risk", "student_academic_risk")
+        runner.skip("growth and projection", "chronic_absence_projection")
         runner.skip("intervention ranking", "student_intervention_ranking")
         if only in (None, "aeries"):
             runner.skip("dashboard preview", "chronic_absenteeism_indicator")
@@ -264,6 +266,14 @@ def run_pipeline(
         year_key,
         lambda m: f"{_value(m, 'dagster/row_count')} students",
     ):
+        outlook = {None: [IREADY_GROWTH_KEY, PROJECTION_KEY], "aeries": [PROJECTION_KEY], "iready": [IREADY_GROWTH_KEY]}
+        runner.stage(
+            "growth and projection",
+            "chronic_absence_projection",
+            dg.AssetSelection.assets(*outlook[only]),
+            year_key,
+            lambda m: f"{m.get('rows_by_table') or _value(m, 'dagster/row_count')} rows",
+        )
         runner.stage(
             "intervention ranking",
             "student_intervention_ranking",
@@ -272,6 +282,7 @@ def run_pipeline(
             lambda m: f"{_value(m, 'dagster/row_count')} students ranked in {_value(m, 'schools')} schools",
         )
     else:
+        runner.skip("growth and projection", "chronic_absence_projection")
         runner.skip("intervention ranking", "student_intervention_ranking")
     if only in (None, "aeries"):
         runner.stage(

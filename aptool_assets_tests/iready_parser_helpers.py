@@ -1,7 +1,7 @@
 """Helpers for the i-Ready parser tests: a valid current-layout record with planted fake names, files
 written by the demo's vendor-format writer, the parser called the way the tests call it, the vendor IDs
-mapped to Aeries StudentIDs through a roster made from them, and a check that none of the planted names
-leaks."""
+mapped to Aeries StudentIDs through a roster made from them, a check that none of the planted names
+leaks, and where the real vendor samples live (``needs_fixtures`` skips a test when they are absent)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import polars as pl
+import pytest
 
 from aptool_assets.rules.student_ids import map_vendor_ids
 from aptool_assets.sources.iready.parser import ParsedDiagnostics, parse_diagnostic_file
@@ -17,6 +18,12 @@ from aptool_demo.iready_files import write_diagnostic_csv
 # Fake personal data planted in generated files; none of it may surface anywhere.
 PII = ("Quillfeather", "Zenobia", "zenobia.quillfeather")
 LOADED_AT = datetime(2025, 1, 15, 8, 30, tzinfo=UTC)
+
+FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "iready"
+"""The real, scrubbed vendor sample files (/work/shared/fixtures/iready)."""
+needs_fixtures = pytest.mark.skipif(
+    not FIXTURES.is_dir(), reason=f"real i-Ready sample files not available at {FIXTURES}"
+)
 
 
 def parse(path: Path, subject: str = "ela", **kwargs) -> ParsedDiagnostics:

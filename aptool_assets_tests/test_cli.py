@@ -124,6 +124,7 @@ def test_run_only_aeries_pulls_and_computes_the_summary(aeries_simulator, tmp_pa
         "attendance 2025-07-01..2025-10-17",
         "attendance summary",
         "academic risk",
+        "growth and projection",
         "intervention ranking",
         "dashboard preview",
         "total",

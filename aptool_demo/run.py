@@ -167,8 +167,32 @@ def _print_demo_summary(summary, warehouse_url: str) -> None:
     )
     for school, student, reasons in top.iter_rows():
         print(f"  school {school}: first for outreach is student {student} ({reasons})")
+    _print_outlook(wh, int(summary.school_year))
     _print_dashboard_preview(wh, int(summary.school_year))
     print(f"  warehouse: {warehouse_url}")
+
+
+def _print_outlook(wh, school_year: int) -> None:
+    """Per school: students on track for typical growth (either subject) and students projected to become
+    chronically absent by June who are not today."""
+    year = int(school_year)
+    growth = wh.query(
+        "SELECT s.school_code, count(DISTINCT g.student_id) AS n FROM aptool.iready_growth g "
+        "JOIN aptool.students s ON s.student_id = g.student_id "
+        f"WHERE g.school_year = {year} AND g.growth_status IN ('on_track_typical', 'on_track_stretch') GROUP BY 1"
+    )
+    heading = wh.query(
+        "SELECT p.school_code, count(*) AS n FROM aptool.chronic_absence_projection p "
+        "JOIN aptool.student_attendance_summary a ON a.school_year = p.school_year "
+        "AND a.student_id = p.student_id AND a.school_code = p.school_code "
+        f"WHERE p.school_year = {year} AND p.projected_chronic AND NOT a.is_chronically_absent GROUP BY 1"
+    )
+    on_track, projected = dict(growth.iter_rows()), dict(heading.iter_rows())
+    for school in sorted(set(on_track) | set(projected)):
+        print(
+            f"  school {school}: {on_track.get(school, 0)} students on track for typical growth; "
+            f"{projected.get(school, 0)} projected to become chronically absent by June"
+        )
 
 
 def _print_dashboard_preview(wh, school_year: int) -> None:

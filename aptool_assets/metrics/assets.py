@@ -22,9 +22,16 @@ from aptool_assets.sources.aeries.assets import (
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY, roster_ids
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import (
+    CHRONIC_ABSENCE_PROJECTION,
+    IREADY_GROWTH,
+    STUDENT_ACADEMIC_RISK,
+    STUDENT_ATTENDANCE_SUMMARY,
+    STUDENT_INTERVENTION_RANKING,
+)
 from aptool_assets.vocabulary import clip_to_school_year
 
 GROUP = "metrics"
@@ -213,7 +220,13 @@ TOP_PER_SCHOOL = 5
     key=INTERVENTION_RANKING_KEY,
     group_name=GROUP,
     partitions_def=school_year_partitions,
-    deps=[STUDENT_ATTENDANCE_SUMMARY_KEY, ACADEMIC_RISK_KEY],
+    # Growth and the projection only add to the reasons (where a student is heading), never to the order.
+    deps=[
+        STUDENT_ATTENDANCE_SUMMARY_KEY,
+        ACADEMIC_RISK_KEY,
+        asset_key(IREADY_GROWTH),
+        asset_key(CHRONIC_ABSENCE_PROJECTION),
+    ],
     kinds={"polars", "duckdb", "postgres"},
     owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE,
@@ -233,7 +246,7 @@ def student_intervention_ranking(
     if not weights.preserves_contract_order():
         context.log.warning(f"priority weights {weights} do not preserve the contract order: ranking follows the score")
     wh = warehouse.get()
-    ranking = compute_ranking(wh, school_year, weights)
+    ranking = compute_ranking(wh, school_year, weights, windows=platform.settings().windows)
     wh.write(TableWrite(STUDENT_INTERVENTION_RANKING, ranking, {"school_year": school_year}))
     top = (
         ranking.filter(pl.col("rank") <= TOP_PER_SCHOOL)

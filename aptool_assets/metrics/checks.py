@@ -7,16 +7,21 @@ import polars as pl
 from aptool_assets.metadata import duplicate_keys, id_sample
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.metrics.dashboard import INDICATOR_KEY
+from aptool_assets.metrics.outlook import IREADY_GROWTH_KEY, PROJECTION_KEY, growth_of_year
 from aptool_assets.partitions import school_year_slice
 from aptool_assets.resources import PlatformResource
+from aptool_assets.rules.growth import vendor_progress_agreement, vendor_progress_disagreements
 from aptool_assets.rules.indicator_privacy import suppression_problems
+from aptool_assets.rules.outlook_checks import growth_problems, projection_problems
 from aptool_assets.rules.ranking import ranking_problems
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import Between
 from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, ATTENDANCE_HISTORY_SUMMARY, ENROLLMENT
 from aptool_assets.tables.metrics import (
+    CHRONIC_ABSENCE_PROJECTION,
     CHRONIC_ABSENTEEISM_INDICATOR,
+    IREADY_GROWTH,
     STUDENT_ACADEMIC_RISK,
     STUDENT_ATTENDANCE_SUMMARY,
     STUDENT_INTERVENTION_RANKING,
@@ -188,6 +193,62 @@ def indicator_suppression_respected(
     )
 
 
+@dg.asset_check(
+    asset=IREADY_GROWTH_KEY,
+    description="Growth is latest minus baseline score, the percentages follow from the vendor's measures, every "
+    "status is known and no baseline comes after its latest diagnostic.",
+)
+def growth_values_consistent(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource
+) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(IREADY_GROWTH, where=school_year_slice(context))
+    problems = growth_problems(df)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) if problems else f"{df.height} rows consistent",
+        metadata={"rows": df.height, "problems": len(problems)},
+    )
+
+
+@dg.asset_check(
+    asset=IREADY_GROWTH_KEY,
+    description="Where the vendor's file carries Percent Progress to Annual Typical Growth, it agrees with "
+    "pct_typical_growth within 1 point; disagreements are reported by student ID and count (a warning).",
+)
+def growth_agrees_with_vendor(
+    context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
+) -> dg.AssetCheckResult:
+    wh = warehouse.get()
+    year = school_year_slice(context).get("school_year", platform.settings().school_year)
+    growth, diagnostics = growth_of_year(wh, year, platform.iready_id_field)
+    counts = vendor_progress_agreement(growth, diagnostics)._asdict()
+    disagreeing = vendor_progress_disagreements(growth, diagnostics)
+    return dg.AssetCheckResult(
+        passed=disagreeing.height == 0,
+        severity=dg.AssetCheckSeverity.WARN,
+        description=f"{year}: {counts['compared']} compared with the vendor's percent progress, {counts['agree']} "
+        f"agree within 1 point, {counts['disagree']} differ"
+        + (f"; student IDs {id_sample(disagreeing)}" if disagreeing.height else ""),
+        metadata={**counts, "student_id_sample": dg.MetadataValue.json(id_sample(disagreeing))},
+    )
+
+
+@dg.asset_check(
+    asset=PROJECTION_KEY,
+    description="The projection is monotone and consistent: more remaining absences never lower the projected "
+    "rate (it is projected absences over projected days, with today's absences as its floor), the chronic flag "
+    "follows from it, and the absences still allowed keep the year just under 10%.",
+)
+def projection_monotone(context: dg.AssetCheckExecutionContext, warehouse: WarehouseResource) -> dg.AssetCheckResult:
+    df = warehouse.get().read_table(CHRONIC_ABSENCE_PROJECTION, where=school_year_slice(context))
+    problems = projection_problems(df)
+    return dg.AssetCheckResult(
+        passed=not problems,
+        description="; ".join(problems) if problems else f"{df.height} projections consistent",
+        metadata={"rows": df.height, "problems": len(problems)},
+    )
+
+
 METRICS_CHECKS = [
     summary_rates_valid,
     attendance_has_enrollment,
@@ -195,4 +256,7 @@ METRICS_CHECKS = [
     academic_risk_consistent,
     ranking_dense_and_monotone,
     indicator_suppression_respected,
+    growth_values_consistent,
+    growth_agrees_with_vendor,
+    projection_monotone,
 ]

@@ -14,22 +14,28 @@ import polars as pl
 
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules import period_codes
+from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
 from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance import student_attendance_summary as compute_attendance_summary
 from aptool_assets.rules.ranking import PriorityWeights, intervention_ranking
+from aptool_assets.rules.reasons import growth_columns
 from aptool_assets.storage.warehouse import AnyOf, Between, TableWrite, Warehouse
 from aptool_assets.tables.aeries import ABSENCE_CODES, ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR
-from aptool_assets.tables.metrics import STUDENT_ACADEMIC_RISK, STUDENT_ATTENDANCE_SUMMARY, STUDENT_INTERVENTION_RANKING
+from aptool_assets.tables.metrics import (
+    CHRONIC_ABSENCE_PROJECTION,
+    IREADY_GROWTH,
+    STUDENT_ACADEMIC_RISK,
+    STUDENT_ATTENDANCE_SUMMARY,
+    STUDENT_INTERVENTION_RANKING,
+)
 from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 
 _RECORD = ["student_id", "school_code"]
 
 
-def attendance_summary(
-    wh: Warehouse, school_year: int, as_of: dt.date, students: pl.DataFrame | None = None
-) -> pl.DataFrame:
-    """The summary of ``school_year`` for every student, or only for the (student_id, school_code)
-    pairs in ``students``."""
+def summary_inputs(wh: Warehouse, school_year: int, students: pl.DataFrame | None = None) -> dict[str, pl.DataFrame]:
+    """What the attendance rules read for ``school_year``: calendar, enrollment, coded days (period codes
+    parsed) and absence codes, for every student or only the (student_id, school_code) pairs in ``students``."""
     first, last = school_year_bounds(school_year)
     where_students: dict = {}
     where_schools: dict = {}
@@ -52,11 +58,21 @@ def attendance_summary(
         "all_day_code",
         period_codes.from_json(pl.col("period_codes")).alias("period_codes"),
     )
+    return {
+        "calendar": wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
+        "enrollment": only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
+        "attendance": attendance,
+        "absence_codes": wh.read_table(ABSENCE_CODES, where=where_codes),
+    }
+
+
+def attendance_summary(
+    wh: Warehouse, school_year: int, as_of: dt.date, students: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """The summary of ``school_year`` for every student, or only for the (student_id, school_code)
+    pairs in ``students``."""
     return compute_attendance_summary(
-        calendar=wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year, **where_schools}),
-        enrollment=only(wh.read_table(ENROLLMENT, where={"academic_year": school_year, **where_students})),
-        attendance=attendance,
-        absence_codes=wh.read_table(ABSENCE_CODES, where=where_codes),
+        **summary_inputs(wh, school_year, students),
         school_year=school_year,
         as_of_date=clip_to_school_year(school_year, as_of),
     )
@@ -68,19 +84,35 @@ def ranking(
     weights: PriorityWeights,
     schools: list[int] | None = None,
     summary: pl.DataFrame | None = None,
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
 ) -> pl.DataFrame:
     """The ranking of ``school_year`` for every school, or only ``schools``; ``summary`` (the rows of
-    those schools) when the caller already holds a newer summary than the warehouse."""
+    those schools) when the caller already holds a newer summary than the warehouse; ``windows`` name the
+    assessment window in the growth reasons ("by mid-year")."""
     in_schools = {"school_code": AnyOf(schools)} if schools is not None else {}
     if summary is None:
         summary = wh.read_table(STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, **in_schools})
     risk = wh.read_table(STUDENT_ACADEMIC_RISK, where={"school_year": school_year})
     enrollment = wh.read_table(ENROLLMENT, where={"academic_year": school_year, **in_schools})
-    return intervention_ranking(summary, risk, school_year=school_year, enrollment=enrollment, weights=weights)
+    growth = growth_columns(wh.read_table(IREADY_GROWTH, where={"school_year": school_year}), windows)
+    projection = wh.read_table(CHRONIC_ABSENCE_PROJECTION, where={"school_year": school_year, **in_schools})
+    return intervention_ranking(
+        summary,
+        risk,
+        school_year=school_year,
+        enrollment=enrollment,
+        growth=growth,
+        projection=projection,
+        weights=weights,
+    )
 
 
 def refresh_students(
-    wh: Warehouse, touched: pl.DataFrame, as_of: dt.date, weights: PriorityWeights
+    wh: Warehouse,
+    touched: pl.DataFrame,
+    as_of: dt.date,
+    weights: PriorityWeights,
+    windows: AssessmentWindows = DEFAULT_WINDOWS,
 ) -> dict[int, dict[str, int]]:
     """Recompute the summary rows of the touched (school_year, student_id, school_code) and re-rank
     their schools, one transaction per year. Years whose summary was never computed are left to the
@@ -100,7 +132,7 @@ def refresh_students(
             STUDENT_ATTENDANCE_SUMMARY, where={"school_year": school_year, "school_code": AnyOf(schools)}
         )
         summary = pl.concat([stored.join(pairs, on=_RECORD, how="anti"), fresh], how="vertical_relaxed")
-        ranked = ranking(wh, school_year, weights, schools, summary=summary)
+        ranked = ranking(wh, school_year, weights, schools, summary=summary, windows=windows)
         wh.write(
             TableWrite(
                 STUDENT_ATTENDANCE_SUMMARY,
@@ -126,4 +158,5 @@ def refresh_after_events(wh: Warehouse, touched: pl.DataFrame, platform: Platfor
     """The webhook path's hook (:class:`~aptool_assets.events.jobs.AfterApply`): the touched students'
     summaries and their schools' rankings, as of the configured date."""
     weights = PriorityWeights.from_string(platform.priority_weights)
-    return refresh_students(wh, touched, platform.settings().as_of_date, weights)
+    settings = platform.settings()
+    return refresh_students(wh, touched, settings.as_of_date, weights, settings.windows)

@@ -105,3 +105,79 @@ def group_rates_png(rates: pl.DataFrame, title: str) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     return buf.getvalue()
+
+
+GROWTH_COLORS = {
+    "on_track_stretch": "#2f7d32",
+    "on_track_typical": "#8bc34a",
+    "below_typical": "#e07000",
+    "no_progress_data": "#bdbdbd",
+}
+
+
+def _png(fig) -> bytes:
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def growth_status_png(growth: pl.DataFrame, title: str) -> bytes:
+    """Stacked bars of growth rows per status, one bar per school and grade ("101 g3")."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    label = pl.concat_str(
+        [pl.col("school_code").cast(pl.Utf8).fill_null("?"), pl.lit(" g"), pl.col("grade").cast(pl.Utf8).fill_null("?")]
+    )
+    counts = growth.with_columns(label.alias("_bar")).group_by("_bar", "growth_status").len()
+    bars = sorted(set(counts.get_column("_bar").to_list()))
+    lookup = {(b, s): n for b, s, n in counts.iter_rows()}
+    fig = Figure(figsize=(7, 1.4 + 0.3 * max(len(bars), 1)), dpi=96)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    left = [0] * len(bars)
+    for status, color in GROWTH_COLORS.items():
+        values = [lookup.get((b, status), 0) for b in bars]
+        ax.barh(bars, values, left=left, color=color, label=status.replace("_", " "))
+        left = [a + b for a, b in zip(left, values, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlabel("students × subjects")
+    ax.set_title(title, fontsize=10)
+    ax.legend(ncols=2, fontsize=8, loc="lower right", frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)
+
+
+def projected_chronic_png(counts: pl.DataFrame, title: str) -> bytes:
+    """Per school, students chronically absent today beside those projected to be by June."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    schools = [str(sc) for sc in counts.get_column("school_code").to_list()]
+    positions = list(range(len(schools)))
+    fig = Figure(figsize=(7, 1.4 + 0.5 * max(len(schools), 1)), dpi=96)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.barh(
+        [p - 0.2 for p in positions],
+        counts.get_column("chronic_today").to_list(),
+        height=0.4,
+        color="#e07000",
+        label="chronic today",
+    )
+    ax.barh(
+        [p + 0.2 for p in positions],
+        counts.get_column("projected_chronic").to_list(),
+        height=0.4,
+        color="#c0262d",
+        label="projected by June",
+    )
+    ax.set_yticks(positions, schools)
+    ax.invert_yaxis()
+    ax.set_xlabel("students")
+    ax.set_ylabel("school")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8, loc="lower right", frameon=False)
+    ax.spines[["top", "right"]].set_visible(False)
+    return _png(fig)

@@ -341,7 +341,7 @@ def absence_rate_expr(absent: str = "days_absent", enrolled: str = "days_enrolle
     return pl.when(pl.col(enrolled) > 0).then(pl.col(absent) / pl.col(enrolled)).otherwise(None).cast(pl.Float64)
 
 
-def _coded_enrolled_days(
+def coded_enrolled_days(
     attendance_days: pl.DataFrame, school_days: pl.DataFrame, spans: pl.DataFrame, year_start: date, as_of: date
 ) -> pl.DataFrame:
     """Coded rows that count: on an instructional day of their school, inside a merged enrolled span
@@ -398,7 +398,7 @@ def summary_from_attendance_days(
     roster, spans = enrolled_spans(enrollment, year_start, as_of)
     spans = spans.with_columns(count_school_days(spans, school_days))
     span_days = spans.group_by(STUDENT_KEY).agg(pl.col("school_days").sum().alias("_span_days"))
-    counts = _day_counts(_coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of))
+    counts = _day_counts(coded_enrolled_days(attendance_days, school_days, spans, year_start, as_of))
     count_cols = [c for c in counts.columns if c not in STUDENT_KEY]
 
     out = (

@@ -36,7 +36,12 @@ from datetime import UTC, datetime
 import polars as pl
 
 from aptool_assets.rules.enrollment import enrollment_on
-from aptool_assets.rules.reasons import clean_rate, reasons_expr
+from aptool_assets.rules.reasons import (
+    GROWTH_REASON_SCHEMA,
+    PROJECTION_REASON_COLUMNS,
+    clean_rate,
+    outlook_reasons_expr,
+)
 from aptool_assets.vocabulary import RISK_ORDER, TIER_ORDER, UNKNOWN_RISK
 
 RANKING_SCHEMA: dict[str, pl.DataType] = {
@@ -282,12 +287,34 @@ def _with_enrollment(frame: pl.DataFrame, summary: pl.DataFrame, enrollment: pl.
     return pl.concat([frame, status.select("is_enrolled", "left_on")], how="horizontal")
 
 
+def _with_outlook(frame: pl.DataFrame, growth: pl.DataFrame | None, projection: pl.DataFrame | None) -> pl.DataFrame:
+    """The columns the reasons read about where a student is heading: growth per student (``growth_columns``)
+    and the projection per student and school; null where not given, so those parts of ``reasons`` stay out."""
+    if growth is None:
+        frame = frame.with_columns(
+            pl.lit(None, dtype).alias(name) for name, dtype in GROWTH_REASON_SCHEMA.items() if name not in frame.columns
+        )
+    else:
+        frame = frame.join(growth.drop("school_year").unique("student_id"), on="student_id", how="left")
+    if projection is None:
+        return frame.with_columns(
+            pl.lit(None, pl.Float64).alias("projected_rate"), pl.lit(None, pl.Boolean).alias("projected_chronic")
+        )
+    keys = ["student_id", "school_code"]
+    projected = projection.select(
+        pl.col("student_id").cast(pl.Int64), pl.col("school_code").cast(pl.Int32), *PROJECTION_REASON_COLUMNS
+    ).unique(keys)
+    return frame.join(projected, on=keys, how="left")
+
+
 def intervention_ranking(
     summary: pl.DataFrame,
     academic_risk: pl.DataFrame,
     *,
     school_year: int,
     enrollment: pl.DataFrame | None = None,
+    growth: pl.DataFrame | None = None,
+    projection: pl.DataFrame | None = None,
     weights: PriorityWeights = DEFAULT_WEIGHTS,
     computed_at: datetime | None = None,
 ) -> pl.DataFrame:
@@ -296,7 +323,10 @@ def intervention_ranking(
     One row per summary row of that year (a student at two schools is ranked in each);
     students without an academic-risk row, or with a null overall_risk, are ``UNKNOWN``.
     ``is_enrolled``: a stint of ``enrollment`` at that school includes the summary's as-of date
-    (without ``enrollment``, as in hand-built examples, every student counts as enrolled).
+    (without ``enrollment``, as in hand-built examples, every student counts as enrolled). ``growth``
+    (``reasons.growth_columns`` of ``aptool.iready_growth``) and ``projection`` (``aptool.chronic_absence_projection``)
+    only add to ``reasons``: growth below typical, and "on track to be chronically absent by June"; the order
+    does not depend on them.
     Within each (school_year, school_code) rows are sorted by priority_score descending, then
     enrolled, tier, risk, absence rate (null last) descending, then student_id ascending, and
     ranked 1..n. Output columns and dtypes are ``RANKING_SCHEMA``, sorted by school and rank.
@@ -309,7 +339,8 @@ def intervention_ranking(
     frame = _with_enrollment(_inputs(summary, academic_risk, school_year), summary, enrollment)
     _require_known_levels(frame)
     ranked = (
-        frame.with_columns(priority_score_expr(weights), reasons_expr())
+        _with_outlook(frame, growth, projection)
+        .with_columns(priority_score_expr(weights), outlook_reasons_expr())
         .sort(
             [*_SCHOOL, "priority_score", "is_enrolled", "_tier", "_risk", "absence_rate", "student_id"],
             descending=[False, False, True, True, True, True, True, False],

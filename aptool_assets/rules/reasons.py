@@ -1,12 +1,17 @@
 """The ranking's ``reasons`` column: a short plain-words explanation per student, never a name.
 
-Built only from ``REASON_COLUMNS`` (tier, rate, days, risk, placements, truancy), so no identifying
-column can leak into it whatever the input frame holds.
+Built only from ``REASON_COLUMNS`` (tier, rate, days, risk, placements, truancy, i-Ready growth), so no
+identifying column can leak into it whatever the input frame holds. The growth part
+(:func:`growth_reason_expr`, fed by :func:`growth_columns`) is separate so the ranking can add it where it
+wants: ``pl.concat_str([reasons_expr(), growth_reason_expr()], separator="; ", ignore_nulls=True)``.
 """
 
 from __future__ import annotations
 
 import polars as pl
+
+from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows, assessment_window_expr
+from aptool_assets.vocabulary import CHRONIC_RATE, SUBJECTS
 
 REASON_COLUMNS: tuple[str, ...] = (
     "is_enrolled",
@@ -21,8 +26,17 @@ REASON_COLUMNS: tuple[str, ...] = (
     "math_relative_placement",
     "truancy_count",
     "truancy_letter_level",
+    "ela_pct_typical_growth",
+    "ela_growth_status",
+    "ela_growth_window",
+    "math_pct_typical_growth",
+    "math_growth_status",
+    "math_growth_window",
+    "projected_rate",
+    "projected_chronic",
 )
-"""The only columns ``reasons_expr`` reads: no name or other identifying column ever can leak."""
+"""The only columns ``reasons_expr`` and ``growth_reason_expr`` read: no name or other identifying column ever
+can leak."""
 
 
 def clean_rate(col: str = "absence_rate") -> pl.Expr:
@@ -170,4 +184,122 @@ def reasons_expr() -> pl.Expr:
         [_enrollment_reason(), _attendance_reason(), _academic_reason(), _truancy_reason()],
         separator="; ",
         ignore_nulls=True,
+    ).alias("reasons")
+
+
+# --- i-Ready growth (contract §4.6), for the ranking to add --------------------------------------------
+
+GROWTH_WINDOW_WORDS: dict[str, str] = {"BOY": "by fall", "MOY": "by mid-year", "EOY": "by spring"}
+"""When the latest diagnostic was taken, by its assessment window (contract §4.3)."""
+
+GROWTH_REASON_STATUS = "below_typical"
+"""The only growth status worth a reason: on-track students and those without progress data get none."""
+
+
+def growth_window_phrase(window: str | pl.Expr) -> pl.Expr:
+    """ "by fall" / "by mid-year" / "by spring" for a BOY / MOY / EOY column; null for anything else."""
+    col = pl.col(window) if isinstance(window, str) else window
+    return col.cast(pl.Utf8).replace_strict(GROWTH_WINDOW_WORDS, default=None, return_dtype=pl.Utf8)
+
+
+def _subject_growth(subject: str) -> pl.Expr:
+    """ "reading: 12% of typical growth by mid-year" when the subject is below typical growth, else null.
+
+    The percent is truncated towards zero like the attendance percent (12.9 shows 12, never rounding up
+    towards the share the student has not reached); without a known window the phrase is left out.
+    """
+    pct = pl.col(f"{subject}_pct_typical_growth").cast(pl.Float64).fill_nan(None)
+    below = pl.col(f"{subject}_growth_status").cast(pl.Utf8) == GROWTH_REASON_STATUS
+    text = pl.concat_str(
+        [
+            pl.lit(SUBJECT_WORDS[subject] + ": "),
+            pct.cast(pl.Int64).cast(pl.Utf8),  # float → int truncates towards zero
+            pl.lit("% of typical growth"),
+            (pl.lit(" ") + growth_window_phrase(f"{subject}_growth_window")).fill_null(""),
+        ]
+    )
+    return pl.when(below.fill_null(False)).then(text).otherwise(pl.lit(None, dtype=pl.Utf8))
+
+
+def growth_reason_expr() -> pl.Expr:
+    """The growth part of the reasons: each subject below typical growth, joined by "; ", e.g. "reading: 12% of
+    typical growth by mid-year; math: -40% of typical growth by spring"; null when nothing is worth saying
+    (on track, no progress data, or no growth row). Reads only the ``<subject>_pct_typical_growth``,
+    ``<subject>_growth_status`` and ``<subject>_growth_window`` columns of :func:`growth_columns`.
+    """
+    parts = [_subject_growth(s) for s in SUBJECTS]
+    joined = pl.concat_str(parts, separator="; ", ignore_nulls=True)  # "" when every part is null
+    said = pl.any_horizontal(part.is_not_null() for part in parts)
+    return pl.when(said).then(joined).otherwise(pl.lit(None, dtype=pl.Utf8)).alias("growth_reason")
+
+
+GROWTH_REASON_SCHEMA: dict[str, pl.DataType] = {
+    "school_year": pl.Int32(),
+    "student_id": pl.Int64(),
+    **{
+        f"{subject}_{name}": dtype
+        for subject in SUBJECTS
+        for name, dtype in (
+            ("pct_typical_growth", pl.Float64()),
+            ("growth_status", pl.Utf8()),
+            ("growth_window", pl.Utf8()),
+        )
+    },
+}
+"""What :func:`growth_columns` returns: one row per (school_year, student_id)."""
+
+
+def growth_columns(growth: pl.DataFrame, windows: AssessmentWindows = DEFAULT_WINDOWS) -> pl.DataFrame:
+    """``aptool.iready_growth`` (one row per student and subject) turned into one row per (school_year,
+    student_id) with ``<subject>_pct_typical_growth``, ``<subject>_growth_status`` and ``<subject>_growth_window``
+    (the assessment window of the latest completion date) for ela and math; a subject without a growth row is
+    null. Join it to the ranking's frame on (school_year, student_id), left, before ``growth_reason_expr``.
+    Raises ValueError (naming IDs) when the growth table repeats its key.
+    """
+    rows = growth.select(
+        pl.col("school_year").cast(pl.Int32),
+        pl.col("student_id").cast(pl.Int64),
+        pl.col("subject").cast(pl.Utf8),
+        pl.col("pct_typical_growth").cast(pl.Float64),
+        pl.col("growth_status").cast(pl.Utf8),
+        assessment_window_expr(windows, date_col="latest_completion_date", year_col="school_year").alias(
+            "growth_window"
+        ),
+    ).drop_nulls(["school_year", "student_id"])
+    repeated = rows.filter(pl.struct("school_year", "student_id", "subject").is_duplicated())
+    if repeated.height:
+        ids = repeated.get_column("student_id").unique().sort().head(5).to_list()
+        raise ValueError(f"growth repeats (school_year, student_id, subject) for student IDs {ids}")
+    out = rows.select("school_year", "student_id").unique()
+    for subject in SUBJECTS:
+        part = rows.filter(pl.col("subject") == subject).select(
+            "school_year",
+            "student_id",
+            *(pl.col(c).alias(f"{subject}_{c}") for c in ("pct_typical_growth", "growth_status", "growth_window")),
+        )
+        out = out.join(part, on=["school_year", "student_id"], how="left")
+    return out.select(pl.col(n).cast(t) for n, t in GROWTH_REASON_SCHEMA.items()).sort("school_year", "student_id")
+
+
+PROJECTION_REASON_COLUMNS: tuple[str, ...] = ("projected_rate", "projected_chronic")
+"""What the projection part reads from ``aptool.chronic_absence_projection`` (also in ``REASON_COLUMNS``)."""
+
+
+def projection_reason_expr() -> pl.Expr:
+    """ "on track to be chronically absent by June (projected 12%)" for a student below 10% today whose
+    projection ends the year chronic; null otherwise. The percent is truncated like the attendance percent,
+    so it never shows 10% for a projection under it."""
+    below_today = clean_rate().fill_null(0.0) < float(CHRONIC_RATE)
+    heading = pl.col("projected_chronic").fill_null(False) & below_today
+    percent = (pl.col("projected_rate").cast(pl.Float64) * 100 + _PERCENT_EPSILON).floor().cast(pl.Int64)
+    text = pl.concat_str(
+        [pl.lit("on track to be chronically absent by June (projected "), percent.cast(pl.Utf8), pl.lit("%)")]
+    )
+    return pl.when(heading).then(text).otherwise(pl.lit(None, dtype=pl.Utf8)).alias("projection_reason")
+
+
+def outlook_reasons_expr() -> pl.Expr:
+    """``reasons_expr`` followed by where the student is heading: the projection part, then the growth part."""
+    return pl.concat_str(
+        [reasons_expr(), projection_reason_expr(), growth_reason_expr()], separator="; ", ignore_nulls=True
     ).alias("reasons")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import polars as pl
 
 from aptool_assets.rules.attendance import SUMMARY_SCHEMA
+from aptool_assets.rules.growth import GROWTH_SCHEMA
 from aptool_assets.rules.indicator import INDICATOR_SCHEMA
+from aptool_assets.rules.projection import PROJECTION_SCHEMA
 from aptool_assets.rules.ranking import RANKING_SCHEMA
 from aptool_assets.rules.student_groups import STUDENT_GROUPS_SCHEMA
 from aptool_assets.storage.warehouse import TableSpec
@@ -54,4 +56,18 @@ CHRONIC_ABSENTEEISM_INDICATOR = TableSpec(
     key=("school_year", "level", "school_code", "student_group"),
     description="A preview of the Dashboard's Chronic Absenteeism Indicator per school, district and group; groups "
     "under 11 students suppressed (contract §4.5). Safe to share.",
+)
+
+IREADY_GROWTH = TableSpec(
+    name="iready_growth",
+    columns=GROWTH_SCHEMA,
+    key=("school_year", "student_id", "subject"),
+    description="Progress toward the vendor's annual typical and stretch growth per student and subject (§4.6).",
+)
+
+CHRONIC_ABSENCE_PROJECTION = TableSpec(
+    name="chronic_absence_projection",
+    columns=PROJECTION_SCHEMA,
+    key=("school_year", "student_id", "school_code"),
+    description="Where each enrolled student's absence rate is heading by the last instructional day (§4.7).",
 )
