@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 import polars as pl
 
 from aptool_assets.rules.enrollment import conform
+from aptool_assets.rules.student_groups import GROUP_COLUMNS
 from aptool_assets.vocabulary import (
     CHANGE_LEVEL_CUTS,
     CHANGE_LEVEL_TOP,
@@ -51,12 +52,7 @@ INDICATOR_INPUT_SCHEMA: dict[str, pl.DataType] = {
     "enter_date": pl.Date(),
     "days_enrolled": pl.Int32(),
     "days_absent": pl.Int32(),
-    "race_ethnicity": pl.Utf8(),
-    "is_english_learner": pl.Boolean(),
-    "is_socioeconomically_disadvantaged": pl.Boolean(),
-    "is_student_with_disability": pl.Boolean(),
-    "is_foster_youth": pl.Boolean(),
-    "is_homeless": pl.Boolean(),
+    **GROUP_COLUMNS,
 }
 
 INDICATOR_SCHEMA: dict[str, pl.DataType] = {

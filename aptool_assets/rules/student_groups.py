@@ -49,15 +49,20 @@ PROGRAMS_SCHEMA: dict[str, pl.DataType] = {
     "end_date": pl.Date(),
 }
 
-STUDENT_GROUPS_SCHEMA: dict[str, pl.DataType] = {
-    "school_year": pl.Int32(),
-    "student_id": pl.Int64(),
+GROUP_COLUMNS: dict[str, pl.DataType] = {
     "race_ethnicity": pl.Utf8(),
     "is_english_learner": pl.Boolean(),
     "is_socioeconomically_disadvantaged": pl.Boolean(),
     "is_student_with_disability": pl.Boolean(),
     "is_foster_youth": pl.Boolean(),
     "is_homeless": pl.Boolean(),
+}
+"""A student's Dashboard groups: what the indicator reads beside each student's days."""
+
+STUDENT_GROUPS_SCHEMA: dict[str, pl.DataType] = {
+    "school_year": pl.Int32(),
+    "student_id": pl.Int64(),
+    **GROUP_COLUMNS,
     "source_updated_at": UTC_TS,
 }
 
