@@ -1,5 +1,7 @@
 """Derived metrics: academic risk (contract §4.2), from the published i-Ready results."""
 
+from collections.abc import Sequence
+
 import dagster as dg
 import polars as pl
 
@@ -21,7 +23,7 @@ from aptool_assets.sources.aeries.assets import (
 )
 from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY, roster_ids
 from aptool_assets.storage.resources import WarehouseResource
-from aptool_assets.storage.warehouse import TableWrite
+from aptool_assets.storage.warehouse import TableSpec, TableWrite
 from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
@@ -44,10 +46,30 @@ INTERVENTION_RANKING_KEY = dg.AssetKey(["aptool", STUDENT_INTERVENTION_RANKING.n
 AFTER_ANY_UPDATE = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
 
 
-@dg.asset(
-    key=ACADEMIC_RISK_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+def metric_asset(
+    table: TableSpec,
+    *,
+    deps: Sequence[dg.AssetKey | dg.AssetDep],
+    description: str,
+    automation_condition: dg.AutomationCondition = AFTER_ANY_UPDATE,
+):
+    """A derived table of one school year: the metrics group, kinds, owners and column schema every metric
+    asset shares, kept automatically up to date by ``automation_condition``."""
+    return dg.asset(
+        key=asset_key(table),
+        group_name=GROUP,
+        partitions_def=school_year_partitions,
+        deps=list(deps),
+        kinds={"polars", "duckdb", "postgres"},
+        owners=["team:district-data"],
+        automation_condition=automation_condition,
+        description=description,
+        metadata={"dagster/column_schema": column_schema(table)},
+    )
+
+
+@metric_asset(
+    STUDENT_ACADEMIC_RISK,
     deps=[
         dg.AssetDep(
             DIAGNOSTIC_RESULTS_KEY,
@@ -55,8 +77,6 @@ AFTER_ANY_UPDATE = dg.AutomationCondition.eager().without(~dg.AutomationConditio
         ),
         STUDENTS_KEY,
     ],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE,
     description=(
         "aptool.student_academic_risk: per student and school year, the most recent diagnostic per "
@@ -65,7 +85,6 @@ AFTER_ANY_UPDATE = dg.AutomationCondition.eager().without(~dg.AutomationConditio
         "aptool.students; results whose Student ID maps to no student (APTOOL_IREADY_ID_FIELD) get no row "
         "and are counted by the iready_students_matched check."
     ),
-    metadata={"dagster/column_schema": column_schema(STUDENT_ACADEMIC_RISK)},
 )
 def student_academic_risk(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
@@ -97,10 +116,8 @@ def student_academic_risk(
     )
 
 
-@dg.asset(
-    key=STUDENT_ATTENDANCE_SUMMARY_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    STUDENT_ATTENDANCE_SUMMARY,
     deps=[
         CALENDAR_KEY,
         ENROLLMENT_KEY,
@@ -110,8 +127,6 @@ def student_academic_risk(
         # Grades for the by-grade breakdown in the metadata only (the table does not use them).
         STUDENTS_KEY,
     ],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     # A roster change (every 15 minutes from the change feed) alters no number in the table.
     automation_condition=AFTER_ANY_UPDATE.ignore(dg.AssetSelection.assets(STUDENTS_KEY)),
     description=(
@@ -120,7 +135,6 @@ def student_academic_risk(
         "days), absences by category from each school's code table, absence rate, chronic flag (≥ 10% with "
         "≥ 31 days enrolled), tier, truancy count (Ed. Code 48260 days) and letter level."
     ),
-    metadata={"dagster/column_schema": column_schema(STUDENT_ATTENDANCE_SUMMARY)},
 )
 def student_attendance_summary(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
@@ -216,10 +230,8 @@ def chronic_absence_by_school_md(summary: pl.DataFrame) -> dg.MetadataValue:
 TOP_PER_SCHOOL = 5
 
 
-@dg.asset(
-    key=INTERVENTION_RANKING_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    STUDENT_INTERVENTION_RANKING,
     # Growth and the projection only add to the reasons (where a student is heading), never to the order.
     deps=[
         STUDENT_ATTENDANCE_SUMMARY_KEY,
@@ -227,8 +239,6 @@ TOP_PER_SCHOOL = 5
         asset_key(IREADY_GROWTH),
         asset_key(CHRONIC_ABSENCE_PROJECTION),
     ],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE,
     description=(
         "aptool.student_intervention_ranking (contract §4.4): every student of the attendance summary, ranked "
@@ -236,7 +246,6 @@ TOP_PER_SCHOOL = 5
         "ID — with a priority_score monotone in that order (weights configurable with "
         "APTOOL_PRIORITY_WEIGHTS) and a short reason in plain words (no names)."
     ),
-    metadata={"dagster/column_schema": column_schema(STUDENT_INTERVENTION_RANKING)},
 )
 def student_intervention_ranking(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource

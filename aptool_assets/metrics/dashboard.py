@@ -13,10 +13,9 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from aptool_assets.metadata import column_schema, table_metadata
-from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metadata import table_metadata
+from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY, metric_asset
 from aptool_assets.metrics.plots import group_rates_png, png_markdown
-from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.indicator import cde_layout, chronic_absenteeism_indicator
 from aptool_assets.rules.student_groups import student_groups
@@ -27,7 +26,6 @@ from aptool_assets.tables.aeries import ENROLLMENT, STUDENT_DEMOGRAPHICS, STUDEN
 from aptool_assets.tables.metrics import CHRONIC_ABSENTEEISM_INDICATOR, STUDENT_ATTENDANCE_SUMMARY, STUDENT_GROUPS
 from aptool_assets.vocabulary import RACE_ETHNICITY_GROUPS, clip_to_school_year, school_year_bounds
 
-GROUP = "metrics"
 STUDENT_GROUPS_KEY = asset_key(STUDENT_GROUPS)
 INDICATOR_KEY = asset_key(CHRONIC_ABSENTEEISM_INDICATOR)
 TOP_GROUPS = 3
@@ -63,13 +61,9 @@ def indicator_inputs(wh: Warehouse, school_year: int, groups: pl.DataFrame) -> p
     )
 
 
-@dg.asset(
-    key=STUDENT_GROUPS_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    STUDENT_GROUPS,
     deps=[asset_key(STUDENTS), asset_key(STUDENT_PROGRAMS)],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE,
     description=(
         "aptool.student_groups (contract §4.5): per student and school year, the Dashboard's student groups — "
@@ -78,7 +72,6 @@ def indicator_inputs(wh: Warehouse, school_year: int, groups: pl.DataFrame) -> p
         "(APTOOL_FOSTER_PROGRAM_CODE), socioeconomically disadvantaged (181/182 meals, parent education, "
         "migrant, homeless or foster)."
     ),
-    metadata={"dagster/column_schema": column_schema(STUDENT_GROUPS)},
 )
 def student_groups_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
@@ -97,13 +90,9 @@ def student_groups_asset(
     return dg.MaterializeResult(metadata=table_metadata(STUDENT_GROUPS, groups.height, counts))
 
 
-@dg.asset(
-    key=INDICATOR_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    CHRONIC_ABSENTEEISM_INDICATOR,
     deps=[STUDENT_ATTENDANCE_SUMMARY_KEY, STUDENT_GROUPS_KEY, asset_key(ENROLLMENT)],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE.ignore(dg.AssetSelection.assets(asset_key(ENROLLMENT))),
     description=(
         "aptool.chronic_absenteeism_indicator (contract §4.5): a preview of the California School Dashboard's "
@@ -112,7 +101,6 @@ def student_groups_asset(
         "absent count and rate, the change from the previous school year, status and change levels, n-size, "
         "with every group under 11 students suppressed (and NR when a race group is). Safe to share."
     ),
-    metadata={"dagster/column_schema": column_schema(CHRONIC_ABSENTEEISM_INDICATOR)},
 )
 def chronic_absenteeism_indicator_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource

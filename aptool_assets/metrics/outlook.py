@@ -12,11 +12,10 @@ import datetime as dt
 import dagster as dg
 import polars as pl
 
-from aptool_assets.metadata import column_schema, counts_table, table_metadata
-from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY
+from aptool_assets.metadata import counts_table, table_metadata
+from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY, metric_asset
 from aptool_assets.metrics.compute import summary_inputs
 from aptool_assets.metrics.plots import growth_status_png, png_markdown, projected_chronic_png
-from aptool_assets.partitions import school_year_partitions
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.rules.growth import iready_growth
@@ -31,7 +30,6 @@ from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.tables.metrics import CHRONIC_ABSENCE_PROJECTION, IREADY_GROWTH, STUDENT_ATTENDANCE_SUMMARY
 from aptool_assets.vocabulary import clip_to_school_year
 
-GROUP = "metrics"
 IREADY_GROWTH_KEY = asset_key(IREADY_GROWTH)
 PROJECTION_KEY = asset_key(CHRONIC_ABSENCE_PROJECTION)
 
@@ -63,10 +61,8 @@ def projection_of_year(wh: Warehouse, school_year: int, as_of: dt.date) -> pl.Da
     )
 
 
-@dg.asset(
-    key=IREADY_GROWTH_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    IREADY_GROWTH,
     deps=[
         dg.AssetDep(
             DIAGNOSTIC_RESULTS_KEY,
@@ -75,15 +71,12 @@ def projection_of_year(wh: Warehouse, school_year: int, as_of: dt.date) -> pl.Da
         asset_key(STUDENTS),
         asset_key(SCHOOL_CALENDAR),
     ],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     automation_condition=AFTER_ANY_UPDATE,
     description=(
         "aptool.iready_growth (contract §4.6): per student, subject and school year, progress from the baseline "
         "diagnostic toward the vendor's annual typical and stretch growth measures, and a status against the "
         "share of the school year's instructional days elapsed at the latest diagnostic."
     ),
-    metadata={"dagster/column_schema": column_schema(IREADY_GROWTH)},
 )
 def iready_growth_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
@@ -107,10 +100,8 @@ def iready_growth_asset(
     )
 
 
-@dg.asset(
-    key=PROJECTION_KEY,
-    group_name=GROUP,
-    partitions_def=school_year_partitions,
+@metric_asset(
+    CHRONIC_ABSENCE_PROJECTION,
     deps=[
         STUDENT_ATTENDANCE_SUMMARY_KEY,
         # A school year spans many daily partitions; the asset reads the year's window itself.
@@ -118,8 +109,6 @@ def iready_growth_asset(
         asset_key(SCHOOL_CALENDAR),
         asset_key(ENROLLMENT),
     ],
-    kinds={"polars", "duckdb", "postgres"},
-    owners=["team:district-data"],
     # Recomputed with the summary, which already follows every attendance pull.
     automation_condition=AFTER_ANY_UPDATE.ignore(
         dg.AssetSelection.assets(asset_key(ATTENDANCE_DAYS), asset_key(SCHOOL_CALENDAR), asset_key(ENROLLMENT))
@@ -131,7 +120,6 @@ def iready_growth_asset(
         "absences keep the year under 10%. The method is named in projection_method and back-tested "
         "(benchmarks/bench_projection_backtest.py)."
     ),
-    metadata={"dagster/column_schema": column_schema(CHRONIC_ABSENCE_PROJECTION)},
 )
 def chronic_absence_projection_asset(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource, platform: PlatformResource
