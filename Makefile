@@ -52,7 +52,7 @@ test: lint             ## lint first, then every test: needs PostgreSQL on 127.0
 test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
 	$(BIN)/pytest -m "not postgres and not sftp and not slow and not browser"
 
-BENCHMARKS := iready_parse attendance_summary indicator aeries_pull publish webhooks webhook_to_ranking webhook_apply redaction faults projection_backtest
+BENCHMARKS := iready_parse attendance_summary indicator aeries_pull publish webhooks webhook_to_ranking webhook_apply redaction faults projection_backtest history
 
 bench: install         ## speed targets (not timed tests): runs every script, then fails if any missed its target
 	@missed=""; for b in $(BENCHMARKS); do \

@@ -69,26 +69,78 @@ def _report_failures(summary, debug: bool) -> int:
     return _fail(f"{first.label or first.step}{more}: {first.detail.rstrip('.')}. Fix: {first.fix}")
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from aptool_assets.runner import DEFAULT_FIX, PipelineError, fix_for, run_pipeline
+def _run_with_one_line_errors(args: argparse.Namespace, work):
+    """``work(instance)`` on the configured instance; (result, None), or (None, exit status) after printing one
+    line with the reason and its fix (the scrubbed traceback only with --debug)."""
+    from aptool_assets.runner import DEFAULT_FIX, PipelineError, fix_for
     from aptool_assets.settings import ConfigurationError
 
     try:
         with _instance() as instance:
-            summary = run_pipeline(only=args.only, year=args.year, instance=instance)
+            return work(instance), None
     except (PipelineError, ConfigurationError) as exc:
-        return _fail(str(exc))  # these already say which setting to fix
+        return None, _fail(str(exc))  # these already say which setting to fix
     except Exception as exc:  # noqa: BLE001 - one line with a fix; the scrubbed traceback only with --debug
         if args.debug:
             _print_traceback(exc)
         reason = scrub(_first_line(exc))
         fix = fix_for(reason)
-        return _fail(f"{reason}. Fix: {fix if fix != DEFAULT_FIX else 'run again with --debug for the traceback'}")
+        return None, _fail(
+            f"{reason}. Fix: {fix if fix != DEFAULT_FIX else 'run again with --debug for the traceback'}"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from aptool_assets.runner import run_pipeline
+
+    summary, failed = _run_with_one_line_errors(
+        args, lambda instance: run_pipeline(only=args.only, year=args.year, instance=instance)
+    )
+    if summary is None:
+        return failed
     print("\nSummary")
     print(summary.table())
     if not summary.ok:
         return _report_failures(summary, args.debug)
     print(f"aptool: done ({len(summary.steps)} steps, school year {summary.school_year})")
+    return 0
+
+
+def school_years_arg(text: str) -> list[int]:
+    """``2021-2025`` (a range, both ends included), ``2021,2023`` or ``2024``: start years of school years."""
+    years: set[int] = set()
+    try:
+        for part in text.split(","):
+            first, _, last = part.strip().partition("-")
+            a, b = int(first), int(last or first)
+            if not (1900 < a <= b < 2200):
+                raise ValueError(part)
+            years.update(range(a, b + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a list of school years: write start years, e.g. 2021-2025 or 2021,2023"
+        ) from None
+    return sorted(years)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from aptool_assets.runner import backfill
+
+    summaries, failed = _run_with_one_line_errors(
+        args, lambda instance: backfill(args.years, only=args.only, instance=instance)
+    )
+    if summaries is None:
+        return failed
+    for summary in summaries:
+        print(f"\nSummary {summary.school_year}-{str(summary.school_year + 1)[-2:]}")
+        print(summary.table())
+    failed = next((s for s in summaries if not s.ok), None)
+    if failed is not None:
+        later = [y for y in args.years if y > failed.school_year]
+        if later:
+            print(f"aptool: not loaded after the failure: {', '.join(map(str, later))}", file=sys.stderr)
+        return _report_failures(failed, args.debug)
+    print(f"aptool: done ({len(summaries)} school year(s): {', '.join(str(s.school_year) for s in summaries)})")
     return 0
 
 
@@ -355,6 +407,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="as `aptool --debug run`: Dagster's log, and the full error of a failed step",
     )
     run.set_defaults(func=cmd_run)
+
+    backfill = sub.add_parser(
+        "backfill",
+        help="load past school years in order (each with its DatabaseYear) without touching the current year's roster",
+    )
+    backfill.add_argument(
+        "--years", type=school_years_arg, required=True, help="start years, e.g. 2021-2025 (2021-22 through 2025-26)"
+    )
+    backfill.add_argument("--only", choices=["iready", "aeries"], default=None, help="one source and its metrics")
+    backfill.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="as `aptool --debug backfill`"
+    )
+    backfill.set_defaults(func=cmd_backfill)
 
     _add_webhook_commands(sub)
 

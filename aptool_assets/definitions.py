@@ -1,8 +1,8 @@
 """The one entry point: every asset, check, job, sensor, schedule and resource of the platform.
 
 The configuration is read once, here (``PlatformResource.from_env``), and handed to the factories
-whose definitions depend on it: the daily attendance partitions and the schedules tick in the
-district's time zone, the assessment-window schedule follows the district's windows. The webhook
+whose definitions depend on it: the daily attendance and school-year partitions and the schedules tick
+in the district's time zone, the assessment-window schedule follows the district's windows. The webhook
 path is handed the metrics' incremental refresh, because the metrics sit in a layer above it.
 """
 
@@ -30,7 +30,7 @@ from aptool_assets.metrics.compute import refresh_after_events
 from aptool_assets.metrics.dashboard import DASHBOARD_ASSETS
 from aptool_assets.metrics.jobs import academic_risk_job
 from aptool_assets.metrics.outlook import OUTLOOK_ASSETS
-from aptool_assets.partitions import attendance_day_partitions
+from aptool_assets.partitions import attendance_day_partitions, in_time_zone
 from aptool_assets.resilience.policy import aeries_policy, iready_policy
 from aptool_assets.resources import PlatformResource
 from aptool_assets.settings import parse_windows, positive_number
@@ -110,17 +110,20 @@ def build_definitions(platform: PlatformResource | None = None) -> dg.Definition
     day_partitions = attendance_day_partitions(platform.timezone)
     apply_job = build_apply_job(AFTER_WEBHOOK_EVENTS, day_partitions)
     return dg.Definitions(
-        assets=[
-            raw_diagnostic_files,
-            iready_diagnostic_results,
-            *build_aeries_assets(day_partitions),
-            student_attendance_summary,
-            student_academic_risk,
-            student_intervention_ranking,
-            *DASHBOARD_ASSETS,
-            *OUTLOOK_ASSETS,
-            circuit_breakers,
-        ],
+        assets=in_time_zone(
+            [
+                raw_diagnostic_files,
+                iready_diagnostic_results,
+                *build_aeries_assets(day_partitions),
+                student_attendance_summary,
+                student_academic_risk,
+                student_intervention_ranking,
+                *DASHBOARD_ASSETS,
+                *OUTLOOK_ASSETS,
+                circuit_breakers,
+            ],
+            platform.timezone,
+        ),
         asset_checks=[*IREADY_CHECKS, *AERIES_CHECKS, *METRICS_CHECKS],
         jobs=[
             iready_sync_job,

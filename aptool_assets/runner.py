@@ -17,7 +17,7 @@ from aptool_assets import definitions
 from aptool_assets.metrics.assets import ACADEMIC_RISK_KEY, INTERVENTION_RANKING_KEY, STUDENT_ATTENDANCE_SUMMARY_KEY
 from aptool_assets.metrics.dashboard import INDICATOR_KEY, STUDENT_GROUPS_KEY
 from aptool_assets.metrics.outlook import IREADY_GROWTH_KEY, PROJECTION_KEY
-from aptool_assets.partitions import school_year_partitions, year_subject_key
+from aptool_assets.partitions import FIRST_SCHOOL_YEAR, known_school_years, year_subject_key
 from aptool_assets.redaction import scrub
 from aptool_assets.sources.aeries.assets import (
     ABSENCE_CODES_KEY,
@@ -31,7 +31,7 @@ from aptool_assets.sources.aeries.assets import (
 )
 from aptool_assets.sources.aeries.schedules import RANGE_END, RANGE_START
 from aptool_assets.sources.iready.files import diagnostic_files
-from aptool_assets.vocabulary import school_year_bounds
+from aptool_assets.vocabulary import clip_to_school_year, school_year_bounds
 
 YEAR_STAGE_LABEL = "absence codes, calendar, enrollment, programs, Aeries totals"
 """The Aeries stage of the school year (each table pulled with the year's DatabaseYear); after the roster,
@@ -226,6 +226,15 @@ def _materialize(selection, partition_key, resources, instance, tags) -> dg.Exec
     )
 
 
+def check_school_years(years) -> None:
+    """Refuse years that have no partition, naming the range that has."""
+    if outside := sorted(set(years) - set(known_school_years(years))):
+        raise PipelineError(
+            f"school year(s) {outside} have no partition: school years run from {FIRST_SCHOOL_YEAR} through the "
+            "next one"
+        )
+
+
 def run_pipeline(
     *,
     only: str | None = None,
@@ -235,20 +244,56 @@ def run_pipeline(
     echo: Callable[[str], None] | None = None,
 ) -> RunSummary:
     """Aeries first (the roster and attendance), then i-Ready (every year on the server), then the
-    metrics of the school year."""
+    metrics of the school year ``year`` (default: the current one).
+
+    A past year is pulled with its own DatabaseYear and computed as of its last day; its roster is kept
+    apart (``aptool.past_year_students``), so the current year's published roster stays as it is.
+    """
     echo = echo or (lambda line: print(line, flush=True))  # flushed: cron logs show progress as it happens
     resources = dict(resources or definitions.build_resources())
-    platform = resources["platform"]
-    if year is not None:
-        platform = platform.model_copy(update={"school_year": year})
-        resources["platform"] = platform
-    settings = platform.settings()
-    runner = _Runner(RunSummary(settings.school_year), resources, instance, echo)
-    runner.ensure_school_years([settings.school_year])
+    settings = resources["platform"].settings()
+    year = settings.school_year if year is None else year
+    check_school_years([year])
+    runner = _Runner(RunSummary(year), resources, instance, echo)
+    _run_year(runner, year, clip_to_school_year(year, settings.as_of_date), only, iready_years=None)
+    return runner.summary
+
+
+def backfill(
+    years: list[int],
+    *,
+    only: str | None = None,
+    instance: dg.DagsterInstance,
+    resources: Mapping[str, object] | None = None,
+    echo: Callable[[str], None] | None = None,
+) -> list[RunSummary]:
+    """Load ``years`` oldest first, each as ``run_pipeline(year=…, only=…)`` does but with only that year's
+    i-Ready files: each past year with its DatabaseYear into its own partitions, its roster kept apart, so the current
+    year's roster, codes and calendars are never replaced. Stops at the first year that fails (a later year
+    compares with it); the years before it stay loaded."""
+    echo = echo or (lambda line: print(line, flush=True))
+    resources = dict(resources or definitions.build_resources())
+    settings = resources["platform"].settings()
+    years = sorted(set(years))
+    check_school_years(years)
+    summaries = []
+    for year in years:
+        echo(f"\n== school year {year}-{str(year + 1)[-2:]}" + (" (current)" if year == settings.school_year else ""))
+        runner = _Runner(RunSummary(year), resources, instance, echo)
+        _run_year(runner, year, clip_to_school_year(year, settings.as_of_date), only, iready_years={year})
+        summaries.append(runner.summary)
+        if not runner.summary.ok:
+            break
+    return summaries
+
+
+def _run_year(runner: _Runner, year: int, as_of, only: str | None, iready_years: set[int] | None) -> None:
+    """The sources, then the metrics of ``year``; i-Ready files of ``iready_years`` (None: every year)."""
+    echo = runner.echo
     if only in (None, "aeries"):
-        runner.aeries(settings)
+        runner.aeries(year, as_of)
     if only in (None, "iready"):
-        runner.iready(settings.school_year)
+        runner.iready(year, iready_years)
     if runner.summary.failures:
         # Metrics over partly refreshed inputs would publish a misleading picture: keep the last one.
         runner.skip("academic risk", "student_academic_risk")
@@ -257,8 +302,8 @@ def run_pipeline(
         if only in (None, "aeries"):
             runner.skip("dashboard preview", "chronic_absenteeism_indicator")
         echo("  [skipped] academic risk and ranking: an earlier step failed; the published metrics are unchanged")
-        return runner.summary
-    year_key = str(settings.school_year)
+        return
+    year_key = str(year)
     if runner.stage(
         "academic risk",
         "student_academic_risk",
@@ -292,19 +337,12 @@ def run_pipeline(
             year_key,
             lambda m: f"{m.get('rows_by_table') or _value(m, 'dagster/row_count')} rows",
         )
-    return runner.summary
 
 
 class _Runner:
     def __init__(self, summary: RunSummary, resources: dict, instance: dg.DagsterInstance, echo):
         self.summary, self.resources, self.instance, self.echo = summary, resources, instance, echo
         self.tags = {"aptool/trigger": "cli"}
-
-    def ensure_school_years(self, years) -> None:
-        wanted = {str(y) for y in years}
-        known = set(self.instance.get_dynamic_partitions(school_year_partitions.name))
-        if wanted - known:
-            self.instance.add_dynamic_partitions(school_year_partitions.name, sorted(wanted - known))
 
     def skip(self, label: str, step: str) -> None:
         self.summary.steps.append(StepOutcome(step, "", False, "an earlier step failed", label=label, skipped=True))
@@ -351,13 +389,12 @@ class _Runner:
         self.echo(f"  [{outcome.status}] {label}: {detail} ({seconds:.1f} s)")
         return result.success
 
-    def aeries(self, settings) -> None:
+    def aeries(self, year: int, as_of) -> None:
         aeries = self.resources["aeries"]
         if not aeries.is_configured():
             raise PipelineError("Aeries is not configured: set AERIES_BASE_URL and AERIES_CERT (see README)")
-        year = settings.school_year
         first = school_year_bounds(year)[0]
-        last = max(first, settings.as_of_date)
+        last = max(first, as_of)
         self.echo(f"Aeries: school year {year}, attendance {first}..{last}")
 
         def rows(m) -> str:
@@ -368,7 +405,7 @@ class _Runner:
             "schools, students",
             "aeries_reference",
             dg.AssetSelection.assets(SCHOOLS_KEY, STUDENTS_KEY),
-            None,
+            str(year),
             rows,
         )
         ok = ok and self.stage(
@@ -413,19 +450,32 @@ class _Runner:
             ),
         )
 
-    def iready(self, school_year: int) -> None:
+    def iready(self, school_year: int, only_years: set[int] | None = None) -> None:
+        """Every diagnostic file on the server (or those of ``only_years``), ``school_year``'s first."""
         sftp = self.resources["iready_sftp"]
         if not sftp.is_configured():
             raise PipelineError(
                 "i-Ready SFTP is not configured: set IREADY_SFTP_HOST, IREADY_SFTP_USERNAME and "
                 "IREADY_SFTP_PASSWORD or IREADY_SFTP_PRIVATE_KEY (see README)"
             )
-        files = [f for f in diagnostic_files(sftp.list_files(), school_year) if f.remote.size > 0]
+        # The vendor's Current_Year folder is the district's current year, whichever year this run is for.
+        current = self.resources["platform"].settings().school_year
+        files = [
+            f
+            for f in diagnostic_files(sftp.list_files(), current)
+            if f.remote.size > 0 and (only_years is None or f.school_year in only_years)
+        ]
         partitions = sorted(
             {(f.school_year, f.subject) for f in files}, key=lambda p: (p[0] != school_year, -p[0], p[1])
         )
         self.echo(f"i-Ready: {len(files)} diagnostic file(s) on the server → {len(partitions)} partition(s)")
-        self.ensure_school_years(y for y, _ in partitions)
+        held = set(known_school_years(y for y, _ in partitions))
+        if outside := sorted({y for y, _ in partitions} - held):
+            self.echo(
+                f"  i-Ready files of school year(s) {outside} skipped: school years run from {FIRST_SCHOOL_YEAR} "
+                "through the next one"
+            )
+            partitions = [p for p in partitions if p[0] in held]
         for y, subject in partitions:
             self.stage(
                 f"i-Ready {y} {subject}",

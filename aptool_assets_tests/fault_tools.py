@@ -313,7 +313,8 @@ class PrivatePostgres:
 
 
 def run_materialization(plan: dict[str, Any]) -> None:
-    """Runs in the child: materialize ``plan["keys"]`` against the Aeries simulator and warehouse of the plan.
+    """Runs in the child: materialize ``plan["keys"]`` (of ``plan["partition_key"]``, if any) against the Aeries
+    simulator and warehouse of the plan.
 
     With ``hold_publish_of`` set, the transaction publishing that table announces itself (``HOLDING ...``)
     once every statement has run and then waits, uncommitted, for the parent's SIGKILL.
@@ -341,6 +342,7 @@ def run_materialization(plan: dict[str, Any]) -> None:
         result = dg.materialize(
             assets=[*definitions.ASSETS, *definitions.ASSET_CHECKS],
             selection=dg.AssetSelection.assets(*(dg.AssetKey.from_user_string(k) for k in plan["keys"])),
+            partition_key=plan.get("partition_key"),
             resources=resources,
             instance=instance,
             raise_on_error=False,

@@ -59,7 +59,6 @@ class AeriesEnv:
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, as_of_date=THROUGH.isoformat()),
         )
-        instance.add_dynamic_partitions("school_year", [str(YEAR)])
 
     def run(self, *keys, partition_key=None, tags=None, run_config=None) -> dg.ExecuteInJobResult:
         return dg.materialize(
@@ -74,7 +73,7 @@ class AeriesEnv:
         )
 
     def full_sync(self) -> None:
-        assert self.run(SCHOOLS_KEY, STUDENTS_KEY).success
+        assert self.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
         assert self.run(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR)).success
         result = self.run(ATTENDANCE_DAYS_KEY, tags={RANGE_START: FIRST.isoformat(), RANGE_END: THROUGH.isoformat()})
         assert result.success, failed_checks(result)
@@ -205,7 +204,7 @@ def test_change_feed_sensor_repulls_only_changed_students(env):
     assert any(r.job_name == "aeries_year_sync" for r in result.run_requests)  # enrollment area changed too
 
     untouched_before = env.warehouse.read_table(STUDENTS).filter(pl.col("student_id") != sid)
-    run = env.run(STUDENTS_KEY, run_config=students_run.run_config)
+    run = env.run(STUDENTS_KEY, partition_key=str(YEAR), run_config=students_run.run_config)
     assert run.success
     students = env.warehouse.read_table(STUDENTS)
     row = students.filter((pl.col("student_id") == sid) & (pl.col("school_code") == sc))

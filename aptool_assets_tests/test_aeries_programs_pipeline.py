@@ -60,7 +60,7 @@ def _program_requests(env) -> list[tuple[str, int]]:
 
 
 def test_programs_are_pulled_with_one_request_per_school(env):
-    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
     env.sim.reset_stats()
     result = env.run(STUDENT_PROGRAMS_KEY, partition_key=str(YEAR))
     assert result.success
@@ -84,7 +84,7 @@ def test_programs_are_pulled_with_one_request_per_school(env):
 
 @pytest.mark.parametrize("refusal", [400, 404])
 def test_a_refused_whole_school_call_falls_back_to_the_rosters_students(env, refusal):
-    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
     assert env.run(STUDENT_PROGRAMS_KEY, partition_key=str(YEAR)).success
     whole_school = _program_rows(env).drop("source_updated_at")
 
@@ -113,7 +113,7 @@ def test_a_refused_whole_school_call_falls_back_to_the_rosters_students(env, ref
 
 
 def test_the_roster_pull_publishes_the_demographic_codes_in_the_same_pull(env):
-    result = env.run(SCHOOLS_KEY, STUDENTS_KEY)
+    result = env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR))
     assert result.success
     students = env.warehouse.read_table(STUDENTS).sort(STUDENTS.key)
     codes = env.warehouse.read_table(STUDENT_DEMOGRAPHICS).sort(STUDENT_DEMOGRAPHICS.key)
@@ -129,13 +129,13 @@ def test_the_roster_pull_publishes_the_demographic_codes_in_the_same_pull(env):
 
 
 def test_a_change_feed_merge_updates_only_the_changed_students_codes(env):
-    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
     before = env.warehouse.read_table(STUDENT_DEMOGRAPHICS)
     record = next(r for r in env.sim.district.students if r["LanguageFluencyCode"] == "L")
     sid, sc = record["StudentID"], record["SchoolCode"]
     env.sim.district.update_student(sid, sc, LanguageFluencyCode="R")  # reclassified fluent English proficient
     config = {"ops": {"aptool__students": {"config": {"changed": [[sc, sid]]}}}}
-    assert env.run(STUDENTS_KEY, run_config=config).success
+    assert env.run(STUDENTS_KEY, partition_key=str(YEAR), run_config=config).success
     after = env.warehouse.read_table(STUDENT_DEMOGRAPHICS)
     changed = (pl.col("student_id") == sid) & (pl.col("school_code") == sc)
     assert after.filter(changed).item(0, "language_fluency_code") == "R"
@@ -150,7 +150,7 @@ def test_a_change_feed_merge_updates_only_the_changed_students_codes(env):
 def test_a_program_change_repulls_that_schools_programs_for_the_year(env):
     district = env.sim.district
     district.set_clock(dt.datetime(2026, 3, 16, 10, 0))
-    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
     assert env.run(STUDENT_PROGRAMS_KEY, partition_key=str(YEAR)).success
     before = _program_rows(env)
     resources = {"aeries": env.resources["aeries"], "platform": env.resources["platform"]}

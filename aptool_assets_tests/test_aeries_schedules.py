@@ -20,6 +20,7 @@ UTC = dt.UTC
 SCHEDULES = {s.name: s for s in defs.schedules}
 aeries_hourly_safety_sync = SCHEDULES["aeries_hourly_safety_sync"]
 aeries_nightly_full_year = SCHEDULES["aeries_nightly_full_year"]
+aeries_nightly_reference = SCHEDULES["aeries_nightly_reference"]
 aeries_nightly_year_sync = SCHEDULES["aeries_nightly_year_sync"]
 aeries_recent_attendance = SCHEDULES["aeries_recent_attendance"]
 
@@ -93,4 +94,5 @@ def test_nightly_full_year_and_year_sync(instance):
     assert (full.tags[RANGE_START], full.tags[RANGE_END]) == ("2026-07-01", "2026-11-30")
     year = tick(aeries_nightly_year_sync, instance, when, platform=platform)
     assert year.partition_key == "2026"
-    assert "2026" in instance.get_dynamic_partitions("school_year")
+    reference = tick(aeries_nightly_reference, instance, when, platform=platform)
+    assert reference.partition_key == "2026"  # the roster of the current school year: aptool.students

@@ -46,6 +46,26 @@ def test_run_rejects_a_malformed_setting(tmp_path):
     assert "APTOOL_AS_OF_DATE" in proc.stderr and "YYYY-MM-DD" in proc.stderr
 
 
+def test_backfill_refuses_a_malformed_range_before_anything_runs(tmp_path):
+    proc = run(["backfill", "--years", "2025-2021"], tmp_path, clean_env())
+    assert proc.returncode == 2  # argparse: a usage error
+    assert "not a list of school years" in proc.stderr and "2021-2025" in proc.stderr
+
+
+def test_backfill_refuses_years_without_a_partition_in_one_line(tmp_path):
+    proc = run(["backfill", "--years", "2018-2021", "--only", "aeries"], tmp_path, clean_env())
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "[2018, 2019]" in lines[0] and "2020" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_backfill_without_configuration_fails_with_one_clear_line(tmp_path):
+    proc = run(["backfill", "--years", "2023-2024", "--only", "aeries"], tmp_path, clean_env())
+    assert proc.returncode == 1
+    assert "AERIES_BASE_URL" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_run_only_iready_loads_every_year_on_the_server(sftp_server, sftp_test_dir, tmp_path):
     write_file(
         sftp_test_dir, "Current_Year", "i-ready_inform_results_math_CONFIDENTIAL.csv", 2026, "math", layout="2026-27"

@@ -26,7 +26,18 @@ def _partitions(pd) -> object:
         return f"dynamic:{pd.name}"
     if isinstance(pd, dg.StaticPartitionsDefinition):
         return sorted(pd.get_partition_keys())
+    if isinstance(pd, dg.TimeWindowPartitionsDefinition):  # the time zone is configuration: left out
+        return f"time windows '{pd.cron_schedule}' from {pd.start:%Y-%m-%d}, key {pd.fmt}, end offset {pd.end_offset}"
     return type(pd).__name__
+
+
+def _mapping(mapping) -> str:
+    """A dependency's partition mapping with its parameters (which years a year reads is part of the graph)."""
+    if isinstance(mapping, dg.TimeWindowPartitionMapping):
+        return f"TimeWindowPartitionMapping({mapping.start_offset}, {mapping.end_offset})"
+    if isinstance(mapping, dg.MultiToSingleDimensionPartitionMapping):
+        return f"MultiToSingleDimensionPartitionMapping({mapping.partition_dimension_name})"
+    return type(mapping).__name__
 
 
 def graph_snapshot() -> dict:
@@ -39,6 +50,11 @@ def graph_snapshot() -> dict:
             "group": node.group_name,
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "partitions": _partitions(node.partitions_def),
+            "dep_partition_mappings": {
+                k.to_user_string(): _mapping(graph.get_partition_mapping(key, k))
+                for k in sorted(node.parent_keys, key=lambda k: k.to_user_string())
+                if node.partitions_def is not None and graph.get(k).partitions_def is not None
+            },
             "kinds": sorted(node.kinds),
             "automation": type(node.automation_condition).__name__ if node.automation_condition else None,
             "checks": sorted(c.name for c in node.check_keys),

@@ -98,7 +98,7 @@ def aeries_tables(env: AeriesEnv) -> dict:
 
 def sync(env: AeriesEnv) -> tuple[dg.ExecuteInJobResult, dg.ExecuteInJobResult]:
     """Roster and two weeks of attendance; each run publishes its own table."""
-    return env.run(STUDENTS_KEY), env.run(ATTENDANCE_DAYS_KEY, tags=WINDOW)
+    return env.run(STUDENTS_KEY, partition_key=str(YEAR)), env.run(ATTENDANCE_DAYS_KEY, tags=WINDOW)
 
 
 def new_district(changed: bool):
@@ -458,13 +458,13 @@ def test_run_killed_mid_publish_leaves_the_old_version_and_the_next_run_converge
     sim = build_sim_district(build_district(YEAR), through=THROUGH)
     with start_simulator(sim) as running, dg.DagsterInstance.ephemeral() as instance:
         env = AeriesEnv(running, warehouse_url, instance)
-        assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+        assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
         v1 = tables_state(env.warehouse, {"students": (STUDENTS, None)})
 
         for record in sim.students[:3]:
             sim.withdraw(record["StudentID"], record["SchoolCode"], dt.date(2026, 3, 5))
         ref = AeriesEnv(running, f"duckdb:///{tmp_path / 'reference.duckdb'}", instance)
-        assert ref.run(SCHOOLS_KEY, STUDENTS_KEY).success
+        assert ref.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
         v2 = tables_state(ref.warehouse, {"students": (STUDENTS, None)})
         assert v2 != v1
 
@@ -475,6 +475,7 @@ def test_run_killed_mid_publish_leaves_the_old_version_and_the_next_run_converge
             "school_year": YEAR,
             "as_of": THROUGH.isoformat(),
             "keys": ["aptool/students"],
+            "partition_key": str(YEAR),  # the current year's roster: aptool.students
         }
         child = ChildRun({**plan, "hold_publish_of": "students"})
         children.append(child)
@@ -488,7 +489,7 @@ def test_run_killed_mid_publish_leaves_the_old_version_and_the_next_run_converge
             child.kill9()
         assert tables_state(open_warehouse(warehouse_url), {"students": (STUDENTS, None)}) == v1
 
-        assert env.run(STUDENTS_KEY).success  # the next run
+        assert env.run(STUDENTS_KEY, partition_key=str(YEAR)).success  # the next run
         assert tables_state(open_warehouse(warehouse_url), {"students": (STUDENTS, None)}) == v2
         if warehouse_url.startswith("postgresql"):
             assert shadow_tables(warehouse_url) == []

@@ -48,7 +48,6 @@ class IReadyEnv:
             warehouse=WarehouseResource(database_url=warehouse_url),
             platform=PlatformResource(school_year=YEAR, landing_dir=str(landing)),
         )
-        instance.add_dynamic_partitions("school_year", [str(YEAR - 1), str(YEAR)])
 
     def load(self, subject: str = "ela", year: int = YEAR) -> dg.ExecuteInJobResult:
         return dg.materialize(

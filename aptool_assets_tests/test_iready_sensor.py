@@ -9,8 +9,10 @@ import dagster as dg
 import pytest
 
 from aptool_assets.resources import PlatformResource
+from aptool_assets.sources.iready.files import DiagnosticFile
 from aptool_assets.sources.iready.resources import IReadySFTPResource
-from aptool_assets.sources.iready.sensors import iready_sftp_sensor
+from aptool_assets.sources.iready.sensors import iready_sftp_sensor, partition_run_requests
+from aptool_assets.sources.iready.sftp_tree import RemoteFile
 from aptool_assets_tests.conftest import evaluate_sensor
 from aptool_assets_tests.iready_helpers import write_file, year_dir
 
@@ -49,7 +51,6 @@ def test_new_file_is_requested_once_it_settles(tick, sftp_test_dir):
     assert first.run_requests == []  # first sight: could still be uploading
     second, cursor = tick(cursor)
     assert partition_keys(second) == ["2026|ela"]
-    assert second.dynamic_partitions_requests[0].partition_keys == ["2026"]
     third, _ = tick(cursor)
     assert third.run_requests == []  # nothing changed: no duplicate load
 
@@ -121,3 +122,21 @@ def test_unconfigured_sftp_skips_with_a_reason(instance):
     )
     assert isinstance(result, dg.SkipReason)
     assert "IREADY_SFTP_HOST" in result.skip_message
+
+
+def test_files_of_a_year_without_a_partition_stay_on_the_server_with_a_warning():
+    """School-year partitions run from 2020 through next year: a 2019 archive folder has nowhere to land."""
+    warnings: list[str] = []
+
+    class Log:
+        def warning(self, message: str) -> None:
+            warnings.append(message)
+
+    def file(year: int) -> DiagnosticFile:
+        remote = RemoteFile(path=f"/exports/{year}/diagnostic_results_ela_CONFIDENTIAL.csv", size=10, mtime=1)
+        return DiagnosticFile(remote, "ela", year, str(year), "")
+
+    by_partition = {(2019, "ela"): [file(2019)], (2024, "ela"): [file(2024)]}
+    requests = partition_run_requests(by_partition, "sftp_sensor", Log())
+    assert [str(r.partition_key) for r in requests] == ["2024|ela"]
+    assert len(warnings) == 1 and "[2019]" in warnings[0] and "2020" in warnings[0]

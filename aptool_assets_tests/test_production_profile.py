@@ -156,7 +156,6 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
     )
 
     with dg.DagsterInstance.get() as instance:
-        instance.add_dynamic_partitions("school_year", [str(YEAR)])
 
         def materialize(*keys, partition_key=None, tags=None) -> dg.ExecuteInJobResult:
             result = dg.materialize(
@@ -172,7 +171,7 @@ def test_assets_materialize_with_the_profile_and_the_history_lands_in_postgres(
             assert result.success, failed
             return result
 
-        materialize(SCHOOLS_KEY, STUDENTS_KEY)
+        materialize(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR))
         materialize(ABSENCE_CODES_KEY, CALENDAR_KEY, ENROLLMENT_KEY, HISTORY_KEY, partition_key=str(YEAR))
         materialize(ATTENDANCE_DAYS_KEY, tags={RANGE_START: FIRST.isoformat(), RANGE_END: THROUGH.isoformat()})
         summary = materialize(STUDENT_ATTENDANCE_SUMMARY_KEY, partition_key=str(YEAR))
@@ -259,7 +258,7 @@ def test_runs_queue_and_the_daemon_launches_one_aeries_run_at_a_time(
                     remote_repo=repo,
                     remote_job=job,
                     run_config={},
-                    tags=None,
+                    tags={"dagster/partition": str(YEAR)},  # the roster of the current school year
                     op_selection=None,
                     run_id=None,
                 )

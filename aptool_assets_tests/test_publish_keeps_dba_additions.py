@@ -10,6 +10,7 @@ the in-place path has rows to delete, update and insert each time.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import uuid
 from collections.abc import Iterator
@@ -442,3 +443,21 @@ def test_a_merge_by_key_updates_referenced_rows_instead_of_deleting_them(dba, wh
     assert dba.one("SELECT count(*) FROM aptool.students") == (N + 1,)
     with pytest.raises(ValueError, match="incoming rows share a key"):
         wh.write(TableWrite(STUDENTS, pl.concat([moved, moved]), replace_where=None, upsert=True))
+
+
+def test_the_platforms_lookup_indexes_are_no_dba_addition_and_survive_the_swap(dba):
+    """A table with lookups (``aptool.attendance_days`` reads windows by date) keeps the fast swap: its lookup
+    indexes are the platform's own, rebuilt on the new version and renamed in with it."""
+    by_grade = dataclasses.replace(STUDENTS, lookups=(("grade",), ("school_code", "grade")))
+    wh = open_warehouse(dba.url)
+    wh.write(TableWrite(by_grade, roster(1), {}))
+    oid = dba.oid()
+    for v in VERSIONS:
+        wh.write(TableWrite(by_grade, roster(v), {}))
+        assert_holds(wh, v)
+    assert dba.oid() != oid  # swapped, not replaced in place
+    with psycopg.connect(dba.url) as con:
+        assert attachments(con, by_grade) == []
+        indexes = dict(con.execute("SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'aptool'").fetchall())
+    assert set(indexes) == {"students_key", "students_by_grade", "students_by_school_code_grade"}
+    assert indexes["students_by_school_code_grade"].endswith("(school_code, grade)")

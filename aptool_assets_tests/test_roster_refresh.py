@@ -15,7 +15,7 @@ from aptool_assets.events.apply import WITHDRAWN_STATUS, apply_events
 from aptool_assets.sources.aeries.assets import SCHOOLS_KEY, STUDENTS_KEY
 from aptool_assets.storage.sync_state import SYNC_STATE
 from aptool_assets.tables.aeries import STUDENTS
-from aptool_assets_tests.test_aeries_pipeline import env, simulator  # noqa: F401 - the fixtures, used as parameters
+from aptool_assets_tests.test_aeries_pipeline import YEAR, env, simulator  # noqa: F401 - the fixtures, used as parameters
 from aptool_assets_tests.webhook_apply_helpers import event
 
 UTC = dt.UTC
@@ -51,7 +51,7 @@ def _withdraw(student: dict, ts: dt.datetime, event_id: str):
 
 
 def test_a_full_roster_pull_keeps_newer_events_and_overrules_older_ones(env):
-    assert env.run(SCHOOLS_KEY, STUDENTS_KEY).success
+    assert env.run(SCHOOLS_KEY, STUDENTS_KEY, partition_key=str(YEAR)).success
     wh = env.warehouse
     schools = wh.query("SELECT school_code FROM aptool.schools WHERE is_real_school ORDER BY 1").to_series()
     active = wh.read_table(STUDENTS).filter(pl.col("is_active") & (pl.col("school_code") == schools[0]))
@@ -79,7 +79,7 @@ def test_a_full_roster_pull_keeps_newer_events_and_overrules_older_ones(env):
     worker = threading.Thread(target=apply_while_pulling)
     worker.start()
     try:
-        result = env.run(STUDENTS_KEY)
+        result = env.run(STUDENTS_KEY, partition_key=str(YEAR))
     finally:
         pull_done.set()
         worker.join(timeout=60)

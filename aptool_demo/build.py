@@ -9,13 +9,14 @@ groups need (from generators of their own, so the attendance stays as it was). D
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 from aptool_demo.attendance import back_dated_corrections, generate_attendance
 from aptool_demo.calendars import build_calendar
 from aptool_demo.codes import absence_code_table, letters_for
-from aptool_demo.district import SCHOOLS, SyntheticDistrict
+from aptool_demo.district import SCHOOLS, SyntheticDistrict, past_year_district
 from aptool_demo.population import add_awkward_cases, add_staff, add_students
 from aptool_demo.records import PERIOD_ATTENDANCE_SCHOOL, school_record
 from aptool_demo.sim_district import LOCAL_TIMEZONE, SimDistrict
@@ -65,6 +66,22 @@ def build_sim_district(district: SyntheticDistrict, *, seed: int = 7, through: d
     add_demographics(sim, seed)
     add_programs(sim, seed, through)
     return sim
+
+
+def build_past_sim_districts(
+    district: SyntheticDistrict, years: Iterable[int], *, seed: int = 7
+) -> dict[int, SimDistrict]:
+    """Past school years of ``district`` as Aeries holds them, one database each (start year → district),
+    for ``start_simulator(..., past_years=...)``: each year's roster (``district.past_year_district``: the
+    students then, those who have left since included), with its whole year of attendance entered and the
+    nightly history job run through its last day. Deterministic for ``seed`` and the year."""
+    past = {}
+    for year in sorted(set(years)):
+        calendars = _calendars(year)
+        last_day = max(row["CalendarDate"] for rows in calendars.values() for row in rows)
+        back = district.school_year - year
+        past[year] = build_sim_district(past_year_district(district, year), seed=seed + back, through=last_day)
+    return past
 
 
 def _calendars(year: int) -> dict[int, list[dict]]:

@@ -61,6 +61,63 @@ def build_district(school_year: int, students_per_school: int = 40, seed: int = 
     return SyntheticDistrict(school_year, schools, pl.DataFrame(rows))
 
 
+MOVED_AWAY_SHARE = 0.05
+"""Of a past year's students at each school, about this share have moved away since (IDs of their own)."""
+
+
+def past_year_district(district: SyntheticDistrict, school_year: int, *, seed: int = 20251) -> SyntheticDistrict:
+    """The district ``k = district.school_year - school_year`` years earlier, as that year's Aeries database
+    holds it (deterministic for ``seed`` and the year).
+
+    Today's students who were there then, ``k`` grades younger, at their school or, when it did not teach that
+    grade yet, at a school that does (a sixth grader was at an elementary school): those ``k`` grades younger
+    than the lowest grade were not enrolled yet, and about ``MOVED_AWAY_SHARE`` of the others had not moved in.
+    Then the students who have left since, with StudentIDs of their own: the classes that have aged out of the
+    district's highest grade, and about ``MOVED_AWAY_SHARE`` who moved away.
+    """
+    k = district.school_year - school_year
+    if k <= 0:
+        raise ValueError(f"school year {school_year} is not before {district.school_year}")
+    rng = random.Random(f"past-year:{seed}:{school_year}")
+    spans = {code: (name, low, high) for code, name, low, high in district.schools.iter_rows()}
+    top = max(high for _name, _low, high in spans.values())
+    rows = []
+    for row in district.students.sort("student_id").iter_rows(named=True):
+        grade = row["grade"] - k
+        _name, low, high = spans[row["school_code"]]
+        school = row["school_code"]
+        if not low <= grade <= high:
+            teaching = sorted(code for code, (_n, lo, hi) in spans.items() if lo <= grade <= hi)
+            if not teaching:
+                continue  # not in school yet
+            school = teaching[row["student_id"] % len(teaching)]
+        if rng.random() < MOVED_AWAY_SHARE:
+            continue  # moved in since
+        rows.append(row | {"school_code": school, "school_name": spans[school][0], "grade": grade})
+    ids = district.students.get_column("student_id")
+    next_id = int(ids.max()) + 1 + (k - 1) * 8 * (ids.len() + 1)  # apart from every other year's leavers
+    for code, (name, low, high) in sorted(spans.items()):
+        here = district.students.filter(pl.col("school_code") == code).height
+        per_grade = max(1, round(here / (high - low + 1)))
+        aged_out = [g for g in range(low, high + 1) if g + k > top]
+        grades = [g for g in aged_out for _ in range(per_grade)]
+        grades += [rng.randint(low, high) for _ in range(max(1, round(here * MOVED_AWAY_SHARE)))]
+        for grade in grades:
+            rows.append(
+                {
+                    "student_id": next_id,
+                    "school_code": code,
+                    "school_name": name,
+                    "grade": grade,
+                    "first_name": rng.choice(FIRST_NAMES),
+                    "last_name": rng.choice(LAST_NAMES),
+                }
+            )
+            next_id += rng.randint(1, 7)
+    students = pl.DataFrame(rows, schema=district.students.schema).sort("student_id")
+    return SyntheticDistrict(school_year, district.schools, students)
+
+
 def _records(
     district: SyntheticDistrict, academic_year: int, subject: str, seed: int, vendor_ids: Mapping[int, str] | None
 ) -> pl.DataFrame:

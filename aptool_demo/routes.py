@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hmac
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
@@ -48,11 +48,26 @@ def _route(pattern: str, handler: Callable[..., Any], *, paged: bool = False, ne
 
 
 class Api:
-    """Routes one request to the district data; returns (status, JSON payload)."""
+    """Routes one request to one school year's district data (one Aeries database); returns (status, JSON payload).
 
-    def __init__(self, district: SimDistrict, cert: str, faults: FaultPlan | None = None):
+    ``available_years``: every database year the server holds, for ``systeminfo`` (default: this district's
+    year only); ``clock``: the server's local time (default: the district's own clock), so a past year's
+    database reports the same server time as the current one.
+    """
+
+    def __init__(
+        self,
+        district: SimDistrict,
+        cert: str,
+        faults: FaultPlan | None = None,
+        *,
+        available_years: Sequence[int] | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
         self.district, self.cert = district, cert
         self.faults = faults or FaultPlan()
+        self.available_years = sorted(set(available_years or [district.school_year]), reverse=True)
+        self.clock = clock or district.now
         self.routes: list[Route] = [
             _route(r"systeminfo", self._systeminfo, needs_cert=False),
             _route(r"schools", self._schools),
@@ -108,13 +123,13 @@ class Api:
     # -- handlers (called with the district locked) ----------------------------------------------
 
     def _systeminfo(self, query: dict) -> dict:
-        now = self.district.now()
+        now = self.clock()
         offset = now.replace(tzinfo=ZoneInfo(LOCAL_TIMEZONE)).strftime("%z")
-        year = self.district.school_year
+        year = self.district.school_year  # the database answering: the requested year's, else the default
         return {
             "AeriesVersion": AERIES_VERSION,
             "DatabaseYear": f"{year}-{year + 1}",
-            "AvailableDatabaseYears": [f"{year}-{year + 1}"],
+            "AvailableDatabaseYears": [f"{y}-{y + 1}" for y in self.available_years],  # newest first
             "LocalTimeZoneName": LOCAL_TIMEZONE_NAME,
             "CurrentDateTime": f"{now:%Y-%m-%dT%H:%M:%S}.{now.microsecond:06d}0{offset[:3]}:{offset[3:]}",
         }

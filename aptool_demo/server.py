@@ -3,6 +3,13 @@
 A threaded keep-alive server in a background thread answers like IIS/ASP.NET (case-insensitive paths,
 JSON dates without zones, ``{"Message": ...}`` errors), applies the ``FaultPlan`` before routing, and
 logs every request (method, path, status, query, Accept header; never the certificate) for tests.
+
+Each school year lives in its own Aeries database (reference §1, DatabaseYear): the server holds the
+default (current) year's district and, optionally, other years' (``past_years``). A request's
+``DatabaseYear=YYYY`` (start year; the query key is matched case-insensitively) is answered from that
+year's district when the server holds it, else, silently, from the default year's: never an error.
+``systeminfo`` lists every year held in ``AvailableDatabaseYears``, newest first. One request log and one
+fault plan cover every year.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from datetime import date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -94,12 +102,27 @@ class RunningSimulator:
 
     ``requests`` logs (method, path, status) per request, status 0 when the connection was dropped;
     ``request_meta`` holds, at the same index, the query parameters, the Accept header (never the cert) and
-    ``at``, when the request arrived (epoch seconds).
+    ``at``, when the request arrived (epoch seconds), and ``database_year``, the school year whose district
+    answered (absent when a fault refused the request before routing).
     ``max_in_flight`` is the most requests the server was handling at once.
+
+    ``district`` is the default (current) year's; ``past_years`` the other years held, by start year.
     """
 
-    def __init__(self, district: SimDistrict, cert: str, faults: FaultPlan):
+    def __init__(
+        self,
+        district: SimDistrict,
+        cert: str,
+        faults: FaultPlan,
+        past_years: Mapping[int, SimDistrict] | None = None,
+    ):
         self.district = district
+        self.past_years = dict(sorted((past_years or {}).items(), reverse=True))
+        for year, held in self.past_years.items():
+            if held.school_year != year:
+                raise ValueError(f"past_years[{year}] holds school year {held.school_year}")
+            if year == district.school_year:
+                raise ValueError(f"school year {year} is the default district's; pass it once")
         self.cert = cert
         self.faults = faults
         self.requests: list[tuple[str, str, int]] = []
@@ -108,7 +131,13 @@ class RunningSimulator:
         self._in_flight = 0
         self._stats_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._api = Api(district, cert, faults)
+        years = [district.school_year, *self.past_years]
+        # Every year's database reports the server's one clock: the default district's (tests may freeze it).
+        self._apis = {
+            held.school_year: Api(held, cert, faults, available_years=years, clock=district.now)
+            for held in [district, *self.past_years.values()]
+        }
+        self._api = self._apis[district.school_year]
         self._server = _Server(self)
         self.port = self._server.server_address[1]
         self.base_url = f"http://127.0.0.1:{self.port}{BASE_PATH}"
@@ -127,6 +156,23 @@ class RunningSimulator:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"Aeries simulator still handling {self._in_flight} request(s) after {timeout_s:g}s")
             time.sleep(0.01)
+
+    @property
+    def districts(self) -> dict[int, SimDistrict]:
+        """Every school year's district the server holds, by start year, newest first."""
+        return {year: api.district for year, api in sorted(self._apis.items(), reverse=True)}
+
+    def district_for(self, database_year: object) -> SimDistrict:
+        """The district a request with ``DatabaseYear=database_year`` is answered from (the default one when
+        the year is missing, invalid or not held, as Aeries does)."""
+        return self._api_for(database_year).district
+
+    def _api_for(self, database_year: object) -> Api:
+        try:
+            year = int(str(database_year).strip())
+        except ValueError:
+            return self._api
+        return self._apis.get(year, self._api)
 
     def reset_stats(self) -> None:
         with self._stats_lock:
@@ -207,7 +253,9 @@ class RunningSimulator:
         rel = path[len(prefix) :].strip("/")
         query = {k.lower(): v for k, v in parse_qsl(exchange.raw_query, keep_blank_values=True)}
         uri = f"{self.base_url}{path[len(BASE_PATH) :]}"
-        return self._api.handle(exchange.method, rel, query, exchange.handler.headers, uri)
+        api = self._api_for(query.get("databaseyear"))
+        exchange.meta["database_year"] = api.district.school_year
+        return api.handle(exchange.method, rel, query, exchange.handler.headers, uri)
 
     def _log_request(self, entry: tuple[str, str, int], meta: dict[str, Any]) -> None:
         with self._stats_lock:
@@ -279,7 +327,15 @@ def _drop(handler: BaseHTTPRequestHandler) -> None:
 
 
 def start_simulator(
-    district: SimDistrict, *, cert: str = DEMO_CERT, faults: FaultPlan | None = None
+    district: SimDistrict,
+    *,
+    past_years: Mapping[int, SimDistrict] | None = None,
+    cert: str = DEMO_CERT,
+    faults: FaultPlan | None = None,
 ) -> RunningSimulator:
-    """Serve ``district`` on a free loopback port: ``<base_url>/api/v5/...``."""
-    return RunningSimulator(district, cert, faults or FaultPlan())
+    """Serve ``district`` on a free loopback port: ``<base_url>/api/v5/...``.
+
+    ``district`` is the default (current) database year; ``past_years`` (start year → district, e.g. from
+    ``build.build_past_sim_districts``) are the other years held, answered for ``DatabaseYear=<year>``.
+    """
+    return RunningSimulator(district, cert, faults or FaultPlan(), past_years)

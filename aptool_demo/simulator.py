@@ -11,6 +11,9 @@ This module is the one import for the demo, the tests and the benchmarks::
     with start_simulator(build_sim_district(build_district(2025))) as sim:
         ...  # sim.base_url, sim.cert, sim.faults, sim.district, sim.requests
 
+Past school years are databases of their own (``DatabaseYear``): ``start_simulator(current, past_years=
+build_past_sim_districts(district, [2023, 2024]))`` answers ``DatabaseYear=2024`` from 2024-25's district.
+
 The parts: ``build`` (what is served), ``sim_district`` (the data and its mutations), ``calendars``,
 ``codes``, ``records``, ``population``, ``attendance``, ``history``; ``routes`` (the API), ``server``
 (HTTP) and ``faults``.
@@ -18,7 +21,7 @@ The parts: ``build`` (what is served), ``sim_district`` (the data and its mutati
 
 from __future__ import annotations
 
-from aptool_demo.build import build_sim_district
+from aptool_demo.build import build_past_sim_districts, build_sim_district
 from aptool_demo.calendars import instructional_days
 from aptool_demo.codes import letters_for
 from aptool_demo.faults import FaultPlan
@@ -30,6 +33,7 @@ __all__ = [
     "FaultPlan",
     "RunningSimulator",
     "SimDistrict",
+    "build_past_sim_districts",
     "build_sim_district",
     "instructional_days",
     "letters_for",

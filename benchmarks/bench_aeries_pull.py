@@ -46,7 +46,6 @@ def main() -> int:
         }
         all_defs = [*definitions.ASSETS, *definitions.ASSET_CHECKS]
         quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}  # the figures, not the event log
-        instance.add_dynamic_partitions("school_year", [str(YEAR)])
         dg.materialize(all_defs, selection=[SCHOOLS_KEY], resources=resources, instance=instance, run_config=quiet)
         dg.materialize(
             all_defs,

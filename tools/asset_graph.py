@@ -45,10 +45,9 @@ def _partitions(pdef) -> str:
 
     if isinstance(pdef, dg.MultiPartitionsDefinition):
         return " × ".join(_partitions(d.partitions_def) for d in pdef.partitions_defs)
-    if isinstance(pdef, dg.DynamicPartitionsDefinition):
-        return f"{pdef.name} (dynamic)"
     if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
-        return f"daily from {pdef.start:%Y-%m-%d}"
+        cadence = "school_year (July–June)" if pdef.cron_schedule == "0 0 1 7 *" else "daily"
+        return f"{cadence} from {pdef.start:%Y-%m-%d}"
     if isinstance(pdef, dg.StaticPartitionsDefinition):
         return "subject " + "/".join(pdef.get_partition_keys())
     return type(pdef).__name__

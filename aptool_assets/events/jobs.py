@@ -19,6 +19,7 @@ import polars as pl
 
 from aptool_assets.events.apply import ApplyResult, apply_events
 from aptool_assets.events.resources import WebhookInboxResource
+from aptool_assets.partitions import known_school_years
 from aptool_assets.resources import PlatformResource
 from aptool_assets.storage.inbox import Inbox, InboxEvent, utcnow
 from aptool_assets.storage.resources import WarehouseResource
@@ -89,6 +90,7 @@ def _report(
     refreshed: dict[int, dict[str, int]],
     after: AfterApply,
     day_partitions: dg.PartitionsDefinition,
+    current_year: int,
 ) -> None:
     """Materializations of the assets whose rows changed, dependencies first (so the eager
     automation sees the metrics as newer than their inputs and leaves them be)."""
@@ -101,10 +103,10 @@ def _report(
     for key in sorted(day_keys):
         context.log_event(dg.AssetMaterialization(asset_key(ATTENDANCE_DAYS), partition=key, metadata=meta))
     if result.students_changed:
-        context.log_event(dg.AssetMaterialization(asset_key(STUDENTS), metadata=meta))
-        for year in sorted(set(result.touched.get_column("school_year").to_list())):
-            if instance.has_dynamic_partition("school_year", str(year)):
-                context.log_event(dg.AssetMaterialization(asset_key(ENROLLMENT), partition=str(year), metadata=meta))
+        # Events change the current roster (aptool.students): the current school year's partition.
+        context.log_event(dg.AssetMaterialization(asset_key(STUDENTS), partition=str(current_year), metadata=meta))
+        for year in known_school_years(result.touched.get_column("school_year").to_list()):
+            context.log_event(dg.AssetMaterialization(asset_key(ENROLLMENT), partition=str(year), metadata=meta))
     for year, counts in sorted(refreshed.items()):
         for key in after.asset_keys:
             context.log_event(dg.AssetMaterialization(key, partition=str(year), metadata={**meta, **counts}))
@@ -145,7 +147,7 @@ def build_apply_job(after: AfterApply, day_partitions: dg.PartitionsDefinition) 
                     settle_inbox(box, events, result, context.run_id, retry_for, now)
                 raise
             fates = settle_inbox(box, events, result, context.run_id, retry_for, now)
-            _report(context, result, refreshed, after, day_partitions)
+            _report(context, result, refreshed, after, day_partitions, platform.settings().school_year)
             students = result.touched.select("student_id", "school_code").unique().height
             context.log.info(
                 f"{len(events)} events: {fates}; {students} student records touched; "

@@ -9,7 +9,7 @@ from aptool_assets.metadata import column_schema, counts_table, id_preview, tabl
 from aptool_assets.metrics.compute import attendance_summary
 from aptool_assets.metrics.compute import ranking as compute_ranking
 from aptool_assets.metrics.plots import png_markdown, tier_distribution_png
-from aptool_assets.partitions import school_year_partitions
+from aptool_assets.partitions import EACH_DAY_TO_ITS_YEAR, YEAR_OF_A_FILE, school_years
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import student_academic_risk as compute_academic_risk
 from aptool_assets.rules.ranking import PriorityWeights
@@ -25,7 +25,6 @@ from aptool_assets.sources.iready.assets import DIAGNOSTIC_RESULTS_KEY, roster_i
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableSpec, TableWrite
 from aptool_assets.tables import asset_key
-from aptool_assets.tables.aeries import STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.tables.metrics import (
     CHRONIC_ABSENCE_PROJECTION,
@@ -34,6 +33,7 @@ from aptool_assets.tables.metrics import (
     STUDENT_ATTENDANCE_SUMMARY,
     STUDENT_INTERVENTION_RANKING,
 )
+from aptool_assets.tables.rosters import roster_of_year
 from aptool_assets.vocabulary import clip_to_school_year
 
 GROUP = "metrics"
@@ -41,9 +41,17 @@ ACADEMIC_RISK_KEY = dg.AssetKey(["aptool", STUDENT_ACADEMIC_RISK.name])
 STUDENT_ATTENDANCE_SUMMARY_KEY = dg.AssetKey(["aptool", STUDENT_ATTENDANCE_SUMMARY.name])
 INTERVENTION_RANKING_KEY = dg.AssetKey(["aptool", STUDENT_INTERVENTION_RANKING.name])
 
-# Eager, but without waiting for every upstream partition: the summary depends on *all* daily
-# attendance partitions, most of which are never pulled (days before the district's first year).
-AFTER_ANY_UPDATE = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
+AFTER_ANY_UPDATE = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.in_latest_time_window()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("after an update of the year's inputs")
+"""Recompute a school year when one of *its* inputs updated, never next school year's (the latest partition,
+which exists so a district can prepare it in June, but has no attendance to compute from). Dagster's
+``eager()`` differs in three ways: it waits for every input partition (most days of a year carry no pull:
+weekends, holidays), recomputes only the latest year (a backfilled past year must be computed too), and
+materializes every missing year (on a first deployment that is every year since 2020, most without data)."""
 
 
 def metric_asset(
@@ -58,7 +66,7 @@ def metric_asset(
     return dg.asset(
         key=asset_key(table),
         group_name=GROUP,
-        partitions_def=school_year_partitions,
+        partitions_def=school_years,
         deps=list(deps),
         kinds={"polars", "duckdb", "postgres"},
         owners=["team:district-data"],
@@ -71,10 +79,7 @@ def metric_asset(
 @metric_asset(
     STUDENT_ACADEMIC_RISK,
     deps=[
-        dg.AssetDep(
-            DIAGNOSTIC_RESULTS_KEY,
-            partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="school_year"),
-        ),
+        dg.AssetDep(DIAGNOSTIC_RESULTS_KEY, partition_mapping=YEAR_OF_A_FILE),
         STUDENTS_KEY,
     ],
     automation_condition=AFTER_ANY_UPDATE,
@@ -91,7 +96,7 @@ def student_academic_risk(
 ) -> dg.MaterializeResult:
     school_year = int(context.partition_key)
     wh = warehouse.get()
-    students = roster_ids(wh)
+    students = roster_ids(wh, school_year)
     # Mapped again against today's roster: a student enrolled since the file was loaded is matched now.
     diagnostics = map_vendor_ids(
         wh.read_table(DIAGNOSTIC_RESULTS, where={"academic_year": school_year}), students, platform.iready_id_field
@@ -122,8 +127,7 @@ def student_academic_risk(
         CALENDAR_KEY,
         ENROLLMENT_KEY,
         ABSENCE_CODES_KEY,
-        # A school year spans many daily partitions; the asset reads the year's window itself.
-        dg.AssetDep(ATTENDANCE_DAYS_KEY, partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(ATTENDANCE_DAYS_KEY, partition_mapping=EACH_DAY_TO_ITS_YEAR),
         # Grades for the by-grade breakdown in the metadata only (the table does not use them).
         STUDENTS_KEY,
     ],
@@ -148,7 +152,7 @@ def student_attendance_summary(
     context.log.info(
         f"attendance summary {school_year} as of {as_of}: {summary.height} rows, {chronic} chronically absent"
     )
-    grades = wh.read_table(STUDENTS, columns=["student_id", "school_code", "grade"])
+    grades = roster_of_year(wh, school_year, ["student_id", "school_code", "grade"])
     return dg.MaterializeResult(
         metadata=table_metadata(STUDENT_ATTENDANCE_SUMMARY, summary.height, summary_metadata(summary, grades, as_of))
     )

@@ -16,14 +16,16 @@ import polars as pl
 from aptool_assets.metadata import table_metadata
 from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY, metric_asset
 from aptool_assets.metrics.plots import group_rates_png, png_markdown
+from aptool_assets.partitions import THIS_YEAR_AND_THE_PREVIOUS
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.indicator import cde_layout, chronic_absenteeism_indicator
 from aptool_assets.rules.student_groups import student_groups
 from aptool_assets.storage.resources import WarehouseResource
 from aptool_assets.storage.warehouse import TableWrite, Warehouse
 from aptool_assets.tables import asset_key
-from aptool_assets.tables.aeries import ENROLLMENT, STUDENT_DEMOGRAPHICS, STUDENT_PROGRAMS, STUDENTS
+from aptool_assets.tables.aeries import ENROLLMENT, STUDENT_PROGRAMS, STUDENTS
 from aptool_assets.tables.metrics import CHRONIC_ABSENTEEISM_INDICATOR, STUDENT_ATTENDANCE_SUMMARY, STUDENT_GROUPS
+from aptool_assets.tables.rosters import demographics_of_year
 from aptool_assets.vocabulary import RACE_ETHNICITY_GROUPS, clip_to_school_year, school_year_bounds
 
 STUDENT_GROUPS_KEY = asset_key(STUDENT_GROUPS)
@@ -35,7 +37,7 @@ SUPPRESSED = "*"
 def groups_of_year(wh: Warehouse, school_year: int, as_of: dt.date, foster_program_code: str) -> pl.DataFrame:
     """The year's student groups from the roster's demographics and the year's program records."""
     return student_groups(
-        wh.read_table(STUDENT_DEMOGRAPHICS),
+        demographics_of_year(wh, school_year),
         wh.read_table(STUDENT_PROGRAMS, where={"school_year": school_year}),
         school_year=school_year,
         as_of_date=as_of,
@@ -92,7 +94,12 @@ def student_groups_asset(
 
 @metric_asset(
     CHRONIC_ABSENTEEISM_INDICATOR,
-    deps=[STUDENT_ATTENDANCE_SUMMARY_KEY, STUDENT_GROUPS_KEY, asset_key(ENROLLMENT)],
+    deps=[
+        # The change from the prior year reads that year's summary too.
+        dg.AssetDep(STUDENT_ATTENDANCE_SUMMARY_KEY, partition_mapping=THIS_YEAR_AND_THE_PREVIOUS),
+        STUDENT_GROUPS_KEY,
+        asset_key(ENROLLMENT),
+    ],
     automation_condition=AFTER_ANY_UPDATE.ignore(dg.AssetSelection.assets(asset_key(ENROLLMENT))),
     description=(
         "aptool.chronic_absenteeism_indicator (contract §4.5): a preview of the California School Dashboard's "

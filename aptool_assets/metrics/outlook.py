@@ -16,6 +16,7 @@ from aptool_assets.metadata import counts_table, table_metadata
 from aptool_assets.metrics.assets import AFTER_ANY_UPDATE, STUDENT_ATTENDANCE_SUMMARY_KEY, metric_asset
 from aptool_assets.metrics.compute import summary_inputs
 from aptool_assets.metrics.plots import growth_status_png, png_markdown, projected_chronic_png
+from aptool_assets.partitions import EACH_DAY_TO_ITS_YEAR, YEAR_OF_A_FILE
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.attendance import categorize_attendance
 from aptool_assets.rules.growth import iready_growth
@@ -28,6 +29,7 @@ from aptool_assets.tables import asset_key
 from aptool_assets.tables.aeries import ATTENDANCE_DAYS, ENROLLMENT, SCHOOL_CALENDAR, STUDENTS
 from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS
 from aptool_assets.tables.metrics import CHRONIC_ABSENCE_PROJECTION, IREADY_GROWTH, STUDENT_ATTENDANCE_SUMMARY
+from aptool_assets.tables.rosters import roster_of_year
 from aptool_assets.vocabulary import clip_to_school_year
 
 IREADY_GROWTH_KEY = asset_key(IREADY_GROWTH)
@@ -38,12 +40,12 @@ def growth_of_year(wh: Warehouse, school_year: int, id_field: str) -> tuple[pl.D
     """(growth, diagnostics): the year's growth per student and subject, from the diagnostics mapped to
     today's roster (the mapped diagnostics are returned for the vendor comparison)."""
     diagnostics = map_vendor_ids(
-        wh.read_table(DIAGNOSTIC_RESULTS, where={"academic_year": school_year}), roster_ids(wh), id_field
+        wh.read_table(DIAGNOSTIC_RESULTS, where={"academic_year": school_year}), roster_ids(wh, school_year), id_field
     )
     growth = iready_growth(
         diagnostics,
         wh.read_table(SCHOOL_CALENDAR, where={"school_year": school_year}),
-        wh.read_table(STUDENTS, columns=["student_id", "school_code", "school_enter_date"]),
+        roster_of_year(wh, school_year, ["student_id", "school_code", "school_enter_date"]),
         school_year=school_year,
     )
     return growth, diagnostics
@@ -64,10 +66,7 @@ def projection_of_year(wh: Warehouse, school_year: int, as_of: dt.date) -> pl.Da
 @metric_asset(
     IREADY_GROWTH,
     deps=[
-        dg.AssetDep(
-            DIAGNOSTIC_RESULTS_KEY,
-            partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="school_year"),
-        ),
+        dg.AssetDep(DIAGNOSTIC_RESULTS_KEY, partition_mapping=YEAR_OF_A_FILE),
         asset_key(STUDENTS),
         asset_key(SCHOOL_CALENDAR),
     ],
@@ -87,7 +86,7 @@ def iready_growth_asset(
     wh.write(TableWrite(IREADY_GROWTH, growth, {"school_year": school_year}))
     statuses = dict(growth.group_by("growth_status").len().iter_rows())
     context.log.info(f"i-Ready growth {school_year}: {growth.height} rows, {statuses}")
-    grades = wh.read_table(STUDENTS, columns=["student_id", "school_code", "grade"])
+    grades = roster_of_year(wh, school_year, ["student_id", "school_code", "grade"])
     return dg.MaterializeResult(
         metadata=table_metadata(
             IREADY_GROWTH,
@@ -104,8 +103,7 @@ def iready_growth_asset(
     CHRONIC_ABSENCE_PROJECTION,
     deps=[
         STUDENT_ATTENDANCE_SUMMARY_KEY,
-        # A school year spans many daily partitions; the asset reads the year's window itself.
-        dg.AssetDep(asset_key(ATTENDANCE_DAYS), partition_mapping=dg.AllPartitionMapping()),
+        dg.AssetDep(asset_key(ATTENDANCE_DAYS), partition_mapping=EACH_DAY_TO_ITS_YEAR),
         asset_key(SCHOOL_CALENDAR),
         asset_key(ENROLLMENT),
     ],

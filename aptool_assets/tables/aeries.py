@@ -113,6 +113,22 @@ STUDENT_DEMOGRAPHICS = TableSpec(
     "(contract §4.5).",
 )
 
+PAST_YEAR_ROSTER_COLUMNS: tuple[str, ...] = tuple(c for c in STUDENTS.columns if c not in ("first_name", "last_name"))
+"""What a past year's roster keeps of ``aptool.students``: identifiers, grade, dates and status, no names."""
+
+PAST_YEAR_STUDENTS = TableSpec(
+    name="past_year_students",
+    columns={
+        "school_year": pl.Int32,
+        **{c: STUDENTS.columns[c] for c in PAST_YEAR_ROSTER_COLUMNS},
+        **dict.fromkeys(DEMOGRAPHIC_CODE_COLUMNS, pl.Utf8),
+    },
+    key=("school_year", "student_id", "school_code"),
+    description="Internal (not a contract table): the roster of each past school year a backfill loaded, pulled "
+    "with that year's DatabaseYear, with its demographic codes and without names. aptool.students and "
+    "aptool.student_demographics stay the current year's: a past year's metrics read its own roster from here.",
+)
+
 STUDENT_PROGRAMS = TableSpec(
     name="student_programs",
     columns={
@@ -163,6 +179,8 @@ ATTENDANCE_DAYS = TableSpec(
         "source_updated_at": UTC_TS,
     },
     key=("student_id", "school_code", "calendar_date"),
+    # Every pull, summary and projection reads a window of dates: with years of history, not the whole table.
+    lookups=(("calendar_date",),),
     description="One row per student-day carrying a code (negative attendance), contract §3.",
     sql_types={"period_codes": "JSON"},
 )

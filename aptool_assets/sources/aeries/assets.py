@@ -15,9 +15,10 @@ import dagster as dg
 import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
-from aptool_assets.partitions import school_year_partitions
+from aptool_assets.partitions import EACH_DAY_TO_ITS_YEAR, school_years
 from aptool_assets.resilience.errors import NotFoundError
 from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
+from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.attendance import DISTRICT_SCHOOL_CODE
 from aptool_assets.rules.attendance_cells import attendance_day_rows, overlay_newer_cells
 from aptool_assets.sources.aeries import frames
@@ -32,6 +33,7 @@ from aptool_assets.tables.aeries import (
     ATTENDANCE_DAYS_LOCK,
     ATTENDANCE_HISTORY_SUMMARY,
     ENROLLMENT,
+    PAST_YEAR_STUDENTS,
     SCHOOL_CALENDAR,
     SCHOOLS,
     STUDENT_DEMOGRAPHICS,
@@ -39,6 +41,7 @@ from aptool_assets.tables.aeries import (
     STUDENTS,
 )
 from aptool_assets.tables.events import ATTENDANCE_EVENT_CELLS, ATTENDANCE_PULLS
+from aptool_assets.tables.rosters import roster_of_year
 from aptool_assets.vocabulary import school_year_bounds, school_year_of
 
 GROUP = "aeries"
@@ -151,14 +154,33 @@ class StudentsConfig(dg.Config):
     "per school with paging. The change-feed sensor re-pulls only schools with changed students and "
     "merges just those rows (a newer source_updated_at always wins). The same pull writes the records' "
     "demographic codes to aptool.student_demographics (internal, for the student groups), in the same "
-    "transaction.",
+    "transaction. Partitioned by school year: the current year's partition (APTOOL_SCHOOL_YEAR, else today's) "
+    "is aptool.students; a past year's, pulled with its DatabaseYear by a backfill, goes to "
+    "aptool.past_year_students (no names) and leaves the current roster alone.",
+    partitions_def=school_years,
 )
 def students(
     context: dg.AssetExecutionContext,
     config: StudentsConfig,
     aeries: AeriesResource,
     warehouse: WarehouseResource,
+    platform: PlatformResource,
 ):
+    year = int(context.partition_key)
+    current = platform.settings().school_year
+    if year > current:
+        raise dg.Failure(
+            description=f"school year {year} has not begun: the current one is {current} (APTOOL_SCHOOL_YEAR, else "
+            "today's); set APTOOL_SCHOOL_YEAR when the district switches",
+            allow_retries=False,
+        )
+    if year < current:
+        if config.changed:
+            raise dg.Failure(
+                description=f"changed-student merges apply to the current school year ({current}), not {year}",
+                allow_retries=False,
+            )
+        return past_year_roster(context, aeries, warehouse.get(), year)
     wh = warehouse.get()
     changed = {(int(sc), int(sid)) for sc, sid in config.changed}
     codes = sorted({sc for sc, _ in changed}) if changed else real_school_codes(wh)
@@ -166,7 +188,7 @@ def students(
     # than that (applied during the pull or after it) wins over it.
     pulled_at = _now()
     df, meta = pull_per_school(
-        aeries, codes, lambda c, sc: frames.roster_frame(c.students(sc)), frames.roster_frame([])
+        aeries, codes, lambda c, sc: frames.roster_frame(c.students(sc)), frames.roster_frame([]), year
     )
     df = df.with_columns(pl.lit(pulled_at).alias("source_updated_at"))
     if changed:
@@ -196,6 +218,34 @@ def students(
                 "student_id_preview": dg.MetadataValue.json(id_preview(df)),
                 **meta,
             },
+        )
+    )
+
+
+def past_year_roster(
+    context: dg.AssetExecutionContext, aeries: AeriesResource, wh: Warehouse, year: int
+) -> dg.MaterializeResult:
+    """A past school year's roster, pulled with its DatabaseYear into ``aptool.past_year_students`` (the
+    year's slice replaced): what that year's metrics read, while ``aptool.students`` stays the current year's."""
+    codes = real_school_codes(wh)
+    df, meta = pull_per_school(
+        aeries, codes, lambda c, sc: frames.roster_frame(c.students(sc)), frames.roster_frame([]), year
+    )
+    rows = df.with_columns(pl.lit(year, pl.Int32).alias("school_year"), pl.lit(_now()).alias("source_updated_at"))
+    rows = rows.unique(subset=list(PAST_YEAR_STUDENTS.key), keep="last", maintain_order=True)
+    wh.write(
+        TableWrite(PAST_YEAR_STUDENTS, rows.select(list(PAST_YEAR_STUDENTS.columns)), {"school_year": year}),
+        sync_state("aeries", f"{PAST_YEAR_STUDENTS.name}/{year}", detail=f"{rows.height} records"),
+    )
+    context.log.info(
+        f"school year {year} is past: {rows.height} student records from {len(codes)} school(s) kept in "
+        f"aptool.{PAST_YEAR_STUDENTS.name} (aptool.students, the current year's roster, is unchanged)"
+    )
+    return dg.MaterializeResult(
+        metadata=table_metadata(
+            PAST_YEAR_STUDENTS,
+            rows.height,
+            {"mode": "past year", "student_id_preview": dg.MetadataValue.json(id_preview(rows)), **meta},
         )
     )
 
@@ -351,7 +401,7 @@ def build_attendance_days(day_partitions: dg.PartitionsDefinition) -> dg.AssetsD
         "categorised by the school's absence-code definitions. Partitioned by date so any window can be "
         "re-pulled; a backfill of a whole year runs as one run, one request per school and month. The pull "
         "is the source of truth for the days it covers (it replaces webhook-sourced rows of those days).",
-        deps=[SCHOOLS_KEY, dg.AssetDep(ABSENCE_CODES_KEY, partition_mapping=dg.AllPartitionMapping())],
+        deps=[SCHOOLS_KEY, dg.AssetDep(ABSENCE_CODES_KEY, partition_mapping=EACH_DAY_TO_ITS_YEAR)],
         partitions_def=day_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
     )(attendance_days)
@@ -393,7 +443,7 @@ def build_school_pull(spec: SchoolPull) -> dg.AssetsDefinition:
         return dg.MaterializeResult(metadata=table_metadata(spec.table, df.height, {**spec.metadata(df), **meta}))
 
     pull.__name__ = spec.table.name
-    partitions = school_year_partitions if spec.year_column else None
+    partitions = school_years if spec.year_column else None
     return aeries_asset(spec.table, description=spec.description, partitions_def=partitions)(pull)
 
 
@@ -574,7 +624,7 @@ def programs_of_year(df: pl.DataFrame, school_year: int, pulled_at: dt.datetime)
     "roster (metadata per_student_fallback_schools). The change-feed sensor re-pulls only the schools with "
     "program changes.",
     deps=[SCHOOLS_KEY, STUDENTS_KEY],
-    partitions_def=school_year_partitions,
+    partitions_def=school_years,
 )
 def student_programs(
     context: dg.AssetExecutionContext,
@@ -587,7 +637,7 @@ def student_programs(
     real = real_school_codes(wh)
     wanted = set(config.schools)
     codes = [sc for sc in real if sc in wanted] if wanted else real
-    roster = wh.read_table(STUDENTS, columns=["student_id", "school_code"])
+    roster = roster_of_year(wh, year, ["student_id", "school_code"])
     pulled_at = _now()
     raw, meta, refused = pull_programs(aeries, codes, roster, year)
     for sc, reason in refused.items():

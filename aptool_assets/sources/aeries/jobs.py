@@ -18,7 +18,7 @@ TAGS = {"aptool/source": "aeries"}
 aeries_reference_job = dg.define_asset_job(
     name="aeries_reference_sync",
     selection=dg.AssetSelection.assets(SCHOOLS_KEY, STUDENTS_KEY),
-    description="Schools and the full student roster.",
+    description="Schools and the full student roster of a school year (the current year's is aptool.students).",
     tags=TAGS,
 )
 aeries_student_changes_job = dg.define_asset_job(

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import dagster as dg
 import polars as pl
 
-from aptool_assets.partitions import ATTENDANCE_START, school_year_requests
+from aptool_assets.partitions import ATTENDANCE_START
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.jobs import aeries_attendance_job, aeries_reference_job, aeries_year_job
 from aptool_assets.storage.resources import WarehouseResource
@@ -91,10 +91,13 @@ def _aeries_nightly_reference(timezone: str) -> dg.ScheduleDefinition:
         cron_schedule="0 3 * * *",
         execution_timezone=timezone,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Nightly 03:00: schools and the full student roster.",
+        description="Nightly 03:00: schools and the full student roster of the current school year.",
     )
-    def aeries_nightly_reference(context: dg.ScheduleEvaluationContext):
-        return dg.RunRequest(run_key=f"aeries-reference-{context.scheduled_execution_time:%Y%m%d}")
+    def aeries_nightly_reference(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
+        year = platform.settings().school_year
+        return dg.RunRequest(
+            run_key=f"aeries-reference-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year)
+        )
 
     return aeries_nightly_reference
 
@@ -129,8 +132,6 @@ def _aeries_nightly_year_sync(timezone: str) -> dg.ScheduleDefinition:
     )
     def aeries_nightly_year_sync(context: dg.ScheduleEvaluationContext, platform: PlatformResource):
         year = platform.settings().school_year
-        for req in school_year_requests(context.instance, [year]):
-            context.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
         return dg.RunRequest(
             run_key=f"aeries-year-{year}-{context.scheduled_execution_time:%Y%m%d}", partition_key=str(year)
         )

@@ -16,7 +16,6 @@ import json
 
 import dagster as dg
 
-from aptool_assets.partitions import school_year_requests
 from aptool_assets.resilience.breaker import BreakerOpen
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.aeries.client import AeriesResource
@@ -84,6 +83,7 @@ def aeries_student_changes_sensor(
             dg.RunRequest(
                 run_key=f"aeries-changes-{digest}",
                 job_name=aeries_student_changes_job.name,
+                partition_key=str(year),
                 run_config={"ops": {"aptool__students": {"config": {"changed": [list(c) for c in changes]}}}},
                 tags=tags,
             )
@@ -108,12 +108,7 @@ def aeries_student_changes_sensor(
                 tags={"aptool/trigger": "program_data_changes", "aptool/changed_records": str(len(program_changes))},
             )
         )
-    partitioned = any(r.partition_key is not None for r in requests)
-    return dg.SensorResult(
-        run_requests=requests,
-        dynamic_partitions_requests=school_year_requests(context.instance, [year]) if partitioned else [],
-        cursor=new_cursor,
-    )
+    return dg.SensorResult(run_requests=requests, cursor=new_cursor)
 
 
 def _pairs(rows) -> list[tuple[int, int]]:

@@ -11,7 +11,7 @@ import dagster as dg
 import polars as pl
 
 from aptool_assets.metadata import column_schema, counts_table, id_preview, table_metadata
-from aptool_assets.partitions import school_year_subject_partitions, split_year_subject_key
+from aptool_assets.partitions import YEAR_OF_A_FILE, school_year_subject_partitions, split_year_subject_key
 from aptool_assets.resilience.failures import STEP_RETRY_POLICY, retry_as_fits
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import AssessmentWindows
@@ -33,6 +33,7 @@ from aptool_assets.tables.iready import (
     QUARANTINED_FILES,
     REJECTED_ROWS,
 )
+from aptool_assets.tables.rosters import roster_of_year
 
 GROUP = "iready"
 RAW_FILES_KEY = dg.AssetKey(["iready", "raw_diagnostic_files"])
@@ -41,9 +42,10 @@ FILE_ACCEPTED_CHECK = "file_accepted"
 STUDENTS_KEY = asset_key(STUDENTS)
 
 
-def roster_ids(warehouse) -> pl.DataFrame:
-    """Every student record's identifiers and its school's name: what a vendor Student ID is mapped through."""
-    students = warehouse.read_table(STUDENTS, columns=[*ID_FIELDS, "school_code"])
+def roster_ids(warehouse, school_year: int) -> pl.DataFrame:
+    """Every student record's identifiers and its school's name in ``school_year`` (the year's own roster when a
+    backfill kept one, else the current roster): what a vendor Student ID is mapped through."""
+    students = roster_of_year(warehouse, school_year, [*ID_FIELDS, "school_code"])
     names = warehouse.read_table(SCHOOLS, columns=["school_code", "name"]).rename({"name": "school_name"})
     return students.join(names, on="school_code", how="left").drop("school_code")
 
@@ -241,7 +243,7 @@ def _parse_landed_files(
     key=DIAGNOSTIC_RESULTS_KEY,
     group_name=GROUP,
     partitions_def=school_year_subject_partitions,
-    deps=[RAW_FILES_KEY, STUDENTS_KEY],
+    deps=[RAW_FILES_KEY, dg.AssetDep(STUDENTS_KEY, partition_mapping=YEAR_OF_A_FILE)],
     kinds={"polars", "pandera", "duckdb", "postgres"},
     owners=OWNERS,
     description=(
@@ -273,7 +275,7 @@ def iready_diagnostic_results(
     loaded_at = dt.datetime.now(dt.UTC)
     parsed = _parse_landed_files(context, files, school_year, subject, platform.settings().windows, loaded_at)
     id_field = platform.iready_id_field
-    result_df = map_vendor_ids(parsed.results, roster_ids(wh), id_field)
+    result_df = map_vendor_ids(parsed.results, roster_ids(wh, school_year), id_field)
     matched = int(result_df.get_column("student_id").is_not_null().sum())
     context.log.info(f"{matched} of {result_df.height} rows matched an Aeries student by {id_field}")
     problems_df = parsed.cell_problems.with_columns(

@@ -162,7 +162,7 @@ def iready_students_matched(
     advice = ""
     shares: dict[str, float] = {}
     if share < MATCHED_WARN_BELOW:
-        shares = match_shares(rows, roster_ids(wh))
+        shares = match_shares(rows, roster_ids(wh, where.get("academic_year", platform.settings().school_year)))
         best = max(shares, key=lambda f: shares[f])
         if best != field and shares[best] > share:
             advice = f"; APTOOL_IREADY_ID_FIELD={best} would match {shares[best]:.1%}"

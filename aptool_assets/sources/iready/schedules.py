@@ -13,7 +13,6 @@ from collections import defaultdict
 import dagster as dg
 import polars as pl
 
-from aptool_assets.partitions import school_year_requests
 from aptool_assets.resources import PlatformResource
 from aptool_assets.rules.academic import DEFAULT_WINDOWS, AssessmentWindows
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
@@ -58,10 +57,7 @@ def unprocessed_files(files: list[DiagnosticFile], landed: pl.DataFrame, loaded:
 def _start_runs(context: dg.ScheduleEvaluationContext, by_partition, reason: str):
     if not by_partition:
         return dg.SkipReason(f"{reason}: nothing to load")
-    # Schedules cannot return partition additions, so add the school years directly.
-    for req in school_year_requests(context.instance, (y for y, _ in by_partition)):
-        context.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-    requests = partition_run_requests(by_partition, reason)
+    requests = partition_run_requests(by_partition, reason, context.log)
     tick = context.scheduled_execution_time.strftime("%Y%m%d%H%M") if context.scheduled_execution_time else "manual"
     return [dg.RunRequest(run_key=f"{r.run_key}-{tick}", partition_key=r.partition_key, tags=r.tags) for r in requests]
 

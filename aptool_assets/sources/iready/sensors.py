@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from aptool_assets.partitions import school_year_requests, year_subject_key
+from aptool_assets.partitions import FIRST_SCHOOL_YEAR, known_school_years, year_subject_key
 from aptool_assets.resilience.breaker import BreakerOpen
 from aptool_assets.resources import PlatformResource
 from aptool_assets.sources.iready.files import DiagnosticFile, diagnostic_files
@@ -32,8 +32,17 @@ def run_key_for(school_year: int, subject: str, files: Iterable[DiagnosticFile])
 
 
 def partition_run_requests(
-    by_partition: dict[tuple[int, str], list[DiagnosticFile]], reason: str
+    by_partition: dict[tuple[int, str], list[DiagnosticFile]], reason: str, log=None
 ) -> list[dg.RunRequest]:
+    """One run per (school year, subject); files of a year without a partition (before FIRST_SCHOOL_YEAR, or
+    after next school year) are left on the server with a warning."""
+    years = set(known_school_years(y for y, _ in by_partition))
+    outside = sorted({y for y, _ in by_partition} - years)
+    if outside and log is not None:
+        log.warning(
+            f"i-Ready files of school year(s) {outside} not loaded: school-year partitions run from "
+            f"{FIRST_SCHOOL_YEAR} through the next school year"
+        )
     return [
         dg.RunRequest(
             run_key=run_key_for(year, subject, files),
@@ -41,6 +50,7 @@ def partition_run_requests(
             tags={"aptool/trigger": reason, "aptool/files": str(len(files))},
         )
         for (year, subject), files in sorted(by_partition.items())
+        if year in years
     ]
 
 
@@ -101,7 +111,6 @@ def iready_sftp_sensor(
             cursor=new_cursor,
         )
     return dg.SensorResult(
-        run_requests=partition_run_requests(ready, "sftp_sensor"),
-        dynamic_partitions_requests=school_year_requests(context.instance, (y for y, _ in ready)),
+        run_requests=partition_run_requests(ready, "sftp_sensor", context.log),
         cursor=new_cursor,
     )

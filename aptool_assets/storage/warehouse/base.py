@@ -65,14 +65,15 @@ class TableSpec:
     key: tuple[str, ...]
     description: str = ""
     sql_types: Mapping[str, str] = field(default_factory=dict)  # overrides, e.g. JSON columns
+    lookups: tuple[tuple[str, ...], ...] = ()  # columns the platform reads slices by, outside the key's order
 
     def __post_init__(self) -> None:
         _check_ident(self.name)
         for col in self.columns:
             _check_ident(col)
-        missing = [k for k in self.key if k not in self.columns]
+        missing = [k for k in (*self.key, *(c for lookup in self.lookups for c in lookup)) if k not in self.columns]
         if missing:
-            raise ValueError(f"{self.name}: key columns {missing} are not columns")
+            raise ValueError(f"{self.name}: key or lookup columns {missing} are not columns")
 
     @property
     def qualified(self) -> str:
@@ -250,7 +251,7 @@ class Warehouse(ABC):
         return w.table.conform(w.df)
 
     def key_index_sql(self, table: TableSpec) -> list[str]:
-        """Statements that index the table's key (none where the backend does not need one)."""
+        """Statements that index the table's key and its lookups (none where the backend does not need one)."""
         return []
 
     def ensure_on(self, con: Any, table: TableSpec) -> None:

@@ -5,12 +5,12 @@ A whole-table replace takes one of two ways in (docs/deployment.md, "What publis
 - **swap** — the new version is built beside the table (``<table>__next``, loaded in parallel, key index
   built afterwards) and swapped in by DROP + RENAME at commit. Fastest for a full rewrite, but the new
   table is a new object: only a table that carries nothing except what the platform made may take it.
-  :func:`attachments` is that test, an allow-list: the spec's columns, the key index ``<table>_key``
-  exactly as the platform builds it, and table-level grants made by the owner (which :func:`swap_in`
-  re-applies exactly, PUBLIC included). Anything else — row-level security, policies, triggers, rules
-  and views, other indexes and constraints, foreign keys either way, comments, column grants,
-  publication membership (also FOR ALL TABLES / TABLES IN SCHEMA), storage options, another owner —
-  sends the table the other way.
+  :func:`attachments` is that test, an allow-list: the spec's columns, the key index ``<table>_key`` and
+  the lookup indexes ``<table>_by_<columns>`` exactly as the platform builds them, and table-level grants
+  made by the owner (which :func:`swap_in` re-applies exactly, PUBLIC included). Anything else —
+  row-level security, policies, triggers, rules and views, other indexes and constraints, foreign keys
+  either way, comments, column grants, publication membership (also FOR ALL TABLES / TABLES IN SCHEMA),
+  storage options, another owner — sends the table the other way.
 - **in place** — :func:`replace_in_place` changes only the rows that differ, inside the publishing
   transaction: rows whose key vanished are deleted, rows whose values changed are updated, new keys are
   inserted. The table keeps its OID and everything attached to it; triggers and publications see the
@@ -71,6 +71,7 @@ UNION ALL SELECT pg_describe_object(d.classid, d.objid, d.objsubid)
     AND NOT (d.classid = 'pg_class'::regclass AND d.objid = t.reltoastrelid)
     AND NOT (d.classid = 'pg_class'::regclass AND d.objid = to_regclass(%(key_index)s)
              AND pg_get_indexdef(d.objid) = %(key_def)s)
+    AND NOT (d.classid = 'pg_class'::regclass AND pg_get_indexdef(d.objid) = ANY(%(lookup_defs)s))
 """
 
 _SCHEMA_PUBLICATIONS_SQL = """
@@ -120,6 +121,19 @@ def key_index_def(table: TableSpec, index: str | None = None, on: str | None = N
     )
 
 
+def lookup_index_name(table: TableSpec, columns: tuple[str, ...], prefix: str | None = None) -> str:
+    return f"{prefix or table.name}_by_{'_'.join(columns)}"
+
+
+def lookup_index_defs(table: TableSpec, prefix: str | None = None, on: str | None = None) -> list[str]:
+    """The indexes of ``table.lookups`` exactly as ``pg_get_indexdef`` prints those the platform builds."""
+    on = on or table.qualified
+    return [
+        f"CREATE INDEX {lookup_index_name(table, cols, prefix)} ON {on} USING btree ({', '.join(cols)})"
+        for cols in table.lookups
+    ]
+
+
 def attachments(con: psycopg.Connection, table: TableSpec) -> list[str]:
     """What the DBA attached to ``table`` (empty: nothing, the table may be swapped)."""
     schema_publications = _SCHEMA_PUBLICATIONS_SQL if con.info.server_version >= 150000 else ""
@@ -130,6 +144,7 @@ def attachments(con: psycopg.Connection, table: TableSpec) -> list[str]:
             "columns": list(table.columns),
             "key_index": f"{SCHEMA}.{table.name}_key",
             "key_def": key_index_def(table) if table.key else None,
+            "lookup_defs": lookup_index_defs(table),
         },
     ).fetchall()
     return sorted({r[0] for r in rows})
@@ -172,6 +187,9 @@ def swap_in(con: psycopg.Connection, table: TableSpec, shadow: str) -> list[str]
     con.execute(f"ALTER TABLE {SCHEMA}.{shadow} RENAME TO {table.name}")
     if table.key:
         con.execute(f"ALTER INDEX {SCHEMA}.{shadow}_key RENAME TO {table.name}_key")
+    for cols in table.lookups:
+        index = lookup_index_name(table, cols, shadow)
+        con.execute(f"ALTER INDEX {SCHEMA}.{index} RENAME TO {lookup_index_name(table, cols)}")
     for grant in grants:
         con.execute(grant.statement(sql.Identifier(SCHEMA, table.name)))
     return []

@@ -32,6 +32,7 @@ from aptool_assets.storage.warehouse.base import ROW_ERRORS, SCHEMA, TableSpec, 
 from aptool_assets.storage.warehouse.pg_replace import (
     attachments,
     lock_down,
+    lookup_index_defs,
     merge_statements,
     replace_in_place,
     swap_in,
@@ -159,7 +160,11 @@ class PostgresWarehouse(Warehouse):
             f"AND c.relname = '{table.name}_key' AND {key_columns} <> ARRAY[{wanted}]) "
             f"THEN DROP INDEX {SCHEMA}.{table.name}_key; END IF; END $$"
         )
-        return [drop_stale, f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({columns})"]
+        return [
+            drop_stale,
+            f"CREATE UNIQUE INDEX IF NOT EXISTS {table.name}_key ON {table.qualified} ({columns})",
+            *(d.replace("CREATE INDEX", "CREATE INDEX IF NOT EXISTS", 1) for d in lookup_index_defs(table)),
+        ]
 
     def ensure_table(self, table: TableSpec) -> None:
         def run() -> None:
@@ -235,6 +240,8 @@ class PostgresWarehouse(Warehouse):
                 con.autocommit = True
                 con.execute("SET maintenance_work_mem = '256MB'")
                 con.execute(f"CREATE UNIQUE INDEX {self._shadow(table)}_key ON {shadow} ({', '.join(table.key)})")
+                for statement in lookup_index_defs(table, prefix=self._shadow(table), on=shadow):
+                    con.execute(statement)
 
     def _replace_whole(
         self, con: psycopg.Connection, table: TableSpec, df: pl.DataFrame, kept: list[str], stage: str
