@@ -220,17 +220,23 @@ class PrivatePostgres:
         return self._run(test, "-r", str(path), "-a", "-x", str(path), check=False).returncode == 0
 
     def _make_binaries_reachable(self) -> None:
-        """As root: copy the install (bin, lib, share) next to the data when the account cannot run it in place."""
-        install = self.binaries.bindir.parent
+        """As root: when the account cannot run the binaries in place (a virtualenv under /root), copy the wheel's
+        install (bin, lib, share) and its bundled shared libraries (``<package>.libs`` beside the package, which the
+        binaries' RPATH finds relative to themselves) into the cluster's directory, keeping their layout."""
         if self._readable_by_account(self.binaries.bindir / "postgres"):
             return
-        copy = self.base / "pginstall"
+        install = self.binaries.bindir.parent
+        package, site = install.parent, install.parent.parent
+        root = self.base / "pginstall"
         for part in ("bin", "lib", "share"):
             if (install / part).is_dir():
-                shutil.copytree(install / part, copy / part, symlinks=True)
-        for path in [copy, *copy.rglob("*")]:
+                shutil.copytree(install / part, root / package.name / install.name / part, symlinks=True)
+        for libs in site.glob(f"{package.name}.libs"):
+            shutil.copytree(libs, root / libs.name, symlinks=True)
+        for path in [root, *root.rglob("*")]:
             os.lchown(path, self.account.pw_uid, self.account.pw_gid)
-        self.binaries = Binaries(copy / "bin", self.binaries.version, self.binaries.source)
+        bindir = root / package.name / install.name / "bin"
+        self.binaries = Binaries(bindir, self.binaries.version, self.binaries.source)
 
     def _initdb(self) -> None:
         initdb = self.binaries.tool("initdb")
