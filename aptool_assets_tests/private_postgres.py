@@ -360,7 +360,7 @@ def admin_url() -> str:
 
 
 def session_note() -> str | None:
-    """The one line saying a private server is in use (None when the machine's is)."""
+    """The one line saying which server the tests use: the one at the URL, or the private one started instead."""
     return _session.note
 
 
@@ -372,8 +372,16 @@ def session_error() -> str | None:
 def _resolve() -> None:
     requested = requested_url()
     try:
+        conninfo_to_dict(requested)
+    except psycopg.Error as exc:
+        _session.error = (
+            f"APTOOL_TEST_POSTGRES_URL is not a PostgreSQL connection string: {shown_error(str(exc), requested)}"
+        )
+        return
+    try:
         with psycopg.connect(requested, connect_timeout=3):
             _session.url = requested
+            _session.note = f"PostgreSQL at {shown(requested)} answers: the tests use it"
             return
     except psycopg.Error as exc:
         refused = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
