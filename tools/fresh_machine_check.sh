@@ -75,6 +75,10 @@ head="$(git -C "$repo" rev-parse HEAD)"
 say "cloning ${head:0:10} (HEAD of $repo; uncommitted changes are not part of the check) into $work/aptool"
 git clone --quiet --no-hardlinks "$repo" "$work/aptool"
 git -C "$work/aptool" checkout --quiet --detach "$head"
+# The tests read recorded vendor files from shared/fixtures beside the checkout (CI lays a copy there): link it.
+if [ -d "$repo/../shared" ]; then
+  ln -s "$(cd "$repo/../shared" && pwd)" "$work/shared"
+fi
 
 say "make test with APTOOL_TEST_POSTGRES_URL=postgresql://postgres@127.0.0.1:$port/test (nothing listens there)"
 cd "$work/aptool"
