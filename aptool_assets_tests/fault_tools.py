@@ -4,8 +4,8 @@
   out), so a test can say "exactly the old version or exactly the new one".
 - :class:`CuttingProxy`: a loopback TCP proxy in front of the real sshd that cuts connections after N
   bytes from the server.
-- :class:`PrivatePostgres`: a throw-away PostgreSQL cluster (initdb + pg_ctl) that a test may restart or
-  stop; the machine's shared PostgreSQL is never touched.
+- the throw-away PostgreSQL cluster that a test may restart or stop is
+  :class:`aptool_assets_tests.private_postgres.PrivatePostgres` (also the session's server when the machine has none).
 - :func:`tmpfs`: a real, small file system for the landing area (ENOSPC).
 - :class:`ChildRun`: a real materialization in a subprocess that announces its publish and holds the
   transaction open, so SIGKILL lands mid-publish deterministically.
@@ -14,13 +14,11 @@
 from __future__ import annotations
 
 import contextlib
-import glob
 import hashlib
 import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -235,76 +233,6 @@ def fill(directory: Path, leave_free: int) -> Path:
     with open(filler, "wb") as fh:
         fh.write(b"\0" * max(0, free - leave_free))
     return filler
-
-
-# ---------------------------------------------------------------------------------------------
-# PostgreSQL: a private cluster a test may restart
-# ---------------------------------------------------------------------------------------------
-
-
-def _pg_bin(name: str) -> str | None:
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
-    return found[-1] if found else shutil.which(name)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class PrivatePostgres:
-    """initdb + pg_ctl on a free loopback port, trust auth; as root the server runs as ``postgres``."""
-
-    def __init__(self) -> None:
-        self.initdb, self.pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        if not (self.initdb and self.pg_ctl):
-            pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-        self.base = Path(tempfile.mkdtemp(prefix="aptool-pg-"))
-        self.data, self.log = self.base / "data", self.base / "server.log"
-        self.port = _free_port()
-        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
-        self._as: list[str] = []
-        if os.geteuid() == 0:
-            import pwd
-
-            try:
-                user = pwd.getpwnam("postgres")
-            except KeyError:
-                pytest.skip("running as root and there is no `postgres` user to run a private cluster as")
-            os.chown(self.base, user.pw_uid, user.pw_gid)
-            self._as = ["runuser", "-u", "postgres", "--"]
-        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self.start()
-
-    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        done = subprocess.run([*self._as, *args], capture_output=True, text=True, timeout=120)
-        if check and done.returncode != 0:
-            raise RuntimeError(f"{' '.join(args[:2])} failed: {done.stderr.strip()}\n{self.tail()}")
-        return done
-
-    def _ctl(self, *args: str) -> None:
-        opts = f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.base} -c max_wal_size=1GB"
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-o", opts, "-w", "-t", "60", *args)
-
-    def start(self) -> None:
-        self._ctl("start")
-
-    def stop(self, mode: str = "fast") -> None:
-        self._ctl("stop", "-m", mode)
-
-    def restart(self, mode: str = "immediate") -> None:
-        self._ctl("restart", "-m", mode)
-
-    def tail(self, lines: int = 15) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def destroy(self) -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "stop", "-m", "immediate", "-w", check=False)
-        shutil.rmtree(self.base, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------------------------

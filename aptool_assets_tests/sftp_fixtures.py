@@ -23,8 +23,13 @@ from aptool_demo.sftp_server import LocalSFTPServer, find_sshd, start_local_sftp
 @pytest.fixture(scope="session")
 def sftp_server() -> Iterator[LocalSFTPServer]:
     """OpenSSH sshd on 127.0.0.1 with key auth, plus password auth when the tests run as root."""
-    if find_sshd() is None:
-        pytest.skip("OpenSSH sshd is not installed (apt-get install openssh-server); the SFTP tests need it")
+    if find_sshd() is None:  # never a skip: `make test-fast` is the run without it
+        pytest.fail(
+            "OpenSSH sshd is not installed; the SFTP tests need it. Install it with: "
+            "sudo apt-get update && sudo apt-get install -y openssh-server openssh-client "
+            "(as root, tools/bootstrap-test-machine.sh does it; `make test-fast` runs the tests that need no sshd)",
+            pytrace=False,
+        )
     base = Path(tempfile.mkdtemp(prefix="aptool-sftp-"))
     try:
         base.chmod(0o755)

@@ -34,7 +34,6 @@ from aptool_assets.tables.iready import DIAGNOSTIC_RESULTS, LANDED_FILES, REJECT
 from aptool_assets_tests.fault_tools import (
     ChildRun,
     CuttingProxy,
-    PrivatePostgres,
     assert_landing_clean,
     disable_step_retries,
     fill,
@@ -45,6 +44,7 @@ from aptool_assets_tests.fault_tools import (
     tmpfs,
 )
 from aptool_assets_tests.iready_helpers import write_file
+from aptool_assets_tests.private_postgres import PrivatePostgres
 from aptool_assets_tests.publish_atomicity_helpers import (  # noqa: F401 - publishers is a fixture
     BIG_ROWS,
     IN_FLIGHT_ROWS,

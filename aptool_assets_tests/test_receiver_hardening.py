@@ -20,7 +20,7 @@ from aptool_assets.events.app import PREVIOUS_SECRET_ENV, SECRET_ENV, create_app
 from aptool_assets.events.server import ServerLimits, is_loopback
 from aptool_assets.settings import ConfigurationError
 from aptool_assets.storage.inbox import SqliteInbox
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL, create_database, drop_database
+from aptool_assets_tests.conftest import create_database, drop_database, postgres_admin_url
 from aptool_assets_tests.test_cli import clean_env, run
 from aptool_assets_tests.webhook_helpers import (
     PATH,
@@ -263,7 +263,7 @@ def receiver_role(postgres_url):
         yield db_url, role, f"postgresql://{role}:receiver-pw@{host_db}"
     finally:
         drop_database(db_url)
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+        with psycopg.connect(postgres_admin_url(), autocommit=True) as con:
             con.execute(f"DROP ROLE IF EXISTS {role}")
 
 

@@ -20,11 +20,12 @@ import dagster as dg
 import psycopg
 import pytest
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 
 from aptool_assets.alerts.reports import failure_alert
 from aptool_assets.alerts.slack import AlertResource
 from aptool_assets.storage.inbox import open_inbox
-from aptool_assets_tests.conftest import POSTGRES_ADMIN_URL
+from aptool_assets_tests.conftest import postgres_admin_url
 from aptool_assets_tests.iready_helpers import write_file
 from aptool_assets_tests.test_cli import APTOOL, aeries_env, aeries_simulator, clean_env, run  # noqa: F401 - a fixture
 from aptool_assets_tests.test_redaction import ENC, PW, alert_server, spellings  # noqa: F401 - a fixture
@@ -36,36 +37,41 @@ SECRET = "0123456789abcdef" * 3  # the webhook secret: never printed either
 @pytest.fixture(scope="module")
 def role_db() -> Iterator[tuple[str, str]]:
     """A login role whose password is ``PW`` and a throwaway database it owns; both dropped afterwards."""
-    try:
-        psycopg.connect(POSTGRES_ADMIN_URL, connect_timeout=3).close()
-    except psycopg.Error:
-        pytest.skip(f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}")
+    admin = postgres_admin_url()
     role = db = f"aptool_redact_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+    with psycopg.connect(admin, autocommit=True) as con:
         con.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(role), sql.Literal(PW)))
         con.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(role)))
     try:
         yield role, db
     finally:
-        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as con:
+        with psycopg.connect(admin, autocommit=True) as con:
             con.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(db)))
             con.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
 
 
+def server() -> tuple[str, int]:
+    """Host and port of the session's PostgreSQL (the machine's, or the private one started for the session)."""
+    params = conninfo_to_dict(postgres_admin_url())
+    return params.get("host") or "127.0.0.1", int(params.get("port") or 5432)
+
+
 def good_url(form: str, role: str, db: str) -> str:
+    host, port = server()
     return {
-        "userinfo": f"postgresql://{role}:{ENC}@127.0.0.1:5432/{db}",
-        "query": f"postgres://{role}@127.0.0.1:5432/{db}?password={ENC}",
-        "query after another": f"postgresql://127.0.0.1:5432/{db}?user={role}&password={ENC}&connect_timeout=10",
-        "keyword": f"host=127.0.0.1 port=5432 dbname={db} user={role} password='{PW}'",
+        "userinfo": f"postgresql://{role}:{ENC}@{host}:{port}/{db}",
+        "query": f"postgres://{role}@{host}:{port}/{db}?password={ENC}",
+        "query after another": f"postgresql://{host}:{port}/{db}?user={role}&password={ENC}&connect_timeout=10",
+        "keyword": f"host={host} port={port} dbname={db} user={role} password='{PW}'",
     }[form]
 
 
 def malformed_url(form: str, role: str, db: str) -> str:
+    host, port = server()
     return {
-        "raw password": f"postgresql://{role}:{PW}@127.0.0.1:5432/{db}",
-        "raw in the query": f"postgresql://{role}@127.0.0.1:5432/{db}?password={PW}",
-        "keyword, unquoted": f"host=127.0.0.1 dbname={db} user={role} password={PW}",
+        "raw password": f"postgresql://{role}:{PW}@{host}:{port}/{db}",
+        "raw in the query": f"postgresql://{role}@{host}:{port}/{db}?password={PW}",
+        "keyword, unquoted": f"host={host} port={port} dbname={db} user={role} password={PW}",
     }[form]
 
 
@@ -234,9 +240,10 @@ def test_the_receiver_names_its_inbox_without_the_password(form, role_db, tmp_pa
 
 
 def form_shown(form: str, role: str, db: str) -> str:
+    host, port = server()
     return {
-        "query after another": f"postgresql://127.0.0.1:5432/{db}?user={role}&password=***&connect_timeout=10",
-        "keyword": f"host=127.0.0.1 port=5432 dbname={db} user={role} password=***",
+        "query after another": f"postgresql://{host}:{port}/{db}?user={role}&password=***&connect_timeout=10",
+        "keyword": f"host={host} port={port} dbname={db} user={role} password=***",
     }[form]
 
 
