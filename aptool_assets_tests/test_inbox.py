@@ -145,10 +145,10 @@ def test_astore_and_async_dead_letter(inbox):
 
 
 def test_async_stores_keep_arrival_order_and_answer_each_caller(inbox):
-    """Concurrent astore calls (group-committed on PostgreSQL): each id accepted exactly once,
-    repeats within and across batches are duplicates. Concurrent calls have no arrival order
-    beyond the store's own (batches in flight together may commit either way round), so the
-    order checked is seq's; sequential arrival order is checked in the receiver tests."""
+    """Concurrent astore calls (group-committed on PostgreSQL): each id accepted exactly once, by
+    its first arrival; repeats within and across batches are duplicates. Batches in flight together
+    may commit either way round, so the order checked is seq's; sequential arrival order is checked
+    in the receiver tests, and the race of a repeat with its original in test_inbox_group_commit."""
     ids = [f"g-{i:03d}" for i in range(60)]
     calls = ids + ids[::7]  # repeats of some ids, queued behind their originals
 

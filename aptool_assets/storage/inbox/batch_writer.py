@@ -18,8 +18,10 @@ class PgBatchWriter:
     the per-event cost (Python driver work, round trips, WAL flushes) falls as it rises.
 
     Nothing is acknowledged early: a future is resolved only after its batch committed. The same
-    ``event_id`` twice in one batch is inserted once; the later copies answer ``duplicate``. If a
-    batch fails for a reason other than the connection, its rows are retried one by one, so one
+    ``event_id`` twice in one batch is inserted once; the later copies answer ``duplicate``. A copy
+    that arrives while a batch holding its ``event_id`` is in flight waits for that batch, so the
+    first arrival is always the one ``accepted`` (two batches in flight may commit either way round).
+    If a batch fails for a reason other than the connection, its rows are retried one by one, so one
     bad row cannot fail its neighbours.
     """
 
@@ -29,6 +31,7 @@ class PgBatchWriter:
         self.max_inflight = max_inflight
         self._queue: list[tuple[tuple, asyncio.Future]] = []
         self._inflight = 0
+        self._inflight_ids: set[str] = set()
         self._tasks: set[asyncio.Task] = set()
 
     def submit(self, params: tuple) -> asyncio.Future:
@@ -39,20 +42,38 @@ class PgBatchWriter:
 
     def _kick(self) -> None:
         while self._queue and self._inflight < self.max_inflight:
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+            batch, held = self._next_batch()
+            if not batch:  # everything queued repeats an id in flight: its batch's end kicks again
+                return
+            self._queue = held
+            ids = {params[0] for params, _ in batch}
+            self._inflight_ids |= ids
             self._inflight += 1
-            task = asyncio.get_running_loop().create_task(self._flush(batch))
+            task = asyncio.get_running_loop().create_task(self._flush(batch, ids))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    def _next_batch(self) -> tuple[list, list]:
+        """Up to ``max_batch`` queued rows in arrival order, leaving queued (in order) the repeats of
+        an id that an in-flight batch holds."""
+        batch: list = []
+        held: list = []
+        for position, item in enumerate(self._queue):
+            if len(batch) == self.max_batch:
+                held.extend(self._queue[position:])
+                break
+            (held if item[0][0] in self._inflight_ids else batch).append(item)
+        return batch, held
 
     async def drain(self) -> None:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _flush(self, batch: list[tuple[tuple, asyncio.Future]]) -> None:
+    async def _flush(self, batch: list[tuple[tuple, asyncio.Future]], ids: set[str]) -> None:
         try:
             await self._write(batch)
         finally:
+            self._inflight_ids -= ids
             self._inflight -= 1
             self._kick()
 
