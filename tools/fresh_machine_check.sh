@@ -11,7 +11,8 @@
 #
 # Afterwards it checks that no PostgreSQL process of the run is left (any process whose working directory or
 # command line is under the temporary directory), prints the elapsed time and removes the directory, also
-# when the run fails or is interrupted. Takes as long as `make test` plus a fresh .venv (12-27 min on 2 cores, by machine and load).
+# when the run fails or is interrupted. Takes as long as `make test` plus a fresh .venv (12-27 min on 2 cores,
+# by machine and load).
 #
 #     tools/fresh_machine_check.sh            # PYTHON=python3.12 tools/fresh_machine_check.sh for another Python
 set -euo pipefail
